@@ -1,0 +1,3 @@
+export * from './der.js';
+export * from './self-signed.js';
+export * from './piv-certificate-object.js';

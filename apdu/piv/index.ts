@@ -1,0 +1,10 @@
+export * from './card-state.js';
+export * from './constants.js';
+export * from './atr.js';
+export * from './piv-card.js';
+export * from './security-state.js';
+export * from './reference-data.js';
+export * from './key-policy.js';
+export * from './public-key-template.js';
+export * from './objects/index.js';
+export { applicationPropertyTemplate, isPivAid, APPLICATION_LABEL } from './commands/select.js';

@@ -1,0 +1,29 @@
+import { SW, type StatusWord } from '../codec/index.js';
+import type { CardStateErrorReason } from './crypto/errors.js';
+
+/**
+ * The status word for a CardStateError the card state refused a command's input with. The card
+ * checks most conditions itself first; this covers what only the store can tell (an RSA block
+ * not below the modulus, a point off the curve, a weak 3DES key, an object over the store's
+ * limit) and races with another session. SP 800-73-4 Part 2 section 3 status words.
+ */
+export function statusForCardStateError(reason: CardStateErrorReason): StatusWord {
+  switch (reason) {
+    case 'INPUT_LENGTH':
+    case 'INPUT_RANGE':
+    case 'EC_POINT_INVALID':
+    case 'KEY_TYPE_MISMATCH':
+    case 'UNSUPPORTED_ALGORITHM':
+    case 'KEY_INVALID':
+    case 'REFERENCE_DATA_LENGTH':
+      return SW.INCORRECT_DATA;
+    case 'SLOT_INVALID':
+      return SW.INCORRECT_P1P2;
+    case 'SLOT_EMPTY':
+      return SW.REFERENCE_NOT_FOUND;
+    case 'OBJECT_INVALID':
+      return SW.NOT_ENOUGH_MEMORY;
+    default:
+      return SW.NO_PRECISE_DIAGNOSIS;
+  }
+}

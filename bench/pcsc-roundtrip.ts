@@ -1,0 +1,144 @@
+/**
+ * APDU round trip through pcscd for each reader transport: a PC/SC application (npm pcsclite) sends
+ * an APDU, pcscd hands it to the reader driver, the driver to our Node process, an echo card answers.
+ *
+ *   node dist/bench/pcsc-roundtrip.js [--n 2000] [--warmup 200]
+ *
+ * One private pcscd (test/support/pcscd.ts; root) runs both readers: ours (daemon/ifd-handler, Unix
+ * socket bridge) and vsmartcard's vpcd in reversed mode (TCP loopback). Writes
+ * bench/results/pcsc-roundtrip.json and prints it.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { BridgeSocketClient } from '../daemon/reader/bridge-socket-client.js';
+import { waitForCardPresent } from '../daemon/reader/pcsc-presence.js';
+import { VpcdCardServer } from '../daemon/reader/vpcd-card-server.js';
+import { EchoCard, echoAtr } from '../test/support/echo-card.js';
+import { PcscClient, type PcscCard } from '../test/support/pcsc-client.js';
+import { REPO_ROOT, startPcscd } from '../test/support/pcscd.js';
+
+/** Measured round trips per transport unless --n says otherwise. */
+const DEFAULT_N = 2000;
+/** Unmeasured round trips first, unless --warmup says otherwise. */
+const DEFAULT_WARMUP = 200;
+/** Port pairs tried for vpcd before giving up. */
+const PORT_ATTEMPTS = 20;
+/** The APDU: SELECT of the PIV AID (SP 800-73-4 Part 2, 3.1.1), a typical short command. */
+const APDU = Uint8Array.of(
+  0x00,
+  0xa4,
+  0x04,
+  0x00,
+  0x09,
+  0xa0,
+  0x00,
+  0x00,
+  0x03,
+  0x08,
+  0x00,
+  0x00,
+  0x10,
+  0x00,
+  0x00,
+);
+
+interface Stats {
+  median_ms: number;
+  p99_ms: number;
+  p90_ms: number;
+  min_ms: number;
+  max_ms: number;
+  n: number;
+}
+
+/** Nearest-rank percentile of sorted values. */
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+const round = (ms: number): number => Math.round(ms * 1000) / 1000;
+
+async function measure(card: PcscCard, n: number, warmup: number): Promise<Stats> {
+  // timed in the application process, around each SCardTransmit
+  const times = await card.bench(APDU, n, warmup);
+  times.sort((a, b) => a - b);
+  return {
+    median_ms: round(percentile(times, 50)),
+    p99_ms: round(percentile(times, 99)),
+    p90_ms: round(percentile(times, 90)),
+    min_ms: round(times[0]!),
+    max_ms: round(times[times.length - 1]!),
+    n,
+  };
+}
+
+async function vpcdServer(): Promise<VpcdCardServer> {
+  for (let attempt = 0; attempt < PORT_ATTEMPTS; attempt++) {
+    const server = new VpcdCardServer({ port: 20000 + Math.floor(Math.random() * 40000) });
+    try {
+      await server.listen();
+      return server;
+    } catch {
+      await server.close();
+    }
+  }
+  throw new Error('no free port pair for vpcd');
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { n: { type: 'string' }, warmup: { type: 'string' } } });
+  const n = Number(values.n ?? DEFAULT_N);
+  const warmup = Number(values.warmup ?? DEFAULT_WARMUP);
+  if (!Number.isInteger(n) || n < 1 || !Number.isInteger(warmup) || warmup < 0)
+    throw new Error('--n and --warmup take whole numbers');
+
+  // vpcd needs both of its card ports answering before pcscd starts (vpcd-card-server.ts).
+  const server = await vpcdServer();
+  server.insert(0, new EchoCard({ atr: echoAtr('bench-v0') }));
+  server.insert(1, new EchoCard({ atr: echoAtr('bench-v1') }));
+  const pcscd = await startPcscd({ cardlink: { slots: 1 }, vpcd: { port: server.port } });
+  let bridge: BridgeSocketClient | undefined;
+  let app: PcscClient | undefined;
+  try {
+    bridge = await BridgeSocketClient.connect({ socketPath: pcscd.socketPath });
+    bridge.insert(0, new EchoCard({ atr: echoAtr('bench-c0') }));
+    await waitForCardPresent(pcscd.readerName(0));
+    await waitForCardPresent(pcscd.vpcdReaderName(0));
+    app = await PcscClient.open();
+    const ours = await app.connect(pcscd.readerName(0));
+    const vpcd = await app.connect(pcscd.vpcdReaderName(0));
+
+    const result = {
+      'ifd-cardlink': await measure(ours, n, warmup),
+      vpcd: await measure(vpcd, n, warmup),
+      apdu_bytes: APDU.length,
+      warmup,
+      node: process.version,
+      date: new Date().toISOString(),
+      command: ['node', path.relative(REPO_ROOT, process.argv[1]!), ...process.argv.slice(2)].join(' '),
+      host: { cpus: os.cpus().length, loadavg_1m: round(os.loadavg()[0]!) },
+    };
+    await ours.disconnect();
+    await vpcd.disconnect();
+
+    const outDir = path.join(REPO_ROOT, 'bench', 'results');
+    fs.mkdirSync(outDir, { recursive: true });
+    const out = path.join(outDir, 'pcsc-roundtrip.json');
+    fs.writeFileSync(`${out}.tmp`, `${JSON.stringify(result, null, 2)}\n`);
+    fs.renameSync(`${out}.tmp`, out);
+    console.log(JSON.stringify(result, null, 2));
+  } finally {
+    await app?.close();
+    await bridge?.close();
+    // pcscd before the vpcd card server: Debian 12's vpcd aborts pcscd when the card side goes away.
+    await pcscd.stop();
+    await server.close();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs every benchmark; each writes its JSON result to bench/results/. Needs the test set-up
+# (bash test/prepare-machine.sh) and root (private pcscd instances).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+npm run -s build
+node dist/bench/pcsc-roundtrip.js
+node dist/bench/pkcs11-test-login.js 3

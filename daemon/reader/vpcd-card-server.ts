@@ -1,0 +1,212 @@
+/**
+ * The vsmartcard vpcd protocol, card side, in reversed mode: this process LISTENS on loopback and
+ * vpcd (the pcsc-lite driver libifdvpcd.so inside pcscd, reader.conf `DEVICENAME localhost:<port>`)
+ * connects to it. This is the transport for systems where our own driver does not exist.
+ *
+ * vpcd protocol: every message is a 2-byte big-endian length, then the payload. A 1-byte payload is a
+ * control message: 00 power off, 01 power on, 02 reset, 04 get ATR (answered with the ATR); anything
+ * longer is a C-APDU, answered with the R-APDU.
+ *
+ * vpcd opens one connection per slot: slot i connects to port + i. Measured on Debian 12
+ * (vsmartcard-vpcd 3.3+dfsg / virtualsmartcard 0.8, pcsc-lite 1.9.9):
+ * - vpcd has two slots ("<FRIENDLYNAME> 00 00" on port P, "00 01" on port P+1) and pcscd aborts
+ *   (FD_SETSIZE check in vpcd's select()) when a slot's connection fails or is closed, or when a GET
+ *   ATR is answered with nothing. So: listen on both ports before pcscd starts, keep a card in every
+ *   slot while pcscd runs, and stop pcscd before this server.
+ * - pcscd blocks at start until every slot answers GET ATR, and polls GET ATR every 400 ms.
+ * - vpcd sends length and payload in two send() calls without TCP_NODELAY; with delayed ACK an APDU
+ *   costs about 40 ms (bench/pcsc-roundtrip.ts). Newer virtualsmartcard (0.9+) fixed this and also
+ *   reconnects, so there an empty slot ("no card", an empty GET ATR answer) works.
+ */
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import { CardlinkError } from '../../protocol/errors.js';
+import type { Logger } from '../../protocol/log.js';
+import { isPlausibleAtr, MAX_ATR_BYTES, transmitSafely, type VirtualCard } from './virtual-card.js';
+
+/** Slots of Debian 12's vpcd (VPCDSLOTS): one TCP port each, from the configured port up. */
+export const VPCD_SLOTS = 2;
+/** Largest vpcd message payload: the 2-byte length prefix. */
+export const VPCD_MAX_MESSAGE_BYTES = 0xffff;
+/** The only address this server listens on. */
+export const VPCD_LOOPBACK_HOST = '127.0.0.1';
+
+/** vpcd control bytes (virtualsmartcard src/vpcd/vpcd.h). */
+export const VpcdControl = { POWER_OFF: 0x00, POWER_ON: 0x01, RESET: 0x02, GET_ATR: 0x04 } as const;
+
+export interface VpcdCardServerOptions {
+  /** First port (slot 0); slot i uses port + i. The CHANNELID / DEVICENAME port of the vpcd reader. */
+  port: number;
+  /** Overrides VPCD_SLOTS. */
+  slots?: number;
+  logger?: Logger;
+}
+
+interface VpcdSlot {
+  card: VirtualCard | undefined;
+  server: net.Server;
+  connection: net.Socket | undefined;
+}
+
+export class VpcdCardServer extends EventEmitter {
+  readonly port: number;
+  readonly slotCount: number;
+  private readonly slots: VpcdSlot[];
+  private readonly logger: Logger | undefined;
+
+  constructor(options: VpcdCardServerOptions) {
+    super();
+    const slots = options.slots ?? VPCD_SLOTS;
+    if (!Number.isInteger(options.port) || options.port < 1 || options.port + slots - 1 > 0xffff) {
+      throw new CardlinkError('ERR_CONFIG_INVALID', 'vpcd port out of range', { port: options.port, slots });
+    }
+    this.port = options.port;
+    this.slotCount = slots;
+    this.logger = options.logger;
+    this.slots = Array.from({ length: slots }, (_, i) => ({
+      card: undefined,
+      connection: undefined,
+      server: net.createServer((socket) => this.onConnection(i, socket)),
+    }));
+  }
+
+  /** Ports in slot order. */
+  get ports(): number[] {
+    return this.slots.map((_, i) => this.port + i);
+  }
+
+  /** Listens on 127.0.0.1 on every slot's port. Call before pcscd starts. */
+  async listen(): Promise<void> {
+    await Promise.all(
+      this.slots.map(
+        (s, i) =>
+          new Promise<void>((resolve, reject) => {
+            s.server.once('error', (err: NodeJS.ErrnoException) =>
+              reject(
+                new CardlinkError('ERR_CONFIG_INVALID', 'cannot listen for vpcd', {
+                  port: this.port + i,
+                  errno: err.code ?? 'unknown',
+                }),
+              ),
+            );
+            s.server.listen({ host: VPCD_LOOPBACK_HOST, port: this.port + i, exclusive: true }, () =>
+              resolve(),
+            );
+          }),
+      ),
+    );
+  }
+
+  /** Puts `card` into `slot`; vpcd reports it at its next GET ATR poll. */
+  insert(slot: number, card: VirtualCard): void {
+    const s = this.slot(slot);
+    if (s.card) throw new CardlinkError('ERR_SLOT_UNAVAILABLE', 'slot already holds a card', { slot });
+    if (!(card.atr instanceof Uint8Array) || !isPlausibleAtr(card.atr)) {
+      throw new CardlinkError(
+        'ERR_CONFIG_INVALID',
+        `card ATR must be 1..${MAX_ATR_BYTES} bytes starting with 3B or 3F`,
+        { slot },
+      );
+    }
+    s.card = card;
+  }
+
+  /**
+   * Empties `slot`: GET ATR is then answered with nothing ("no card"). Debian 12's vpcd aborts pcscd on
+   * that (see the module comment): there, only remove a card after pcscd has stopped.
+   */
+  remove(slot: number): void {
+    const s = this.slot(slot);
+    if (!s.card) throw new CardlinkError('ERR_SLOT_UNAVAILABLE', 'slot is empty', { slot });
+    s.card = undefined;
+  }
+
+  isOccupied(slot: number): boolean {
+    return this.slot(slot).card !== undefined;
+  }
+
+  /** Stops listening and drops vpcd's connections. Stop pcscd first (see the module comment). */
+  async close(): Promise<void> {
+    await Promise.all(
+      this.slots.map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            s.connection?.destroy();
+            s.server.close(() => resolve());
+          }),
+      ),
+    );
+  }
+
+  private slot(slot: number): VpcdSlot {
+    const s = Number.isInteger(slot) ? this.slots[slot] : undefined;
+    if (!s)
+      throw new CardlinkError('ERR_SLOT_UNAVAILABLE', `no such slot (vpcd has ${this.slotCount})`, { slot });
+    return s;
+  }
+
+  private onConnection(slot: number, socket: net.Socket): void {
+    const s = this.slots[slot]!;
+    socket.setNoDelay(true);
+    // vpcd opens one connection per slot; a new one (a reconnect) replaces the old one.
+    s.connection?.destroy();
+    s.connection = socket;
+    this.logger?.info('vpcd connected', { slot });
+    let buffered: Buffer = Buffer.alloc(0);
+    let queue: Promise<void> = Promise.resolve();
+    socket.on('data', (chunk: Buffer) => {
+      buffered = buffered.length ? Buffer.concat([buffered, chunk]) : chunk;
+      while (buffered.length >= 2) {
+        const len = buffered.readUInt16BE(0);
+        if (buffered.length < 2 + len) break;
+        const payload = Buffer.from(buffered.subarray(2, 2 + len));
+        buffered = buffered.subarray(2 + len);
+        queue = queue
+          .then(() => this.handle(slot, socket, payload))
+          .catch((err: unknown) => {
+            this.logger?.error('vpcd message failed', { slot, error: err });
+          });
+      }
+    });
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => {
+      if (s.connection === socket) s.connection = undefined;
+      this.logger?.info('vpcd disconnected', { slot });
+    });
+  }
+
+  private async handle(slot: number, socket: net.Socket, payload: Buffer): Promise<void> {
+    const card = this.slots[slot]!.card;
+    if (payload.length === 0) return;
+    if (payload.length === 1) {
+      switch (payload[0]) {
+        case VpcdControl.GET_ATR:
+          return this.reply(socket, card ? card.atr : new Uint8Array(0));
+        case VpcdControl.POWER_ON:
+        case VpcdControl.RESET:
+          try {
+            card?.reset();
+          } catch (err) {
+            this.logger?.warn('card reset failed', { slot, error: err });
+          }
+          return;
+        case VpcdControl.POWER_OFF:
+          return;
+        default:
+          this.logger?.warn('unknown vpcd control message', { slot, control: payload[0] });
+          return;
+      }
+    }
+    if (!card) return this.reply(socket, new Uint8Array(0));
+    const response = await transmitSafely(card, payload, VPCD_MAX_MESSAGE_BYTES);
+    this.reply(socket, response);
+  }
+
+  private reply(socket: net.Socket, data: Uint8Array): void {
+    if (socket.destroyed) return;
+    const out = Buffer.allocUnsafe(2 + data.length);
+    out.writeUInt16BE(data.length, 0);
+    out.set(data, 2);
+    socket.write(out);
+  }
+}

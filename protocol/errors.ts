@@ -1,0 +1,63 @@
+/**
+ * Typed errors shared by every part of cardlink.
+ *
+ * Each error carries a stable `code` (matched by callers, tests, the wire
+ * protocol and the CLI's exit status) and a `context` object of non-secret
+ * facts (file names, setting keys, slot numbers). Never put a PIN, PUK, key,
+ * token or APDU payload into a message or a context.
+ */
+export type CardlinkErrorCode =
+  | 'ERR_APDU_MALFORMED'
+  | 'ERR_TLV_MALFORMED'
+  | 'ERR_CONFIG_INVALID'
+  | 'ERR_PCSCD_UNAVAILABLE'
+  | 'ERR_READER_DRIVER_MISSING'
+  | 'ERR_BRIDGE_PROTOCOL'
+  | 'ERR_BRIDGE_CLOSED'
+  | 'ERR_SLOT_UNAVAILABLE'
+  | 'ERR_CARD_STATE'
+  | 'ERR_AUTH_TOKEN_INVALID'
+  | 'ERR_DEVICE_PROOF_INVALID'
+  | 'ERR_IDP_UNAVAILABLE'
+  | 'ERR_FRAME_MALFORMED'
+  | 'ERR_STORAGE'
+  | 'ERR_KEY_PROVIDER'
+  | 'ERR_KEY_FILE_INSECURE'
+  | 'ERR_SEALED_KEY_INVALID'
+  | 'ERR_CARD_NOT_FOUND'
+  | 'ERR_CARD_TAKEN_OVER'
+  | 'ERR_COMMAND_ALREADY_RECORDED'
+  | 'ERR_INTERNAL';
+
+export class CardlinkError extends Error {
+  readonly code: CardlinkErrorCode;
+  readonly context: Readonly<Record<string, string | number | boolean>>;
+
+  constructor(
+    code: CardlinkErrorCode,
+    message: string,
+    context: Record<string, string | number | boolean> = {},
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'CardlinkError';
+    this.code = code;
+    this.context = Object.freeze({ ...context });
+  }
+}
+
+/** Exit status of the CLI for each error code; 1 is "unexpected". */
+export function exitCodeFor(code: CardlinkErrorCode): number {
+  switch (code) {
+    case 'ERR_CONFIG_INVALID':
+      return 78; // EX_CONFIG
+    case 'ERR_PCSCD_UNAVAILABLE':
+    case 'ERR_READER_DRIVER_MISSING':
+      return 69; // EX_UNAVAILABLE
+    case 'ERR_AUTH_TOKEN_INVALID':
+    case 'ERR_DEVICE_PROOF_INVALID':
+      return 77; // EX_NOPERM
+    default:
+      return 1;
+  }
+}

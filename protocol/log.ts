@@ -1,0 +1,69 @@
+/**
+ * The one log format of cardlink: winston, JSON lines.
+ *
+ * Two rules hold for every line, whoever logs it:
+ * - control characters in any string are escaped, so a log line can never be split or
+ *   forged by data that came from a card, a token or a peer;
+ * - fields whose names say they hold a secret are replaced by "[redacted]" (defence in depth:
+ *   callers must not log secrets in the first place).
+ */
+import winston from 'winston';
+
+export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
+export type Logger = winston.Logger;
+
+/** Field names never written out, matched case-insensitively as whole words or suffixes. */
+const SECRET_FIELD = /(^|_|-)(pin|puk|password|secret|token|accesstoken|refreshtoken|privatekey|mgmtkey|managementkey|key)$/i;
+
+/** Escapes C0/C1 control characters (and DEL) as \uXXXX. */
+export function escapeControlCharacters(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+function sanitize(value: unknown, depth = 0): unknown {
+  if (typeof value === 'string') return escapeControlCharacters(value);
+  if (depth > 6 || value === null || typeof value !== 'object') return value;
+  if (value instanceof Uint8Array) return `[${value.length} bytes]`;
+  if (value instanceof Error) return { name: value.name, message: escapeControlCharacters(value.message) };
+  if (Array.isArray(value)) return value.map((v) => sanitize(v, depth + 1));
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) out[k] = SECRET_FIELD.test(k) ? '[redacted]' : sanitize(v, depth + 1);
+  return out;
+}
+
+const sanitizeFormat = winston.format((info) => {
+  for (const key of Object.keys(info)) {
+    const v = info[key];
+    info[key] = SECRET_FIELD.test(key) ? '[redacted]' : sanitize(v);
+  }
+  return info;
+});
+
+export interface LoggerOptions {
+  level?: LogLevel;
+  /** Component name written on every line (`daemon`, `server`, `local-card`). */
+  component: string;
+  /** Log file; when absent lines go to stderr. */
+  file?: string;
+  /** Rotation for `file`: largest size in bytes and number of files kept. */
+  maxSize?: number;
+  maxFiles?: number;
+}
+
+export function createLogger(options: LoggerOptions): Logger {
+  const transport = options.file
+    ? new winston.transports.File({
+        filename: options.file,
+        maxsize: options.maxSize ?? 10 * 1024 * 1024,
+        maxFiles: options.maxFiles ?? 5,
+        tailable: true,
+      })
+    : new winston.transports.Stream({ stream: process.stderr });
+  return winston.createLogger({
+    level: options.level ?? 'info',
+    defaultMeta: { component: options.component },
+    format: winston.format.combine(sanitizeFormat(), winston.format.timestamp(), winston.format.json()),
+    transports: [transport],
+  });
+}

@@ -1,0 +1,321 @@
+/**
+ * Card profiles: what `cardlink admin create-card` puts on a new card. A profile is JSON:
+ *
+ *   {
+ *     "name": "default",                       optional; a file's name without .json by default
+ *     "label": "cardlink PIV card",            1..64 characters; prefixes the certificates' CN
+ *     "slots": [                               at least one, each slot once
+ *       { "slot": "9A", "algorithm": "RSA2048", "pinPolicy": "once", "certificate": true }
+ *     ],                                       slot: 9A 9C 9D 9E 82..95 (hex); algorithm: RSA2048
+ *                                              RSA3072 ECCP256 ECCP384; pinPolicy: never once
+ *                                              always (default: the slot's usual one);
+ *                                              certificate: self-signed certificate (default true)
+ *     "pin": { "minLength": 6, "maxLength": 8, "retries": 3, "generatedLength": 8 },
+ *     "puk": { "minLength": 8, "maxLength": 8, "retries": 3 },
+ *                                              lengths 6..8 digits; retries 1..255;
+ *                                              generatedLength defaults to maxLength
+ *     "managementKey": { "algorithm": "AES192" },   3DES AES128 AES192 AES256
+ *     "certificateValidityDays": 365           optional, 1..11000
+ *   }
+ *
+ * Unknown members are refused (a typo must not silently fall back to a default). Every error is
+ * a `ProfileError` (`ERR_CONFIG_INVALID`) whose context names the field, e.g. `slots[1].algorithm`.
+ */
+import { existsSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { KeyAlgorithm, ManagementKeyAlgorithm, PinPolicy } from '../../apdu/piv/card-state.js';
+import {
+  DEFAULT_CERTIFICATE_VALIDITY_DAYS,
+  MAX_CERTIFICATE_VALIDITY_DAYS,
+} from '../../apdu/piv/certificates/self-signed.js';
+import {
+  isKeySlot,
+  isRetiredSlot,
+  KEY_ALGORITHM_ID,
+  MANAGEMENT_ALGORITHM_ID,
+} from '../../apdu/piv/constants.js';
+import {
+  MAX_RETRY_LIMIT,
+  REFERENCE_DATA_MAX_BYTES,
+  REFERENCE_DATA_MIN_BYTES,
+} from '../../apdu/piv/memory-card-state.js';
+import { CardlinkError } from '../../protocol/errors.js';
+
+/** Longest card label (it also prefixes certificate common names, RFC 5280 ub-common-name 64). */
+export const MAX_CARD_LABEL_LENGTH = 64;
+/** Largest profile file read, in bytes. */
+export const MAX_PROFILE_FILE_BYTES = 64 * 1024;
+
+export interface SlotProfile {
+  /** PIV key reference, e.g. 0x9A. */
+  readonly slot: number;
+  readonly algorithm: KeyAlgorithm;
+  readonly pinPolicy: PinPolicy;
+  /** Whether a self-signed certificate goes into the slot's certificate object. */
+  readonly certificate: boolean;
+}
+
+export interface ReferencePolicy {
+  /** Digits, 6..8 (SP 800-73-4 Part 2 section 2.4.3). */
+  readonly minLength: number;
+  readonly maxLength: number;
+  /** Tries before the PIN/PUK blocks, 1..255. */
+  readonly retries: number;
+  /** Length of a generated value, between minLength and maxLength. */
+  readonly generatedLength: number;
+}
+
+export interface CardProfile {
+  readonly name: string;
+  readonly label: string;
+  readonly slots: readonly SlotProfile[];
+  readonly pin: ReferencePolicy;
+  readonly puk: ReferencePolicy;
+  readonly managementKey: { readonly algorithm: ManagementKeyAlgorithm };
+  readonly certificateValidityDays: number;
+}
+
+/** A profile (or a value checked against one) is not valid; `context.field` names the culprit. */
+export class ProfileError extends CardlinkError {
+  constructor(field: string, message: string, context: Record<string, string | number | boolean> = {}) {
+    super('ERR_CONFIG_INVALID', `${field}: ${message}`, { ...context, field });
+    this.name = 'ProfileError';
+  }
+}
+
+/** The usual PIN policy of a slot (the YubiKey defaults; SP 800-73-4 Part 1 section 3.1). */
+export function defaultPinPolicy(slot: number): PinPolicy {
+  if (slot === 0x9c) return 'always';
+  if (slot === 0x9e) return 'never';
+  return 'once';
+}
+
+/** Checks and normalises a parsed JSON profile. `fallbackName` names it when it has no `name`. */
+export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardProfile {
+  const root = objectAt(value, 'profile');
+  onlyMembers(root, 'profile', [
+    'name',
+    'label',
+    'slots',
+    'pin',
+    'puk',
+    'managementKey',
+    'certificateValidityDays',
+  ]);
+  const name = root.name === undefined ? fallbackName : text(root.name, 'name', 64);
+  const label = text(root.label, 'label', MAX_CARD_LABEL_LENGTH);
+
+  if (!Array.isArray(root.slots) || root.slots.length === 0) {
+    throw new ProfileError('slots', 'must be a non-empty array');
+  }
+  const seen = new Set<number>();
+  const slots = root.slots.map((entry: unknown, i: number): SlotProfile => {
+    const field = `slots[${i}]`;
+    const s = objectAt(entry, field);
+    onlyMembers(s, field, ['slot', 'algorithm', 'pinPolicy', 'certificate']);
+    const slot = slotNumber(s.slot, `${field}.slot`);
+    if (seen.has(slot)) throw new ProfileError(`${field}.slot`, 'slot listed twice');
+    seen.add(slot);
+    const algorithm = oneOf(s.algorithm, `${field}.algorithm`, Object.keys(KEY_ALGORITHM_ID)) as KeyAlgorithm;
+    const pinPolicy =
+      s.pinPolicy === undefined
+        ? defaultPinPolicy(slot)
+        : (oneOf(s.pinPolicy, `${field}.pinPolicy`, ['never', 'once', 'always']) as PinPolicy);
+    const certificate = s.certificate === undefined ? true : bool(s.certificate, `${field}.certificate`);
+    return Object.freeze({ slot, algorithm, pinPolicy, certificate });
+  });
+
+  const managementKey = objectAt(root.managementKey, 'managementKey');
+  onlyMembers(managementKey, 'managementKey', ['algorithm']);
+  const mgmtAlgorithm = oneOf(
+    managementKey.algorithm,
+    'managementKey.algorithm',
+    Object.keys(MANAGEMENT_ALGORITHM_ID),
+  ) as ManagementKeyAlgorithm;
+
+  const certificateValidityDays =
+    root.certificateValidityDays === undefined
+      ? DEFAULT_CERTIFICATE_VALIDITY_DAYS
+      : integer(root.certificateValidityDays, 'certificateValidityDays', 1, MAX_CERTIFICATE_VALIDITY_DAYS);
+
+  return Object.freeze({
+    name,
+    label,
+    slots: Object.freeze(slots),
+    pin: referencePolicy(root.pin, 'pin'),
+    puk: referencePolicy(root.puk, 'puk'),
+    managementKey: Object.freeze({ algorithm: mgmtAlgorithm }),
+    certificateValidityDays,
+  });
+}
+
+/** The profile as JSON again (slots as hex strings), as stored with the card. */
+export function profileToJson(profile: CardProfile): Record<string, unknown> {
+  return {
+    name: profile.name,
+    label: profile.label,
+    slots: profile.slots.map((s) => ({
+      slot: s.slot.toString(16).toUpperCase(),
+      algorithm: s.algorithm,
+      pinPolicy: s.pinPolicy,
+      certificate: s.certificate,
+    })),
+    pin: { ...profile.pin },
+    puk: { ...profile.puk },
+    managementKey: { ...profile.managementKey },
+    certificateValidityDays: profile.certificateValidityDays,
+  };
+}
+
+/** Reads and checks a profile file; its name defaults to the file name without `.json`. */
+export async function loadCardProfile(path: string): Promise<CardProfile> {
+  let text: string;
+  try {
+    const info = await stat(path);
+    if (!info.isFile() || info.size > MAX_PROFILE_FILE_BYTES) {
+      throw new ProfileError('profile', 'not a regular file of at most 64 KiB', { file: path });
+    }
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if (error instanceof ProfileError) throw error;
+    throw new ProfileError('profile', 'cannot read the profile file', {
+      file: path,
+      errno: (error as NodeJS.ErrnoException).code ?? 'unknown',
+    });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new ProfileError('profile', 'the profile file is not valid JSON', { file: path });
+  }
+  return parseCardProfile(json, basename(path).replace(/\.json$/i, ''));
+}
+
+/**
+ * The shipped default profile file (`server/admin/profiles/default.json`): next to this module
+ * when installed with it, else in the source tree beside `dist/`.
+ */
+export function defaultProfilePath(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const candidates = [
+    join(here, 'profiles', 'default.json'),
+    join(here, '..', '..', '..', 'server', 'admin', 'profiles', 'default.json'),
+  ];
+  return candidates.find((p) => existsSync(p)) ?? candidates[0]!;
+}
+
+export function loadDefaultProfile(): Promise<CardProfile> {
+  return loadCardProfile(defaultProfilePath());
+}
+
+/** Checks a card label given instead of the profile's. */
+export function checkCardLabel(label: string): string {
+  return text(label, 'label', MAX_CARD_LABEL_LENGTH);
+}
+
+/** Checks a PIN/PUK an administrator supplied against the policy: digits, policy length. */
+export function checkReferenceValue(
+  value: string,
+  policy: ReferencePolicy,
+  field: 'pin' | 'puk',
+): Uint8Array {
+  if (typeof value !== 'string' || !/^[0-9]+$/.test(value)) {
+    throw new ProfileError(field, 'must be digits only');
+  }
+  if (value.length < policy.minLength || value.length > policy.maxLength) {
+    throw new ProfileError(field, `must be ${policy.minLength} to ${policy.maxLength} digits`, {
+      length: value.length,
+    });
+  }
+  return new Uint8Array(Buffer.from(value, 'latin1'));
+}
+
+function referencePolicy(value: unknown, field: 'pin' | 'puk'): ReferencePolicy {
+  const p = objectAt(value, field);
+  onlyMembers(p, field, ['minLength', 'maxLength', 'retries', 'generatedLength']);
+  const minLength = integer(
+    p.minLength,
+    `${field}.minLength`,
+    REFERENCE_DATA_MIN_BYTES,
+    REFERENCE_DATA_MAX_BYTES,
+  );
+  const maxLength = integer(p.maxLength, `${field}.maxLength`, minLength, REFERENCE_DATA_MAX_BYTES);
+  const retries = integer(p.retries, `${field}.retries`, 1, MAX_RETRY_LIMIT);
+  const generatedLength =
+    p.generatedLength === undefined
+      ? maxLength
+      : integer(p.generatedLength, `${field}.generatedLength`, minLength, maxLength);
+  return Object.freeze({ minLength, maxLength, retries, generatedLength });
+}
+
+function objectAt(value: unknown, field: string): Record<string, unknown> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new ProfileError(field, 'must be an object');
+  }
+  return value as Record<string, unknown>;
+}
+
+function onlyMembers(value: Record<string, unknown>, field: string, allowed: readonly string[]): void {
+  for (const name of Object.keys(value)) {
+    if (!allowed.includes(name)) throw new ProfileError(`${field}.${name}`, 'unknown member');
+  }
+}
+
+function text(value: unknown, field: string, maxLength: number): string {
+  if (typeof value !== 'string' || value.trim().length === 0 || value.length > maxLength) {
+    throw new ProfileError(field, `must be a non-empty string of at most ${maxLength} characters`);
+  }
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(value))
+    throw new ProfileError(field, 'must not contain control characters');
+  return value;
+}
+
+function integer(value: unknown, field: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new ProfileError(field, `must be an integer from ${min} to ${max}`);
+  }
+  return value;
+}
+
+function bool(value: unknown, field: string): boolean {
+  if (typeof value !== 'boolean') throw new ProfileError(field, 'must be true or false');
+  return value;
+}
+
+function oneOf(value: unknown, field: string, allowed: readonly string[]): string {
+  if (typeof value !== 'string' || !allowed.includes(value)) {
+    throw new ProfileError(field, `must be one of ${allowed.join(', ')}`);
+  }
+  return value;
+}
+
+function slotNumber(value: unknown, field: string): number {
+  let slot: number | undefined;
+  if (typeof value === 'string' && /^(0x)?[0-9a-f]{2}$/i.test(value))
+    slot = parseInt(value.replace(/^0x/i, ''), 16);
+  else if (typeof value === 'number' && Number.isInteger(value)) slot = value;
+  if (slot === undefined || !isKeySlot(slot)) {
+    throw new ProfileError(field, 'must be a PIV key slot: 9A, 9C, 9D, 9E or 82..95 (hex)');
+  }
+  return slot;
+}
+
+/** Human name of a slot, for certificate common names (SP 800-73-4 Part 1 Table 4b). */
+export function slotTitle(slot: number): string {
+  switch (slot) {
+    case 0x9a:
+      return 'PIV Authentication';
+    case 0x9c:
+      return 'Digital Signature';
+    case 0x9d:
+      return 'Key Management';
+    case 0x9e:
+      return 'Card Authentication';
+    default:
+      return isRetiredSlot(slot) ? `Retired Key ${slot - 0x82 + 1}` : `Key ${slot.toString(16)}`;
+  }
+}

@@ -1,0 +1,302 @@
+/**
+ * The audit log: append-only and hash-chained, in the card server's database.
+ *
+ * Each entry stores `prev_hash` (the previous entry's hash; 32 zero bytes before the first) and
+ * `hash = SHA-256(prev_hash || canonical entry)`, where the canonical entry is the JSON array
+ * `[1, id, time, actor, eventType, cardId, details]` and `details` is the canonical JSON text
+ * exactly as stored. Ids are consecutive from 1. Changing, deleting, inserting or reordering a
+ * row breaks the chain at that row, which `verifyChain` reports; dropping the newest rows is
+ * caught against the chain head row. To detect a rewrite of the whole chain (head included),
+ * copy `auditChainHead()` somewhere the database's administrators cannot write, now and then.
+ *
+ * Appends happen inside the caller's transaction (the event commits with the state change it
+ * describes, or not at all) and are serialized on the chain head row (`SELECT ... FOR UPDATE` on
+ * PostgreSQL; SQLite runs one transaction at a time anyway), so the chain never forks. Take the
+ * head lock last in a transaction: it is held until commit.
+ *
+ * Details never carry secrets: no PIN, PUK, key, token or payload. `append` refuses raw bytes and
+ * member names that say "secret"; for private-key operations use `privateKeyOperationDetails`
+ * (slot, algorithm and the SHA-256 of the input, never the input).
+ */
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import type { Writable } from 'node:stream';
+import { CardlinkError } from '../../protocol/errors.js';
+import { AUDIT_GENESIS_HASH } from '../storage/migrations.js';
+import type { AuditLogRow } from '../storage/schema.js';
+import type { Queryable, Tx } from '../storage/storage.js';
+import { canonicalJson } from './canonical-json.js';
+
+/** Event types cardlink writes; other strings are accepted for extensions. */
+export const AUDIT_EVENTS = {
+  cardCreated: 'card.created',
+  cardDeleted: 'card.deleted',
+  cardClaimed: 'card.claimed',
+  pinVerified: 'pin.verified',
+  pinFailed: 'pin.failed',
+  pinBlocked: 'pin.blocked',
+  pinChanged: 'pin.changed',
+  pinUnblocked: 'pin.unblocked',
+  keyGenerated: 'key.generated',
+  keyImported: 'key.imported',
+  keyUsed: 'key.used',
+  managementKeyChanged: 'mgmt-key.changed',
+  kekRotated: 'kek.rotated',
+  deviceRegistered: 'device.registered',
+  deviceApproved: 'device.approved',
+} as const;
+
+/** Rows read per query by `verifyChain` and `exportJsonLines`. */
+export const AUDIT_READ_BATCH = 500;
+
+/** Member names refused in details (whole name or suffix, case-insensitive). */
+const SECRET_NAME =
+  /(^|_|-)(pin|puk|password|passphrase|secret|token|privatekey|mgmtkey|managementkey|key|plaintext|input)$/i;
+
+const ENTRY_FORMAT = 1;
+
+export interface AuditEvent {
+  /** Who: `user:<id>`, `admin:<name>`, `system`. */
+  readonly actor: string;
+  readonly eventType: string;
+  readonly cardId?: string | null;
+  /** JSON-serializable, without secrets. */
+  readonly details?: Readonly<Record<string, unknown>>;
+}
+
+export interface AuditEntry {
+  readonly id: number;
+  readonly time: string;
+  readonly actor: string;
+  readonly eventType: string;
+  readonly cardId: string | null;
+  readonly details: Record<string, unknown>;
+  /** Hex. */
+  readonly prevHash: string;
+  /** Hex. */
+  readonly hash: string;
+}
+
+export type ChainVerification =
+  | { readonly ok: true; readonly count: number; readonly headHash: string }
+  | {
+      readonly ok: false;
+      /** The first entry (by id) at which the chain does not hold. */
+      readonly firstBadId: number;
+      readonly reason: 'missing' | 'prev-hash-mismatch' | 'hash-mismatch' | 'truncated' | 'head-mismatch';
+      /** Entries checked before the failure. */
+      readonly count: number;
+    };
+
+export interface AuditFilter {
+  readonly cardId?: string;
+  readonly eventType?: string;
+  readonly actor?: string;
+  /** Inclusive id range. */
+  readonly fromId?: number;
+  readonly toId?: number;
+  /** Inclusive ISO 8601 time range. */
+  readonly since?: string;
+  readonly until?: string;
+}
+
+/** The hash of an entry given its predecessor's hash. */
+export function entryHash(
+  prevHash: Uint8Array,
+  entry: {
+    id: number;
+    time: string;
+    actor: string;
+    eventType: string;
+    cardId: string | null;
+    details: string;
+  },
+): Buffer {
+  const canonical = JSON.stringify([
+    ENTRY_FORMAT,
+    entry.id,
+    entry.time,
+    entry.actor,
+    entry.eventType,
+    entry.cardId,
+    entry.details,
+  ]);
+  return createHash('sha256').update(prevHash).update(canonical, 'utf8').digest();
+}
+
+/** Details for a private-key operation: never the input, only its SHA-256. */
+export function privateKeyOperationDetails(
+  slot: number,
+  algorithm: string,
+  input: Uint8Array,
+  extra: Readonly<Record<string, string | number | boolean>> = {},
+): Record<string, string | number | boolean> {
+  return {
+    ...extra,
+    slot: `0x${slot.toString(16).padStart(2, '0')}`,
+    algorithm,
+    inputSha256: createHash('sha256').update(input).digest('hex'),
+    inputLength: input.length,
+  };
+}
+
+/** Appends an entry in the caller's transaction. */
+export async function appendAudit(tx: Tx, event: AuditEvent): Promise<AuditEntry> {
+  const details = event.details ?? {};
+  refuseSecrets(details, 0);
+  const detailsText = canonicalJson(details);
+  let head = tx.db.selectFrom('audit_chain_head').select(['last_id', 'last_hash']).where('id', '=', 1);
+  if (tx.dialect === 'postgres') head = head.forUpdate();
+  const current = await head.executeTakeFirst();
+  if (!current) throw new CardlinkError('ERR_STORAGE', 'audit chain head missing (run migrate)');
+  const entry = {
+    id: current.last_id + 1,
+    time: new Date().toISOString(),
+    actor: event.actor,
+    eventType: event.eventType,
+    cardId: event.cardId ?? null,
+    details: detailsText,
+  };
+  const hash = entryHash(current.last_hash, entry);
+  await tx.db
+    .insertInto('audit_log')
+    .values({
+      id: entry.id,
+      created_at: entry.time,
+      actor: entry.actor,
+      event_type: entry.eventType,
+      card_id: entry.cardId,
+      details: detailsText,
+      prev_hash: current.last_hash,
+      hash,
+    })
+    .execute();
+  await tx.db
+    .updateTable('audit_chain_head')
+    .set({ last_id: entry.id, last_hash: hash })
+    .where('id', '=', 1)
+    .execute();
+  return {
+    ...entry,
+    details: { ...details },
+    prevHash: current.last_hash.toString('hex'),
+    hash: hash.toString('hex'),
+  };
+}
+
+/** The newest entry's id and hash: anchor it outside the database to detect a rewritten chain. */
+export async function auditChainHead(q: Queryable): Promise<{ lastId: number; lastHash: string }> {
+  const head = await q.db
+    .selectFrom('audit_chain_head')
+    .select(['last_id', 'last_hash'])
+    .where('id', '=', 1)
+    .executeTakeFirst();
+  if (!head) throw new CardlinkError('ERR_STORAGE', 'audit chain head missing (run migrate)');
+  return { lastId: head.last_id, lastHash: head.last_hash.toString('hex') };
+}
+
+/** Recomputes the whole chain up to the head as it was when the check began. */
+export async function verifyChain(
+  q: Queryable,
+  options: { batchSize?: number } = {},
+): Promise<ChainVerification> {
+  const batchSize = options.batchSize ?? AUDIT_READ_BATCH;
+  const head = await q.db
+    .selectFrom('audit_chain_head')
+    .select(['last_id', 'last_hash'])
+    .where('id', '=', 1)
+    .executeTakeFirst();
+  if (!head) throw new CardlinkError('ERR_STORAGE', 'audit chain head missing (run migrate)');
+  let expectedId = 1;
+  let prevHash: Buffer = AUDIT_GENESIS_HASH;
+  let count = 0;
+  for (;;) {
+    const rows = await q.db
+      .selectFrom('audit_log')
+      .selectAll()
+      .where('id', '>=', expectedId)
+      .where('id', '<=', head.last_id)
+      .orderBy('id')
+      .limit(batchSize)
+      .execute();
+    if (rows.length === 0) break;
+    for (const row of rows) {
+      if (row.id !== expectedId) return { ok: false, firstBadId: expectedId, reason: 'missing', count };
+      if (!row.prev_hash.equals(prevHash))
+        return { ok: false, firstBadId: row.id, reason: 'prev-hash-mismatch', count };
+      const hash = entryHash(row.prev_hash, {
+        id: row.id,
+        time: row.created_at,
+        actor: row.actor,
+        eventType: row.event_type,
+        cardId: row.card_id,
+        details: row.details,
+      });
+      if (!hash.equals(row.hash)) return { ok: false, firstBadId: row.id, reason: 'hash-mismatch', count };
+      prevHash = row.hash;
+      expectedId++;
+      count++;
+    }
+  }
+  if (expectedId - 1 !== head.last_id)
+    return { ok: false, firstBadId: expectedId, reason: 'truncated', count };
+  if (!prevHash.equals(head.last_hash))
+    return { ok: false, firstBadId: head.last_id, reason: 'head-mismatch', count };
+  return { ok: true, count, headHash: prevHash.toString('hex') };
+}
+
+/**
+ * Writes the entries matching `filter` to `stream` as JSON lines, oldest first, with their hashes
+ * (so a copy can be checked against the chain). Honours backpressure. Returns the number written.
+ */
+export async function exportJsonLines(
+  q: Queryable,
+  stream: Writable,
+  filter: AuditFilter = {},
+): Promise<number> {
+  let afterId = (filter.fromId ?? 1) - 1;
+  let written = 0;
+  for (;;) {
+    let query = q.db.selectFrom('audit_log').selectAll().where('id', '>', afterId);
+    if (filter.toId !== undefined) query = query.where('id', '<=', filter.toId);
+    if (filter.cardId !== undefined) query = query.where('card_id', '=', filter.cardId);
+    if (filter.eventType !== undefined) query = query.where('event_type', '=', filter.eventType);
+    if (filter.actor !== undefined) query = query.where('actor', '=', filter.actor);
+    if (filter.since !== undefined) query = query.where('created_at', '>=', filter.since);
+    if (filter.until !== undefined) query = query.where('created_at', '<=', filter.until);
+    const rows = await query.orderBy('id').limit(AUDIT_READ_BATCH).execute();
+    if (rows.length === 0) break;
+    for (const row of rows) {
+      if (!stream.write(JSON.stringify(toEntry(row)) + '\n')) await once(stream, 'drain');
+      written++;
+    }
+    afterId = rows[rows.length - 1]!.id;
+  }
+  return written;
+}
+
+function toEntry(row: AuditLogRow): AuditEntry {
+  return {
+    id: row.id,
+    time: row.created_at,
+    actor: row.actor,
+    eventType: row.event_type,
+    cardId: row.card_id,
+    details: JSON.parse(row.details) as Record<string, unknown>,
+    prevHash: row.prev_hash.toString('hex'),
+    hash: row.hash.toString('hex'),
+  };
+}
+
+function refuseSecrets(value: unknown, depth: number): void {
+  if (value === null || typeof value !== 'object' || depth > 8) return;
+  if (value instanceof Uint8Array) {
+    throw new CardlinkError('ERR_INTERNAL', 'audit details must not carry raw bytes');
+  }
+  for (const [name, member] of Object.entries(value)) {
+    if (!Array.isArray(value) && SECRET_NAME.test(name)) {
+      throw new CardlinkError('ERR_INTERNAL', 'audit details must not carry secrets', { member: name });
+    }
+    refuseSecrets(member, depth + 1);
+  }
+}

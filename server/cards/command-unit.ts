@@ -1,0 +1,267 @@
+/**
+ * The unit of work behind one card command: every write a command makes, its audit entries and
+ * (for a recorded command) its response commit in one transaction, or none of them does.
+ *
+ * - The transaction opens lazily, at the command's first write, and starts with `fenceCard`: a
+ *   session that was taken over fails there (`ERR_CARD_TAKEN_OVER`) and writes nothing. A
+ *   command that only reads opens no transaction at all.
+ * - It stays open across the several store calls one APDU makes (GENERATE then Key History,
+ *   ...), so the store methods join it instead of opening their own: on SQLite a second
+ *   transaction from inside the first would wait for itself (one connection), on PostgreSQL it
+ *   would see none of the first one's writes.
+ * - Audit entries are queued and appended right before the commit, after the command's record:
+ *   the chain head's lock is taken last and held for the shortest time.
+ * - `checkpoint(provisional)` commits early, with `provisional` recorded as the command's
+ *   response. A PIN try uses it: the decrement must be durable before the comparison (a crash or
+ *   HSM error during the comparison keeps the try counted), and a replay after a crash at that
+ *   point answers the provisional "wrong PIN" instead of running the command again. The rest of
+ *   the command continues in a new, freshly fenced transaction that updates the record.
+ * - Any error inside a write, and any error the card state reports with `fail()`, poisons the
+ *   unit: nothing more commits and `finish` rethrows it.
+ */
+import { CardStateError } from '../../apdu/piv/crypto/errors.js';
+import { appendAudit, type AuditEvent } from '../audit/audit-log.js';
+import {
+  asBuffer,
+  fenceCard,
+  nowIso,
+  recordCommand,
+  StorageError,
+  type CardFence,
+  type FencedCard,
+  type Queryable,
+  type Storage,
+  type Tx,
+} from '../storage/index.js';
+
+/** The (session, sequence number) a recorded command is stored under (`applied_commands`). */
+export interface CommandRecording {
+  readonly sessionId: string;
+  readonly seq: number;
+}
+
+interface OpenTransaction {
+  readonly card: FencedCard;
+  commit(): Promise<void>;
+  rollback(): Promise<void>;
+}
+
+/** Thrown inside a detached transaction to roll it back; never escapes this module. */
+const ROLLBACK = Symbol('rollback');
+
+/**
+ * Begins a transaction that stays open until `commit()` or `rollback()`, using the storage's
+ * callback-style `transaction`: the callback hands out its `Tx` and waits for the decision.
+ */
+export async function beginTransaction(
+  storage: Storage,
+): Promise<{ tx: Tx; commit(): Promise<void>; rollback(): Promise<void> }> {
+  let decide!: (commit: boolean) => void;
+  const decision = new Promise<boolean>((resolve) => (decide = resolve));
+  let handOut!: (tx: Tx) => void;
+  const ready = new Promise<Tx>((resolve) => (handOut = resolve));
+  const settled = storage.transaction(async (tx) => {
+    handOut(tx);
+    if (!(await decision)) throw ROLLBACK;
+  });
+  const endedEarly = settled.then(() => {
+    throw new StorageError('transaction ended before it was used');
+  });
+  endedEarly.catch(() => undefined);
+  const tx = await Promise.race([ready, endedEarly]);
+  return {
+    tx,
+    async commit() {
+      decide(true);
+      await settled;
+    },
+    async rollback() {
+      decide(false);
+      await settled.catch((error: unknown) => {
+        if (error !== ROLLBACK) throw error;
+      });
+    },
+  };
+}
+
+export class CommandUnit {
+  private open: OpenTransaction | undefined;
+  private opening: Promise<OpenTransaction> | undefined;
+  private provisional: Buffer | undefined;
+  private hooks: (() => void)[] = [];
+  private audits: AuditEvent[] = [];
+  private wrote = false;
+  private failure: { readonly error: unknown } | undefined;
+
+  constructor(
+    private readonly storage: Storage,
+    private readonly fence: CardFence,
+    /** Set for a command run by `runCommand`: its response is recorded under this key. */
+    private readonly recording: CommandRecording | undefined,
+    /** Called when a transaction that wrote rolls back (the session drops what it cached). */
+    private readonly onRollback: () => void,
+  ) {}
+
+  /** Where reads go: the open transaction (it sees this command's writes), else the storage. */
+  async reader(): Promise<Queryable> {
+    if (this.opening) return (await this.opening).card.tx;
+    return this.open ? this.open.card.tx : this.storage;
+  }
+
+  /** Runs `fn` in the unit's transaction, opened and fenced on first use. */
+  async write<T>(fn: (card: FencedCard) => Promise<T>): Promise<T> {
+    this.throwIfFailed();
+    const open = await this.ensureOpen();
+    this.wrote = true;
+    try {
+      return await fn(open.card);
+    } catch (error) {
+      this.fail(error);
+      throw error;
+    }
+  }
+
+  /** Queues an audit entry; it commits with the unit's current transaction (fenced like a write). */
+  async audit(event: AuditEvent): Promise<void> {
+    await this.write(async () => {
+      this.audits.push(event);
+    });
+  }
+
+  /** Runs `fn` once the current transaction has committed (never if it rolls back). */
+  afterCommit(fn: () => void): void {
+    this.hooks.push(fn);
+  }
+
+  /** Marks the unit failed: nothing more commits and `finish` rethrows `error`. */
+  fail(error: unknown): void {
+    this.failure ??= { error };
+  }
+
+  get failed(): boolean {
+    return this.failure !== undefined;
+  }
+
+  /**
+   * Commits what is written so far. In a recorded command, `provisional` is recorded as its
+   * response until `finish` records the real one.
+   */
+  async checkpoint(provisional: Uint8Array): Promise<void> {
+    try {
+      if (this.recording) {
+        const bytes = Buffer.from(provisional);
+        await this.write((card) => this.record(card, bytes));
+        this.provisional = bytes;
+      }
+      await this.commitOpen();
+    } catch (error) {
+      this.fail(error);
+      await this.rollback();
+      throw error;
+    }
+  }
+
+  /**
+   * Ends the unit: records `response` (recorded commands that wrote anything, or always with
+   * `recordAlways`) and commits. Returns whether the response is recorded. Rethrows the failure of
+   * a poisoned unit after rolling back.
+   */
+  async finish(response?: Uint8Array, recordAlways = false): Promise<boolean> {
+    try {
+      this.throwIfFailed();
+      let recorded = false;
+      if (this.recording && response !== undefined && (this.wrote || recordAlways)) {
+        const bytes = Buffer.from(response);
+        if (!(this.provisional?.equals(bytes) ?? false)) await this.write((card) => this.record(card, bytes));
+        recorded = true;
+      }
+      await this.commitOpen();
+      return recorded;
+    } catch (error) {
+      this.fail(error);
+      await this.rollback();
+      throw error;
+    }
+  }
+
+  /** Rolls back the open transaction, if any. Never throws. */
+  async rollback(): Promise<void> {
+    let open: OpenTransaction | undefined;
+    try {
+      open = this.opening ? await this.opening : this.open;
+    } catch {
+      open = undefined; // it never opened
+    }
+    this.open = undefined;
+    this.hooks = [];
+    this.audits = [];
+    if (!open) return;
+    this.onRollback();
+    await open.rollback().catch(() => undefined);
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure) throw this.failure.error;
+  }
+
+  private ensureOpen(): Promise<OpenTransaction> {
+    if (this.open) return Promise.resolve(this.open);
+    this.opening ??= (async () => {
+      const t = await beginTransaction(this.storage);
+      try {
+        const card = await fenceCard(t.tx, this.fence);
+        this.open = { card, commit: t.commit, rollback: t.rollback };
+        return this.open;
+      } catch (error) {
+        await t.rollback().catch(() => undefined);
+        throw error;
+      } finally {
+        this.opening = undefined;
+      }
+    })();
+    return this.opening.catch((error: unknown) => {
+      this.fail(error);
+      throw error;
+    });
+  }
+
+  private async record(card: FencedCard, response: Buffer): Promise<void> {
+    const { sessionId, seq } = this.recording!;
+    if (this.provisional === undefined) {
+      await recordCommand(card, sessionId, seq, response);
+      return;
+    }
+    const result = await card.tx.db
+      .updateTable('applied_commands')
+      .set({ response: asBuffer(response), created_at: nowIso() })
+      .where('session_id', '=', sessionId)
+      .where('seq', '=', seq)
+      .executeTakeFirst();
+    if (Number(result.numUpdatedRows) !== 1) {
+      throw new StorageError('provisional command record vanished', { sessionId, seq });
+    }
+  }
+
+  /** Appends the queued audit entries (head lock last), commits, then runs the hooks. */
+  private async commitOpen(): Promise<void> {
+    const open = this.opening ? await this.opening : this.open;
+    if (!open) return;
+    for (const event of this.audits) await appendAudit(open.card.tx, event);
+    this.audits = [];
+    this.open = undefined;
+    const hooks = this.hooks;
+    this.hooks = [];
+    try {
+      await open.commit();
+    } catch (error) {
+      this.onRollback();
+      throw error;
+    }
+    for (const hook of hooks) hook();
+  }
+}
+
+/** Whether an error is a refusal of the command's input (a card outcome) rather than a failure. */
+export function isCardOutcome(error: unknown): boolean {
+  return error instanceof CardStateError;
+}

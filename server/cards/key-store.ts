@@ -1,0 +1,264 @@
+/**
+ * Private keys by slot, sealed in the database (`server/keys/sealing.ts`).
+ *
+ * - generate / importKey: the key pair is made (or parsed) before any transaction opens; then one
+ *   fenced transaction seals the PKCS#8 key (AES-256-GCM under a fresh data key, AAD = tenant,
+ *   card, slot and the card version this transaction gives the card), stores it with the public
+ *   key and appends the audit entry. The session caches the prepared signer once it commits.
+ * - sign / deriveSharedSecret: the first use in a session unseals the key and parses it into a
+ *   prepared signer; later uses take it from the session cache. Every operation appends an
+ *   audit entry (slot, algorithm, SHA-256 and length of the input, never the input) in a fenced
+ *   transaction that commits before the result leaves the store: no signature without its
+ *   audit entry, and none for a session that was taken over. (Batching the entries would save a
+ *   commit per operation but could lose entries for results already released; a command run
+ *   with `runCommand` shares that commit with its response record anyway.)
+ */
+import { createHash, createPrivateKey, type KeyObject } from 'node:crypto';
+import type {
+  KeyAlgorithm,
+  KeyOrigin,
+  KeySlotStore,
+  PinPolicy,
+  SlotKeyInfo,
+} from '../../apdu/piv/card-state.js';
+import { CardStateError } from '../../apdu/piv/crypto/errors.js';
+import { keyAlgorithmOf } from '../../apdu/piv/crypto/key-algorithms.js';
+import { generateKeyPair, spkiOf } from '../../apdu/piv/crypto/key-generation.js';
+import { deriveSharedSecret, prepareSigner } from '../../apdu/piv/crypto/private-key-operations.js';
+import { PIV_KEY_SLOTS } from '../../apdu/piv/memory-card-state.js';
+import { AUDIT_EVENTS, privateKeyOperationDetails } from '../audit/audit-log.js';
+import { SealedKeyInvalidError } from '../keys/kek-provider.js';
+import { sealSecret, unsealSecret } from '../keys/sealing.js';
+import { findCardKey, putCardKey, type CardKeyRecord } from '../storage/index.js';
+import type { CommandUnit } from './command-unit.js';
+import type { CachedPrivateKey } from './session-cache.js';
+import { keyLocation, slotName, type StoreContext } from './store-context.js';
+
+/** Touch policy stored with every key: cardlink has no touch sensor (Yubico policy "never"). */
+export const STORED_TOUCH_POLICY = 'never';
+
+const KEY_ALGORITHMS: readonly KeyAlgorithm[] = ['RSA2048', 'RSA3072', 'ECCP256', 'ECCP384'];
+const PIN_POLICIES: readonly PinPolicy[] = ['never', 'once', 'always'];
+const ORIGINS: readonly KeyOrigin[] = ['generated', 'imported'];
+
+export function keyStore(ctx: StoreContext): KeySlotStore {
+  return {
+    info(slot) {
+      return ctx.call(async (unit) => {
+        checkSlot(slot);
+        const info = await slotInfo(ctx, unit, slot);
+        return info ? copyInfo(info) : undefined;
+      });
+    },
+
+    generate(slot, algorithm, pinPolicy) {
+      return ctx.call(async (unit) => {
+        checkSlot(slot);
+        checkAlgorithm(algorithm);
+        checkPinPolicy(pinPolicy);
+        const { privateKey, publicKeySpki } = await generateKeyPair(algorithm);
+        return storeKey(
+          ctx,
+          unit,
+          slot,
+          privateKey,
+          freezeInfo(algorithm, publicKeySpki, pinPolicy, 'generated'),
+        );
+      });
+    },
+
+    importKey(slot, algorithm, pkcs8, pinPolicy) {
+      return ctx.call(async (unit) => {
+        checkSlot(slot);
+        checkAlgorithm(algorithm);
+        checkPinPolicy(pinPolicy);
+        let privateKey: KeyObject;
+        try {
+          privateKey = createPrivateKey({ key: Buffer.from(pkcs8), format: 'der', type: 'pkcs8' });
+        } catch {
+          throw new CardStateError('KEY_INVALID', 'not a PKCS#8 private key', { slot });
+        }
+        const actual = keyAlgorithmOf(privateKey);
+        if (actual !== algorithm) {
+          throw new CardStateError('KEY_TYPE_MISMATCH', 'imported key is of another algorithm', {
+            slot,
+            algorithm,
+            actual,
+          });
+        }
+        return storeKey(
+          ctx,
+          unit,
+          slot,
+          privateKey,
+          freezeInfo(algorithm, spkiOf(privateKey), pinPolicy, 'imported'),
+        );
+      });
+    },
+
+    sign(slot, input) {
+      return ctx.call(async (unit) => {
+        checkSlot(slot);
+        const key = await privateKeyOf(ctx, unit, slot);
+        const result = key.signer.sign(input); // refuses bad input before anything is written
+        await ctx.audit(
+          unit,
+          AUDIT_EVENTS.keyUsed,
+          privateKeyOperationDetails(slot, key.algorithm, input, { operation: 'sign' }),
+        );
+        return new Uint8Array(result);
+      });
+    },
+
+    deriveSharedSecret(slot, peerPoint) {
+      return ctx.call(async (unit) => {
+        checkSlot(slot);
+        const key = await privateKeyOf(ctx, unit, slot);
+        const secret = deriveSharedSecret(key.privateKey, peerPoint);
+        await ctx.audit(
+          unit,
+          AUDIT_EVENTS.keyUsed,
+          privateKeyOperationDetails(slot, key.algorithm, peerPoint, { operation: 'ecdh' }),
+        );
+        return new Uint8Array(secret);
+      });
+    },
+  };
+}
+
+/** Seals and stores the key in one fenced transaction with its audit entry. */
+async function storeKey(
+  ctx: StoreContext,
+  unit: CommandUnit,
+  slot: number,
+  privateKey: KeyObject,
+  info: SlotKeyInfo,
+): Promise<SlotKeyInfo> {
+  const cached: CachedPrivateKey = {
+    algorithm: info.algorithm,
+    privateKey,
+    signer: prepareSigner(privateKey),
+  };
+  const pkcs8 = privateKey.export({ type: 'pkcs8', format: 'der' });
+  try {
+    await unit.write(async (card) => {
+      ctx.cache.invalidateSlot(slot);
+      const sealed = await sealSecret(ctx.kek, pkcs8, keyLocation(ctx, slot), card.version);
+      await putCardKey(card, {
+        slot,
+        algorithm: info.algorithm,
+        publicKeySpki: info.publicKeySpki,
+        key: sealed,
+        pinPolicy: info.pinPolicy,
+        touchPolicy: STORED_TOUCH_POLICY,
+        origin: info.origin,
+      });
+      await ctx.audit(
+        unit,
+        info.origin === 'generated' ? AUDIT_EVENTS.keyGenerated : AUDIT_EVENTS.keyImported,
+        {
+          slot: slotName(slot),
+          algorithm: info.algorithm,
+          pinPolicy: info.pinPolicy,
+          keyVersion: card.version,
+          publicKeySha256: createHash('sha256').update(info.publicKeySpki).digest('hex'),
+        },
+      );
+      unit.afterCommit(() => {
+        const generation = ctx.cache.generation;
+        ctx.cache.putInfo(slot, info, generation);
+        ctx.cache.putPrivateKey(slot, cached, generation);
+      });
+    });
+  } finally {
+    pkcs8.fill(0);
+  }
+  return copyInfo(info);
+}
+
+async function slotInfo(
+  ctx: StoreContext,
+  unit: CommandUnit,
+  slot: number,
+): Promise<SlotKeyInfo | undefined> {
+  const cached = ctx.cache.info(slot);
+  if (cached !== undefined) return cached ?? undefined;
+  const generation = ctx.cache.generation;
+  const row = await findCardKey(await unit.reader(), ctx.fence.cardId, slot);
+  const info = row ? infoOf(row) : null;
+  ctx.cache.putInfo(slot, info, generation);
+  return info ?? undefined;
+}
+
+/** The slot's key from the session cache, or unsealed from the database (then cached). */
+async function privateKeyOf(ctx: StoreContext, unit: CommandUnit, slot: number): Promise<CachedPrivateKey> {
+  const cached = ctx.cache.privateKey(slot);
+  if (cached) return cached;
+  const generation = ctx.cache.generation;
+  const row = await findCardKey(await unit.reader(), ctx.fence.cardId, slot);
+  if (!row) throw new CardStateError('SLOT_EMPTY', 'no key in slot', { slot });
+  const info = infoOf(row);
+  const pkcs8 = await unsealSecret(ctx.kek, row.key, keyLocation(ctx, slot));
+  let privateKey: KeyObject;
+  try {
+    privateKey = createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' });
+  } catch {
+    throw new SealedKeyInvalidError('sealed key is not a PKCS#8 private key', { slot });
+  } finally {
+    pkcs8.fill(0);
+  }
+  if (keyAlgorithmOf(privateKey) !== info.algorithm) {
+    throw new SealedKeyInvalidError('sealed key does not match its slot algorithm', { slot });
+  }
+  const key: CachedPrivateKey = { algorithm: info.algorithm, privateKey, signer: prepareSigner(privateKey) };
+  ctx.cache.putPrivateKey(slot, key, generation);
+  return key;
+}
+
+/** Slot metadata from a row, refusing values this code never writes. */
+function infoOf(row: CardKeyRecord): SlotKeyInfo {
+  const algorithm = row.algorithm as KeyAlgorithm;
+  const pinPolicy = row.pinPolicy as PinPolicy;
+  const origin = row.origin as KeyOrigin;
+  if (!KEY_ALGORITHMS.includes(algorithm) || !PIN_POLICIES.includes(pinPolicy) || !ORIGINS.includes(origin)) {
+    throw new SealedKeyInvalidError('key row holds an unknown algorithm, policy or origin', {
+      slot: row.slot,
+    });
+  }
+  return freezeInfo(algorithm, row.publicKeySpki, pinPolicy, origin);
+}
+
+function checkSlot(slot: number): void {
+  if (!PIV_KEY_SLOTS.includes(slot)) {
+    throw new CardStateError('SLOT_INVALID', 'not a PIV key slot', {
+      slot: Number.isInteger(slot) ? slot : -1,
+    });
+  }
+}
+
+function checkAlgorithm(algorithm: KeyAlgorithm): void {
+  if (!KEY_ALGORITHMS.includes(algorithm)) {
+    throw new CardStateError('UNSUPPORTED_ALGORITHM', 'unsupported key algorithm', {
+      algorithm: String(algorithm),
+    });
+  }
+}
+
+function checkPinPolicy(policy: PinPolicy): void {
+  if (!PIN_POLICIES.includes(policy)) {
+    throw new CardStateError('INPUT_RANGE', 'unknown PIN policy', { policy: String(policy) });
+  }
+}
+
+function freezeInfo(
+  algorithm: KeyAlgorithm,
+  publicKeySpki: Uint8Array,
+  pinPolicy: PinPolicy,
+  origin: KeyOrigin,
+): SlotKeyInfo {
+  return Object.freeze({ algorithm, publicKeySpki: new Uint8Array(publicKeySpki), pinPolicy, origin });
+}
+
+function copyInfo(info: SlotKeyInfo): SlotKeyInfo {
+  return { ...info, publicKeySpki: new Uint8Array(info.publicKeySpki) };
+}

@@ -1,0 +1,169 @@
+/**
+ * PIN and PUK of a persistent card (SP 800-73-4 Part 2 section 3.2.1, key references 80 and 81).
+ *
+ * Each try goes: (1) one transaction that fences the session and consumes the try with the atomic
+ * decrement of `consumeReferenceTry`, committed before anything is compared (a command run by
+ * `runCommand` records the provisional "wrong value" answer in the same commit); (2) the
+ * comparison against the keyed verifier (`checkPinVerifier`, the PIN key stays in the key
+ * provider), outside any transaction; (3) one transaction with the outcome: on a match the counter
+ * is restored (and the new PIN/PUK set), the audit entry says what happened. Concurrent wrong
+ * tries each cost one decrement; a crash or provider error in (2) leaves the try counted.
+ */
+import { statusOnly, SW, swVerifyFailed } from '../../apdu/codec/index.js';
+import type {
+  ReferenceDataStore,
+  ReferenceKind,
+  RetryStatus,
+  VerifyOutcome,
+} from '../../apdu/piv/card-state.js';
+import { CardStateError } from '../../apdu/piv/crypto/errors.js';
+import {
+  REFERENCE_DATA_MAX_BYTES,
+  REFERENCE_DATA_MIN_BYTES,
+  REFERENCE_DATA_PAD_BYTE,
+} from '../../apdu/piv/memory-card-state.js';
+import { AUDIT_EVENTS } from '../audit/audit-log.js';
+import { checkPinVerifier, createPinVerifier } from '../keys/pin-verifier.js';
+import {
+  consumeReferenceTry,
+  referenceStatus,
+  restoreReference,
+  setReference,
+  type FencedCard,
+} from '../storage/index.js';
+import type { CommandUnit } from './command-unit.js';
+import type { StoreContext } from './store-context.js';
+
+/**
+ * The answer a wrong value gets (`63Cx`, or `6983` once blocked; SP 800-73-4 Part 2 section
+ * 3.2.1): recorded as a command's provisional response when its try is consumed, before the
+ * comparison decides.
+ */
+export function wrongReferenceResponse(remaining: number): Uint8Array {
+  return statusOnly(remaining > 0 ? swVerifyFailed(remaining) : SW.AUTH_METHOD_BLOCKED);
+}
+
+export function referenceStore(ctx: StoreContext): ReferenceDataStore {
+  return {
+    status(kind) {
+      return ctx.call(async (unit): Promise<RetryStatus> => {
+        checkKind(kind);
+        const r = await referenceStatus(await unit.reader(), ctx.fence.cardId, kind);
+        return { remaining: r.remaining, limit: r.limit };
+      });
+    },
+
+    verify(kind, candidate) {
+      return ctx.call(async (unit) => {
+        checkKind(kind);
+        const value = candidateValue(candidate);
+        return tryReference(ctx, unit, kind, value, () =>
+          ctx.audit(unit, AUDIT_EVENTS.pinVerified, { reference: kind }),
+        );
+      });
+    },
+
+    change(kind, current, next) {
+      return ctx.call(async (unit) => {
+        checkKind(kind);
+        const value = candidateValue(current);
+        const canonicalNext = canonicalValue(next); // refused before any try is consumed
+        // Made before the try: no key provider call while a transaction is open.
+        const verifier = await createPinVerifier(ctx.kek, { cardId: ctx.fence.cardId, kind }, canonicalNext);
+        return tryReference(ctx, unit, kind, value, async (card) => {
+          await setReference(card, kind, verifier);
+          await ctx.audit(unit, AUDIT_EVENTS.pinChanged, { reference: kind });
+        });
+      });
+    },
+
+    unblockPin(puk, newPin) {
+      return ctx.call(async (unit) => {
+        const value = candidateValue(puk);
+        const canonicalPin = canonicalValue(newPin);
+        const verifier = await createPinVerifier(
+          ctx.kek,
+          { cardId: ctx.fence.cardId, kind: 'pin' },
+          canonicalPin,
+        );
+        return tryReference(ctx, unit, 'puk', value, async (card) => {
+          await setReference(card, 'pin', verifier);
+          await ctx.audit(unit, AUDIT_EVENTS.pinUnblocked, { reference: 'pin', with: 'puk' });
+        });
+      });
+    },
+  };
+}
+
+/**
+ * Consumes a try, compares, and on a match restores the counter and runs `onMatch` in the same
+ * transaction. Blocked: nothing is compared.
+ */
+async function tryReference(
+  ctx: StoreContext,
+  unit: CommandUnit,
+  kind: ReferenceKind,
+  candidate: Uint8Array,
+  onMatch: (card: FencedCard) => Promise<void>,
+): Promise<VerifyOutcome> {
+  const consumed = await unit.write((card) => consumeReferenceTry(card.tx, ctx.fence, kind));
+  if (!consumed) {
+    await ctx.audit(unit, AUDIT_EVENTS.pinFailed, { reference: kind, remaining: 0, blocked: true });
+    return { ok: false, remaining: 0 };
+  }
+  // The try is durable before the comparison starts.
+  await unit.checkpoint(wrongReferenceResponse(consumed.remaining));
+
+  const result = await checkPinVerifier(
+    ctx.kek,
+    { cardId: ctx.fence.cardId, kind },
+    consumed.verifier,
+    candidate,
+  );
+  if (!result.match) {
+    const blocked = consumed.remaining === 0;
+    await ctx.audit(unit, blocked ? AUDIT_EVENTS.pinBlocked : AUDIT_EVENTS.pinFailed, {
+      reference: kind,
+      remaining: consumed.remaining,
+    });
+    return { ok: false, remaining: consumed.remaining };
+  }
+  await unit.write(async (card) => {
+    await restoreReference(card.tx, ctx.fence, kind, result.replacementVerifier ?? consumed.verifier);
+    await onMatch(card);
+  });
+  return { ok: true };
+}
+
+function checkKind(kind: ReferenceKind): void {
+  if (kind !== 'pin' && kind !== 'puk') {
+    throw new CardStateError('INPUT_RANGE', 'unknown reference kind', { kind: String(kind) });
+  }
+}
+
+/** A candidate without its padding; longer than 8 bytes is refused before any try is consumed. */
+function candidateValue(candidate: Uint8Array): Uint8Array {
+  if (!(candidate instanceof Uint8Array) || candidate.length > REFERENCE_DATA_MAX_BYTES) {
+    throw new CardStateError('REFERENCE_DATA_LENGTH', 'PIN/PUK candidate longer than 8 bytes', {
+      length: candidate instanceof Uint8Array ? candidate.length : -1,
+    });
+  }
+  return stripPadding(candidate);
+}
+
+/** A new PIN/PUK without its padding, checked to be 6..8 bytes. */
+export function canonicalValue(value: Uint8Array): Uint8Array {
+  const canonical = candidateValue(value);
+  if (canonical.length < REFERENCE_DATA_MIN_BYTES) {
+    throw new CardStateError('REFERENCE_DATA_LENGTH', 'PIN/PUK must be 6 to 8 bytes', {
+      length: canonical.length,
+    });
+  }
+  return canonical;
+}
+
+function stripPadding(value: Uint8Array): Uint8Array {
+  let end = value.length;
+  while (end > 0 && value[end - 1] === REFERENCE_DATA_PAD_BYTE) end--;
+  return value.subarray(0, end);
+}

@@ -1,0 +1,139 @@
+/**
+ * One client per card, and exactly-once commands.
+ *
+ * `claimCard` runs in the same transaction as the login that opens a session: it bumps the
+ * card's session epoch, records the session and announces the claim (PostgreSQL NOTIFY on
+ * `cardlink_card_claimed`, an in-process event on SQLite). The previous holder learns of it from
+ * the announcement, or at the latest from its next write, which the fence (`fenceCard`) refuses.
+ *
+ * Exactly-once: a command that changes state is applied in one transaction together with
+ * `recordCommand(session, seq, response)`. A client that resends `seq` after a reconnect gets the
+ * recorded response from `findRecorded` instead of a second application.
+ */
+import { CommandAlreadyRecordedError, CardNotFoundError } from './errors.js';
+import { asBuffer, nowIso, type FencedCard } from './cards.js';
+import { isUniqueViolation, type Queryable, type Tx } from './storage.js';
+
+export interface ClaimRequest {
+  readonly cardId: string;
+  /** Unique per login; a reconnecting session may claim again with its own id. */
+  readonly sessionId: string;
+  readonly userId?: string;
+  readonly deviceId?: string;
+}
+
+/**
+ * Makes `sessionId` the card's only writer. Returns the new epoch; every earlier epoch is fenced
+ * off from then on. Throws `CardNotFoundError` for an unknown card.
+ */
+export async function claimCard(tx: Tx, request: ClaimRequest): Promise<number> {
+  const now = nowIso();
+  const row = await tx.db
+    .updateTable('cards')
+    .set((eb) => ({
+      session_epoch: eb('session_epoch', '+', 1),
+      session_id: request.sessionId,
+      updated_at: now,
+    }))
+    .where('id', '=', request.cardId)
+    .returning('session_epoch')
+    .executeTakeFirst();
+  if (!row) throw new CardNotFoundError(request.cardId);
+  const epoch = row.session_epoch;
+  await tx.db
+    .updateTable('sessions')
+    .set({ ended_at: now })
+    .where('card_id', '=', request.cardId)
+    .where('ended_at', 'is', null)
+    .where('id', '!=', request.sessionId)
+    .execute();
+  await tx.db
+    .insertInto('sessions')
+    .values({
+      id: request.sessionId,
+      card_id: request.cardId,
+      user_id: request.userId ?? null,
+      device_id: request.deviceId ?? null,
+      epoch,
+      created_at: now,
+      ended_at: null,
+    })
+    .onConflict((oc) => oc.column('id').doUpdateSet({ epoch, ended_at: null }))
+    .execute();
+  await tx.publishCardClaimed({ cardId: request.cardId, epoch });
+  return epoch;
+}
+
+/** Marks the session ended and forgets its recorded responses. Its epoch stays fenced. */
+export async function endSession(tx: Tx, sessionId: string): Promise<void> {
+  await tx.db.deleteFrom('applied_commands').where('session_id', '=', sessionId).execute();
+  await tx.db
+    .updateTable('sessions')
+    .set({ ended_at: nowIso() })
+    .where('id', '=', sessionId)
+    .where('ended_at', 'is', null)
+    .execute();
+}
+
+/**
+ * Records the response of command `seq` of the session, in the transaction that applied the
+ * command (pass the fenced card: the command's state change and its record commit together).
+ * Throws `CommandAlreadyRecordedError` if `seq` was recorded before (call `findRecorded` first);
+ * the transaction then rolls back.
+ */
+export async function recordCommand(
+  card: FencedCard,
+  sessionId: string,
+  seq: number,
+  response: Uint8Array,
+): Promise<void> {
+  try {
+    await card.tx.db
+      .insertInto('applied_commands')
+      .values({
+        session_id: sessionId,
+        seq,
+        card_id: card.cardId,
+        response: asBuffer(response),
+        created_at: nowIso(),
+      })
+      .execute();
+  } catch (error) {
+    if (isUniqueViolation(error)) throw new CommandAlreadyRecordedError(sessionId, seq);
+    throw error;
+  }
+}
+
+/** The recorded response of command `seq` of the session, if it was applied. */
+export async function findRecorded(
+  q: Queryable,
+  sessionId: string,
+  seq: number,
+): Promise<Buffer | undefined> {
+  const row = await q.db
+    .selectFrom('applied_commands')
+    .select('response')
+    .where('session_id', '=', sessionId)
+    .where('seq', '=', seq)
+    .executeTakeFirst();
+  return row?.response;
+}
+
+/** Forgets responses the client acknowledged (every `seq` up to and including `uptoSeq`). */
+export async function acknowledgeCommands(tx: Tx, sessionId: string, uptoSeq: number): Promise<number> {
+  const result = await tx.db
+    .deleteFrom('applied_commands')
+    .where('session_id', '=', sessionId)
+    .where('seq', '<=', uptoSeq)
+    .executeTakeFirst();
+  return Number(result.numDeletedRows);
+}
+
+/** Forgets responses recorded before `beforeIso` (housekeeping for sessions that never ended). */
+export async function pruneAppliedCommands(tx: Tx, beforeIso: string): Promise<number> {
+  const result = await tx.db
+    .deleteFrom('applied_commands')
+    .where('created_at', '<', beforeIso)
+    .executeTakeFirst();
+  return Number(result.numDeletedRows);
+}

@@ -1,0 +1,12 @@
+/** The card server's persistence: one Kysely code path over SQLite and PostgreSQL. */
+export * from './database-url.js';
+export * from './errors.js';
+export * from './schema.js';
+export * from './storage.js';
+export * from './migrations.js';
+export * from './cards.js';
+export * from './card-sessions.js';
+export * from './card-keys.js';
+export * from './card-objects.js';
+export * from './reference-data.js';
+export * from './identities.js';

@@ -1,0 +1,377 @@
+/**
+ * The card server's database: one Kysely code path over SQLite (better-sqlite3) and PostgreSQL (pg).
+ *
+ * - `openStorage(url)` connects; `migrate(storage)` (migrations.ts) brings the schema up to date.
+ * - Every state change runs in one `transaction(fn)`; repository functions take the `Tx` it hands
+ *   out, reads take any `Queryable` (the storage itself or a `Tx`).
+ * - SQLite serves one process: the file is opened in exclusive locking mode, a second server
+ *   process on the same file fails to open it. Inside the process, Kysely runs every query and
+ *   transaction of the one connection in turn, so never open a transaction (or use `storage.db`)
+ *   from inside another one: it would wait for itself.
+ * - PostgreSQL serves many nodes: a pool of `poolSize` connections, and one extra connection that
+ *   LISTENs for card-claim notifications once someone subscribes.
+ *
+ * Lock order inside a transaction (to keep PostgreSQL free of deadlocks): the card's row first
+ * (`fenceCard`, `claimCard`), then its keys, objects and commands, the audit chain head last.
+ */
+import { EventEmitter } from 'node:events';
+import { mkdirSync, openSync, closeSync, existsSync } from 'node:fs';
+import { dirname } from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
+import { Kysely, PostgresDialect, SqliteDialect, sql, type Transaction } from 'kysely';
+import pg from 'pg';
+import { CardlinkError } from '../../protocol/errors.js';
+import { parseDatabaseUrl, type DatabaseLocation } from './database-url.js';
+import { StorageError } from './errors.js';
+import type { Database } from './schema.js';
+
+export type SqlDialect = 'sqlite' | 'postgres';
+
+/** Default number of pooled PostgreSQL connections per server process. */
+export const DEFAULT_PG_POOL_SIZE = 10;
+
+/** Milliseconds a PostgreSQL connection attempt may take before it fails. */
+export const PG_CONNECT_TIMEOUT_MS = 5_000;
+
+/** Milliseconds before the LISTEN connection is re-established after it broke. */
+export const LISTEN_RECONNECT_DELAY_MS = 1_000;
+
+/**
+ * Milliseconds SQLite waits for the file's lock at open (a previous server process may still be
+ * exiting). The one connection holds the lock exclusively afterwards, so nothing waits later.
+ */
+export const SQLITE_LOCK_WAIT_MS = 250;
+
+/** The PostgreSQL NOTIFY channel announcing that a card was claimed; payload `<cardId>:<epoch>`. */
+export const CARD_CLAIMED_CHANNEL = 'cardlink_card_claimed';
+
+/** A card was claimed by a session: holders of an older epoch have lost it. */
+export interface CardClaimedEvent {
+  readonly cardId: string;
+  readonly epoch: number;
+}
+
+export type CardClaimedListener = (event: CardClaimedEvent) => void;
+
+/** Anything queries can run on: the storage (autocommit) or an open transaction. */
+export interface Queryable {
+  readonly db: Kysely<Database>;
+  readonly dialect: SqlDialect;
+}
+
+/** An open transaction, handed to the function given to `Storage.transaction`. */
+export interface Tx extends Queryable {
+  readonly db: Transaction<Database>;
+  /** Runs `fn` once the transaction has committed (never when it rolls back). */
+  afterCommit(fn: () => void): void;
+  /**
+   * Announces a claim to every listener on every node, delivered only if the transaction commits
+   * (PostgreSQL NOTIFY; an in-process event on SQLite).
+   */
+  publishCardClaimed(event: CardClaimedEvent): Promise<void>;
+}
+
+export interface Storage extends Queryable {
+  /** Runs `fn` in one transaction: all of its writes commit together or none does. */
+  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  /** Subscribes to card claims; resolves once the subscription is live. Returns the unsubscribe. */
+  onCardClaimed(listener: CardClaimedListener): Promise<() => Promise<void>>;
+  close(): Promise<void>;
+}
+
+export interface OpenStorageOptions {
+  /** PostgreSQL only: pooled connections (default `DEFAULT_PG_POOL_SIZE`). */
+  poolSize?: number;
+  /** Errors of background connections (idle pool clients, the LISTEN connection). */
+  onBackgroundError?: (error: Error) => void;
+}
+
+/** Opens the database named by `url` (see `parseDatabaseUrl`). Run `migrate` before use. */
+export async function openStorage(url: string, options: OpenStorageOptions = {}): Promise<Storage> {
+  const location = parseDatabaseUrl(url);
+  return location.dialect === 'sqlite' ? openSqlite(location, options) : openPostgres(location, options);
+}
+
+/** True when `error` is a unique or primary-key violation, on either database. */
+export function isUniqueViolation(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === '23505' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === 'SQLITE_CONSTRAINT_UNIQUE';
+}
+
+/**
+ * Wraps a database driver's error (PostgreSQL error, SQLite error, broken connection) in a
+ * StorageError; anything else, such as an error the transaction's own code threw, passes through.
+ */
+export function toStorageError(error: unknown, dialect: SqlDialect): unknown {
+  if (!isDriverError(error)) return error;
+  const code = (error as { code?: unknown }).code;
+  const context: Record<string, string> = { dialect };
+  if (typeof code === 'string') context.driverCode = code;
+  return new StorageError('database operation failed', context, { cause: error });
+}
+
+function isDriverError(error: unknown): boolean {
+  if (!(error instanceof Error) || error instanceof CardlinkError) return false;
+  return (
+    error instanceof pg.DatabaseError ||
+    error.name === 'SqliteError' ||
+    typeof (error as NodeJS.ErrnoException).syscall === 'string' ||
+    /^Connection terminated|^timeout exceeded when trying to connect/.test(error.message)
+  );
+}
+
+abstract class BaseStorage implements Storage {
+  abstract readonly dialect: SqlDialect;
+
+  constructor(
+    readonly db: Kysely<Database>,
+    protected readonly onBackgroundError: (error: Error) => void,
+  ) {}
+
+  protected abstract publish(tx: TxImpl, event: CardClaimedEvent): Promise<void>;
+  abstract onCardClaimed(listener: CardClaimedListener): Promise<() => Promise<void>>;
+
+  async transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    const hooks: (() => void)[] = [];
+    let result: T;
+    try {
+      result = await this.db.transaction().execute((trx) => fn(new TxImpl(trx, this.dialect, hooks, this)));
+    } catch (error) {
+      throw toStorageError(error, this.dialect);
+    }
+    // The transaction has committed: a failing hook must not make the caller think otherwise.
+    for (const hook of hooks) {
+      try {
+        hook();
+      } catch (error) {
+        this.onBackgroundError(error instanceof Error ? error : new Error(String(error)));
+      }
+    }
+    return result;
+  }
+
+  /** Called by TxImpl. */
+  publishFrom(tx: TxImpl, event: CardClaimedEvent): Promise<void> {
+    return this.publish(tx, event);
+  }
+
+  async close(): Promise<void> {
+    await this.db.destroy();
+  }
+}
+
+class TxImpl implements Tx {
+  constructor(
+    readonly db: Transaction<Database>,
+    readonly dialect: SqlDialect,
+    private readonly hooks: (() => void)[],
+    private readonly storage: BaseStorage,
+  ) {}
+
+  afterCommit(fn: () => void): void {
+    this.hooks.push(fn);
+  }
+
+  publishCardClaimed(event: CardClaimedEvent): Promise<void> {
+    return this.storage.publishFrom(this, event);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQLite
+
+class SqliteStorage extends BaseStorage {
+  readonly dialect = 'sqlite' as const;
+  private readonly events = new EventEmitter();
+
+  protected publish(tx: TxImpl, event: CardClaimedEvent): Promise<void> {
+    tx.afterCommit(() => this.events.emit('claimed', event));
+    return Promise.resolve();
+  }
+
+  onCardClaimed(listener: CardClaimedListener): Promise<() => Promise<void>> {
+    this.events.on('claimed', listener);
+    return Promise.resolve(() => {
+      this.events.off('claimed', listener);
+      return Promise.resolve();
+    });
+  }
+}
+
+function openSqlite(
+  location: Extract<DatabaseLocation, { dialect: 'sqlite' }>,
+  options: OpenStorageOptions,
+): Storage {
+  if (!location.memory && !existsSync(location.path)) {
+    // The file holds sealed keys and PIN verifiers: create it private (SQLite gives its -wal file
+    // the same mode).
+    mkdirSync(dirname(location.path), { recursive: true, mode: 0o700 });
+    closeSync(openSync(location.path, 'a', 0o600));
+  }
+  let database: BetterSqlite3.Database;
+  try {
+    database = new BetterSqlite3(location.path, { timeout: SQLITE_LOCK_WAIT_MS });
+    // Exclusive locking before WAL: no shared-memory index, and no second process on the file.
+    database.pragma('locking_mode = EXCLUSIVE');
+    database.pragma('journal_mode = WAL');
+    // A PIN try that was counted must survive a power cut: sync on every commit.
+    database.pragma('synchronous = FULL');
+    database.pragma('foreign_keys = ON');
+    // Take the lock now, so a second process fails here and not at its first query.
+    database.exec('BEGIN IMMEDIATE; COMMIT');
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    throw new StorageError(
+      code === 'SQLITE_BUSY'
+        ? 'the SQLite database is in use by another process'
+        : 'cannot open the SQLite database',
+      { dialect: 'sqlite', file: location.path, driverCode: typeof code === 'string' ? code : 'unknown' },
+      { cause: error },
+    );
+  }
+  return new SqliteStorage(
+    new Kysely<Database>({ dialect: new SqliteDialect({ database }) }),
+    options.onBackgroundError ?? (() => undefined),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL
+
+/** pg type OID of int8 (bigint): parsed to a number, refusing values beyond 2^53. */
+const PG_INT8_OID = 20;
+
+const pgTypes = {
+  getTypeParser(oid: number, format?: 'text' | 'binary') {
+    if (oid === PG_INT8_OID && format !== 'binary') {
+      return (value: string): number => {
+        const n = Number(value);
+        if (!Number.isSafeInteger(n))
+          throw new StorageError('bigint column beyond 2^53', { dialect: 'postgres' });
+        return n;
+      };
+    }
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    return (pg.types.getTypeParser as any)(oid, format);
+  },
+} as pg.CustomTypesConfig;
+
+class PostgresStorage extends BaseStorage {
+  readonly dialect = 'postgres' as const;
+  private readonly listeners = new Set<CardClaimedListener>();
+  private listenClient: pg.Client | undefined;
+  private listenReady: Promise<void> | undefined;
+  private closing = false;
+
+  constructor(
+    db: Kysely<Database>,
+    private readonly connectionString: string,
+    onBackgroundError: (error: Error) => void,
+  ) {
+    super(db, onBackgroundError);
+  }
+
+  protected async publish(tx: TxImpl, event: CardClaimedEvent): Promise<void> {
+    // NOTIFY inside the transaction: PostgreSQL delivers it on commit only.
+    await sql`select pg_notify(${CARD_CLAIMED_CHANNEL}, ${`${event.cardId}:${event.epoch}`})`.execute(tx.db);
+  }
+
+  async onCardClaimed(listener: CardClaimedListener): Promise<() => Promise<void>> {
+    this.listeners.add(listener);
+    try {
+      await this.ensureListening();
+    } catch (error) {
+      this.listeners.delete(listener);
+      throw toStorageError(error, 'postgres');
+    }
+    return async () => {
+      this.listeners.delete(listener);
+      if (this.listeners.size === 0) await this.stopListening();
+    };
+  }
+
+  private ensureListening(): Promise<void> {
+    this.listenReady ??= this.connectListener().catch((error: unknown) => {
+      this.listenReady = undefined;
+      throw error;
+    });
+    return this.listenReady;
+  }
+
+  private async connectListener(): Promise<void> {
+    const client = new pg.Client({
+      connectionString: this.connectionString,
+      types: pgTypes,
+      connectionTimeoutMillis: PG_CONNECT_TIMEOUT_MS,
+    });
+    client.on('notification', (message) => {
+      if (message.channel !== CARD_CLAIMED_CHANNEL || message.payload === undefined) return;
+      const event = parseClaimPayload(message.payload);
+      if (event === undefined) return;
+      for (const listener of [...this.listeners]) listener(event);
+    });
+    const broken = (error?: Error): void => {
+      if (this.listenClient !== client) return;
+      this.listenClient = undefined;
+      this.listenReady = undefined;
+      if (this.closing) return;
+      if (error) this.onBackgroundError(error);
+      // Claims made while disconnected are not replayed: the fence on every write stays the
+      // authority, the notification only lets the old holder stop sooner.
+      setTimeout(() => {
+        if (!this.closing && this.listeners.size > 0)
+          this.ensureListening().catch((e: Error) => this.onBackgroundError(e));
+      }, LISTEN_RECONNECT_DELAY_MS).unref();
+    };
+    client.on('error', broken);
+    client.on('end', () => broken());
+    await client.connect();
+    await client.query(`LISTEN ${CARD_CLAIMED_CHANNEL}`);
+    this.listenClient = client;
+  }
+
+  private async stopListening(): Promise<void> {
+    const client = this.listenClient;
+    this.listenClient = undefined;
+    this.listenReady = undefined;
+    if (client) await client.end().catch(() => undefined);
+  }
+
+  override async close(): Promise<void> {
+    this.closing = true;
+    this.listeners.clear();
+    await this.stopListening();
+    await super.close();
+  }
+}
+
+function parseClaimPayload(payload: string): CardClaimedEvent | undefined {
+  const colon = payload.lastIndexOf(':');
+  if (colon <= 0) return undefined;
+  const epoch = Number(payload.slice(colon + 1));
+  if (!Number.isSafeInteger(epoch)) return undefined;
+  return { cardId: payload.slice(0, colon), epoch };
+}
+
+async function openPostgres(
+  location: Extract<DatabaseLocation, { dialect: 'postgres' }>,
+  options: OpenStorageOptions,
+): Promise<Storage> {
+  const onBackgroundError = options.onBackgroundError ?? (() => undefined);
+  const pool = new pg.Pool({
+    connectionString: location.connectionString,
+    max: options.poolSize ?? DEFAULT_PG_POOL_SIZE,
+    connectionTimeoutMillis: PG_CONNECT_TIMEOUT_MS,
+    types: pgTypes,
+  });
+  // An idle client that loses its connection is dropped by the pool; report, never crash.
+  pool.on('error', onBackgroundError);
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  try {
+    await sql`select 1`.execute(db);
+  } catch (error) {
+    await db.destroy().catch(() => undefined);
+    throw new StorageError('cannot connect to PostgreSQL', { dialect: 'postgres' }, { cause: error });
+  }
+  return new PostgresStorage(db, location.connectionString, onBackgroundError);
+}

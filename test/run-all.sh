@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs the whole suite from the compiled tree. Used by `npm test` and .ci/run.
+# Only *.test.js files are tests; test/support/ and */support/ hold helpers and child programs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+npm run -s build
+mapfile -t files < <(find dist/test -name '*.test.js' | sort)
+[ "${#files[@]}" -gt 0 ] || { echo "run-all: no test files under dist/test" >&2; exit 1; }
+exec node --test --test-concurrency=2 "${files[@]}"
