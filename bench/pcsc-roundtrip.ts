@@ -4,9 +4,10 @@
  *
  *   node dist/bench/pcsc-roundtrip.js [--n 2000] [--warmup 200]
  *
- * One private pcscd (test/support/pcscd.ts; root) runs both readers: ours (daemon/ifd-handler, Unix
- * socket bridge) and vsmartcard's vpcd in reversed mode (TCP loopback). Writes
- * bench/results/pcsc-roundtrip.json and prints it.
+ * Each transport gets its own private pcscd (test/support/pcscd.ts; root), one after the other in the
+ * same run, as a user's machine has one of them: ours (daemon/ifd-handler, Unix socket bridge), then
+ * vsmartcard's vpcd in reversed mode (TCP loopback). Sharing one pcscd would let vpcd's reader
+ * polling add jitter to our tail. Writes bench/results/pcsc-roundtrip.json and prints it.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -94,44 +95,64 @@ async function main(): Promise<void> {
   if (!Number.isInteger(n) || n < 1 || !Number.isInteger(warmup) || warmup < 0)
     throw new Error('--n and --warmup take whole numbers');
 
-  // vpcd needs both of its card ports answering before pcscd starts (vpcd-card-server.ts).
-  const server = await vpcdServer();
-  server.insert(0, new EchoCard({ atr: echoAtr('bench-v0') }));
-  server.insert(1, new EchoCard({ atr: echoAtr('bench-v1') }));
-  const pcscd = await startPcscd({ cardlink: { slots: 1 }, vpcd: { port: server.port } });
+  const ours = await measureCardlinkDriver(n, warmup);
+  const vpcd = await measureVpcd(n, warmup);
+  const result = {
+    'ifd-cardlink': ours,
+    vpcd,
+    apdu_bytes: APDU.length,
+    warmup,
+    node: process.version,
+    date: new Date().toISOString(),
+    command: ['node', path.relative(REPO_ROOT, process.argv[1]!), ...process.argv.slice(2)].join(' '),
+    host: { cpus: os.cpus().length, loadavg_1m: round(os.loadavg()[0]!) },
+  };
+  const outDir = path.join(REPO_ROOT, 'bench', 'results');
+  fs.mkdirSync(outDir, { recursive: true });
+  const out = path.join(outDir, 'pcsc-roundtrip.json');
+  fs.writeFileSync(`${out}.tmp`, `${JSON.stringify(result, null, 2)}\n`);
+  fs.renameSync(`${out}.tmp`, out);
+  console.log(JSON.stringify(result, null, 2));
+}
+
+/** Our reader driver alone in a private pcscd. */
+async function measureCardlinkDriver(n: number, warmup: number): Promise<Stats> {
+  const pcscd = await startPcscd({ cardlink: { slots: 1 } });
   let bridge: BridgeSocketClient | undefined;
   let app: PcscClient | undefined;
   try {
     bridge = await BridgeSocketClient.connect({ socketPath: pcscd.socketPath });
     bridge.insert(0, new EchoCard({ atr: echoAtr('bench-c0') }));
     await waitForCardPresent(pcscd.readerName(0));
-    await waitForCardPresent(pcscd.vpcdReaderName(0));
     app = await PcscClient.open();
-    const ours = await app.connect(pcscd.readerName(0));
-    const vpcd = await app.connect(pcscd.vpcdReaderName(0));
-
-    const result = {
-      'ifd-cardlink': await measure(ours, n, warmup),
-      vpcd: await measure(vpcd, n, warmup),
-      apdu_bytes: APDU.length,
-      warmup,
-      node: process.version,
-      date: new Date().toISOString(),
-      command: ['node', path.relative(REPO_ROOT, process.argv[1]!), ...process.argv.slice(2)].join(' '),
-      host: { cpus: os.cpus().length, loadavg_1m: round(os.loadavg()[0]!) },
-    };
-    await ours.disconnect();
-    await vpcd.disconnect();
-
-    const outDir = path.join(REPO_ROOT, 'bench', 'results');
-    fs.mkdirSync(outDir, { recursive: true });
-    const out = path.join(outDir, 'pcsc-roundtrip.json');
-    fs.writeFileSync(`${out}.tmp`, `${JSON.stringify(result, null, 2)}\n`);
-    fs.renameSync(`${out}.tmp`, out);
-    console.log(JSON.stringify(result, null, 2));
+    const card = await app.connect(pcscd.readerName(0));
+    const stats = await measure(card, n, warmup);
+    await card.disconnect();
+    return stats;
   } finally {
     await app?.close();
     await bridge?.close();
+    await pcscd.stop();
+  }
+}
+
+/** Debian 12's vpcd alone in a private pcscd, our card on its loopback card port. */
+async function measureVpcd(n: number, warmup: number): Promise<Stats> {
+  // vpcd needs both of its card ports answering before pcscd starts (vpcd-card-server.ts).
+  const server = await vpcdServer();
+  server.insert(0, new EchoCard({ atr: echoAtr('bench-v0') }));
+  server.insert(1, new EchoCard({ atr: echoAtr('bench-v1') }));
+  const pcscd = await startPcscd({ cardlink: false, vpcd: { port: server.port } });
+  let app: PcscClient | undefined;
+  try {
+    await waitForCardPresent(pcscd.vpcdReaderName(0));
+    app = await PcscClient.open();
+    const card = await app.connect(pcscd.vpcdReaderName(0));
+    const stats = await measure(card, n, warmup);
+    await card.disconnect();
+    return stats;
+  } finally {
+    await app?.close();
     // pcscd before the vpcd card server: Debian 12's vpcd aborts pcscd when the card side goes away.
     await pcscd.stop();
     await server.close();
