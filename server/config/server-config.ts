@@ -1,0 +1,345 @@
+/**
+ * The card server's settings: defaults, then a JSON config file, then the environment, then flags.
+ * Every setting is listed in docs/server-config.md. A bad value fails start-up with
+ * `ERR_CONFIG_INVALID` naming the key and where it came from (the file's path, the variable, or the
+ * flag), never the value of a secret.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { CardlinkError } from '../../protocol/errors.js';
+import { MAX_FRAME_BYTES, MAX_IN_FLIGHT_REQUESTS } from '../../protocol/wire/limits.js';
+import type { TrustedIssuer } from '../auth/types.js';
+
+/** Largest config file read. */
+export const MAX_CONFIG_FILE_BYTES = 256 * 1024;
+
+export type KekSettings =
+  | { readonly provider: 'file'; readonly file: string }
+  | {
+      readonly provider: 'pkcs11';
+      readonly module: string;
+      readonly tokenLabel: string;
+      /** File holding the token's user PIN (0600); the PIN itself is never a setting. */
+      readonly pinFile: string;
+    };
+
+export interface ServerConfig {
+  /** Where state lives when no other path is given: the SQLite file, key file, TLS pair. */
+  readonly dataDir: string;
+  readonly listen: { readonly host: string; readonly port: number };
+  /** The URL clients connect to; it is the access tokens' audience and part of the device proof. */
+  readonly publicUrl: string;
+  /** Accepted `aud` of access tokens; default `publicUrl`. */
+  readonly audience: string;
+  readonly tls: { readonly certFile: string; readonly keyFile: string };
+  readonly databaseUrl: string;
+  readonly kek: KekSettings;
+  readonly issuers: readonly TrustedIssuer[];
+  readonly clockToleranceSeconds: number;
+  /** `automatic`: a new device may open cards at once; `approval`: an administrator approves it. */
+  readonly deviceRegistration: 'automatic' | 'approval';
+  readonly limits: {
+    readonly maxFrameBytes: number;
+    readonly maxInFlight: number;
+    /** A connection with no frame for this long is closed (the client pings to stay). */
+    readonly idleTimeoutSeconds: number;
+    /** How long a dropped session may be resumed with its resume token. */
+    readonly resumeGraceSeconds: number;
+    /** TOKEN_EXPIRING is pushed this long before the access token expires. */
+    readonly tokenWarningSeconds: number;
+    /** Open WebSocket connections at once; more are refused at the upgrade with 503. */
+    readonly maxConnections: number;
+    /** Handshake (HELLO..AUTH_OK) must finish within this. */
+    readonly handshakeTimeoutSeconds: number;
+  };
+  readonly log: { readonly level: 'error' | 'warn' | 'info' | 'debug'; readonly file?: string | undefined };
+}
+
+/** Values from the command line; undefined means "not given". */
+export interface ServerFlags {
+  readonly config?: string | undefined;
+  readonly dataDir?: string | undefined;
+  readonly host?: string | undefined;
+  readonly port?: number | undefined;
+  readonly publicUrl?: string | undefined;
+  readonly databaseUrl?: string | undefined;
+  readonly logLevel?: string | undefined;
+}
+
+/** Environment variables read, each the same as the config key named beside it. */
+export const SERVER_ENV: Readonly<Record<string, string>> = {
+  CARDLINK_SERVER_CONFIG: 'config',
+  CARDLINK_SERVER_DATA_DIR: 'dataDir',
+  CARDLINK_SERVER_HOST: 'listen.host',
+  CARDLINK_SERVER_PORT: 'listen.port',
+  CARDLINK_SERVER_PUBLIC_URL: 'publicUrl',
+  CARDLINK_SERVER_DATABASE_URL: 'databaseUrl',
+  CARDLINK_SERVER_LOG_LEVEL: 'log.level',
+};
+
+export const DEFAULT_PORT = 8443;
+export const DEFAULT_LIMITS: ServerConfig['limits'] = Object.freeze({
+  maxFrameBytes: MAX_FRAME_BYTES,
+  maxInFlight: MAX_IN_FLIGHT_REQUESTS,
+  idleTimeoutSeconds: 120,
+  resumeGraceSeconds: 120,
+  tokenWarningSeconds: 60,
+  maxConnections: 10_000,
+  handshakeTimeoutSeconds: 10,
+});
+
+export class ConfigError extends CardlinkError {
+  constructor(key: string, source: string, problem: string) {
+    super('ERR_CONFIG_INVALID', `${source}: setting "${key}" ${problem}`, { key, source });
+    this.name = 'ConfigError';
+  }
+}
+
+function defaultDataDir(): string {
+  const state = process.env['XDG_STATE_HOME'] || path.join(os.homedir(), '.local', 'state');
+  return path.join(state, 'cardlink', 'server');
+}
+
+type Raw = Record<string, unknown>;
+
+/** Reads one dotted key of a nested object. */
+function pick(raw: Raw, key: string): unknown {
+  let node: unknown = raw;
+  for (const part of key.split('.')) {
+    if (node === null || typeof node !== 'object' || Array.isArray(node)) return undefined;
+    node = (node as Raw)[part];
+  }
+  return node;
+}
+
+const KNOWN_KEYS = new Set([
+  'dataDir',
+  'listen',
+  'publicUrl',
+  'audience',
+  'tls',
+  'databaseUrl',
+  'kek',
+  'issuers',
+  'clockToleranceSeconds',
+  'deviceRegistration',
+  'limits',
+  'log',
+]);
+
+/** A checker for one source (the file, an env variable, a flag). */
+class Source {
+  constructor(
+    readonly name: string,
+    readonly values: Raw,
+  ) {}
+
+  has(key: string): boolean {
+    return pick(this.values, key) !== undefined;
+  }
+
+  string(key: string): string | undefined {
+    const v = pick(this.values, key);
+    if (v === undefined) return undefined;
+    if (typeof v !== 'string' || v.length === 0 || v.length > 4096) throw new ConfigError(key, this.name, 'must be a non-empty string');
+    return v;
+  }
+
+  int(key: string, min: number, max: number): number | undefined {
+    let v = pick(this.values, key);
+    if (v === undefined) return undefined;
+    if (typeof v === 'string' && /^\d+$/.test(v)) v = Number(v);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+      throw new ConfigError(key, this.name, `must be a whole number from ${min} to ${max}`);
+    }
+    return v;
+  }
+
+  oneOf<T extends string>(key: string, allowed: readonly T[]): T | undefined {
+    const v = this.string(key);
+    if (v === undefined) return undefined;
+    if (!(allowed as readonly string[]).includes(v)) throw new ConfigError(key, this.name, `must be one of ${allowed.join(', ')}`);
+    return v as T;
+  }
+}
+
+function readConfigFile(file: string): Source {
+  let text: string;
+  try {
+    const stat = fs.statSync(file);
+    if (!stat.isFile()) throw new ConfigError('config', file, 'must name a regular file');
+    if (stat.size > MAX_CONFIG_FILE_BYTES) throw new ConfigError('config', file, `is larger than ${MAX_CONFIG_FILE_BYTES} bytes`);
+    text = fs.readFileSync(file, 'utf8');
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    throw new ConfigError('config', file, `cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new ConfigError('config', file, `is not valid JSON (${(error as Error).message})`);
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new ConfigError('config', file, 'must hold a JSON object');
+  }
+  for (const key of Object.keys(parsed)) {
+    if (!KNOWN_KEYS.has(key)) throw new ConfigError(key, file, 'is not a known setting (see docs/server-config.md)');
+  }
+  return new Source(file, parsed as Raw);
+}
+
+function envSource(env: NodeJS.ProcessEnv): Source[] {
+  const sources: Source[] = [];
+  for (const [variable, key] of Object.entries(SERVER_ENV)) {
+    const value = env[variable];
+    if (value === undefined || value === '' || key === 'config') continue;
+    const raw: Raw = {};
+    const parts = key.split('.');
+    let node = raw;
+    for (const part of parts.slice(0, -1)) node = (node[part] = {}) as Raw;
+    node[parts[parts.length - 1]!] = value;
+    sources.push(new Source(`environment variable ${variable}`, raw));
+  }
+  return sources;
+}
+
+function flagSource(flags: ServerFlags): Source {
+  const raw: Raw = {};
+  if (flags.dataDir !== undefined) raw['dataDir'] = flags.dataDir;
+  if (flags.host !== undefined || flags.port !== undefined) {
+    raw['listen'] = { host: flags.host, port: flags.port };
+  }
+  if (flags.publicUrl !== undefined) raw['publicUrl'] = flags.publicUrl;
+  if (flags.databaseUrl !== undefined) raw['databaseUrl'] = flags.databaseUrl;
+  if (flags.logLevel !== undefined) raw['log'] = { level: flags.logLevel };
+  return new Source('command line', raw);
+}
+
+function isLoopbackHost(host: string): boolean {
+  return host === '127.0.0.1' || host === '::1' || host === 'localhost' || host.startsWith('127.');
+}
+
+function checkUrl(value: string, key: string, source: string, protocols: readonly string[]): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError(key, source, 'must be an absolute URL');
+  }
+  if (!protocols.includes(url.protocol)) throw new ConfigError(key, source, `must be a ${protocols.join(' or ')} URL`);
+  return url.href;
+}
+
+function parseIssuers(file: Source | undefined): TrustedIssuer[] {
+  if (!file || !file.has('issuers')) return [];
+  const list = pick(file.values, 'issuers');
+  if (!Array.isArray(list)) throw new ConfigError('issuers', file.name, 'must be a list');
+  return list.map((entry: unknown, i: number) => {
+    const key = `issuers[${i}]`;
+    if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) throw new ConfigError(key, file.name, 'must be an object');
+    const item = new Source(file.name, entry as Raw);
+    const issuer = item.string('issuer');
+    const tenant = item.string('tenant');
+    if (!issuer) throw new ConfigError(`${key}.issuer`, file.name, 'is required');
+    if (!tenant) throw new ConfigError(`${key}.tenant`, file.name, 'is required');
+    let parsed: URL;
+    try {
+      parsed = new URL(issuer);
+    } catch {
+      throw new ConfigError(`${key}.issuer`, file.name, 'must be an absolute URL');
+    }
+    if (parsed.protocol !== 'https:' && !(parsed.protocol === 'http:' && isLoopbackHost(parsed.hostname))) {
+      throw new ConfigError(`${key}.issuer`, file.name, 'must be an https URL (http only on loopback)');
+    }
+    const jwksUri = item.string('jwksUri');
+    const typ = pick(entry as Raw, 'requireAtJwtType');
+    if (typ !== undefined && typeof typ !== 'boolean') throw new ConfigError(`${key}.requireAtJwtType`, file.name, 'must be true or false');
+    return { issuer, tenant, jwksUri, requireAtJwtType: typ };
+  });
+}
+
+/**
+ * The effective configuration. `env` defaults to `process.env`. Throws `ConfigError`.
+ */
+export function loadServerConfig(flags: ServerFlags = {}, env: NodeJS.ProcessEnv = process.env): ServerConfig {
+  const configFile = flags.config ?? (env['CARDLINK_SERVER_CONFIG'] || undefined);
+  const file = configFile ? readConfigFile(path.resolve(configFile)) : undefined;
+  // Later sources win: file < environment < flags.
+  const sources: Source[] = [...(file ? [file] : []), ...envSource(env), flagSource(flags)];
+  const last = <T>(get: (s: Source) => T | undefined): { value: T; source: string } | undefined => {
+    let found: { value: T; source: string } | undefined;
+    for (const s of sources) {
+      const v = get(s);
+      if (v !== undefined) found = { value: v, source: s.name };
+    }
+    return found;
+  };
+
+  const dataDir = path.resolve(last((s) => s.string('dataDir'))?.value ?? defaultDataDir());
+  const host = last((s) => s.string('listen.host'));
+  const port = last((s) => s.int('listen.port', 0, 65535))?.value ?? DEFAULT_PORT;
+  const publicUrlSetting = last((s) => s.string('publicUrl'));
+  const listenHost = host?.value ?? '127.0.0.1';
+  const publicUrl = publicUrlSetting
+    ? checkUrl(publicUrlSetting.value, 'publicUrl', publicUrlSetting.source, ['https:'])
+    : `https://${listenHost.includes(':') ? `[${listenHost}]` : listenHost}:${port}/`;
+  const audienceSetting = last((s) => s.string('audience'));
+  const audience = audienceSetting?.value ?? publicUrl;
+
+  const databaseSetting = last((s) => s.string('databaseUrl'));
+  const databaseUrl = databaseSetting?.value ?? `sqlite:${path.join(dataDir, 'cardlink.db')}`;
+  if (!/^(sqlite:|postgres:|postgresql:)/.test(databaseUrl)) {
+    throw new ConfigError('databaseUrl', databaseSetting?.source ?? 'default', 'must start with sqlite: or postgres://');
+  }
+
+  const certFile = last((s) => s.string('tls.certFile'))?.value ?? path.join(dataDir, 'tls', 'server.crt');
+  const keyFile = last((s) => s.string('tls.keyFile'))?.value ?? path.join(dataDir, 'tls', 'server.key');
+
+  const provider = last((s) => s.oneOf('kek.provider', ['file', 'pkcs11'] as const));
+  let kek: KekSettings;
+  if (provider?.value === 'pkcs11') {
+    const need = (key: string): string => {
+      const v = last((s) => s.string(key));
+      if (!v) throw new ConfigError(key, provider.source, 'is required when kek.provider is pkcs11');
+      return v.value;
+    };
+    kek = { provider: 'pkcs11', module: need('kek.module'), tokenLabel: need('kek.tokenLabel'), pinFile: need('kek.pinFile') };
+  } else {
+    kek = { provider: 'file', file: last((s) => s.string('kek.file'))?.value ?? path.join(dataDir, 'kek.json') };
+  }
+
+  const limits = { ...DEFAULT_LIMITS };
+  const limitRanges: Record<keyof ServerConfig['limits'], [number, number]> = {
+    maxFrameBytes: [1024, MAX_FRAME_BYTES],
+    maxInFlight: [1, MAX_IN_FLIGHT_REQUESTS],
+    idleTimeoutSeconds: [5, 86_400],
+    resumeGraceSeconds: [0, 3_600],
+    tokenWarningSeconds: [0, 3_600],
+    maxConnections: [1, 1_000_000],
+    handshakeTimeoutSeconds: [1, 300],
+  };
+  for (const [name, [min, max]] of Object.entries(limitRanges) as [keyof ServerConfig['limits'], [number, number]][]) {
+    const v = last((s) => s.int(`limits.${name}`, min, max));
+    if (v) (limits as Record<string, number>)[name] = v.value;
+  }
+
+  return Object.freeze({
+    dataDir,
+    listen: { host: listenHost, port },
+    publicUrl,
+    audience,
+    tls: { certFile: path.resolve(dataDir, certFile), keyFile: path.resolve(dataDir, keyFile) },
+    databaseUrl,
+    kek: kek.provider === 'file' ? { provider: 'file' as const, file: path.resolve(dataDir, kek.file) } : kek,
+    issuers: parseIssuers(file),
+    clockToleranceSeconds: last((s) => s.int('clockToleranceSeconds', 0, 300))?.value ?? 30,
+    deviceRegistration: last((s) => s.oneOf('deviceRegistration', ['automatic', 'approval'] as const))?.value ?? 'automatic',
+    limits: Object.freeze(limits),
+    log: {
+      level: last((s) => s.oneOf('log.level', ['error', 'warn', 'info', 'debug'] as const))?.value ?? 'info',
+      file: last((s) => s.string('log.file'))?.value,
+    },
+  });
+}
