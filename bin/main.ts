@@ -6,6 +6,7 @@ import { hideBin } from 'yargs/helpers';
 import { CardlinkError, exitCodeFor } from '../protocol/errors.js';
 import { escapeControlCharacters } from '../protocol/log.js';
 import { localCardCommand } from '../daemon/cli/local-card.js';
+import { serverCommand } from '../server/cli/server-command.js';
 
 function reportAndExit(err: unknown): never {
   if (err instanceof CardlinkError) {
@@ -22,6 +23,7 @@ function reportAndExit(err: unknown): never {
 await yargs(hideBin(process.argv))
   .scriptName('cardlink')
   .command(localCardCommand)
+  .command(serverCommand)
   .demandCommand(1, 'Name a command; see --help.')
   .strict()
   .fail((msg, err) => {

@@ -27,6 +27,13 @@ export type CardlinkErrorCode =
   | 'ERR_CARD_NOT_FOUND'
   | 'ERR_CARD_TAKEN_OVER'
   | 'ERR_COMMAND_ALREADY_RECORDED'
+  | 'ERR_PROTOCOL_STATE'
+  | 'ERR_DEVICE_PENDING'
+  | 'ERR_CARD_BUSY'
+  | 'ERR_HANDLE_UNKNOWN'
+  | 'ERR_TOO_MANY_IN_FLIGHT'
+  | 'ERR_RESUME_REJECTED'
+  | 'ERR_SERVER_START'
   | 'ERR_INTERNAL';
 
 export class CardlinkError extends Error {

@@ -44,6 +44,7 @@ export const AUDIT_EVENTS = {
   kekRotated: 'kek.rotated',
   deviceRegistered: 'device.registered',
   deviceApproved: 'device.approved',
+  sessionOpened: 'session.opened',
 } as const;
 
 /** Rows read per query by `verifyChain` and `exportJsonLines`. */

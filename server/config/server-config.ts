@@ -37,8 +37,11 @@ export interface ServerConfig {
   readonly kek: KekSettings;
   readonly issuers: readonly TrustedIssuer[];
   readonly clockToleranceSeconds: number;
-  /** `automatic`: a new device may open cards at once; `approval`: an administrator approves it. */
-  readonly deviceRegistration: 'automatic' | 'approval';
+  /**
+   * Which new devices may open cards at once: `first-device` (default) the user's first device
+   * only, later ones wait for an administrator; `automatic` every device; `approval` none.
+   */
+  readonly deviceRegistration: 'first-device' | 'automatic' | 'approval';
   readonly limits: {
     readonly maxFrameBytes: number;
     readonly maxInFlight: number;
@@ -335,7 +338,8 @@ export function loadServerConfig(flags: ServerFlags = {}, env: NodeJS.ProcessEnv
     kek: kek.provider === 'file' ? { provider: 'file' as const, file: path.resolve(dataDir, kek.file) } : kek,
     issuers: parseIssuers(file),
     clockToleranceSeconds: last((s) => s.int('clockToleranceSeconds', 0, 300))?.value ?? 30,
-    deviceRegistration: last((s) => s.oneOf('deviceRegistration', ['automatic', 'approval'] as const))?.value ?? 'automatic',
+    deviceRegistration:
+      last((s) => s.oneOf('deviceRegistration', ['first-device', 'automatic', 'approval'] as const))?.value ?? 'first-device',
     limits: Object.freeze(limits),
     log: {
       level: last((s) => s.oneOf('log.level', ['error', 'warn', 'info', 'debug'] as const))?.value ?? 'info',

@@ -1,0 +1,164 @@
+/**
+ * The public listener: HTTPS (TLS 1.2 or later) with the WebSocket session endpoint
+ * (SESSION_PATH), `/healthz` (the process is up) and `/readyz` (the database answers). Nothing
+ * else, in particular no administration: `cardlink admin` works on the server host only.
+ */
+import https from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { sql } from 'kysely';
+import { WebSocketServer } from 'ws';
+import type { Logger } from '../../protocol/log.js';
+import { SESSION_PATH } from '../../protocol/wire/limits.js';
+import { createTokenValidator } from '../auth/token-validator.js';
+import type { ServerConfig } from '../config/server-config.js';
+import type { KekProvider } from '../keys/kek-provider.js';
+import type { Storage } from '../storage/storage.js';
+import { Connection } from '../session/connection.js';
+import { SessionService } from '../session/session-service.js';
+import type { TlsPair } from '../tls/tls-pair.js';
+
+/** Interval of WebSocket pings that find dead peers (a live one answers with a pong). */
+export const HEARTBEAT_INTERVAL_MS = 30_000;
+
+export interface CardServerOptions {
+  readonly config: ServerConfig;
+  readonly storage: Storage;
+  readonly kek: KekProvider;
+  readonly tls: TlsPair;
+  readonly logger: Logger;
+}
+
+export interface RunningCardServer {
+  /** The bound port (useful when the config asked for port 0). */
+  readonly port: number;
+  /** `wss://…/v1/session`: what clients connect to and sign in device proofs. */
+  readonly sessionUrl: string;
+  readonly service: SessionService;
+  /** Open WebSocket connections. */
+  connections(): number;
+  close(): Promise<void>;
+}
+
+function reply(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': Buffer.byteLength(text),
+    'X-Content-Type-Options': 'nosniff',
+    'Cache-Control': 'no-store',
+  });
+  res.end(text);
+}
+
+/** The session URL for a public URL: same host and port, wss:, the session path. */
+export function sessionUrlFor(publicUrl: string): string {
+  const url = new URL(publicUrl);
+  url.protocol = 'wss:';
+  url.pathname = SESSION_PATH;
+  url.search = '';
+  return url.href;
+}
+
+export async function startCardServer(options: CardServerOptions): Promise<RunningCardServer> {
+  const { config, storage, logger } = options;
+  const server = https.createServer({
+    cert: options.tls.cert,
+    key: options.tls.key,
+    minVersion: 'TLSv1.2',
+    // Slow or idle HTTP clients must not hold sockets open.
+    requestTimeout: 10_000,
+    headersTimeout: 10_000,
+  });
+  const wss = new WebSocketServer({
+    noServer: true,
+    perMessageDeflate: false, // ~240 KiB per connection when on, and compression over secrets (CRIME)
+    maxPayload: config.limits.maxFrameBytes,
+    clientTracking: true,
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.listen.port, config.listen.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  // Port 0 (tests): the public URL names the port the system chose.
+  const base = new URL(config.publicUrl);
+  if (config.listen.port === 0 && base.port === '0') base.port = String(port);
+  const sessionUrl = sessionUrlFor(base.href);
+  const validator = createTokenValidator({
+    issuers: config.issuers,
+    audience: config.audience === config.publicUrl ? base.href : config.audience,
+    clockToleranceSeconds: config.clockToleranceSeconds,
+  });
+  const service = new SessionService({ config, storage, kek: options.kek, validator, logger, sessionUrl });
+  await service.start();
+
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') return reply(res, 405, { error: 'method not allowed' });
+    if (path === '/healthz') return reply(res, 200, { status: 'ok' });
+    if (path === '/readyz') {
+      void sql`select 1`
+        .execute(storage.db)
+        .then(() => reply(res, 200, { status: 'ready' }))
+        .catch(() => reply(res, 503, { status: 'database unavailable' }));
+      return;
+    }
+    reply(res, 404, { error: 'not found' });
+  });
+
+  server.on('upgrade', (req, socket, head) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path !== SESSION_PATH) {
+      socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    if (wss.clients.size >= config.limits.maxConnections) {
+      socket.end('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      const peer = `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`;
+      alive.set(ws, true);
+      ws.on('pong', () => alive.set(ws, true));
+      new Connection(ws, service, config, logger, peer);
+    });
+  });
+
+  // Dead peers (no pong since the last ping) are terminated; their sessions go into grace.
+  const alive = new WeakMap<object, boolean>();
+  const heartbeat = setInterval(() => {
+    for (const ws of wss.clients) {
+      if (alive.get(ws) === false) {
+        ws.terminate();
+        continue;
+      }
+      alive.set(ws, false);
+      ws.ping();
+    }
+  }, HEARTBEAT_INTERVAL_MS);
+  heartbeat.unref();
+
+  logger.info('card server listening', { host: config.listen.host, port, sessionUrl, tlsFingerprint: options.tls.fingerprint });
+
+  return {
+    port,
+    sessionUrl,
+    service,
+    connections: () => wss.clients.size,
+    async close() {
+      clearInterval(heartbeat);
+      for (const ws of wss.clients) ws.close(1001, 'server shutting down');
+      await service.stop();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      wss.close();
+    },
+  };
+}

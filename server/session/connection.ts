@@ -1,0 +1,235 @@
+/**
+ * One WebSocket connection: decodes frames, runs the handshake (HELLO, then AUTH or RESUME within
+ * the handshake timeout), enforces sequence, direction and in-flight limits, and hands requests
+ * to the SessionService. Anything malformed closes the connection with a close code and reason
+ * (docs/protocol.md, "Closing"); a request that merely fails gets an ERROR frame.
+ */
+import { randomBytes } from 'node:crypto';
+import type WebSocket from 'ws';
+import { CardlinkError } from '../../protocol/errors.js';
+import type { Logger } from '../../protocol/log.js';
+import { FrameMalformedError } from '../../protocol/wire/byte-io.js';
+import { CLOSE, closeForFrameFault } from '../../protocol/wire/close-codes.js';
+import { decodeFrame, encodeFrame } from '../../protocol/wire/frame-codec.js';
+import { FRAME_SENDER, type Frame } from '../../protocol/wire/frames.js';
+import { chooseProtocolVersion, NONCE_BYTES } from '../../protocol/wire/limits.js';
+import { DeviceProofError, IdpUnavailableError, TokenRejectedError } from '../auth/errors.js';
+import type { ServerConfig } from '../config/server-config.js';
+import type { FrameSink, LogicalSession } from './logical-session.js';
+import { RequestError, type SessionService } from './session-service.js';
+
+/** Frames valid only before AUTH_OK / RESUME_OK. */
+const HANDSHAKE_FRAMES: ReadonlySet<string> = new Set(['HELLO', 'AUTH', 'RESUME']);
+
+type Phase = 'hello' | 'auth' | 'authenticating' | 'open' | 'closed';
+
+interface CloseInfo {
+  readonly code: number;
+  readonly reason: string;
+}
+
+export class Connection implements FrameSink {
+  private phase: Phase = 'hello';
+  private readonly nonce = new Uint8Array(randomBytes(NONCE_BYTES));
+  private version = 0;
+  private session: LogicalSession | undefined;
+  private inFlight = 0;
+  private handshakeTimer: NodeJS.Timeout | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly service: SessionService,
+    private readonly config: ServerConfig,
+    private readonly log: Logger,
+    private readonly peer: string,
+  ) {
+    ws.binaryType = 'nodebuffer';
+    ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
+    ws.on('close', () => this.onClosed());
+    ws.on('error', () => undefined); // 'close' follows; ws already closed the socket with 1002/1009
+    this.handshakeTimer = setTimeout(() => this.fail(CLOSE.HANDSHAKE_TIMEOUT), config.limits.handshakeTimeoutSeconds * 1000);
+    this.armIdle();
+  }
+
+  send(frame: Frame): void {
+    if (this.phase === 'closed' || this.ws.readyState !== this.ws.OPEN) return;
+    let bytes: Uint8Array;
+    try {
+      bytes = encodeFrame(frame, { maxFrameBytes: this.config.limits.maxFrameBytes });
+    } catch (error) {
+      // An answer that does not fit the frame limit (a huge card list): say so, keep serving.
+      this.log.error('cannot encode an answer', { frameType: frame.type, error: error instanceof Error ? error.message : String(error) });
+      bytes = encodeFrame({ type: 'ERROR', id: frame.id, flags: 0, code: 'ERR_INTERNAL', message: 'the answer does not fit in a frame' });
+    }
+    this.ws.send(bytes);
+  }
+
+  close(code: number, reason: string): void {
+    if (this.phase === 'closed') return;
+    this.phase = 'closed';
+    this.ws.close(code, reason);
+    this.cleanup();
+  }
+
+  private fail(info: CloseInfo, detail?: string): void {
+    if (this.phase !== 'closed') {
+      this.log.info('closing connection', { peer: this.peer, code: info.code, reason: info.reason, ...(detail ? { detail } : {}) });
+    }
+    this.close(info.code, info.reason);
+  }
+
+  private armIdle(): void {
+    clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => this.fail(CLOSE.IDLE_TIMEOUT), this.config.limits.idleTimeoutSeconds * 1000);
+  }
+
+  private cleanup(): void {
+    clearTimeout(this.handshakeTimer);
+    clearTimeout(this.idleTimer);
+    if (this.session) this.service.detach(this.session, this);
+  }
+
+  private onClosed(): void {
+    if (this.phase !== 'closed') {
+      this.phase = 'closed';
+      this.cleanup();
+    }
+  }
+
+  private onMessage(data: Buffer, isBinary: boolean): void {
+    if (this.phase === 'closed') return;
+    this.armIdle();
+    if (!isBinary) return this.fail(CLOSE.MALFORMED_FRAME, 'text message');
+    let frame: Frame;
+    try {
+      frame = decodeFrame(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), {
+        maxFrameBytes: this.config.limits.maxFrameBytes,
+      });
+    } catch (error) {
+      if (error instanceof FrameMalformedError) return this.fail(closeForFrameFault(error.fault), error.fault);
+      return this.fail(CLOSE.MALFORMED_FRAME);
+    }
+    if (FRAME_SENDER[frame.type] !== 'client') return this.fail(CLOSE.PROTOCOL_VIOLATION, `${frame.type} is sent by servers`);
+    switch (this.phase) {
+      case 'hello':
+        return this.onHello(frame);
+      case 'auth':
+        return void this.onAuth(frame);
+      case 'authenticating':
+        return this.fail(CLOSE.PROTOCOL_VIOLATION, 'frame before AUTH_OK');
+      case 'open':
+        return this.onRequest(frame);
+    }
+  }
+
+  private onHello(frame: Frame): void {
+    if (frame.type !== 'HELLO' || frame.id !== 0) return this.fail(CLOSE.PROTOCOL_VIOLATION, 'HELLO must come first');
+    const version = chooseProtocolVersion(frame.versions);
+    if (version === undefined) return this.fail(CLOSE.UNSUPPORTED_VERSION);
+    this.version = version;
+    this.phase = 'auth';
+    const { limits } = this.config;
+    this.send({
+      type: 'HELLO_ACK',
+      id: 0,
+      flags: 0,
+      version,
+      nonce: this.nonce,
+      maxFrameBytes: limits.maxFrameBytes,
+      maxInFlight: limits.maxInFlight,
+      idleTimeoutSeconds: limits.idleTimeoutSeconds,
+    });
+  }
+
+  private async onAuth(frame: Frame): Promise<void> {
+    if ((frame.type !== 'AUTH' && frame.type !== 'RESUME') || frame.id !== 0) {
+      return this.fail(CLOSE.PROTOCOL_VIOLATION, 'AUTH or RESUME expected');
+    }
+    this.phase = 'authenticating';
+    try {
+      if (frame.type === 'AUTH') {
+        const { session, resumeToken } = await this.service.authenticate(frame, this.nonce, this.version);
+        if (this.phase !== 'authenticating') return void this.service.endSession(session, 'connection closed during AUTH');
+        this.begin(session);
+        this.send({
+          type: 'AUTH_OK',
+          id: 0,
+          flags: 0,
+          userId: session.user.id,
+          deviceId: session.device.id,
+          deviceStatus: session.device.status,
+          sessionId: session.id,
+          resumeToken,
+          tokenExpiresAt: Math.floor(session.tokenExpiresAt.getTime() / 1000),
+        });
+      } else {
+        const { session, resumeToken } = this.service.resume(frame, this.nonce, this.version);
+        this.begin(session);
+        this.send({
+          type: 'RESUME_OK',
+          id: 0,
+          flags: 0,
+          sessionId: session.id,
+          resumeToken,
+          lastReceivedSequence: session.lastReceived,
+          tokenExpiresAt: Math.floor(session.tokenExpiresAt.getTime() / 1000),
+        });
+      }
+    } catch (error) {
+      this.refuseAuth(error);
+    }
+  }
+
+  private begin(session: LogicalSession): void {
+    clearTimeout(this.handshakeTimer);
+    this.session = session;
+    this.phase = 'open';
+    this.service.attach(session, this, (old) => old.close(CLOSE.TAKEN_OVER.code, CLOSE.TAKEN_OVER.reason));
+  }
+
+  /** Tells the client why (an ERROR with a stable code), then closes: nothing secret in either. */
+  private refuseAuth(error: unknown): void {
+    let code = 'ERR_INTERNAL';
+    let message = 'internal error';
+    let close: CloseInfo = { code: 1011, reason: 'server error' };
+    if (error instanceof TokenRejectedError || error instanceof DeviceProofError || error instanceof RequestError) {
+      code = error.code;
+      message = error.message;
+      close = CLOSE.AUTH_FAILED;
+    } else if (error instanceof IdpUnavailableError) {
+      code = error.code;
+      message = 'the identity provider is unreachable; try again';
+      close = { code: 1013, reason: 'try again later' };
+    } else if (error instanceof CardlinkError && error.code === 'ERR_DEVICE_PROOF_INVALID') {
+      code = error.code;
+      message = error.message;
+      close = CLOSE.AUTH_FAILED;
+    } else {
+      this.log.error('authentication failed unexpectedly', { peer: this.peer, error: error instanceof Error ? error.message : String(error) });
+    }
+    const reason = error instanceof CardlinkError ? String(error.context['reason'] ?? error.code) : 'error';
+    this.log.info('authentication refused', { peer: this.peer, code, reason });
+    this.send({ type: 'ERROR', id: 0, flags: 0, code, message });
+    this.close(close.code, close.reason);
+  }
+
+  private onRequest(frame: Frame): void {
+    const session = this.session!;
+    if (frame.id === 0 || HANDSHAKE_FRAMES.has(frame.type)) {
+      return this.fail(CLOSE.PROTOCOL_VIOLATION, `${frame.type} after the handshake`);
+    }
+    if (this.inFlight >= this.config.limits.maxInFlight) return this.fail(CLOSE.TOO_MANY_IN_FLIGHT);
+    let answer: Promise<Frame>;
+    try {
+      answer = this.service.answer(session, frame);
+    } catch (error) {
+      return this.fail(CLOSE.PROTOCOL_VIOLATION, error instanceof Error ? error.message : 'bad request');
+    }
+    this.inFlight++;
+    void answer.then((response) => {
+      this.inFlight--;
+      this.send(response);
+    });
+  }
+}

@@ -1,0 +1,433 @@
+/**
+ * The card server's session logic, independent of the socket: authentication (token + device
+ * proof), device registration, resumption, the request handlers (LIST_CARDS, OPEN_CARD, APDU,
+ * ...) and one-device-per-card takeover. connection.ts feeds it decoded frames.
+ *
+ * Takeover: OPEN_CARD claims the card (a new session epoch, in the same transaction as its audit
+ * entry). The previous holder learns of it at once when it is in this process, else from the
+ * storage's claim announcement (PostgreSQL NOTIFY across server processes), and at the latest from
+ * its next write, which the epoch fence refuses.
+ */
+import { randomUUID } from 'node:crypto';
+import { PivCard } from '../../apdu/piv/piv-card.js';
+import { CardlinkError, type CardlinkErrorCode } from '../../protocol/errors.js';
+import type { Logger } from '../../protocol/log.js';
+import { FRAME_FLAG, type Frame, type FrameOf } from '../../protocol/wire/frames.js';
+import { secretHash } from '../../protocol/wire/device-proof.js';
+import { AUDIT_EVENTS, appendAudit } from '../audit/audit-log.js';
+import { verifyDeviceProof } from '../auth/device-proof.js';
+import { DeviceProofError, TokenRejectedError } from '../auth/errors.js';
+import type { TokenValidator } from '../auth/token-validator.js';
+import { CardStateClosedError } from '../cards/errors.js';
+import { openPersistentCardState } from '../cards/persistent-card-state.js';
+import type { ServerConfig } from '../config/server-config.js';
+import type { KekProvider } from '../keys/kek-provider.js';
+import { claimCard, endSession, acknowledgeCommands } from '../storage/card-sessions.js';
+import { findCard, listCardsOfUser } from '../storage/cards.js';
+import { CardTakenOverError } from '../storage/errors.js';
+import { createTenant, ensureUser, findDeviceByThumbprint, findTenant, registerDevice } from '../storage/identities.js';
+import type { Storage, Tx } from '../storage/storage.js';
+import { LogicalSession, type FrameSink, type OpenCard, type SessionDevice } from './logical-session.js';
+
+/** Device name shown for a claim made by an administrator (`cardlink admin force-logout`). */
+export const ADMIN_CLAIMER_NAME = 'administrator';
+
+/** A request refused with an ERROR frame; the connection stays open. */
+export class RequestError extends CardlinkError {
+  constructor(code: CardlinkErrorCode, message: string, context: Record<string, string | number | boolean> = {}) {
+    super(code, message, context);
+    this.name = 'RequestError';
+  }
+}
+
+export interface SessionServiceOptions {
+  readonly config: ServerConfig;
+  readonly storage: Storage;
+  readonly kek: KekProvider;
+  readonly validator: TokenValidator;
+  readonly logger: Logger;
+  /** The session endpoint's URL as clients reach it (`wss://host:port/v1/session`): signed by device proofs. */
+  readonly sessionUrl: string;
+}
+
+export interface AuthResult {
+  readonly session: LogicalSession;
+  readonly resumeToken: Uint8Array;
+}
+
+const errorFrame = (id: number, code: string, message: string): Frame => ({ type: 'ERROR', id, flags: 0, code, message });
+
+export class SessionService {
+  private readonly sessions = new Map<string, LogicalSession>();
+  /** Cards open in this process, by card id: who holds each. */
+  private readonly held = new Map<string, { session: LogicalSession; open: OpenCard }>();
+  private unsubscribe: (() => Promise<void>) | undefined;
+
+  constructor(private readonly options: SessionServiceOptions) {}
+
+  async start(): Promise<void> {
+    this.unsubscribe = await this.options.storage.onCardClaimed((event) => {
+      const holder = this.held.get(event.cardId);
+      if (holder && event.epoch > holder.open.epoch) {
+        void this.claimerName(event.cardId, event.epoch).then((name) => this.takeOver(holder.session, holder.open, name));
+      }
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.unsubscribe?.();
+    for (const session of [...this.sessions.values()]) await this.endSession(session, 'server stopping');
+  }
+
+  get liveSessions(): number {
+    return this.sessions.size;
+  }
+
+  private get log(): Logger {
+    return this.options.logger;
+  }
+
+  // --- authentication -------------------------------------------------------------------------
+
+  /** AUTH: the token, the device proof over this connection's nonce, the device's registration. */
+  async authenticate(frame: FrameOf<'AUTH'>, nonce: Uint8Array, protocolVersion: number): Promise<AuthResult> {
+    const token = await this.options.validator.validate(frame.accessToken);
+    const verified = verifyDeviceProof({
+      purpose: 'auth',
+      nonce,
+      secretHash: token.tokenHash,
+      serverUrl: this.options.sessionUrl,
+      protocolVersion,
+      publicKeySpki: frame.devicePublicKey,
+      signature: frame.signature,
+    });
+    const { config, storage } = this.options;
+    const { user, device } = await storage.transaction(async (tx) => {
+      if (!(await findTenant(tx, token.tenant))) await createTenant(tx, token.tenant, token.tenant);
+      const userRow = await ensureUser(tx, token.tenant, token.issuer, token.subject);
+      let deviceRow = await findDeviceByThumbprint(tx, verified.thumbprint);
+      if (deviceRow && deviceRow.user_id !== userRow.id) {
+        // One key, one user: a key registered to someone else proves nothing for this user.
+        throw new DeviceProofError('bad_key', 'this device key is registered to another user');
+      }
+      if (!deviceRow) {
+        const approve =
+          config.deviceRegistration === 'automatic' ||
+          (config.deviceRegistration === 'first-device' && !(await this.hasApprovedDevice(tx, userRow.id)));
+        deviceRow = await registerDevice(tx, { userId: userRow.id, publicKeySpki: frame.devicePublicKey, name: frame.deviceName });
+        if (approve) {
+          await tx.db.updateTable('devices').set({ status: 'approved', approved_at: new Date().toISOString() }).where('id', '=', deviceRow.id).execute();
+          deviceRow = { ...deviceRow, status: 'approved' };
+        }
+        await appendAudit(tx, {
+          actor: `user:${userRow.id}`,
+          eventType: AUDIT_EVENTS.deviceRegistered,
+          details: { device: deviceRow.id, thumbprint: verified.thumbprint, status: deviceRow.status, policy: config.deviceRegistration },
+        });
+      }
+      await appendAudit(tx, {
+        actor: `user:${userRow.id}`,
+        eventType: AUDIT_EVENTS.sessionOpened,
+        details: { device: deviceRow.id, deviceStatus: deviceRow.status },
+      });
+      return { user: userRow, device: deviceRow };
+    });
+    const sessionDevice: SessionDevice = {
+      id: device.id,
+      name: device.name,
+      status: device.status,
+      publicKeySpki: frame.devicePublicKey,
+      publicKey: verified.publicKey,
+    };
+    const session = new LogicalSession(
+      randomUUID(),
+      { id: user.id, tenantId: user.tenant_id, issuer: token.issuer, subject: token.subject },
+      sessionDevice,
+      token.expiresAt,
+      config.limits.maxInFlight * 4,
+    );
+    this.sessions.set(session.id, session);
+    this.armTokenTimers(session);
+    this.log.info('session opened', { session: session.id, user: user.id, device: device.id, deviceStatus: device.status });
+    return { session, resumeToken: session.issueResumeToken() };
+  }
+
+  private async hasApprovedDevice(tx: Tx, userId: string): Promise<boolean> {
+    const row = await tx.db.selectFrom('devices').select('id').where('user_id', '=', userId).where('status', '=', 'approved').executeTakeFirst();
+    return row !== undefined;
+  }
+
+  /** RESUME: the resume token and a proof by the session's own device key. */
+  resume(frame: FrameOf<'RESUME'>, nonce: Uint8Array, protocolVersion: number): AuthResult {
+    const session = this.sessions.get(frame.sessionId);
+    const refuse = (why: string): never => {
+      throw new RequestError('ERR_RESUME_REJECTED', `the session cannot be resumed: ${why}`);
+    };
+    if (!session || session.ended) return refuse('no such session (it ended, or its grace period passed)');
+    if (!session.resumeTokenMatches(frame.resumeToken)) return refuse('wrong resume token');
+    verifyDeviceProof({
+      purpose: 'resume',
+      nonce,
+      secretHash: secretHash(frame.resumeToken),
+      serverUrl: this.options.sessionUrl,
+      protocolVersion,
+      publicKeySpki: session.device.publicKeySpki,
+      signature: frame.signature,
+    });
+    if (session.tokenExpiresAt.getTime() <= Date.now()) return refuse('the access token expired');
+    clearTimeout(session.graceTimer);
+    session.graceTimer = undefined;
+    session.forgetUpTo(frame.lastAckedSequence);
+    for (const open of session.cards.values()) {
+      void this.options.storage
+        .transaction((tx) => acknowledgeCommands(tx, open.claimId, frame.lastAckedSequence))
+        .catch(() => undefined);
+    }
+    return { session, resumeToken: session.issueResumeToken() };
+  }
+
+  /** Attaches a connection to the session; an older connection still attached is closed. */
+  attach(session: LogicalSession, sink: FrameSink, closeStale: (old: FrameSink) => void): void {
+    const old = session.connection;
+    session.connection = sink;
+    if (old && old !== sink) closeStale(old);
+    for (const push of session.missedPushes.splice(0)) sink.send(push);
+  }
+
+  /** The connection went away: the session waits for a RESUME during the grace period. */
+  detach(session: LogicalSession, sink: FrameSink): void {
+    if (session.connection !== sink) return;
+    session.connection = undefined;
+    if (session.ended) return;
+    const grace = this.options.config.limits.resumeGraceSeconds * 1000;
+    session.graceTimer = setTimeout(() => void this.endSession(session, 'resume grace period passed'), grace);
+    session.graceTimer.unref();
+  }
+
+  private armTokenTimers(session: LogicalSession): void {
+    clearTimeout(session.warnTimer);
+    clearTimeout(session.expireTimer);
+    const left = session.tokenExpiresAt.getTime() - Date.now();
+    const warnAt = left - this.options.config.limits.tokenWarningSeconds * 1000;
+    session.warnTimer = setTimeout(
+      () => session.push({ type: 'TOKEN_EXPIRING', id: 0, flags: 0, tokenExpiresAt: Math.floor(session.tokenExpiresAt.getTime() / 1000) }),
+      Math.max(0, warnAt),
+    );
+    session.expireTimer = setTimeout(() => {
+      session.connection?.close(4004, 'access token expired');
+      void this.endSession(session, 'access token expired');
+    }, Math.max(0, left));
+    session.warnTimer.unref();
+    session.expireTimer.unref();
+  }
+
+  /** Closes every card of the session and forgets it. */
+  async endSession(session: LogicalSession, why: string): Promise<void> {
+    if (session.ended) return;
+    session.ended = true;
+    session.clearTimers();
+    this.sessions.delete(session.id);
+    for (const open of [...session.cards.values()]) await this.closeCard(session, open);
+    this.log.info('session ended', { session: session.id, reason: why });
+  }
+
+  // --- requests ---------------------------------------------------------------------------------
+
+  /**
+   * The answer to request `frame` of `session` (never rejects: failures are ERROR frames). A
+   * retransmitted request gets the answer it had, and runs at most once.
+   */
+  answer(session: LogicalSession, frame: Frame): Promise<Frame> {
+    const retransmit = (frame.flags & FRAME_FLAG.RETRANSMIT) !== 0;
+    if (retransmit && frame.id <= session.lastReceived) {
+      const earlier = session.answerFor(frame.id);
+      if (earlier) return earlier;
+      // Not kept in memory: run it again; a state-changing APDU answers its recorded response.
+    } else if (frame.id !== session.lastReceived + 1) {
+      throw new CardlinkError('ERR_PROTOCOL_STATE', 'request out of sequence', {
+        expected: session.lastReceived + 1,
+        got: frame.id,
+      });
+    } else {
+      session.lastReceived = frame.id;
+    }
+    const answer = this.dispatch(session, frame).catch((error: unknown) => this.failure(frame, error));
+    session.remember(frame.id, answer);
+    return answer;
+  }
+
+  private failure(frame: Frame, error: unknown): Frame {
+    if (error instanceof RequestError || error instanceof TokenRejectedError) {
+      return errorFrame(frame.id, error.code, error.message);
+    }
+    if (error instanceof CardTakenOverError || error instanceof CardStateClosedError) {
+      return errorFrame(frame.id, 'ERR_CARD_TAKEN_OVER', 'the card was taken over by another device');
+    }
+    const code = error instanceof CardlinkError ? error.code : 'ERR_INTERNAL';
+    this.log.error('request failed', { request: frame.type, id: frame.id, code, error: error instanceof Error ? error.message : String(error) });
+    return errorFrame(frame.id, code === 'ERR_IDP_UNAVAILABLE' ? code : 'ERR_INTERNAL', code === 'ERR_IDP_UNAVAILABLE' ? 'the identity provider is unreachable; try again' : 'internal error');
+  }
+
+  private async dispatch(session: LogicalSession, frame: Frame): Promise<Frame> {
+    switch (frame.type) {
+      case 'PING':
+        return { type: 'PONG', id: frame.id, flags: 0 };
+      case 'LIST_CARDS':
+        return this.listCards(session, frame);
+      case 'OPEN_CARD':
+        return this.openCard(session, frame);
+      case 'CLOSE_CARD': {
+        const open = session.cards.get(frame.handle);
+        if (!open) throw new RequestError('ERR_HANDLE_UNKNOWN', 'no card is open under this handle', { handle: frame.handle });
+        await this.closeCard(session, open);
+        return { type: 'CARD_CLOSED', id: frame.id, flags: 0, handle: frame.handle };
+      }
+      case 'APDU':
+        return this.apdu(session, frame);
+      case 'RENEW_TOKEN':
+        return this.renewToken(session, frame);
+      default:
+        throw new CardlinkError('ERR_PROTOCOL_STATE', `${frame.type} is not a request after authentication`);
+    }
+  }
+
+  private async renewToken(session: LogicalSession, frame: FrameOf<'RENEW_TOKEN'>): Promise<Frame> {
+    const token = await this.options.validator.validate(frame.accessToken);
+    if (token.issuer !== session.user.issuer || token.subject !== session.user.subject) {
+      throw new RequestError('ERR_AUTH_TOKEN_INVALID', 'the new token is for another user');
+    }
+    session.tokenExpiresAt = token.expiresAt;
+    this.armTokenTimers(session);
+    return { type: 'TOKEN_RENEWED', id: frame.id, flags: 0, tokenExpiresAt: Math.floor(token.expiresAt.getTime() / 1000) };
+  }
+
+  private async listCards(session: LogicalSession, frame: FrameOf<'LIST_CARDS'>): Promise<Frame> {
+    const { storage } = this.options;
+    const cards = await listCardsOfUser(storage, session.user.id);
+    const entries = [];
+    for (const card of cards) {
+      entries.push({ cardId: card.id, label: card.label, openOn: card.sessionId ? await this.holderName(card.sessionId) : '' });
+    }
+    return { type: 'CARDS', id: frame.id, flags: 0, cards: entries };
+  }
+
+  /** Name of the device holding an open claim, '' when the claim has ended. */
+  private async holderName(claimId: string): Promise<string> {
+    const row = await this.options.storage.db
+      .selectFrom('sessions')
+      .leftJoin('devices', 'devices.id', 'sessions.device_id')
+      .select(['sessions.ended_at', 'devices.name'])
+      .where('sessions.id', '=', claimId)
+      .executeTakeFirst();
+    if (!row || row.ended_at !== null) return '';
+    return row.name ?? (claimId.startsWith('admin:') ? ADMIN_CLAIMER_NAME : '');
+  }
+
+  /** Name of the device whose claim made `epoch`. */
+  private async claimerName(cardId: string, epoch: number): Promise<string> {
+    try {
+      const row = await this.options.storage.db
+        .selectFrom('sessions')
+        .leftJoin('devices', 'devices.id', 'sessions.device_id')
+        .select(['sessions.id', 'devices.name'])
+        .where('sessions.card_id', '=', cardId)
+        .where('sessions.epoch', '=', epoch)
+        .executeTakeFirst();
+      if (!row) return 'another device';
+      return row.name ?? (row.id.startsWith('admin:') ? ADMIN_CLAIMER_NAME : 'another device');
+    } catch {
+      return 'another device';
+    }
+  }
+
+  private async openCard(session: LogicalSession, frame: FrameOf<'OPEN_CARD'>): Promise<Frame> {
+    const { storage, kek } = this.options;
+    if (session.device.status !== 'approved') {
+      throw new RequestError('ERR_DEVICE_PENDING', 'this device waits for an administrator to approve it');
+    }
+    const record = await findCard(storage, frame.cardId);
+    // Another user's card and no card at all answer the same: nothing is learnt of other users.
+    if (!record || record.userId !== session.user.id) {
+      throw new RequestError('ERR_CARD_NOT_FOUND', 'no such card');
+    }
+    for (const open of session.cards.values()) {
+      if (open.cardId === frame.cardId && !open.takenOverBy) {
+        throw new RequestError('ERR_CARD_BUSY', 'this session has the card open already', { handle: open.handle });
+      }
+    }
+    if (!frame.takeOver && record.sessionId && (await this.holderName(record.sessionId)) !== '') {
+      throw new RequestError('ERR_CARD_BUSY', 'the card is open on another device; open it with takeOver to log that one out');
+    }
+    const claimId = randomUUID();
+    const epoch = await storage.transaction(async (tx) => {
+      const previous = record.sessionId;
+      const newEpoch = await claimCard(tx, { cardId: frame.cardId, sessionId: claimId, userId: session.user.id, deviceId: session.device.id });
+      await appendAudit(tx, {
+        actor: `device:${session.device.id}`,
+        eventType: AUDIT_EVENTS.cardClaimed,
+        cardId: frame.cardId,
+        details: { session: session.id, claim: claimId, epoch: newEpoch, ...(previous ? { previousClaim: previous } : {}) },
+      });
+      return newEpoch;
+    });
+    // The holder in this process is told at once; others through the claim announcement.
+    const local = this.held.get(frame.cardId);
+    if (local) this.takeOver(local.session, local.open, session.device.name);
+    const state = await openPersistentCardState({
+      storage,
+      kek,
+      cardId: frame.cardId,
+      sessionId: claimId,
+      epoch,
+      actor: `device:${session.device.id}`,
+    });
+    const open: OpenCard = { handle: session.allocateHandle(), cardId: frame.cardId, claimId, epoch, state, card: new PivCard(state) };
+    session.cards.set(open.handle, open);
+    this.held.set(frame.cardId, { session, open });
+    this.log.info('card opened', { session: session.id, card: frame.cardId, handle: open.handle, epoch });
+    return { type: 'CARD_OPENED', id: frame.id, flags: 0, cardId: frame.cardId, handle: open.handle, snapshot: new Uint8Array(0) };
+  }
+
+  private async apdu(session: LogicalSession, frame: FrameOf<'APDU'>): Promise<Frame> {
+    const open = session.cards.get(frame.handle);
+    if (!open) throw new RequestError('ERR_HANDLE_UNKNOWN', 'no card is open under this handle', { handle: frame.handle });
+    if (open.takenOverBy !== undefined) {
+      throw new RequestError('ERR_CARD_TAKEN_OVER', `the card was taken over by ${open.takenOverBy}`);
+    }
+    try {
+      const outcome = await open.state.runCommand(frame.id, () => open.card.transmit(frame.command));
+      return { type: 'APDU_RESULT', id: frame.id, flags: 0, handle: frame.handle, response: outcome.response };
+    } catch (error) {
+      if (error instanceof CardTakenOverError || error instanceof CardStateClosedError) {
+        const name = await this.claimerName(open.cardId, open.epoch + 1);
+        this.takeOver(session, open, open.takenOverBy ?? name);
+        throw new RequestError('ERR_CARD_TAKEN_OVER', `the card was taken over by ${open.takenOverBy ?? name}`);
+      }
+      throw error;
+    }
+  }
+
+  /** Another device claimed `open`: drop its keys, refuse its handle, tell its session. */
+  private takeOver(session: LogicalSession, open: OpenCard, byDeviceName: string): void {
+    if (open.takenOverBy !== undefined) return;
+    open.takenOverBy = byDeviceName;
+    open.state.dispose();
+    const holder = this.held.get(open.cardId);
+    if (holder?.open === open) this.held.delete(open.cardId);
+    this.log.info('card taken over', { session: session.id, card: open.cardId, handle: open.handle });
+    session.push({ type: 'TAKEN_OVER', id: 0, flags: 0, cardId: open.cardId, handle: open.handle, byDeviceName });
+  }
+
+  private async closeCard(session: LogicalSession, open: OpenCard): Promise<void> {
+    session.cards.delete(open.handle);
+    open.state.dispose();
+    const holder = this.held.get(open.cardId);
+    if (holder?.open === open) this.held.delete(open.cardId);
+    if (open.takenOverBy !== undefined) return;
+    try {
+      await this.options.storage.transaction((tx) => endSession(tx, open.claimId));
+    } catch (error) {
+      this.log.warn('could not record the end of a card session', { card: open.cardId, error: (error as Error).message });
+    }
+  }
+}
