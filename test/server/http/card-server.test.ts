@@ -9,6 +9,7 @@ import { createHash, createPublicKey, verify } from 'node:crypto';
 import fs from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import https from 'node:https';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createCard, loadDefaultProfile, type CreatedCard } from '../../../server/admin/index.js';
@@ -23,10 +24,12 @@ import { BAD_TOKEN_KINDS, startTestIdp, type TestIdp } from '../../support/oidc-
 import { createTestDatabase, type TestDatabase } from '../../support/postgres.js';
 import { newDeviceKey, SessionClient, type DeviceKey } from '../../support/session-client.js';
 import { createSoftHsmToken } from '../../support/softhsm.js';
+import { REPO_ROOT } from '../../support/pcscd.js';
 import { ALGORITHM_IDS, pkcs1v15Sha256Block } from '../../apdu/piv/support/keys.js';
 import type { KeyAlgorithm } from '../../../apdu/piv/card-state.js';
 
 const TENANT = 'acme';
+const MAIN = path.join(REPO_ROOT, 'dist', 'bin', 'main.js');
 const PIN = '123456';
 const PIN_APDU = `0020008008${Buffer.from(PIN).toString('hex')}FFFF`;
 const WRONG_PIN_APDU = '00200080083939393939393939'.slice(0, 10) + '3939393939393939';
@@ -529,11 +532,44 @@ for (const backend of BACKENDS)
     });
   });
 
-describe('two card server nodes on one PostgreSQL', () => {
+/** A `cardlink server` child process; resolves once it prints its ready line. */
+async function spawnServer(
+  configFile: string,
+): Promise<{ child: ChildProcess; sessionUrl: string; cert: string; stop(): Promise<void> }> {
+  const child = spawn(process.execPath, [MAIN, 'server', '--config', configFile], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  const sessionUrl = await new Promise<string>((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = out.match(/ready on (wss:\/\/\S+)/);
+      if (m) resolve(m[1]!);
+    });
+    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('exit', (code) => reject(new Error(`server exited ${code}: ${out}`)));
+  });
+  const settings = JSON.parse(fs.readFileSync(configFile, 'utf8')) as { dataDir: string };
+  const cert = fs.readFileSync(path.join(settings.dataDir, 'tls', 'server.crt'), 'utf8');
+  return {
+    child,
+    sessionUrl,
+    cert,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
+describe('two card server processes on one PostgreSQL', () => {
   let idp: TestIdp;
   let db: TestDatabase;
   const dirs: string[] = [];
-  const nodes: Node[] = [];
+  const servers: Awaited<ReturnType<typeof spawnServer>>[] = [];
+  let resources: ServerResources;
 
   before(async () => {
     idp = await startTestIdp();
@@ -541,39 +577,64 @@ describe('two card server nodes on one PostgreSQL', () => {
     for (let i = 0; i < 2; i++) {
       const dir = await mkdtemp(path.join(tmpdir(), `cardlink-node${i}-`));
       dirs.push(dir);
+      // Both nodes share the KEK: the first creates it, the second gets a copy.
       if (i === 1) fs.copyFileSync(path.join(dirs[0]!, 'kek.json'), path.join(dir, 'kek.json'));
-      nodes.push(await startNode(dir, idp, { databaseUrl: db.url }));
+      const configFile = path.join(dir, 'server.json');
+      fs.writeFileSync(
+        configFile,
+        JSON.stringify({
+          dataDir: dir,
+          listen: { host: '127.0.0.1', port: 0 },
+          publicUrl: 'https://127.0.0.1:0/',
+          audience: idp.resource,
+          issuers: [{ issuer: idp.issuer, tenant: TENANT }],
+          databaseUrl: db.url,
+          log: { level: 'warn' },
+        }),
+      );
+      servers.push(await spawnServer(configFile));
     }
+    resources = await openServerResources(
+      loadServerConfig({ config: path.join(dirs[0]!, 'server.json') }, {}),
+    );
   });
   after(async () => {
-    for (const n of nodes) await stopNode(n);
+    for (const s of servers) await s.stop();
+    await resources.close();
     await db.drop();
     await idp.close();
     for (const d of dirs) await rm(d, { recursive: true, force: true });
   });
 
-  it('a login on node B takes the card from node A: A is told and fenced', async () => {
-    const [a, b] = nodes as [Node, Node];
+  it('a login on process B takes the card from process A: A is told who took it and is fenced', async () => {
+    const [a, b] = servers as [(typeof servers)[0], (typeof servers)[0]];
     const card = await createCard({
-      storage: a.resources.storage,
-      kek: a.resources.kek,
+      storage: resources.storage,
+      kek: resources.kek,
       user: { issuer: idp.issuer, subject: 'alice', tenant: TENANT },
       profile: await loadDefaultProfile(),
       pin: PIN,
       puk: '12345678',
     });
+    const clientOf = async (s: typeof a, token: string, key: DeviceKey, name: string) => {
+      const c = await SessionClient.connect(s.sessionUrl, s.cert);
+      await c.hello();
+      const ok = await c.auth(token, key, name);
+      assert.equal(ok.type, 'AUTH_OK', ok.type === 'ERROR' ? ok.code : '');
+      return c;
+    };
     const keyA = newDeviceKey();
     const keyB = newDeviceKey();
-    const onA = await login(a, (await idp.login()).accessToken, keyA, 'node-a-laptop');
+    const onA = await clientOf(a, (await idp.login()).accessToken, keyA, 'process-a-laptop');
     const hA = await openCard(onA, card.cardId);
     assert.equal(await onA.apdu(hA, PIN_APDU), '9000');
-    const firstB = await login(b, (await idp.login()).accessToken, keyB, 'node-b-desktop');
-    await b.resources.storage.transaction((tx) => approveDevice(tx, firstB.session!.deviceId));
+    const firstB = await clientOf(b, (await idp.login()).accessToken, keyB, 'process-b-desktop');
+    await resources.storage.transaction((tx) => approveDevice(tx, firstB.session!.deviceId));
     firstB.close();
-    const onB = await login(b, (await idp.login()).accessToken, keyB, 'node-b-desktop');
+    const onB = await clientOf(b, (await idp.login()).accessToken, keyB, 'process-b-desktop');
     const hB = await openCard(onB, card.cardId);
     await waitFor(() => onA.pushes.some((p) => p.type === 'TAKEN_OVER'));
-    assert.equal((onA.pushes[0] as { byDeviceName: string }).byDeviceName, 'node-b-desktop');
+    assert.equal((onA.pushes[0] as { byDeviceName: string }).byDeviceName, 'process-b-desktop');
     const refused = await onA.request({ type: 'APDU', handle: hA, command: Buffer.from(PIN_APDU, 'hex') });
     assert.equal((refused as { code: string }).code, 'ERR_CARD_TAKEN_OVER');
     assert.equal(await onB.apdu(hB, PIN_APDU), '9000');
