@@ -86,9 +86,9 @@ async function measureVpcd(): Promise<number[]> {
   }
 }
 
-console.error("measuring the cardlink driver");
+console.error('measuring the cardlink driver');
 const bridge = await measureBridge();
-console.error("measuring vpcd");
+console.error('measuring vpcd');
 const vpcd = await measureVpcd();
 const result = {
   benchmark: 'pkcs11-tool --test --login wall time',

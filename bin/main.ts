@@ -6,6 +6,7 @@ import { hideBin } from 'yargs/helpers';
 import { CardlinkError, exitCodeFor } from '../protocol/errors.js';
 import { escapeControlCharacters } from '../protocol/log.js';
 import { localCardCommand } from '../daemon/cli/local-card.js';
+import { adminCommand } from '../server/cli/admin-command.js';
 import { serverCommand } from '../server/cli/server-command.js';
 
 function reportAndExit(err: unknown): never {
@@ -16,13 +17,15 @@ function reportAndExit(err: unknown): never {
   // Unexpected: say so without a stack trace unless asked for one.
   const message = err instanceof Error ? err.message : String(err);
   process.stderr.write(`cardlink: unexpected error: ${escapeControlCharacters(message)}\n`);
-  if (process.env['CARDLINK_DEBUG'] === '1' && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+  if (process.env['CARDLINK_DEBUG'] === '1' && err instanceof Error && err.stack)
+    process.stderr.write(`${err.stack}\n`);
   process.exit(1);
 }
 
 await yargs(hideBin(process.argv))
   .scriptName('cardlink')
   .command(localCardCommand)
+  .command(adminCommand)
   .command(serverCommand)
   .demandCommand(1, 'Name a command; see --help.')
   .strict()

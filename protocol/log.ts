@@ -13,12 +13,16 @@ export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 export type Logger = winston.Logger;
 
 /** Field names never written out, matched case-insensitively as whole words or suffixes. */
-const SECRET_FIELD = /(^|_|-)(pin|puk|password|secret|token|accesstoken|refreshtoken|privatekey|mgmtkey|managementkey|key)$/i;
+const SECRET_FIELD =
+  /(^|_|-)(pin|puk|password|secret|token|accesstoken|refreshtoken|privatekey|mgmtkey|managementkey|key)$/i;
+
+/** C0 and C1 controls, DEL and the Unicode line separators. */
+// eslint-disable-next-line no-control-regex
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
 
 /** Escapes C0/C1 control characters (and DEL) as \uXXXX. */
 export function escapeControlCharacters(s: string): string {
-  // eslint-disable-next-line no-control-regex
-  return s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return s.replace(CONTROL_CHARACTERS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 function sanitize(value: unknown, depth = 0): unknown {
@@ -28,7 +32,8 @@ function sanitize(value: unknown, depth = 0): unknown {
   if (value instanceof Error) return { name: value.name, message: escapeControlCharacters(value.message) };
   if (Array.isArray(value)) return value.map((v) => sanitize(v, depth + 1));
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) out[k] = SECRET_FIELD.test(k) ? '[redacted]' : sanitize(v, depth + 1);
+  for (const [k, v] of Object.entries(value))
+    out[k] = SECRET_FIELD.test(k) ? '[redacted]' : sanitize(v, depth + 1);
   return out;
 }
 

@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npm run -s build
+# Style is part of the suite: lint and formatting fail the run like a test would.
+npx eslint . && npx prettier --check . >/dev/null
 mapfile -t files < <(find dist/test -name '*.test.js' | sort)
 [ "${#files[@]}" -gt 0 ] || { echo "run-all: no test files under dist/test" >&2; exit 1; }
 exec node --test --test-concurrency=2 "${files[@]}"

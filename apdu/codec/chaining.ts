@@ -13,8 +13,14 @@ export const INS_GET_RESPONSE = 0xc0;
  * Feed every command; it returns the whole command once the last part arrives.
  */
 export class CommandChainAssembler {
-  private pending: { cla: number; ins: number; p1: number; p2: number; parts: Uint8Array[]; size: number } | null =
-    null;
+  private pending: {
+    cla: number;
+    ins: number;
+    p1: number;
+    p2: number;
+    parts: Uint8Array[];
+    size: number;
+  } | null = null;
 
   /** True while a chain is open. */
   get active(): boolean {

@@ -36,7 +36,8 @@ export function isChained(cmd: CommandApdu): boolean {
  */
 export function parseCommandApdu(bytes: Uint8Array): CommandApdu {
   const n = bytes.length;
-  if (n < 4) throw new ApduError(SW.WRONG_LENGTH, 'command APDU shorter than its 4-byte header', { length: n });
+  if (n < 4)
+    throw new ApduError(SW.WRONG_LENGTH, 'command APDU shorter than its 4-byte header', { length: n });
   const [cla, ins, p1, p2] = [bytes[0]!, bytes[1]!, bytes[2]!, bytes[3]!];
   const head = { cla, ins, p1, p2 };
   const empty = new Uint8Array(0);
@@ -69,7 +70,10 @@ export function parseCommandApdu(bytes: Uint8Array): CommandApdu {
     const le = (bytes[7 + nc]! << 8) | bytes[8 + nc]!;
     return { ...head, data: bytes.slice(7, 7 + nc), ne: le === 0 ? EXTENDED_MAX : le, extended: true }; // 4E
   }
-  throw new ApduError(SW.WRONG_LENGTH, 'extended Lc does not match the command length', { length: n, lc: nc });
+  throw new ApduError(SW.WRONG_LENGTH, 'extended Lc does not match the command length', {
+    length: n,
+    lc: nc,
+  });
 }
 
 /**

@@ -55,7 +55,12 @@ export interface KeySlotStore {
   info(slot: number): Promise<SlotKeyInfo | undefined>;
   generate(slot: number, algorithm: KeyAlgorithm, pinPolicy: PinPolicy): Promise<SlotKeyInfo>;
   /** Imports a private key given as PKCS#8 DER. */
-  importKey(slot: number, algorithm: KeyAlgorithm, pkcs8: Uint8Array, pinPolicy: PinPolicy): Promise<SlotKeyInfo>;
+  importKey(
+    slot: number,
+    algorithm: KeyAlgorithm,
+    pkcs8: Uint8Array,
+    pinPolicy: PinPolicy,
+  ): Promise<SlotKeyInfo>;
   /**
    * RSA: the raw private-key operation on a modulus-sized block (the host pads).
    * EC: ECDSA over `input` taken as the already hashed message (truncated per SEC 1 if longer

@@ -14,18 +14,32 @@ export interface LocalCardSecrets {
   generated: { pin: boolean; puk: boolean; managementKey: boolean };
 }
 
-const KEY_LENGTHS: Record<ManagementKeyAlgorithm, number> = { '3DES': 24, AES128: 16, AES192: 24, AES256: 32 };
+const KEY_LENGTHS: Record<ManagementKeyAlgorithm, number> = {
+  '3DES': 24,
+  AES128: 16,
+  AES192: 24,
+  AES256: 32,
+};
 /** The algorithm a management key of each length gets when none is named (24 bytes: AES-192, as current YubiKeys). */
-const DEFAULT_ALGORITHM_BY_LENGTH: Record<number, ManagementKeyAlgorithm> = { 16: 'AES128', 24: 'AES192', 32: 'AES256' };
+const DEFAULT_ALGORITHM_BY_LENGTH: Record<number, ManagementKeyAlgorithm> = {
+  16: 'AES128',
+  24: 'AES192',
+  32: 'AES256',
+};
 
 function referenceData(option: string, value: string): Uint8Array {
   const bytes = new TextEncoder().encode(value);
   if (bytes.length < 6 || bytes.length > 8) {
-    throw new CardlinkError('ERR_CONFIG_INVALID', `--${option} must be 6 to 8 characters (got ${bytes.length})`, {
-      option,
-    });
+    throw new CardlinkError(
+      'ERR_CONFIG_INVALID',
+      `--${option} must be 6 to 8 characters (got ${bytes.length})`,
+      {
+        option,
+      },
+    );
   }
-  if (bytes.includes(0xff)) throw new CardlinkError('ERR_CONFIG_INVALID', `--${option} must not contain byte FF`, { option });
+  if (bytes.includes(0xff))
+    throw new CardlinkError('ERR_CONFIG_INVALID', `--${option} must not contain byte FF`, { option });
   return bytes;
 }
 
@@ -67,6 +81,10 @@ export function resolveLocalCardSecrets(args: {
     pin: referenceData('pin', pin),
     puk: referenceData('puk', puk),
     managementKey: { algorithm, key },
-    generated: { pin: args.pin === undefined, puk: args.puk === undefined, managementKey: args.mgmtKey === undefined },
+    generated: {
+      pin: args.pin === undefined,
+      puk: args.puk === undefined,
+      managementKey: args.mgmtKey === undefined,
+    },
   };
 }

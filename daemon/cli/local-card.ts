@@ -10,7 +10,12 @@ import { PivCard } from '../../apdu/piv/piv-card.js';
 import type { KeyAlgorithm, ManagementKeyAlgorithm } from '../../apdu/piv/card-state.js';
 import { CardlinkError } from '../../protocol/errors.js';
 import { resolveLocalCardSecrets, type LocalCardSecrets } from './local-card-secrets.js';
-import { serveCardIntoReader, DEFAULT_BRIDGE_SOCKET, DEFAULT_READER_NAME, type ReaderTransport } from '../reader/serve-card.js';
+import {
+  serveCardIntoReader,
+  DEFAULT_BRIDGE_SOCKET,
+  DEFAULT_READER_NAME,
+  type ReaderTransport,
+} from '../reader/serve-card.js';
 
 interface LocalCardArgs {
   pin?: string | undefined;
@@ -71,8 +76,14 @@ export const localCardCommand: CommandModule<object, LocalCardArgs> = {
   builder: (y) =>
     y
       .env('CARDLINK')
-      .option('pin', { type: 'string', describe: 'PIN, 6-8 characters (env CARDLINK_PIN); generated when absent' })
-      .option('puk', { type: 'string', describe: 'PUK, 6-8 characters (env CARDLINK_PUK); generated when absent' })
+      .option('pin', {
+        type: 'string',
+        describe: 'PIN, 6-8 characters (env CARDLINK_PIN); generated when absent',
+      })
+      .option('puk', {
+        type: 'string',
+        describe: 'PUK, 6-8 characters (env CARDLINK_PUK); generated when absent',
+      })
       .option('mgmt-key', {
         type: 'string',
         describe: 'management key in hex (env CARDLINK_MGMT_KEY); generated (AES-192) when absent',
@@ -91,26 +102,41 @@ export const localCardCommand: CommandModule<object, LocalCardArgs> = {
       .option('slot-algorithm', {
         type: 'string',
         array: true,
-        describe: 'with --with-keys: algorithm of a slot, e.g. 9a=RSA3072 (RSA2048, RSA3072, ECCP256, ECCP384)',
+        describe:
+          'with --with-keys: algorithm of a slot, e.g. 9a=RSA3072 (RSA2048, RSA3072, ECCP256, ECCP384)',
       })
       .option('transport', {
         choices: ['bridge', 'vpcd'] as const,
         default: 'bridge' as ReaderTransport,
-        describe: 'bridge: the cardlink pcscd driver (Unix socket); vpcd: vsmartcard vpcd in reversed mode on loopback',
+        describe:
+          'bridge: the cardlink pcscd driver (Unix socket); vpcd: vsmartcard vpcd in reversed mode on loopback',
       })
-      .option('bridge-socket', { type: 'string', default: DEFAULT_BRIDGE_SOCKET, describe: 'socket of the cardlink reader driver' })
+      .option('bridge-socket', {
+        type: 'string',
+        default: DEFAULT_BRIDGE_SOCKET,
+        describe: 'socket of the cardlink reader driver',
+      })
       .option('slot', { type: 'number', default: 0, describe: 'reader slot to insert the card into' })
       .option('reader-name', {
         type: 'string',
         default: DEFAULT_READER_NAME,
         describe: 'FRIENDLYNAME of the reader in pcscd (the slot suffix is added)',
       })
-      .option('vpcd-port', { type: 'number', default: 35963, describe: 'loopback port vpcd connects to (and port+1)' })
-      .option('ready-timeout', { type: 'number', default: 15, describe: 'seconds to wait for pcscd to see the card' })
+      .option('vpcd-port', {
+        type: 'number',
+        default: 35963,
+        describe: 'loopback port vpcd connects to (and port+1)',
+      })
+      .option('ready-timeout', {
+        type: 'number',
+        default: 15,
+        describe: 'seconds to wait for pcscd to see the card',
+      })
       .check((a) => {
         for (const k of ['pin-retries', 'puk-retries'] as const) {
           const v = a[k];
-          if (!Number.isInteger(v) || v < 1 || v > 15) throw new Error(`--${k} must be a whole number from 1 to 15`);
+          if (!Number.isInteger(v) || v < 1 || v > 15)
+            throw new Error(`--${k} must be a whole number from 1 to 15`);
         }
         if (!Number.isInteger(a.slot) || a.slot < 0 || a.slot > 15) throw new Error('--slot must be 0 to 15');
         return true;
@@ -130,7 +156,8 @@ export const localCardCommand: CommandModule<object, LocalCardArgs> = {
       managementKey: secrets.managementKey,
     });
     await installDefaultObjects(state);
-    if (args['with-keys']) await provisionStandardKeys(state, { algorithms: parseSlotAlgorithms(args['slot-algorithm'] ?? []) });
+    if (args['with-keys'])
+      await provisionStandardKeys(state, { algorithms: parseSlotAlgorithms(args['slot-algorithm'] ?? []) });
     const card = new PivCard(state);
 
     const served = await serveCardIntoReader(card, {

@@ -69,10 +69,14 @@ async function serveOverBridge(card: VirtualCard, o: ServeCardOptions): Promise<
   const client = await BridgeSocketClient.connect({ socketPath: o.bridgeSocket });
   if (o.slot >= client.slotCount) {
     await client.close();
-    throw new CardlinkError('ERR_CONFIG_INVALID', `--slot ${o.slot} does not exist: the reader has ${client.slotCount} slots`, {
-      option: 'slot',
-      slots: client.slotCount,
-    });
+    throw new CardlinkError(
+      'ERR_CONFIG_INVALID',
+      `--slot ${o.slot} does not exist: the reader has ${client.slotCount} slots`,
+      {
+        option: 'slot',
+        slots: client.slotCount,
+      },
+    );
   }
   client.insert(o.slot, card);
   const readerName = pcscReaderName(o.readerName, o.slot);
@@ -87,7 +91,8 @@ async function serveOverBridge(card: VirtualCard, o: ServeCardOptions): Promise<
     readerName,
     onLost(listener) {
       client.once('close', (err) => {
-        if (!stopping) listener(err ?? new CardlinkError('ERR_BRIDGE_CLOSED', 'the reader driver closed the connection'));
+        if (!stopping)
+          listener(err ?? new CardlinkError('ERR_BRIDGE_CLOSED', 'the reader driver closed the connection'));
       });
     },
     async stop() {

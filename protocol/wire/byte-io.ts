@@ -43,7 +43,10 @@ export class ByteReader {
 
   private take(n: number, field: string): Uint8Array {
     if (n > this.remaining) {
-      throw new FrameMalformedError('truncated', `frame ends inside ${field}`, { field, offset: this.offset });
+      throw new FrameMalformedError('truncated', `frame ends inside ${field}`, {
+        field,
+        offset: this.offset,
+      });
     }
     const out = this.input.subarray(this.offset, this.offset + n);
     this.offset += n;
@@ -158,7 +161,8 @@ export class ByteWriter {
   }
 
   bool(value: boolean, field: string): void {
-    if (typeof value !== 'boolean') throw new FrameMalformedError('bad_value', `${field} must be a boolean`, { field });
+    if (typeof value !== 'boolean')
+      throw new FrameMalformedError('bad_value', `${field} must be a boolean`, { field });
     this.push(Uint8Array.of(value ? 1 : 0));
   }
 
@@ -170,7 +174,8 @@ export class ByteWriter {
   }
 
   bytes(value: Uint8Array, field: string, max: number, min = 0): void {
-    if (!(value instanceof Uint8Array)) throw new FrameMalformedError('bad_value', `${field} must be bytes`, { field });
+    if (!(value instanceof Uint8Array))
+      throw new FrameMalformedError('bad_value', `${field} must be bytes`, { field });
     checkLength(field, value.length, min, max);
     this.u32(value.length, field);
     this.push(value.slice());
@@ -178,9 +183,13 @@ export class ByteWriter {
 
   text(value: string, field: string, max: number, min = 0): void {
     if (typeof value !== 'string' || LONE_SURROGATE.test(value) || CONTROL_CHARACTER.test(value)) {
-      throw new FrameMalformedError('bad_value', `${field} must be a well-formed string without control characters`, {
-        field,
-      });
+      throw new FrameMalformedError(
+        'bad_value',
+        `${field} must be a well-formed string without control characters`,
+        {
+          field,
+        },
+      );
     }
     const encoded = utf8Encoder.encode(value);
     checkLength(field, encoded.length, min, max);

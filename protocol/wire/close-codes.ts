@@ -50,7 +50,10 @@ export const CLOSE = {
 export type CloseName = keyof typeof CLOSE;
 
 const BY_CODE: ReadonlyMap<number, CloseCodeInfo & { name: CloseName }> = new Map(
-  (Object.entries(CLOSE) as [CloseName, CloseCodeInfo][]).map(([name, info]) => [info.code, { ...info, name }]),
+  (Object.entries(CLOSE) as [CloseName, CloseCodeInfo][]).map(([name, info]) => [
+    info.code,
+    { ...info, name },
+  ]),
 );
 
 /** The cardlink meaning of a close code, or undefined for codes outside this table. */

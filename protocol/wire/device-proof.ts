@@ -69,7 +69,8 @@ export function canonicalServerUrl(url: string): string {
   } catch {
     throw proofError('server URL is not a URL');
   }
-  if (parsed.protocol !== 'wss:' && parsed.protocol !== 'ws:') throw proofError('server URL must be ws: or wss:');
+  if (parsed.protocol !== 'wss:' && parsed.protocol !== 'ws:')
+    throw proofError('server URL must be ws: or wss:');
   if (parsed.username || parsed.password) throw proofError('server URL must not carry credentials');
   parsed.hash = '';
   return parsed.href;
@@ -83,7 +84,9 @@ export function deviceProofTranscript(input: DeviceProofInput): Uint8Array {
   if (!(input.secretHash instanceof Uint8Array) || input.secretHash.length !== SHA256_BYTES) {
     throw proofError(`secretHash must be ${SHA256_BYTES} bytes`);
   }
-  const purpose = Object.hasOwn(DEVICE_PROOF_PURPOSE, input.purpose) ? DEVICE_PROOF_PURPOSE[input.purpose] : undefined;
+  const purpose = Object.hasOwn(DEVICE_PROOF_PURPOSE, input.purpose)
+    ? DEVICE_PROOF_PURPOSE[input.purpose]
+    : undefined;
   if (purpose === undefined) throw proofError('unknown proof purpose');
   const v = input.protocolVersion;
   if (!Number.isInteger(v) || v < 1 || v > 0xffff) throw proofError('protocol version must be 1..65535');
@@ -108,7 +111,11 @@ export function deviceProofTranscript(input: DeviceProofInput): Uint8Array {
  */
 export function signDeviceProof(privateKey: KeyObject, input: DeviceProofInput): Uint8Array {
   const details = privateKey.asymmetricKeyDetails;
-  if (privateKey.type !== 'private' || privateKey.asymmetricKeyType !== 'ec' || details?.namedCurve !== 'prime256v1') {
+  if (
+    privateKey.type !== 'private' ||
+    privateKey.asymmetricKeyType !== 'ec' ||
+    details?.namedCurve !== 'prime256v1'
+  ) {
     throw proofError('the device key must be an ECDSA P-256 private key');
   }
   return new Uint8Array(

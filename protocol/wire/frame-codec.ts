@@ -69,14 +69,18 @@ const id = {
 const accessToken = {
   write(w: ByteWriter, v: string) {
     if (typeof v !== 'string' || !VISIBLE_ASCII.test(v)) {
-      throw new FrameMalformedError('bad_value', 'accessToken must be visible ASCII', { field: 'accessToken' });
+      throw new FrameMalformedError('bad_value', 'accessToken must be visible ASCII', {
+        field: 'accessToken',
+      });
     }
     w.text(v, 'accessToken', MAX_ACCESS_TOKEN_BYTES, 1);
   },
   read(r: ByteReader) {
     const v = r.text('accessToken', MAX_ACCESS_TOKEN_BYTES, 1);
     if (!VISIBLE_ASCII.test(v)) {
-      throw new FrameMalformedError('bad_value', 'accessToken must be visible ASCII', { field: 'accessToken' });
+      throw new FrameMalformedError('bad_value', 'accessToken must be visible ASCII', {
+        field: 'accessToken',
+      });
     }
     return v;
   },
@@ -270,6 +274,23 @@ const CODECS: { [T in FrameType]: PayloadCodec<T> } = {
       };
     },
   },
+  GET_SNAPSHOT: {
+    encode(w, f) {
+      w.u32(f.handle, 'handle');
+    },
+    decode(r) {
+      return { handle: r.u32('handle') };
+    },
+  },
+  SNAPSHOT: {
+    encode(w, f) {
+      w.u32(f.handle, 'handle');
+      w.bytes(f.snapshot, 'snapshot', MAX_SNAPSHOT_BYTES);
+    },
+    decode(r) {
+      return { handle: r.u32('handle'), snapshot: r.bytes('snapshot', MAX_SNAPSHOT_BYTES) };
+    },
+  },
   CLOSE_CARD: {
     encode(w, f) {
       w.u32(f.handle, 'handle');
@@ -343,7 +364,9 @@ const CODECS: { [T in FrameType]: PayloadCodec<T> } = {
   ERROR: {
     encode(w, f) {
       if (typeof f.code !== 'string' || !ERROR_CODE.test(f.code)) {
-        throw new FrameMalformedError('bad_value', 'error code must match [A-Z][A-Z0-9_]*', { field: 'code' });
+        throw new FrameMalformedError('bad_value', 'error code must match [A-Z][A-Z0-9_]*', {
+          field: 'code',
+        });
       }
       w.text(f.code, 'code', MAX_ERROR_CODE_BYTES, 1);
       w.text(f.message, 'message', MAX_ERROR_MESSAGE_BYTES);
@@ -351,7 +374,9 @@ const CODECS: { [T in FrameType]: PayloadCodec<T> } = {
     decode(r) {
       const code = r.text('code', MAX_ERROR_CODE_BYTES, 1);
       if (!ERROR_CODE.test(code)) {
-        throw new FrameMalformedError('bad_value', 'error code must match [A-Z][A-Z0-9_]*', { field: 'code' });
+        throw new FrameMalformedError('bad_value', 'error code must match [A-Z][A-Z0-9_]*', {
+          field: 'code',
+        });
       }
       return { code, message: r.text('message', MAX_ERROR_MESSAGE_BYTES) };
     },
@@ -384,15 +409,20 @@ function checkVersionList(versions: readonly number[]): void {
 
 function checkFrameLimit(v: number): number {
   if (!Number.isInteger(v) || v < FRAME_HEADER_BYTES || v > MAX_FRAME_BYTES) {
-    throw new FrameMalformedError('bad_value', `maxFrameBytes must be ${FRAME_HEADER_BYTES}..${MAX_FRAME_BYTES}`, {
-      field: 'maxFrameBytes',
-    });
+    throw new FrameMalformedError(
+      'bad_value',
+      `maxFrameBytes must be ${FRAME_HEADER_BYTES}..${MAX_FRAME_BYTES}`,
+      {
+        field: 'maxFrameBytes',
+      },
+    );
   }
   return v;
 }
 
 function checkPositive(v: number, field: string): number {
-  if (!Number.isInteger(v) || v < 1) throw new FrameMalformedError('bad_value', `${field} must be at least 1`, { field });
+  if (!Number.isInteger(v) || v < 1)
+    throw new FrameMalformedError('bad_value', `${field} must be at least 1`, { field });
   return v;
 }
 
@@ -407,7 +437,10 @@ function frameLimit(options: FrameCodecOptions): number {
 /** The bytes of one frame (one WebSocket binary message). */
 export function encodeFrame(frame: Frame, options: FrameCodecOptions = {}): Uint8Array {
   const max = frameLimit(options);
-  const code = typeof frame?.type === 'string' && Object.hasOwn(FRAME_TYPE, frame.type) ? FRAME_TYPE[frame.type] : undefined;
+  const code =
+    typeof frame?.type === 'string' && Object.hasOwn(FRAME_TYPE, frame.type)
+      ? FRAME_TYPE[frame.type]
+      : undefined;
   if (code === undefined) throw new FrameMalformedError('unknown_type', 'unknown frame type');
   const w = new ByteWriter(max);
   w.u8(code, 'type');
@@ -436,10 +469,13 @@ export function decodeFrame(bytes: Uint8Array, options: FrameCodecOptions = {}):
   const r = new ByteReader(bytes);
   const code = r.u8('type');
   const type = FRAME_TYPE_BY_CODE.get(code);
-  if (type === undefined) throw new FrameMalformedError('unknown_type', `unknown frame type 0x${code.toString(16)}`, { code });
+  if (type === undefined)
+    throw new FrameMalformedError('unknown_type', `unknown frame type 0x${code.toString(16)}`, { code });
   const flags = r.u8('flags');
   if ((flags & ~FRAME_FLAGS_DEFINED) !== 0) {
-    throw new FrameMalformedError('bad_flags', `undefined flag bits 0x${flags.toString(16)}`, { frameType: type });
+    throw new FrameMalformedError('bad_flags', `undefined flag bits 0x${flags.toString(16)}`, {
+      frameType: type,
+    });
   }
   const frameId = r.u32('id');
   let payload: object;

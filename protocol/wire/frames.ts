@@ -24,6 +24,8 @@ export const FRAME_TYPE = {
   CARD_OPENED: 0x13,
   CLOSE_CARD: 0x14,
   CARD_CLOSED: 0x15,
+  GET_SNAPSHOT: 0x16,
+  SNAPSHOT: 0x17,
   APDU: 0x20,
   APDU_RESULT: 0x21,
   CARD_CHANGED: 0x30,
@@ -57,6 +59,8 @@ export const FRAME_SENDER: Readonly<Record<FrameType, 'client' | 'server'>> = {
   CARD_OPENED: 'server',
   CLOSE_CARD: 'client',
   CARD_CLOSED: 'server',
+  GET_SNAPSHOT: 'client',
+  SNAPSHOT: 'server',
   APDU: 'client',
   APDU_RESULT: 'server',
   CARD_CHANGED: 'server',
@@ -71,10 +75,16 @@ export const FRAME_SENDER: Readonly<Record<FrameType, 'client' | 'server'>> = {
 export const FRAME_FLAG = {
   /** The client sends this request again after RESUME; the server answers it at most once. */
   RETRANSMIT: 0x01,
+  /**
+   * APDU only: the card was reset (power cycle, warm reset) since the previous APDU; the server
+   * resets the card's volatile state (PIN verified, chains) before this command. It lets the
+   * daemon answer resets locally and tell the server with the next command, at no round trip.
+   */
+  RESET_CARD: 0x02,
 } as const;
 
 /** Every defined flag bit. */
-export const FRAME_FLAGS_DEFINED = FRAME_FLAG.RETRANSMIT;
+export const FRAME_FLAGS_DEFINED = FRAME_FLAG.RETRANSMIT | FRAME_FLAG.RESET_CARD;
 
 /** Approval state of the device in AUTH_OK. */
 export const DEVICE_STATUS = { approved: 1, pending: 2 } as const;
@@ -205,6 +215,18 @@ export interface CardOpenedFrame extends FrameHeader {
   snapshot: Uint8Array;
 }
 
+export interface GetSnapshotFrame extends FrameHeader {
+  type: 'GET_SNAPSHOT';
+  handle: number;
+}
+
+export interface SnapshotFrame extends FrameHeader {
+  type: 'SNAPSHOT';
+  handle: number;
+  /** The card's public snapshot now (apdu/piv/snapshot.ts), as in CARD_OPENED. */
+  snapshot: Uint8Array;
+}
+
 export interface CloseCardFrame extends FrameHeader {
   type: 'CLOSE_CARD';
   handle: number;
@@ -279,6 +301,8 @@ export type Frame =
   | CardsFrame
   | OpenCardFrame
   | CardOpenedFrame
+  | GetSnapshotFrame
+  | SnapshotFrame
   | CloseCardFrame
   | CardClosedFrame
   | ApduFrame

@@ -15,4 +15,9 @@ export const ADMIN_AUDIT_EVENTS = {
   usersListed: 'admin.users-listed',
   cardsListed: 'admin.cards-listed',
   auditQueried: 'admin.audit-queried',
+  auditExported: 'admin.audit-exported',
+  auditVerified: 'admin.audit-verified',
+  sessionsListed: 'admin.sessions-listed',
+  /** The card was taken from whichever session held it (`cardlink admin force-logout`). */
+  forcedLogout: 'admin.forced-logout',
 } as const;

@@ -61,8 +61,14 @@ export function parseDeviceKey(spki: Uint8Array): KeyObject {
     throw new DeviceProofError('bad_key', 'the device key must be ECDSA P-256');
   }
   // A P-256 key has exactly one accepted encoding: the fixed header and an uncompressed point.
-  if (spki.length !== P256_SPKI_BYTES || !Buffer.from(spki.subarray(0, P256_SPKI_PREFIX.length)).equals(P256_SPKI_PREFIX)) {
-    throw new DeviceProofError('bad_key', 'the device key must be in canonical DER with an uncompressed point');
+  if (
+    spki.length !== P256_SPKI_BYTES ||
+    !Buffer.from(spki.subarray(0, P256_SPKI_PREFIX.length)).equals(P256_SPKI_PREFIX)
+  ) {
+    throw new DeviceProofError(
+      'bad_key',
+      'the device key must be in canonical DER with an uncompressed point',
+    );
   }
   return key;
 }
@@ -78,7 +84,10 @@ export function verifyDeviceProof(check: DeviceProofCheck): VerifiedDevice {
     throw e;
   }
   if (!(check.signature instanceof Uint8Array) || check.signature.length !== DEVICE_PROOF_SIGNATURE_BYTES) {
-    throw new DeviceProofError('bad_signature', `the device signature must be ${DEVICE_PROOF_SIGNATURE_BYTES} bytes (r || s)`);
+    throw new DeviceProofError(
+      'bad_signature',
+      `the device signature must be ${DEVICE_PROOF_SIGNATURE_BYTES} bytes (r || s)`,
+    );
   }
   const ok = verify('sha256', transcript, { key: publicKey, dsaEncoding: 'ieee-p1363' }, check.signature);
   if (!ok) throw new DeviceProofError('bad_signature', 'the device signature does not verify');

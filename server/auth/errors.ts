@@ -41,7 +41,11 @@ export class TokenRejectedError extends CardlinkError {
 
 /** The issuer's discovery document or keys could not be fetched: retry later, the token may be fine. */
 export class IdpUnavailableError extends CardlinkError {
-  constructor(message: string, context: Record<string, string | number | boolean> = {}, options?: { cause?: unknown }) {
+  constructor(
+    message: string,
+    context: Record<string, string | number | boolean> = {},
+    options?: { cause?: unknown },
+  ) {
     super('ERR_IDP_UNAVAILABLE', message, context, options);
     this.name = 'IdpUnavailableError';
   }

@@ -53,7 +53,10 @@ export function isAcceptableIdpUrl(url: string): boolean {
   if (parsed.username || parsed.password) return false;
   if (parsed.protocol === 'https:') return true;
   const host = parsed.hostname;
-  return parsed.protocol === 'http:' && (host === 'localhost' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host));
+  return (
+    parsed.protocol === 'http:' &&
+    (host === 'localhost' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host))
+  );
 }
 
 /** Whether `key` can verify signatures of algorithm `alg`. */
@@ -103,9 +106,13 @@ export class IssuerKeys {
       const refreshed = await this.refresh();
       found = this.select(alg, kid);
       if (found.length === 0 && refreshed === 'failed') {
-        throw new IdpUnavailableError('the issuer\'s keys could not be fetched', { issuer: this.trusted.issuer }, {
-          cause: this.lastError,
-        });
+        throw new IdpUnavailableError(
+          "the issuer's keys could not be fetched",
+          { issuer: this.trusted.issuer },
+          {
+            cause: this.lastError,
+          },
+        );
       }
     }
     if (found.length === 0) {
@@ -143,9 +150,13 @@ export class IssuerKeys {
       outcome = this.lastError === undefined ? 'fetched' : 'failed';
     }
     if (this.keys === undefined) {
-      throw new IdpUnavailableError('the issuer\'s keys could not be fetched', { issuer: this.trusted.issuer }, {
-        cause: this.lastError,
-      });
+      throw new IdpUnavailableError(
+        "the issuer's keys could not be fetched",
+        { issuer: this.trusted.issuer },
+        {
+          cause: this.lastError,
+        },
+      );
     }
     return outcome;
   }
@@ -166,7 +177,8 @@ export class IssuerKeys {
   private async discover(): Promise<string> {
     const base = this.trusted.issuer.replace(/\/+$/, '');
     const doc = await this.fetchJson(`${base}/.well-known/openid-configuration`, 'discovery document');
-    if (typeof doc !== 'object' || doc === null) throw this.unavailable('discovery document is not an object');
+    if (typeof doc !== 'object' || doc === null)
+      throw this.unavailable('discovery document is not an object');
     const { issuer, jwks_uri: jwksUri } = doc as { issuer?: unknown; jwks_uri?: unknown };
     // OpenID Connect Discovery 1.0 section 4.3: the document's issuer must be exactly ours.
     if (issuer !== this.trusted.issuer) throw this.unavailable('discovery document names another issuer');
@@ -224,12 +236,15 @@ export class IssuerKeys {
 function parseJwks(jwks: unknown, issuer: string): CachedKey[] {
   const keys = (jwks as { keys?: unknown } | null)?.keys;
   if (!Array.isArray(keys)) throw new IdpUnavailableError('JWKS has no keys array', { issuer });
-  if (keys.length > MAX_JWKS_KEYS) throw new IdpUnavailableError(`JWKS has more than ${MAX_JWKS_KEYS} keys`, { issuer });
+  if (keys.length > MAX_JWKS_KEYS)
+    throw new IdpUnavailableError(`JWKS has more than ${MAX_JWKS_KEYS} keys`, { issuer });
   const out: CachedKey[] = [];
   for (const jwk of keys as Record<string, unknown>[]) {
-    if (typeof jwk !== 'object' || jwk === null || typeof jwk['kty'] !== 'string' || jwk['kty'] === 'oct') continue;
+    if (typeof jwk !== 'object' || jwk === null || typeof jwk['kty'] !== 'string' || jwk['kty'] === 'oct')
+      continue;
     if (jwk['use'] !== undefined && jwk['use'] !== 'sig') continue;
-    if (jwk['key_ops'] !== undefined && !(Array.isArray(jwk['key_ops']) && jwk['key_ops'].includes('verify'))) continue;
+    if (jwk['key_ops'] !== undefined && !(Array.isArray(jwk['key_ops']) && jwk['key_ops'].includes('verify')))
+      continue;
     const { d: _d, p: _p, q: _q, dp: _dp, dq: _dq, qi: _qi, ...pub } = jwk;
     let key: KeyObject;
     try {

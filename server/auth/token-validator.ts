@@ -63,8 +63,10 @@ function checkOptions(options: TokenValidatorOptions): void {
   if (typeof options.audience !== 'string' || options.audience.length === 0) fail('audience is required');
   const seen = new Set<string>();
   for (const i of options.issuers) {
-    if (!isAcceptableIdpUrl(i.issuer)) fail(`issuer ${i.issuer} must be an https URL (http only on loopback)`);
-    if (i.jwksUri !== undefined && !isAcceptableIdpUrl(i.jwksUri)) fail(`jwksUri of ${i.issuer} must be https`);
+    if (!isAcceptableIdpUrl(i.issuer))
+      fail(`issuer ${i.issuer} must be an https URL (http only on loopback)`);
+    if (i.jwksUri !== undefined && !isAcceptableIdpUrl(i.jwksUri))
+      fail(`jwksUri of ${i.issuer} must be https`);
     if (typeof i.tenant !== 'string' || i.tenant.length === 0) fail(`issuer ${i.issuer} needs a tenant`);
     if (seen.has(i.issuer)) fail(`issuer ${i.issuer} is configured twice`);
     seen.add(i.issuer);
@@ -99,7 +101,11 @@ export function createTokenValidator(options: TokenValidatorOptions): TokenValid
   }
 
   async function validate(token: string): Promise<ValidatedToken> {
-    if (typeof token !== 'string' || token.length === 0 || Buffer.byteLength(token) > MAX_ACCESS_TOKEN_BYTES) {
+    if (
+      typeof token !== 'string' ||
+      token.length === 0 ||
+      Buffer.byteLength(token) > MAX_ACCESS_TOKEN_BYTES
+    ) {
       throw new TokenRejectedError('malformed', `an access token is 1..${MAX_ACCESS_TOKEN_BYTES} bytes`);
     }
     let header: { alg?: unknown; kid?: unknown };
@@ -109,20 +115,25 @@ export function createTokenValidator(options: TokenValidatorOptions): TokenValid
       header = decodeProtectedHeader(token);
       unverified = decodeJwt(token);
     } catch (e) {
-      throw new TokenRejectedError('malformed', 'the access token is not a JWT in compact form', {}, { cause: e });
+      throw new TokenRejectedError(
+        'malformed',
+        'the access token is not a JWT in compact form',
+        {},
+        { cause: e },
+      );
     }
     const alg = header.alg;
     if (typeof alg !== 'string' || !algorithms.includes(alg)) {
-      throw new TokenRejectedError('disallowed_alg', 'the token\'s algorithm is not allowed', {
+      throw new TokenRejectedError('disallowed_alg', "the token's algorithm is not allowed", {
         alg: typeof alg === 'string' ? alg.slice(0, 20) : typeof alg,
       });
     }
     if (header.kid !== undefined && typeof header.kid !== 'string') {
-      throw new TokenRejectedError('malformed', 'the token\'s kid is not a string');
+      throw new TokenRejectedError('malformed', "the token's kid is not a string");
     }
     const iss = unverified.iss;
     const keys = typeof iss === 'string' ? issuers.get(iss) : undefined;
-    if (!keys) throw new TokenRejectedError('wrong_issuer', 'the token\'s issuer is not trusted');
+    if (!keys) throw new TokenRejectedError('wrong_issuer', "the token's issuer is not trusted");
 
     const candidates = await keys.candidates(alg as AllowedTokenAlgorithm, header.kid);
     let payload: JWTPayload | undefined;
@@ -140,9 +151,14 @@ export function createTokenValidator(options: TokenValidatorOptions): TokenValid
       }
     }
     if (!payload) {
-      throw new TokenRejectedError('bad_signature', 'the token\'s signature does not verify', {
-        issuer: keys.trusted.issuer,
-      }, { cause: lastSignatureError });
+      throw new TokenRejectedError(
+        'bad_signature',
+        "the token's signature does not verify",
+        {
+          issuer: keys.trusted.issuer,
+        },
+        { cause: lastSignatureError },
+      );
     }
     const sub = payload.sub;
     if (typeof sub !== 'string' || sub.length === 0 || sub.length > MAX_SUBJECT_LENGTH) {
@@ -183,18 +199,36 @@ function mapJoseError(e: unknown, issuer: string): Error {
   }
   if (e instanceof joseErrors.JWTClaimValidationFailed) {
     const claim = e.claim;
-    if (claim === 'nbf') return new TokenRejectedError('not_yet_valid', 'the token is not valid yet', context, { cause: e });
+    if (claim === 'nbf')
+      return new TokenRejectedError('not_yet_valid', 'the token is not valid yet', context, { cause: e });
     if (claim === 'aud') {
-      return new TokenRejectedError('wrong_audience', 'the token is not meant for this server', context, { cause: e });
+      return new TokenRejectedError('wrong_audience', 'the token is not meant for this server', context, {
+        cause: e,
+      });
     }
-    if (claim === 'iss') return new TokenRejectedError('wrong_issuer', 'the token\'s issuer is not trusted', context, { cause: e });
-    return new TokenRejectedError('invalid_claim', `the token's ${claim} claim is invalid`, { ...context, claim }, { cause: e });
+    if (claim === 'iss')
+      return new TokenRejectedError('wrong_issuer', "the token's issuer is not trusted", context, {
+        cause: e,
+      });
+    return new TokenRejectedError(
+      'invalid_claim',
+      `the token's ${claim} claim is invalid`,
+      { ...context, claim },
+      { cause: e },
+    );
   }
   if (e instanceof joseErrors.JOSEAlgNotAllowed) {
-    return new TokenRejectedError('disallowed_alg', 'the token\'s algorithm is not allowed', context, { cause: e });
+    return new TokenRejectedError('disallowed_alg', "the token's algorithm is not allowed", context, {
+      cause: e,
+    });
   }
   if (e instanceof joseErrors.JOSEError) {
-    return new TokenRejectedError('malformed', 'the token is malformed', { ...context, jose: e.code }, { cause: e });
+    return new TokenRejectedError(
+      'malformed',
+      'the token is malformed',
+      { ...context, jose: e.code },
+      { cause: e },
+    );
   }
   return e instanceof Error ? e : new Error(String(e));
 }

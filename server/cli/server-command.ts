@@ -25,9 +25,11 @@ function withServerOptions<T>(y: Argv<T>): Argv<T & ServerArgs> {
     .option('data-dir', { type: 'string', describe: 'where the SQLite file, key file and TLS pair live' })
     .option('host', { type: 'string', describe: 'listen address (default 127.0.0.1)' })
     .option('port', { type: 'number', describe: 'listen port (default 8443)' })
-    .option('public-url', { type: 'string', describe: 'https URL clients use; the tokens\' audience' })
+    .option('public-url', { type: 'string', describe: "https URL clients use; the tokens' audience" })
     .option('database-url', { type: 'string', describe: 'sqlite:<file> or postgres://…' })
-    .option('log-level', { type: 'string', choices: ['error', 'warn', 'info', 'debug'] }) as Argv<T & ServerArgs>;
+    .option('log-level', { type: 'string', choices: ['error', 'warn', 'info', 'debug'] }) as Argv<
+    T & ServerArgs
+  >;
 }
 
 export function flagsOf(args: ServerArgs): ServerFlags {
@@ -44,15 +46,27 @@ export function flagsOf(args: ServerArgs): ServerFlags {
 
 async function runServer(args: ServerArgs): Promise<void> {
   const config = loadServerConfig(flagsOf(args));
-  const logger = createLogger({ component: 'server', level: config.log.level, ...(config.log.file ? { file: config.log.file } : {}) });
+  const logger = createLogger({
+    component: 'server',
+    level: config.log.level,
+    ...(config.log.file ? { file: config.log.file } : {}),
+  });
   const resources = await openServerResources(config);
   const tls = loadOrCreateTlsPair(config.tls.certFile, config.tls.keyFile, [config.listen.host]);
   if (tls.generated) {
     process.stdout.write(`cardlink server: generated a self-signed TLS certificate ${config.tls.certFile}\n`);
   }
-  const server = await startCardServer({ config, storage: resources.storage, kek: resources.kek, tls, logger });
+  const server = await startCardServer({
+    config,
+    storage: resources.storage,
+    kek: resources.kek,
+    tls,
+    logger,
+  });
   if (config.issuers.length === 0) {
-    process.stdout.write('cardlink server: no trusted issuers configured ("issuers" in the config file): every login is refused\n');
+    process.stdout.write(
+      'cardlink server: no trusted issuers configured ("issuers" in the config file): every login is refused\n',
+    );
   }
   process.stdout.write(
     `cardlink server: ready on ${server.sessionUrl} (TLS SHA-256 fingerprint ${tls.fingerprint}; database ${config.databaseUrl.split(':')[0]}, KEK ${resources.kek.kind} v${resources.kek.currentVersion})\n`,
@@ -73,7 +87,9 @@ async function runMigrate(args: ServerArgs): Promise<void> {
   try {
     const { applied, current } = resources.migration;
     process.stdout.write(
-      applied.length ? `cardlink server migrate: applied ${applied.join(', ')}; schema version ${current}\n` : `cardlink server migrate: schema is current (version ${current})\n`,
+      applied.length
+        ? `cardlink server migrate: applied ${applied.join(', ')}; schema version ${current}\n`
+        : `cardlink server migrate: schema is current (version ${current})\n`,
     );
   } finally {
     await resources.close();

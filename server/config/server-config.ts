@@ -145,7 +145,8 @@ class Source {
   string(key: string): string | undefined {
     const v = pick(this.values, key);
     if (v === undefined) return undefined;
-    if (typeof v !== 'string' || v.length === 0 || v.length > 4096) throw new ConfigError(key, this.name, 'must be a non-empty string');
+    if (typeof v !== 'string' || v.length === 0 || v.length > 4096)
+      throw new ConfigError(key, this.name, 'must be a non-empty string');
     return v;
   }
 
@@ -162,7 +163,8 @@ class Source {
   oneOf<T extends string>(key: string, allowed: readonly T[]): T | undefined {
     const v = this.string(key);
     if (v === undefined) return undefined;
-    if (!(allowed as readonly string[]).includes(v)) throw new ConfigError(key, this.name, `must be one of ${allowed.join(', ')}`);
+    if (!(allowed as readonly string[]).includes(v))
+      throw new ConfigError(key, this.name, `must be one of ${allowed.join(', ')}`);
     return v as T;
   }
 }
@@ -172,11 +174,16 @@ function readConfigFile(file: string): Source {
   try {
     const stat = fs.statSync(file);
     if (!stat.isFile()) throw new ConfigError('config', file, 'must name a regular file');
-    if (stat.size > MAX_CONFIG_FILE_BYTES) throw new ConfigError('config', file, `is larger than ${MAX_CONFIG_FILE_BYTES} bytes`);
+    if (stat.size > MAX_CONFIG_FILE_BYTES)
+      throw new ConfigError('config', file, `is larger than ${MAX_CONFIG_FILE_BYTES} bytes`);
     text = fs.readFileSync(file, 'utf8');
   } catch (error) {
     if (error instanceof ConfigError) throw error;
-    throw new ConfigError('config', file, `cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    throw new ConfigError(
+      'config',
+      file,
+      `cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+    );
   }
   let parsed: unknown;
   try {
@@ -188,7 +195,8 @@ function readConfigFile(file: string): Source {
     throw new ConfigError('config', file, 'must hold a JSON object');
   }
   for (const key of Object.keys(parsed)) {
-    if (!KNOWN_KEYS.has(key)) throw new ConfigError(key, file, 'is not a known setting (see docs/server-config.md)');
+    if (!KNOWN_KEYS.has(key))
+      throw new ConfigError(key, file, 'is not a known setting (see docs/server-config.md)');
   }
   return new Source(file, parsed as Raw);
 }
@@ -231,7 +239,8 @@ function checkUrl(value: string, key: string, source: string, protocols: readonl
   } catch {
     throw new ConfigError(key, source, 'must be an absolute URL');
   }
-  if (!protocols.includes(url.protocol)) throw new ConfigError(key, source, `must be a ${protocols.join(' or ')} URL`);
+  if (!protocols.includes(url.protocol))
+    throw new ConfigError(key, source, `must be a ${protocols.join(' or ')} URL`);
   return url.href;
 }
 
@@ -241,7 +250,8 @@ function parseIssuers(file: Source | undefined): TrustedIssuer[] {
   if (!Array.isArray(list)) throw new ConfigError('issuers', file.name, 'must be a list');
   return list.map((entry: unknown, i: number) => {
     const key = `issuers[${i}]`;
-    if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) throw new ConfigError(key, file.name, 'must be an object');
+    if (entry === null || typeof entry !== 'object' || Array.isArray(entry))
+      throw new ConfigError(key, file.name, 'must be an object');
     const item = new Source(file.name, entry as Raw);
     const issuer = item.string('issuer');
     const tenant = item.string('tenant');
@@ -258,7 +268,8 @@ function parseIssuers(file: Source | undefined): TrustedIssuer[] {
     }
     const jwksUri = item.string('jwksUri');
     const typ = pick(entry as Raw, 'requireAtJwtType');
-    if (typ !== undefined && typeof typ !== 'boolean') throw new ConfigError(`${key}.requireAtJwtType`, file.name, 'must be true or false');
+    if (typ !== undefined && typeof typ !== 'boolean')
+      throw new ConfigError(`${key}.requireAtJwtType`, file.name, 'must be true or false');
     return { issuer, tenant, jwksUri, requireAtJwtType: typ };
   });
 }
@@ -266,7 +277,10 @@ function parseIssuers(file: Source | undefined): TrustedIssuer[] {
 /**
  * The effective configuration. `env` defaults to `process.env`. Throws `ConfigError`.
  */
-export function loadServerConfig(flags: ServerFlags = {}, env: NodeJS.ProcessEnv = process.env): ServerConfig {
+export function loadServerConfig(
+  flags: ServerFlags = {},
+  env: NodeJS.ProcessEnv = process.env,
+): ServerConfig {
   const configFile = flags.config ?? (env['CARDLINK_SERVER_CONFIG'] || undefined);
   const file = configFile ? readConfigFile(path.resolve(configFile)) : undefined;
   // Later sources win: file < environment < flags.
@@ -294,7 +308,11 @@ export function loadServerConfig(flags: ServerFlags = {}, env: NodeJS.ProcessEnv
   const databaseSetting = last((s) => s.string('databaseUrl'));
   const databaseUrl = databaseSetting?.value ?? `sqlite:${path.join(dataDir, 'cardlink.db')}`;
   if (!/^(sqlite:|postgres:|postgresql:)/.test(databaseUrl)) {
-    throw new ConfigError('databaseUrl', databaseSetting?.source ?? 'default', 'must start with sqlite: or postgres://');
+    throw new ConfigError(
+      'databaseUrl',
+      databaseSetting?.source ?? 'default',
+      'must start with sqlite: or postgres://',
+    );
   }
 
   const certFile = last((s) => s.string('tls.certFile'))?.value ?? path.join(dataDir, 'tls', 'server.crt');
@@ -308,9 +326,17 @@ export function loadServerConfig(flags: ServerFlags = {}, env: NodeJS.ProcessEnv
       if (!v) throw new ConfigError(key, provider.source, 'is required when kek.provider is pkcs11');
       return v.value;
     };
-    kek = { provider: 'pkcs11', module: need('kek.module'), tokenLabel: need('kek.tokenLabel'), pinFile: need('kek.pinFile') };
+    kek = {
+      provider: 'pkcs11',
+      module: need('kek.module'),
+      tokenLabel: need('kek.tokenLabel'),
+      pinFile: need('kek.pinFile'),
+    };
   } else {
-    kek = { provider: 'file', file: last((s) => s.string('kek.file'))?.value ?? path.join(dataDir, 'kek.json') };
+    kek = {
+      provider: 'file',
+      file: last((s) => s.string('kek.file'))?.value ?? path.join(dataDir, 'kek.json'),
+    };
   }
 
   const limits = { ...DEFAULT_LIMITS };
@@ -323,7 +349,10 @@ export function loadServerConfig(flags: ServerFlags = {}, env: NodeJS.ProcessEnv
     maxConnections: [1, 1_000_000],
     handshakeTimeoutSeconds: [1, 300],
   };
-  for (const [name, [min, max]] of Object.entries(limitRanges) as [keyof ServerConfig['limits'], [number, number]][]) {
+  for (const [name, [min, max]] of Object.entries(limitRanges) as [
+    keyof ServerConfig['limits'],
+    [number, number],
+  ][]) {
     const v = last((s) => s.int(`limits.${name}`, min, max));
     if (v) (limits as Record<string, number>)[name] = v.value;
   }
@@ -339,7 +368,8 @@ export function loadServerConfig(flags: ServerFlags = {}, env: NodeJS.ProcessEnv
     issuers: parseIssuers(file),
     clockToleranceSeconds: last((s) => s.int('clockToleranceSeconds', 0, 300))?.value ?? 30,
     deviceRegistration:
-      last((s) => s.oneOf('deviceRegistration', ['first-device', 'automatic', 'approval'] as const))?.value ?? 'first-device',
+      last((s) => s.oneOf('deviceRegistration', ['first-device', 'automatic', 'approval'] as const))?.value ??
+      'first-device',
     limits: Object.freeze(limits),
     log: {
       level: last((s) => s.oneOf('log.level', ['error', 'warn', 'info', 'debug'] as const))?.value ?? 'info',

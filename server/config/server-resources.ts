@@ -35,14 +35,23 @@ function readPinFile(file: string): string {
   try {
     stat = fs.statSync(file);
   } catch (error) {
-    throw new ConfigError('kek.pinFile', file, `cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    throw new ConfigError(
+      'kek.pinFile',
+      file,
+      `cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+    );
   }
-  if (!stat.isFile() || stat.size > MAX_PIN_FILE_BYTES) throw new ConfigError('kek.pinFile', file, 'must be a small regular file');
-  if ((stat.mode & 0o077) !== 0) throw new ConfigError('kek.pinFile', file, 'must not be readable by group or others (chmod 600)');
+  if (!stat.isFile() || stat.size > MAX_PIN_FILE_BYTES)
+    throw new ConfigError('kek.pinFile', file, 'must be a small regular file');
+  if ((stat.mode & 0o077) !== 0)
+    throw new ConfigError('kek.pinFile', file, 'must not be readable by group or others (chmod 600)');
   return fs.readFileSync(file, 'utf8').trim();
 }
 
-export async function openKek(config: ServerConfig, options: { create?: boolean } = {}): Promise<KekProvider> {
+export async function openKek(
+  config: ServerConfig,
+  options: { create?: boolean } = {},
+): Promise<KekProvider> {
   if (config.kek.provider === 'file') {
     fs.mkdirSync(path.dirname(config.kek.file), { recursive: true, mode: 0o700 });
     return openKeyFileProvider(config.kek.file, { create: options.create ?? true });

@@ -99,7 +99,8 @@ export async function startCardServer(options: CardServerOptions): Promise<Runni
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0];
-    if (req.method !== 'GET' && req.method !== 'HEAD') return reply(res, 405, { error: 'method not allowed' });
+    if (req.method !== 'GET' && req.method !== 'HEAD')
+      return reply(res, 405, { error: 'method not allowed' });
     if (path === '/healthz') return reply(res, 200, { status: 'ok' });
     if (path === '/readyz') {
       void sql`select 1`
@@ -143,7 +144,12 @@ export async function startCardServer(options: CardServerOptions): Promise<Runni
   }, HEARTBEAT_INTERVAL_MS);
   heartbeat.unref();
 
-  logger.info('card server listening', { host: config.listen.host, port, sessionUrl, tlsFingerprint: options.tls.fingerprint });
+  logger.info('card server listening', {
+    host: config.listen.host,
+    port,
+    sessionUrl,
+    tlsFingerprint: options.tls.fingerprint,
+  });
 
   return {
     port,

@@ -48,7 +48,10 @@ export class Connection implements FrameSink {
     ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
     ws.on('close', () => this.onClosed());
     ws.on('error', () => undefined); // 'close' follows; ws already closed the socket with 1002/1009
-    this.handshakeTimer = setTimeout(() => this.fail(CLOSE.HANDSHAKE_TIMEOUT), config.limits.handshakeTimeoutSeconds * 1000);
+    this.handshakeTimer = setTimeout(
+      () => this.fail(CLOSE.HANDSHAKE_TIMEOUT),
+      config.limits.handshakeTimeoutSeconds * 1000,
+    );
     this.armIdle();
   }
 
@@ -59,8 +62,17 @@ export class Connection implements FrameSink {
       bytes = encodeFrame(frame, { maxFrameBytes: this.config.limits.maxFrameBytes });
     } catch (error) {
       // An answer that does not fit the frame limit (a huge card list): say so, keep serving.
-      this.log.error('cannot encode an answer', { frameType: frame.type, error: error instanceof Error ? error.message : String(error) });
-      bytes = encodeFrame({ type: 'ERROR', id: frame.id, flags: 0, code: 'ERR_INTERNAL', message: 'the answer does not fit in a frame' });
+      this.log.error('cannot encode an answer', {
+        frameType: frame.type,
+        error: error instanceof Error ? error.message : String(error),
+      });
+      bytes = encodeFrame({
+        type: 'ERROR',
+        id: frame.id,
+        flags: 0,
+        code: 'ERR_INTERNAL',
+        message: 'the answer does not fit in a frame',
+      });
     }
     this.ws.send(bytes);
   }
@@ -74,14 +86,22 @@ export class Connection implements FrameSink {
 
   private fail(info: CloseInfo, detail?: string): void {
     if (this.phase !== 'closed') {
-      this.log.info('closing connection', { peer: this.peer, code: info.code, reason: info.reason, ...(detail ? { detail } : {}) });
+      this.log.info('closing connection', {
+        peer: this.peer,
+        code: info.code,
+        reason: info.reason,
+        ...(detail ? { detail } : {}),
+      });
     }
     this.close(info.code, info.reason);
   }
 
   private armIdle(): void {
     clearTimeout(this.idleTimer);
-    this.idleTimer = setTimeout(() => this.fail(CLOSE.IDLE_TIMEOUT), this.config.limits.idleTimeoutSeconds * 1000);
+    this.idleTimer = setTimeout(
+      () => this.fail(CLOSE.IDLE_TIMEOUT),
+      this.config.limits.idleTimeoutSeconds * 1000,
+    );
   }
 
   private cleanup(): void {
@@ -107,10 +127,12 @@ export class Connection implements FrameSink {
         maxFrameBytes: this.config.limits.maxFrameBytes,
       });
     } catch (error) {
-      if (error instanceof FrameMalformedError) return this.fail(closeForFrameFault(error.fault), error.fault);
+      if (error instanceof FrameMalformedError)
+        return this.fail(closeForFrameFault(error.fault), error.fault);
       return this.fail(CLOSE.MALFORMED_FRAME);
     }
-    if (FRAME_SENDER[frame.type] !== 'client') return this.fail(CLOSE.PROTOCOL_VIOLATION, `${frame.type} is sent by servers`);
+    if (FRAME_SENDER[frame.type] !== 'client')
+      return this.fail(CLOSE.PROTOCOL_VIOLATION, `${frame.type} is sent by servers`);
     switch (this.phase) {
       case 'hello':
         return this.onHello(frame);
@@ -124,7 +146,8 @@ export class Connection implements FrameSink {
   }
 
   private onHello(frame: Frame): void {
-    if (frame.type !== 'HELLO' || frame.id !== 0) return this.fail(CLOSE.PROTOCOL_VIOLATION, 'HELLO must come first');
+    if (frame.type !== 'HELLO' || frame.id !== 0)
+      return this.fail(CLOSE.PROTOCOL_VIOLATION, 'HELLO must come first');
     const version = chooseProtocolVersion(frame.versions);
     if (version === undefined) return this.fail(CLOSE.UNSUPPORTED_VERSION);
     this.version = version;
@@ -150,7 +173,8 @@ export class Connection implements FrameSink {
     try {
       if (frame.type === 'AUTH') {
         const { session, resumeToken } = await this.service.authenticate(frame, this.nonce, this.version);
-        if (this.phase !== 'authenticating') return void this.service.endSession(session, 'connection closed during AUTH');
+        if (this.phase !== 'authenticating')
+          return void this.service.endSession(session, 'connection closed during AUTH');
         this.begin(session);
         this.send({
           type: 'AUTH_OK',
@@ -193,7 +217,11 @@ export class Connection implements FrameSink {
     let code = 'ERR_INTERNAL';
     let message = 'internal error';
     let close: CloseInfo = { code: 1011, reason: 'server error' };
-    if (error instanceof TokenRejectedError || error instanceof DeviceProofError || error instanceof RequestError) {
+    if (
+      error instanceof TokenRejectedError ||
+      error instanceof DeviceProofError ||
+      error instanceof RequestError
+    ) {
       code = error.code;
       message = error.message;
       close = CLOSE.AUTH_FAILED;
@@ -206,7 +234,10 @@ export class Connection implements FrameSink {
       message = error.message;
       close = CLOSE.AUTH_FAILED;
     } else {
-      this.log.error('authentication failed unexpectedly', { peer: this.peer, error: error instanceof Error ? error.message : String(error) });
+      this.log.error('authentication failed unexpectedly', {
+        peer: this.peer,
+        error: error instanceof Error ? error.message : String(error),
+      });
     }
     const reason = error instanceof CardlinkError ? String(error.context['reason'] ?? error.code) : 'error';
     this.log.info('authentication refused', { peer: this.peer, code, reason });

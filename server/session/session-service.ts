@@ -25,7 +25,13 @@ import type { KekProvider } from '../keys/kek-provider.js';
 import { claimCard, endSession, acknowledgeCommands } from '../storage/card-sessions.js';
 import { findCard, listCardsOfUser } from '../storage/cards.js';
 import { CardTakenOverError } from '../storage/errors.js';
-import { createTenant, ensureUser, findDeviceByThumbprint, findTenant, registerDevice } from '../storage/identities.js';
+import {
+  createTenant,
+  ensureUser,
+  findDeviceByThumbprint,
+  findTenant,
+  registerDevice,
+} from '../storage/identities.js';
 import type { Storage, Tx } from '../storage/storage.js';
 import { LogicalSession, type FrameSink, type OpenCard, type SessionDevice } from './logical-session.js';
 
@@ -34,7 +40,11 @@ export const ADMIN_CLAIMER_NAME = 'administrator';
 
 /** A request refused with an ERROR frame; the connection stays open. */
 export class RequestError extends CardlinkError {
-  constructor(code: CardlinkErrorCode, message: string, context: Record<string, string | number | boolean> = {}) {
+  constructor(
+    code: CardlinkErrorCode,
+    message: string,
+    context: Record<string, string | number | boolean> = {},
+  ) {
     super(code, message, context);
     this.name = 'RequestError';
   }
@@ -55,7 +65,13 @@ export interface AuthResult {
   readonly resumeToken: Uint8Array;
 }
 
-const errorFrame = (id: number, code: string, message: string): Frame => ({ type: 'ERROR', id, flags: 0, code, message });
+const errorFrame = (id: number, code: string, message: string): Frame => ({
+  type: 'ERROR',
+  id,
+  flags: 0,
+  code,
+  message,
+});
 
 export class SessionService {
   private readonly sessions = new Map<string, LogicalSession>();
@@ -69,7 +85,9 @@ export class SessionService {
     this.unsubscribe = await this.options.storage.onCardClaimed((event) => {
       const holder = this.held.get(event.cardId);
       if (holder && event.epoch > holder.open.epoch) {
-        void this.claimerName(event.cardId, event.epoch).then((name) => this.takeOver(holder.session, holder.open, name));
+        void this.claimerName(event.cardId, event.epoch).then((name) =>
+          this.takeOver(holder.session, holder.open, name),
+        );
       }
     });
   }
@@ -90,7 +108,11 @@ export class SessionService {
   // --- authentication -------------------------------------------------------------------------
 
   /** AUTH: the token, the device proof over this connection's nonce, the device's registration. */
-  async authenticate(frame: FrameOf<'AUTH'>, nonce: Uint8Array, protocolVersion: number): Promise<AuthResult> {
+  async authenticate(
+    frame: FrameOf<'AUTH'>,
+    nonce: Uint8Array,
+    protocolVersion: number,
+  ): Promise<AuthResult> {
     const token = await this.options.validator.validate(frame.accessToken);
     const verified = verifyDeviceProof({
       purpose: 'auth',
@@ -114,15 +136,28 @@ export class SessionService {
         const approve =
           config.deviceRegistration === 'automatic' ||
           (config.deviceRegistration === 'first-device' && !(await this.hasApprovedDevice(tx, userRow.id)));
-        deviceRow = await registerDevice(tx, { userId: userRow.id, publicKeySpki: frame.devicePublicKey, name: frame.deviceName });
+        deviceRow = await registerDevice(tx, {
+          userId: userRow.id,
+          publicKeySpki: frame.devicePublicKey,
+          name: frame.deviceName,
+        });
         if (approve) {
-          await tx.db.updateTable('devices').set({ status: 'approved', approved_at: new Date().toISOString() }).where('id', '=', deviceRow.id).execute();
+          await tx.db
+            .updateTable('devices')
+            .set({ status: 'approved', approved_at: new Date().toISOString() })
+            .where('id', '=', deviceRow.id)
+            .execute();
           deviceRow = { ...deviceRow, status: 'approved' };
         }
         await appendAudit(tx, {
           actor: `user:${userRow.id}`,
           eventType: AUDIT_EVENTS.deviceRegistered,
-          details: { device: deviceRow.id, thumbprint: verified.thumbprint, status: deviceRow.status, policy: config.deviceRegistration },
+          details: {
+            device: deviceRow.id,
+            thumbprint: verified.thumbprint,
+            status: deviceRow.status,
+            policy: config.deviceRegistration,
+          },
         });
       }
       await appendAudit(tx, {
@@ -148,12 +183,22 @@ export class SessionService {
     );
     this.sessions.set(session.id, session);
     this.armTokenTimers(session);
-    this.log.info('session opened', { session: session.id, user: user.id, device: device.id, deviceStatus: device.status });
+    this.log.info('session opened', {
+      session: session.id,
+      user: user.id,
+      device: device.id,
+      deviceStatus: device.status,
+    });
     return { session, resumeToken: session.issueResumeToken() };
   }
 
   private async hasApprovedDevice(tx: Tx, userId: string): Promise<boolean> {
-    const row = await tx.db.selectFrom('devices').select('id').where('user_id', '=', userId).where('status', '=', 'approved').executeTakeFirst();
+    const row = await tx.db
+      .selectFrom('devices')
+      .select('id')
+      .where('user_id', '=', userId)
+      .where('status', '=', 'approved')
+      .executeTakeFirst();
     return row !== undefined;
   }
 
@@ -210,13 +255,22 @@ export class SessionService {
     const left = session.tokenExpiresAt.getTime() - Date.now();
     const warnAt = left - this.options.config.limits.tokenWarningSeconds * 1000;
     session.warnTimer = setTimeout(
-      () => session.push({ type: 'TOKEN_EXPIRING', id: 0, flags: 0, tokenExpiresAt: Math.floor(session.tokenExpiresAt.getTime() / 1000) }),
+      () =>
+        session.push({
+          type: 'TOKEN_EXPIRING',
+          id: 0,
+          flags: 0,
+          tokenExpiresAt: Math.floor(session.tokenExpiresAt.getTime() / 1000),
+        }),
       Math.max(0, warnAt),
     );
-    session.expireTimer = setTimeout(() => {
-      session.connection?.close(4004, 'access token expired');
-      void this.endSession(session, 'access token expired');
-    }, Math.max(0, left));
+    session.expireTimer = setTimeout(
+      () => {
+        session.connection?.close(4004, 'access token expired');
+        void this.endSession(session, 'access token expired');
+      },
+      Math.max(0, left),
+    );
     session.warnTimer.unref();
     session.expireTimer.unref();
   }
@@ -264,8 +318,17 @@ export class SessionService {
       return errorFrame(frame.id, 'ERR_CARD_TAKEN_OVER', 'the card was taken over by another device');
     }
     const code = error instanceof CardlinkError ? error.code : 'ERR_INTERNAL';
-    this.log.error('request failed', { request: frame.type, id: frame.id, code, error: error instanceof Error ? error.message : String(error) });
-    return errorFrame(frame.id, code === 'ERR_IDP_UNAVAILABLE' ? code : 'ERR_INTERNAL', code === 'ERR_IDP_UNAVAILABLE' ? 'the identity provider is unreachable; try again' : 'internal error');
+    this.log.error('request failed', {
+      request: frame.type,
+      id: frame.id,
+      code,
+      error: error instanceof Error ? error.message : String(error),
+    });
+    return errorFrame(
+      frame.id,
+      code === 'ERR_IDP_UNAVAILABLE' ? code : 'ERR_INTERNAL',
+      code === 'ERR_IDP_UNAVAILABLE' ? 'the identity provider is unreachable; try again' : 'internal error',
+    );
   }
 
   private async dispatch(session: LogicalSession, frame: Frame): Promise<Frame> {
@@ -278,7 +341,10 @@ export class SessionService {
         return this.openCard(session, frame);
       case 'CLOSE_CARD': {
         const open = session.cards.get(frame.handle);
-        if (!open) throw new RequestError('ERR_HANDLE_UNKNOWN', 'no card is open under this handle', { handle: frame.handle });
+        if (!open)
+          throw new RequestError('ERR_HANDLE_UNKNOWN', 'no card is open under this handle', {
+            handle: frame.handle,
+          });
         await this.closeCard(session, open);
         return { type: 'CARD_CLOSED', id: frame.id, flags: 0, handle: frame.handle };
       }
@@ -298,7 +364,12 @@ export class SessionService {
     }
     session.tokenExpiresAt = token.expiresAt;
     this.armTokenTimers(session);
-    return { type: 'TOKEN_RENEWED', id: frame.id, flags: 0, tokenExpiresAt: Math.floor(token.expiresAt.getTime() / 1000) };
+    return {
+      type: 'TOKEN_RENEWED',
+      id: frame.id,
+      flags: 0,
+      tokenExpiresAt: Math.floor(token.expiresAt.getTime() / 1000),
+    };
   }
 
   private async listCards(session: LogicalSession, frame: FrameOf<'LIST_CARDS'>): Promise<Frame> {
@@ -306,7 +377,11 @@ export class SessionService {
     const cards = await listCardsOfUser(storage, session.user.id);
     const entries = [];
     for (const card of cards) {
-      entries.push({ cardId: card.id, label: card.label, openOn: card.sessionId ? await this.holderName(card.sessionId) : '' });
+      entries.push({
+        cardId: card.id,
+        label: card.label,
+        openOn: card.sessionId ? await this.holderName(card.sessionId) : '',
+      });
     }
     return { type: 'CARDS', id: frame.id, flags: 0, cards: entries };
   }
@@ -352,21 +427,36 @@ export class SessionService {
     }
     for (const open of session.cards.values()) {
       if (open.cardId === frame.cardId && !open.takenOverBy) {
-        throw new RequestError('ERR_CARD_BUSY', 'this session has the card open already', { handle: open.handle });
+        throw new RequestError('ERR_CARD_BUSY', 'this session has the card open already', {
+          handle: open.handle,
+        });
       }
     }
     if (!frame.takeOver && record.sessionId && (await this.holderName(record.sessionId)) !== '') {
-      throw new RequestError('ERR_CARD_BUSY', 'the card is open on another device; open it with takeOver to log that one out');
+      throw new RequestError(
+        'ERR_CARD_BUSY',
+        'the card is open on another device; open it with takeOver to log that one out',
+      );
     }
     const claimId = randomUUID();
     const epoch = await storage.transaction(async (tx) => {
       const previous = record.sessionId;
-      const newEpoch = await claimCard(tx, { cardId: frame.cardId, sessionId: claimId, userId: session.user.id, deviceId: session.device.id });
+      const newEpoch = await claimCard(tx, {
+        cardId: frame.cardId,
+        sessionId: claimId,
+        userId: session.user.id,
+        deviceId: session.device.id,
+      });
       await appendAudit(tx, {
         actor: `device:${session.device.id}`,
         eventType: AUDIT_EVENTS.cardClaimed,
         cardId: frame.cardId,
-        details: { session: session.id, claim: claimId, epoch: newEpoch, ...(previous ? { previousClaim: previous } : {}) },
+        details: {
+          session: session.id,
+          claim: claimId,
+          epoch: newEpoch,
+          ...(previous ? { previousClaim: previous } : {}),
+        },
       });
       return newEpoch;
     });
@@ -381,27 +471,53 @@ export class SessionService {
       epoch,
       actor: `device:${session.device.id}`,
     });
-    const open: OpenCard = { handle: session.allocateHandle(), cardId: frame.cardId, claimId, epoch, state, card: new PivCard(state) };
+    const open: OpenCard = {
+      handle: session.allocateHandle(),
+      cardId: frame.cardId,
+      claimId,
+      epoch,
+      state,
+      card: new PivCard(state),
+    };
     session.cards.set(open.handle, open);
     this.held.set(frame.cardId, { session, open });
     this.log.info('card opened', { session: session.id, card: frame.cardId, handle: open.handle, epoch });
-    return { type: 'CARD_OPENED', id: frame.id, flags: 0, cardId: frame.cardId, handle: open.handle, snapshot: new Uint8Array(0) };
+    return {
+      type: 'CARD_OPENED',
+      id: frame.id,
+      flags: 0,
+      cardId: frame.cardId,
+      handle: open.handle,
+      snapshot: new Uint8Array(0),
+    };
   }
 
   private async apdu(session: LogicalSession, frame: FrameOf<'APDU'>): Promise<Frame> {
     const open = session.cards.get(frame.handle);
-    if (!open) throw new RequestError('ERR_HANDLE_UNKNOWN', 'no card is open under this handle', { handle: frame.handle });
+    if (!open)
+      throw new RequestError('ERR_HANDLE_UNKNOWN', 'no card is open under this handle', {
+        handle: frame.handle,
+      });
     if (open.takenOverBy !== undefined) {
       throw new RequestError('ERR_CARD_TAKEN_OVER', `the card was taken over by ${open.takenOverBy}`);
     }
     try {
       const outcome = await open.state.runCommand(frame.id, () => open.card.transmit(frame.command));
-      return { type: 'APDU_RESULT', id: frame.id, flags: 0, handle: frame.handle, response: outcome.response };
+      return {
+        type: 'APDU_RESULT',
+        id: frame.id,
+        flags: 0,
+        handle: frame.handle,
+        response: outcome.response,
+      };
     } catch (error) {
       if (error instanceof CardTakenOverError || error instanceof CardStateClosedError) {
         const name = await this.claimerName(open.cardId, open.epoch + 1);
         this.takeOver(session, open, open.takenOverBy ?? name);
-        throw new RequestError('ERR_CARD_TAKEN_OVER', `the card was taken over by ${open.takenOverBy ?? name}`);
+        throw new RequestError(
+          'ERR_CARD_TAKEN_OVER',
+          `the card was taken over by ${open.takenOverBy ?? name}`,
+        );
       }
       throw error;
     }
@@ -415,7 +531,14 @@ export class SessionService {
     const holder = this.held.get(open.cardId);
     if (holder?.open === open) this.held.delete(open.cardId);
     this.log.info('card taken over', { session: session.id, card: open.cardId, handle: open.handle });
-    session.push({ type: 'TAKEN_OVER', id: 0, flags: 0, cardId: open.cardId, handle: open.handle, byDeviceName });
+    session.push({
+      type: 'TAKEN_OVER',
+      id: 0,
+      flags: 0,
+      cardId: open.cardId,
+      handle: open.handle,
+      byDeviceName,
+    });
   }
 
   private async closeCard(session: LogicalSession, open: OpenCard): Promise<void> {
@@ -427,7 +550,10 @@ export class SessionService {
     try {
       await this.options.storage.transaction((tx) => endSession(tx, open.claimId));
     } catch (error) {
-      this.log.warn('could not record the end of a card session', { card: open.cardId, error: (error as Error).message });
+      this.log.warn('could not record the end of a card session', {
+        card: open.cardId,
+        error: (error as Error).message,
+      });
     }
   }
 }

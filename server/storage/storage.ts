@@ -184,6 +184,20 @@ class SqliteStorage extends BaseStorage {
   readonly dialect = 'sqlite' as const;
   private readonly events = new EventEmitter();
 
+  constructor(
+    db: Kysely<Database>,
+    onBackgroundError: (error: Error) => void,
+    private readonly database: BetterSqlite3.Database,
+  ) {
+    super(db, onBackgroundError);
+  }
+
+  override async close(): Promise<void> {
+    await super.close();
+    // Kysely only closes a database it has used: release the file (and its exclusive lock) always.
+    if (this.database.open) this.database.close();
+  }
+
   protected publish(tx: TxImpl, event: CardClaimedEvent): Promise<void> {
     tx.afterCommit(() => this.events.emit('claimed', event));
     return Promise.resolve();
@@ -232,6 +246,7 @@ function openSqlite(
   return new SqliteStorage(
     new Kysely<Database>({ dialect: new SqliteDialect({ database }) }),
     options.onBackgroundError ?? (() => undefined),
+    database,
   );
 }
 

@@ -43,7 +43,10 @@ function selfSigned(hosts: readonly string[]): { cert: string; key: string } {
   const now = new Date();
   cert.validity.notBefore = new Date(now.getTime() - 60_000);
   cert.validity.notAfter = new Date(now.getTime() + SELF_SIGNED_VALIDITY_DAYS * 86_400_000);
-  const subject = [{ name: 'commonName', value: hosts[0] ?? 'localhost' }, { name: 'organizationName', value: 'cardlink server (self-signed)' }];
+  const subject = [
+    { name: 'commonName', value: hosts[0] ?? 'localhost' },
+    { name: 'organizationName', value: 'cardlink server (self-signed)' },
+  ];
   cert.setSubject(subject);
   cert.setIssuer(subject);
   cert.setExtensions([
@@ -75,7 +78,11 @@ export function loadOrCreateTlsPair(certFile: string, keyFile: string, hosts: re
   const haveKey = fs.existsSync(keyFile);
   if (haveCert !== haveKey) {
     const missing = haveCert ? keyFile : certFile;
-    throw new ConfigError(haveCert ? 'tls.keyFile' : 'tls.certFile', missing, 'is missing while its pair exists');
+    throw new ConfigError(
+      haveCert ? 'tls.keyFile' : 'tls.certFile',
+      missing,
+      'is missing while its pair exists',
+    );
   }
   if (!haveCert) {
     const pair = selfSigned([...new Set([...hosts, 'localhost', '127.0.0.1'])]);
@@ -86,14 +93,19 @@ export function loadOrCreateTlsPair(certFile: string, keyFile: string, hosts: re
     return { ...pair, fingerprint: certificateFingerprint(pair.cert), generated: true };
   }
   const stat = fs.statSync(keyFile);
-  if ((stat.mode & 0o077) !== 0) throw new ConfigError('tls.keyFile', keyFile, 'must not be readable by group or others (chmod 600)');
+  if ((stat.mode & 0o077) !== 0)
+    throw new ConfigError('tls.keyFile', keyFile, 'must not be readable by group or others (chmod 600)');
   let cert: string;
   let key: string;
   try {
     cert = fs.readFileSync(certFile, 'utf8');
     key = fs.readFileSync(keyFile, 'utf8');
   } catch (error) {
-    throw new ConfigError('tls', certFile, `cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    throw new ConfigError(
+      'tls',
+      certFile,
+      `cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+    );
   }
   let fingerprint: string;
   try {

@@ -34,21 +34,61 @@ describe('yubico-piv-tool', () => {
 
   it('generates a key, imports a self-signed certificate for it, and test-signature passes', () => {
     const pub = path.join(card.dir, 'pub9a.pem');
-    assert.match(y([`--key=${card.mgmtKeyHex}`, '-a', 'generate', '-s', '9a', '-A', 'RSA2048', '-o', pub]).out, /Successfully generated/);
+    assert.match(
+      y([`--key=${card.mgmtKeyHex}`, '-a', 'generate', '-s', '9a', '-A', 'RSA2048', '-o', pub]).out,
+      /Successfully generated/,
+    );
     // Placeholder certificate carrying the new public key, so OpenSC can address the key pair.
     const tmpKey = path.join(card.dir, 'tmp.key');
     const placeholder = path.join(card.dir, 'placeholder.pem');
-    card.run('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', tmpKey]);
-    card.run('openssl', ['x509', '-new', '-subj', '/CN=placeholder', '-key', tmpKey, '-force_pubkey', pub, '-days', '1', '-out', placeholder]);
+    card.run('openssl', [
+      'genpkey',
+      '-algorithm',
+      'EC',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-out',
+      tmpKey,
+    ]);
+    card.run('openssl', [
+      'x509',
+      '-new',
+      '-subj',
+      '/CN=placeholder',
+      '-key',
+      tmpKey,
+      '-force_pubkey',
+      pub,
+      '-days',
+      '1',
+      '-out',
+      placeholder,
+    ]);
     y([`--key=${card.mgmtKeyHex}`, '-a', 'import-certificate', '-s', '9a', '-i', placeholder]);
     // The self-signed certificate, signed on the card by the new key.
     const cert = path.join(card.dir, 'cert9a.pem');
     card.run('openssl', [
-      'req', '-new', '-x509', '-days', '30', '-subj', '/CN=cardlink yubico-piv-tool test',
-      '-engine', 'pkcs11', '-keyform', 'engine', '-key', `pkcs11:id=%01;type=private;pin-value=${card.pin}`, '-out', cert,
+      'req',
+      '-new',
+      '-x509',
+      '-days',
+      '30',
+      '-subj',
+      '/CN=cardlink yubico-piv-tool test',
+      '-engine',
+      'pkcs11',
+      '-keyform',
+      'engine',
+      '-key',
+      `pkcs11:id=%01;type=private;pin-value=${card.pin}`,
+      '-out',
+      cert,
     ]);
     assert.match(card.run('openssl', ['verify', '-check_ss_sig', '-CAfile', cert, cert]).stdout, /OK/);
-    assert.match(y([`--key=${card.mgmtKeyHex}`, '-a', 'import-certificate', '-s', '9a', '-i', cert]).out, /Successfully imported/);
+    assert.match(
+      y([`--key=${card.mgmtKeyHex}`, '-a', 'import-certificate', '-s', '9a', '-i', cert]).out,
+      /Successfully imported/,
+    );
     assert.match(y(['-a', 'status']).out, /Subject DN:\s+CN=cardlink yubico-piv-tool test/);
     const test = y(['-a', 'verify-pin', '-P', card.pin, '-a', 'test-signature', '-s', '9a', '-i', cert]);
     assert.match(test.out, /Successful RSA verification/);
@@ -56,25 +96,41 @@ describe('yubico-piv-tool', () => {
 
   it('changes the PIN: the new one verifies, the old one no longer does', () => {
     const next = '97531864';
-    assert.match(y(['-a', 'change-pin', '-P', card.pin, '-N', next]).out, /Successfully changed the pin code/);
+    assert.match(
+      y(['-a', 'change-pin', '-P', card.pin, '-N', next]).out,
+      /Successfully changed the pin code/,
+    );
     assert.match(y(['-a', 'verify-pin', '-P', next]).out, /Successfully verified PIN/);
     assert.match(y(['-a', 'verify-pin', '-P', card.pin], true).out, /2 tries left/);
     assert.match(y(['-a', 'change-pin', '-P', next, '-N', card.pin]).out, /Successfully changed/);
   });
 
   it('blocks the PIN after 3 wrong tries, and the PUK unblocks it', () => {
-    for (const left of [2, 1]) assert.match(y(['-a', 'verify-pin', '-P', '000000'], true).out, new RegExp(`${left} tries left`));
+    for (const left of [2, 1])
+      assert.match(y(['-a', 'verify-pin', '-P', '000000'], true).out, new RegExp(`${left} tries left`));
     assert.match(y(['-a', 'verify-pin', '-P', '000000'], true).out, /blocked/i);
     assert.match(y(['-a', 'verify-pin', '-P', card.pin], true).out, /blocked/i);
-    assert.match(y(['-a', 'unblock-pin', '-P', card.puk, '-N', card.pin]).out, /Successfully unblocked the pin code/);
+    assert.match(
+      y(['-a', 'unblock-pin', '-P', card.puk, '-N', card.pin]).out,
+      /Successfully unblocked the pin code/,
+    );
     assert.match(y(['-a', 'verify-pin', '-P', card.pin]).out, /Successfully verified PIN/);
   });
 
   it('changes the management key: the new one works, the old one is refused', () => {
     const next = random3DesKeyHex();
-    assert.match(y([`--key=${card.mgmtKeyHex}`, '-a', 'set-mgm-key', '-n', next]).out, /Successfully set new management key/);
-    assert.match(y([`--key=${card.mgmtKeyHex}`, '-a', 'generate', '-s', '9e', '-A', 'ECCP256'], true).out, /Failed authentication/i);
-    assert.match(y([`--key=${next}`, '-a', 'generate', '-s', '9e', '-A', 'ECCP256']).out, /Successfully generated/);
+    assert.match(
+      y([`--key=${card.mgmtKeyHex}`, '-a', 'set-mgm-key', '-n', next]).out,
+      /Successfully set new management key/,
+    );
+    assert.match(
+      y([`--key=${card.mgmtKeyHex}`, '-a', 'generate', '-s', '9e', '-A', 'ECCP256'], true).out,
+      /Failed authentication/i,
+    );
+    assert.match(
+      y([`--key=${next}`, '-a', 'generate', '-s', '9e', '-A', 'ECCP256']).out,
+      /Successfully generated/,
+    );
   });
 
   it('a blocked PUK stays blocked', () => {

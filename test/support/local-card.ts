@@ -37,7 +37,11 @@ export interface LocalCard {
   /** A scratch directory removed by stop(). */
   readonly dir: string;
   /** Runs a command with the card's environment; returns its output, throws on a non-zero exit. */
-  run(cmd: string, args: string[], options?: { input?: Buffer | string; allowFailure?: boolean; env?: NodeJS.ProcessEnv }): { status: number; stdout: string; stderr: string };
+  run(
+    cmd: string,
+    args: string[],
+    options?: { input?: Buffer | string; allowFailure?: boolean; env?: NodeJS.ProcessEnv },
+  ): { status: number; stdout: string; stderr: string };
   stop(): Promise<void>;
 }
 
@@ -70,7 +74,10 @@ export async function startLocalCard(options: LocalCardOptions = {}): Promise<Lo
   const child: ChildProcess = spawn(CARDLINK_BIN, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const readerName = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`local-card not ready in time:\n${output}`)), READY_TIMEOUT_MS);
+    const timer = setTimeout(
+      () => reject(new Error(`local-card not ready in time:\n${output}`)),
+      READY_TIMEOUT_MS,
+    );
     const onData = (chunk: Buffer) => {
       output += chunk.toString();
       const m = /ready: PIV card present in reader "([^"]+)"/.exec(output);
@@ -96,10 +103,18 @@ export async function startLocalCard(options: LocalCardOptions = {}): Promise<Lo
     env: middlewareEnv,
     dir,
     run(cmd, cmdArgs, runOptions = {}) {
-      const r = spawnSync(cmd, cmdArgs, { env: { ...middlewareEnv, ...runOptions.env }, cwd: dir, input: runOptions.input, encoding: 'utf8', timeout: 120000 });
+      const r = spawnSync(cmd, cmdArgs, {
+        env: { ...middlewareEnv, ...runOptions.env },
+        cwd: dir,
+        input: runOptions.input,
+        encoding: 'utf8',
+        timeout: 120000,
+      });
       const result = { status: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
       if (result.status !== 0 && !runOptions.allowFailure) {
-        throw new Error(`${cmd} ${cmdArgs.join(' ')} exited ${result.status}\n${result.stdout}\n${result.stderr}`);
+        throw new Error(
+          `${cmd} ${cmdArgs.join(' ')} exited ${result.status}\n${result.stdout}\n${result.stderr}`,
+        );
       }
       return result;
     },

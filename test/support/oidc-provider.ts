@@ -131,7 +131,10 @@ interface ProviderInstance {
   callback(): (req: IncomingMessage, res: ServerResponse) => void;
   interactionDetails(req: IncomingMessage, res: ServerResponse): Promise<Interaction>;
   interactionFinished(req: IncomingMessage, res: ServerResponse, result: object): Promise<void>;
-  Grant: { new (init: { accountId: string; clientId: string }): Grant; find(id: string): Promise<Grant | undefined> };
+  Grant: {
+    new (init: { accountId: string; clientId: string }): Grant;
+    find(id: string): Promise<Grant | undefined>;
+  };
   on(event: string, listener: (...args: unknown[]) => void): void;
 }
 interface OidcProviderModule {
@@ -159,7 +162,10 @@ function memoryAdapterFactory(): new (name: string) => object {
       return `${this.name}:${id}`;
     }
     async upsert(id: string, payload: Record<string, unknown>, expiresIn: number) {
-      store.set(this.key(id), { payload: { ...payload }, expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : Infinity });
+      store.set(this.key(id), {
+        payload: { ...payload },
+        expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : Infinity,
+      });
     }
     async find(id: string) {
       return live(this.key(id))?.payload;
@@ -244,7 +250,11 @@ class CookieJar {
   header(url: URL): string {
     const out: string[] = [];
     for (const [key, c] of this.cookies) {
-      if (url.pathname === c.path || url.pathname.startsWith(c.path.endsWith('/') ? c.path : `${c.path}/`) || c.path === '/') {
+      if (
+        url.pathname === c.path ||
+        url.pathname.startsWith(c.path.endsWith('/') ? c.path : `${c.path}/`) ||
+        c.path === '/'
+      ) {
         out.push(`${key.slice(0, key.indexOf(';'))}=${c.value}`);
       }
     }
@@ -287,7 +297,12 @@ export async function startTestIdp(options: StartTestIdpOptions = {}): Promise<T
       void handleInteraction(provider, req, res, path).catch((e: unknown) => {
         res.statusCode = 500;
         res.setHeader('Content-Type', 'application/json');
-        res.end(JSON.stringify({ error: 'interaction_failed', message: e instanceof Error ? e.message : String(e) }));
+        res.end(
+          JSON.stringify({
+            error: 'interaction_failed',
+            message: e instanceof Error ? e.message : String(e),
+          }),
+        );
       });
       return;
     }
@@ -309,7 +324,11 @@ export async function startTestIdp(options: StartTestIdpOptions = {}): Promise<T
           token_endpoint_auth_method: 'none',
           redirect_uris: [TEST_REDIRECT_URI],
           response_types: ['code'],
-          grant_types: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
+          grant_types: [
+            'authorization_code',
+            'refresh_token',
+            'urn:ietf:params:oauth:grant-type:device_code',
+          ],
         },
       ],
       adapter,
@@ -364,7 +383,12 @@ export async function startTestIdp(options: StartTestIdpOptions = {}): Promise<T
     return p;
   }
 
-  async function handleInteraction(p: ProviderInstance, req: IncomingMessage, res: ServerResponse, path: string) {
+  async function handleInteraction(
+    p: ProviderInstance,
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+  ) {
     const [, , uid, action] = path.split('/');
     const details = await p.interactionDetails(req, res);
     if (details.uid !== uid) throw new Error('interaction uid mismatch');
@@ -413,7 +437,11 @@ export async function startTestIdp(options: StartTestIdpOptions = {}): Promise<T
   provider = buildProvider();
 
   /** Follows the browser's part from `start` until the redirect to the client, answering prompts. */
-  async function driveBrowser(start: URL, account: TestAccount | { id: string; password: string }, jar: CookieJar) {
+  async function driveBrowser(
+    start: URL,
+    account: TestAccount | { id: string; password: string },
+    jar: CookieJar,
+  ) {
     let url = start;
     let method = 'GET';
     let body: URLSearchParams | undefined;
@@ -521,7 +549,8 @@ export async function startTestIdp(options: StartTestIdpOptions = {}): Promise<T
       const callback = await driveBrowser(authorize, credentials, new CookieJar());
       const code = callback.searchParams.get('code');
       if (callback.searchParams.get('state') !== state) throw new Error('test IdP: state mismatch');
-      if (!code) throw new Error(`test IdP: no code in the redirect (${callback.searchParams.get('error') ?? '?'})`);
+      if (!code)
+        throw new Error(`test IdP: no code in the redirect (${callback.searchParams.get('error') ?? '?'})`);
       return tokenRequest({
         grant_type: 'authorization_code',
         code,
@@ -543,7 +572,11 @@ export async function startTestIdp(options: StartTestIdpOptions = {}): Promise<T
           resource,
         }),
       });
-      const auth = (await started.json()) as { device_code: string; user_code: string; verification_uri: string };
+      const auth = (await started.json()) as {
+        device_code: string;
+        user_code: string;
+        verification_uri: string;
+      };
       if (!started.ok) throw new Error(`test IdP device authorization: ${JSON.stringify(auth)}`);
       // The user's part: open the verification page, enter the code, log in, consent, confirm.
       const jar = new CookieJar();
@@ -566,7 +599,8 @@ export async function startTestIdp(options: StartTestIdpOptions = {}): Promise<T
       // The code entry answers with a confirmation page ("is this the code on your device?").
       const entered = await post({ xsrf, user_code: auth.user_code });
       const confirmXsrf = /name="xsrf" value="([^"]+)"/.exec(await entered.text())?.[1];
-      if (!entered.ok || !confirmXsrf) throw new Error(`test IdP: device code not accepted (${entered.status})`);
+      if (!entered.ok || !confirmXsrf)
+        throw new Error(`test IdP: device code not accepted (${entered.status})`);
       const confirmed = await post({ xsrf: confirmXsrf, user_code: auth.user_code, confirm: 'yes' });
       await confirmed.arrayBuffer();
       const location = confirmed.headers.get('location');
@@ -600,7 +634,14 @@ export async function startTestIdp(options: StartTestIdpOptions = {}): Promise<T
         case 'alg-none': {
           const header = b64u(JSON.stringify({ alg: 'none', typ: 'at+jwt' }));
           const payload = b64u(
-            JSON.stringify({ iss: issuer, sub: 'alice', aud: resource, iat: now, exp: now + 600, client_id: TEST_CLIENT_ID }),
+            JSON.stringify({
+              iss: issuer,
+              sub: 'alice',
+              aud: resource,
+              iat: now,
+              exp: now + 600,
+              client_id: TEST_CLIENT_ID,
+            }),
           );
           return `${header}.${payload}.`;
         }

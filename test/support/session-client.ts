@@ -43,7 +43,9 @@ export class SessionClient {
     readonly ws: WebSocket,
     readonly url: string,
   ) {
-    this.closed = new Promise((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    this.closed = new Promise((resolve) =>
+      ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+    );
     ws.on('message', (data: Buffer) => {
       const frame = decodeFrame(new Uint8Array(data));
       if (frame.id !== 0 && this.waiting.has(frame.id)) {
@@ -88,7 +90,13 @@ export class SessionClient {
   }
 
   async hello(): Promise<FrameOf<'HELLO_ACK'>> {
-    this.sendFrame({ type: 'HELLO', id: 0, flags: 0, versions: [PROTOCOL_VERSION], clientName: 'cardlink-test/1' });
+    this.sendFrame({
+      type: 'HELLO',
+      id: 0,
+      flags: 0,
+      versions: [PROTOCOL_VERSION],
+      clientName: 'cardlink-test/1',
+    });
     const ack = await this.nextHandshakeFrame();
     if (ack.type !== 'HELLO_ACK') throw new Error(`expected HELLO_ACK, got ${ack.type}`);
     this.nonce = ack.nonce;
@@ -96,7 +104,12 @@ export class SessionClient {
   }
 
   /** AUTH; resolves with AUTH_OK or the ERROR the server sent. */
-  async auth(accessToken: string, device: DeviceKey, deviceName: string, signWith?: KeyObject): Promise<Frame> {
+  async auth(
+    accessToken: string,
+    device: DeviceKey,
+    deviceName: string,
+    signWith?: KeyObject,
+  ): Promise<Frame> {
     const signature = signDeviceProof(signWith ?? device.privateKey, {
       purpose: 'auth',
       nonce: this.nonce,
@@ -104,7 +117,15 @@ export class SessionClient {
       serverUrl: this.url,
       protocolVersion: PROTOCOL_VERSION,
     });
-    this.sendFrame({ type: 'AUTH', id: 0, flags: 0, accessToken, devicePublicKey: device.spki, signature, deviceName });
+    this.sendFrame({
+      type: 'AUTH',
+      id: 0,
+      flags: 0,
+      accessToken,
+      devicePublicKey: device.spki,
+      signature,
+      deviceName,
+    });
     const answer = await this.nextHandshakeFrame();
     if (answer.type === 'AUTH_OK') {
       this.session = answer;
@@ -113,7 +134,12 @@ export class SessionClient {
     return answer;
   }
 
-  async resume(sessionId: string, resumeToken: Uint8Array, device: DeviceKey, lastAcked: number): Promise<Frame> {
+  async resume(
+    sessionId: string,
+    resumeToken: Uint8Array,
+    device: DeviceKey,
+    lastAcked: number,
+  ): Promise<Frame> {
     const signature = signDeviceProof(device.privateKey, {
       purpose: 'resume',
       nonce: this.nonce,
@@ -121,7 +147,15 @@ export class SessionClient {
       serverUrl: this.url,
       protocolVersion: PROTOCOL_VERSION,
     });
-    this.sendFrame({ type: 'RESUME', id: 0, flags: 0, sessionId, resumeToken, lastAckedSequence: lastAcked, signature });
+    this.sendFrame({
+      type: 'RESUME',
+      id: 0,
+      flags: 0,
+      sessionId,
+      resumeToken,
+      lastAckedSequence: lastAcked,
+      signature,
+    });
     const answer = await this.nextHandshakeFrame();
     if (answer.type === 'RESUME_OK') this.resumeToken = answer.resumeToken;
     return answer;
@@ -142,8 +176,13 @@ export class SessionClient {
   }
 
   async apdu(handle: number, hex: string): Promise<string> {
-    const answer = await this.request({ type: 'APDU', handle, command: Buffer.from(hex.replace(/\s+/g, ''), 'hex') });
-    if (answer.type !== 'APDU_RESULT') throw new Error(`APDU answered ${answer.type} ${answer.type === 'ERROR' ? answer.code : ''}`);
+    const answer = await this.request({
+      type: 'APDU',
+      handle,
+      command: Buffer.from(hex.replace(/\s+/g, ''), 'hex'),
+    });
+    if (answer.type !== 'APDU_RESULT')
+      throw new Error(`APDU answered ${answer.type} ${answer.type === 'ERROR' ? answer.code : ''}`);
     return Buffer.from(answer.response).toString('hex').toUpperCase();
   }
 

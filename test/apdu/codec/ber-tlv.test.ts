@@ -32,7 +32,16 @@ describe('BER-TLV', () => {
     assert.deepEqual([...tree[0]!.children[1]!.value], [1, 2]);
   });
   it('refuses indefinite length, overlong length fields and lengths past the end', () => {
-    for (const bad of ['53 80 00 00', '53 84 00 00 00 01 00', '53 05 01 02', '53 82 01', '5F', '5F C1', '1F 81 81 81 01 00', '00 00']) {
+    for (const bad of [
+      '53 80 00 00',
+      '53 84 00 00 00 01 00',
+      '53 05 01 02',
+      '53 82 01',
+      '5F',
+      '5F C1',
+      '1F 81 81 81 01 00',
+      '00 00',
+    ]) {
       assert.throws(() => parseTlvList(hex(bad)), TlvError, bad);
     }
   });
@@ -49,11 +58,15 @@ describe('BER-TLV', () => {
   });
   it('round-trips and never reads past the buffer on random input', () => {
     fc.assert(
-      fc.property(fc.constantFrom(0x53, 0x5c, 0x7f49, 0x5fc105), fc.uint8Array({ maxLength: 70000 / 64 }), (tag, value) => {
-        const [t] = parseTlvList(encodeTlv(tag, value));
-        assert.equal(t!.tag, tag);
-        assert.deepEqual([...t!.value], [...value]);
-      }),
+      fc.property(
+        fc.constantFrom(0x53, 0x5c, 0x7f49, 0x5fc105),
+        fc.uint8Array({ maxLength: 70000 / 64 }),
+        (tag, value) => {
+          const [t] = parseTlvList(encodeTlv(tag, value));
+          assert.equal(t!.tag, tag);
+          assert.deepEqual([...t!.value], [...value]);
+        },
+      ),
       { numRuns: 500 },
     );
     fc.assert(

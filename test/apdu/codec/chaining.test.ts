@@ -11,7 +11,9 @@ import {
 } from '../../../apdu/codec/index.js';
 
 const cmd = (cla: number, data: number[], le?: number) =>
-  parseCommandApdu(Uint8Array.from([cla, 0x87, 0x07, 0x9a, data.length, ...data, ...(le === undefined ? [] : [le])]));
+  parseCommandApdu(
+    Uint8Array.from([cla, 0x87, 0x07, 0x9a, data.length, ...data, ...(le === undefined ? [] : [le])]),
+  );
 
 describe('CommandChainAssembler', () => {
   it('assembles CLA 10 parts into one command with the final part’s Le', () => {
@@ -37,9 +39,12 @@ describe('CommandChainAssembler', () => {
   it('drops a chain that grows past the limit with 6700', () => {
     const a = new CommandChainAssembler();
     const part = new Array(255).fill(0);
-    assert.throws(() => {
-      for (let i = 0; i * 255 <= MAX_CHAINED_COMMAND_BYTES; i++) a.feed(cmd(0x10, part));
-    }, (e: unknown) => e instanceof ApduError && e.sw === SW.WRONG_LENGTH);
+    assert.throws(
+      () => {
+        for (let i = 0; i * 255 <= MAX_CHAINED_COMMAND_BYTES; i++) a.feed(cmd(0x10, part));
+      },
+      (e: unknown) => e instanceof ApduError && e.sw === SW.WRONG_LENGTH,
+    );
     assert.equal(a.active, false);
   });
 });
@@ -54,7 +59,9 @@ describe('ResponseChainer', () => {
     const got: number[] = [...first.data];
     let sw = first.sw;
     while ((sw & 0xff00) === 0x6100) {
-      const r = parseResponseApdu(c.getResponse(parseCommandApdu(Uint8Array.from([0, 0xc0, 0, 0, sw & 0xff]))));
+      const r = parseResponseApdu(
+        c.getResponse(parseCommandApdu(Uint8Array.from([0, 0xc0, 0, 0, sw & 0xff]))),
+      );
       got.push(...r.data);
       sw = r.sw;
     }

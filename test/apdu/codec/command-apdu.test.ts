@@ -1,20 +1,17 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import {
-  ApduError,
-  encodeCommandApdu,
-  isChained,
-  parseCommandApdu,
-  SW,
-} from '../../../apdu/codec/index.js';
+import { ApduError, encodeCommandApdu, isChained, parseCommandApdu, SW } from '../../../apdu/codec/index.js';
 
 const hex = (s: string) => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
 
 describe('parseCommandApdu: the four ISO 7816-4 cases', () => {
   it('case 1: header only', () => {
     const c = parseCommandApdu(hex('00 A4 04 00'));
-    assert.deepEqual([c.cla, c.ins, c.p1, c.p2, c.data.length, c.ne, c.extended], [0, 0xa4, 4, 0, 0, undefined, false]);
+    assert.deepEqual(
+      [c.cla, c.ins, c.p1, c.p2, c.data.length, c.ne, c.extended],
+      [0, 0xa4, 4, 0, 0, undefined, false],
+    );
   });
   it('case 2 short: Le=00 means 256', () => {
     assert.equal(parseCommandApdu(hex('00 CB 3F FF 00')).ne, 256);
@@ -39,7 +36,14 @@ describe('parseCommandApdu: the four ISO 7816-4 cases', () => {
     assert.deepEqual([c4.data.length, c4.ne, c4.extended], [300, 256, true]);
   });
   it('refuses lengths that match no case with 6700', () => {
-    for (const bad of ['00', '00 A4 04', '00 20 00 80 05 31 32', '00 20 00 80 02 31 32 00 00', '00 CB 3F FF 00 00', '00 DB 3F FF 00 00 00 01']) {
+    for (const bad of [
+      '00',
+      '00 A4 04',
+      '00 20 00 80 05 31 32',
+      '00 20 00 80 02 31 32 00 00',
+      '00 CB 3F FF 00 00',
+      '00 DB 3F FF 00 00 00 01',
+    ]) {
       assert.throws(
         () => parseCommandApdu(hex(bad)),
         (e: unknown) => e instanceof ApduError && e.sw === SW.WRONG_LENGTH,
@@ -71,14 +75,20 @@ describe('encodeCommandApdu', () => {
           const parsed = parseCommandApdu(encodeCommandApdu(cmd));
           assert.deepEqual([...parsed.data], [...cmd.data]);
           assert.equal(parsed.ne, cmd.ne);
-          assert.deepEqual([parsed.cla, parsed.ins, parsed.p1, parsed.p2], [cmd.cla, cmd.ins, cmd.p1, cmd.p2]);
+          assert.deepEqual(
+            [parsed.cla, parsed.ins, parsed.p1, parsed.p2],
+            [cmd.cla, cmd.ins, cmd.p1, cmd.p2],
+          );
         },
       ),
       { numRuns: 2000 },
     );
   });
   it('uses short form when it fits', () => {
-    assert.deepEqual([...encodeCommandApdu({ cla: 0, ins: 0xcb, p1: 0x3f, p2: 0xff, ne: 256 })], [0, 0xcb, 0x3f, 0xff, 0]);
+    assert.deepEqual(
+      [...encodeCommandApdu({ cla: 0, ins: 0xcb, p1: 0x3f, p2: 0xff, ne: 256 })],
+      [0, 0xcb, 0x3f, 0xff, 0],
+    );
   });
 });
 

@@ -13,7 +13,11 @@ import { startPcscd } from '../../support/pcscd.js';
 import { waitForCardAbsent } from '../../../daemon/reader/pcsc-presence.js';
 
 function runCli(args: string[], env: NodeJS.ProcessEnv) {
-  const r = spawnSync(CARDLINK_BIN, args, { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 60000 });
+  const r = spawnSync(CARDLINK_BIN, args, {
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+    timeout: 60000,
+  });
   return { status: r.status, out: (r.stdout ?? '') + (r.stderr ?? '') };
 }
 
@@ -33,7 +37,18 @@ describe('cardlink local-card', () => {
   it('names the missing reader driver and the set-up script (exit 69)', async () => {
     const pcscd = await startPcscd({ cardlink: false });
     try {
-      const r = runCli(['local-card', '--bridge-socket', path.join(pcscd.dir, 'absent.sock'), '--pin', '123456', '--puk', '12345678'], pcscd.env);
+      const r = runCli(
+        [
+          'local-card',
+          '--bridge-socket',
+          path.join(pcscd.dir, 'absent.sock'),
+          '--pin',
+          '123456',
+          '--puk',
+          '12345678',
+        ],
+        pcscd.env,
+      );
       assert.equal(r.status, 69, r.out);
       assert.match(r.out, /cardlink reader driver is not listening/);
       assert.match(r.out, /install-scripts\/debian\/setup\.sh/);
@@ -58,10 +73,14 @@ describe('cardlink local-card', () => {
   it('shows generated secrets once, then removes the card from the reader on SIGINT', async () => {
     const pcscd = await startPcscd({ cardlink: { slots: 2, friendlyName: 'cardlink Test Reader' } });
     try {
-      const child = spawn(CARDLINK_BIN, ['local-card', '--bridge-socket', pcscd.socketPath, '--reader-name', 'cardlink Test Reader'], {
-        env: pcscd.env,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
+      const child = spawn(
+        CARDLINK_BIN,
+        ['local-card', '--bridge-socket', pcscd.socketPath, '--reader-name', 'cardlink Test Reader'],
+        {
+          env: pcscd.env,
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
       let out = '';
       child.stdout.on('data', (c: Buffer) => (out += c.toString()));
       child.stderr.on('data', (c: Buffer) => (out += c.toString()));

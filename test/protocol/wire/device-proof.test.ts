@@ -61,14 +61,22 @@ describe('device proof transcript', () => {
     }
   });
   it('refuses a short nonce or hash', () => {
-    assert.throws(() => deviceProofTranscript(input({ nonce: new Uint8Array(31) })), hasCode('ERR_DEVICE_PROOF_INVALID'));
-    assert.throws(() => deviceProofTranscript(input({ secretHash: new Uint8Array(20) })), hasCode('ERR_DEVICE_PROOF_INVALID'));
+    assert.throws(
+      () => deviceProofTranscript(input({ nonce: new Uint8Array(31) })),
+      hasCode('ERR_DEVICE_PROOF_INVALID'),
+    );
+    assert.throws(
+      () => deviceProofTranscript(input({ secretHash: new Uint8Array(20) })),
+      hasCode('ERR_DEVICE_PROOF_INVALID'),
+    );
   });
   it('signs with a P-256 key as r || s, and refuses other keys', () => {
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const sig = signDeviceProof(privateKey, input());
     assert.equal(sig.length, 64);
-    assert.ok(verify('sha256', deviceProofTranscript(input()), { key: publicKey, dsaEncoding: 'ieee-p1363' }, sig));
+    assert.ok(
+      verify('sha256', deviceProofTranscript(input()), { key: publicKey, dsaEncoding: 'ieee-p1363' }, sig),
+    );
     const p384 = generateKeyPairSync('ec', { namedCurve: 'P-384' }).privateKey;
     assert.throws(() => signDeviceProof(p384, input()), hasCode('ERR_DEVICE_PROOF_INVALID'));
   });

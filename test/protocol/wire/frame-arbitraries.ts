@@ -53,7 +53,10 @@ const header = fc.record({ id: u32, flags: fc.constantFrom(0, FRAME_FLAG.RETRANS
 
 const payloads: { [T in FrameType]: fc.Arbitrary<object> } = {
   HELLO: fc.record({
-    versions: fc.uniqueArray(fc.integer({ min: 1, max: 0xffff }), { minLength: 1, maxLength: MAX_OFFERED_VERSIONS }),
+    versions: fc.uniqueArray(fc.integer({ min: 1, max: 0xffff }), {
+      minLength: 1,
+      maxLength: MAX_OFFERED_VERSIONS,
+    }),
     clientName: text(MAX_NAME_BYTES),
   }),
   HELLO_ACK: fc.record({
@@ -95,12 +98,16 @@ const payloads: { [T in FrameType]: fc.Arbitrary<object> } = {
   CARDS: fc.record({
     cards: fc.array(
       // fc.record builds objects without a prototype; the decoder returns plain ones.
-      fc.record({ cardId: id, label: text(MAX_NAME_BYTES), openOn: text(MAX_NAME_BYTES) }).map((c) => ({ ...c })),
+      fc
+        .record({ cardId: id, label: text(MAX_NAME_BYTES), openOn: text(MAX_NAME_BYTES) })
+        .map((c) => ({ ...c })),
       { maxLength: Math.min(MAX_CARDS_LISTED, 20) },
     ),
   }),
   OPEN_CARD: fc.record({ cardId: id, takeOver: fc.boolean() }),
   CARD_OPENED: fc.record({ cardId: id, handle: u32, snapshot: bytes(3000) }),
+  GET_SNAPSHOT: fc.record({ handle: u32 }),
+  SNAPSHOT: fc.record({ handle: u32, snapshot: bytes(3000) }),
   CLOSE_CARD: fc.record({ handle: u32 }),
   CARD_CLOSED: fc.record({ handle: u32 }),
   APDU: fc.record({ handle: u32, command: bytes(600, 4) }),

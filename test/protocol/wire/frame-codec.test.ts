@@ -18,7 +18,9 @@ import { anyFrame, frameOf } from './frame-arbitraries.js';
 /** fast-check runs per fuzz property; override with CARDLINK_WIRE_FUZZ_CASES. */
 const FUZZ_CASES = Number(process.env['CARDLINK_WIRE_FUZZ_CASES'] ?? 20_000);
 /** fast-check seed; override with CARDLINK_WIRE_FUZZ_SEED to replay a failure. */
-const SEED = process.env['CARDLINK_WIRE_FUZZ_SEED'] ? Number(process.env['CARDLINK_WIRE_FUZZ_SEED']) : undefined;
+const SEED = process.env['CARDLINK_WIRE_FUZZ_SEED']
+  ? Number(process.env['CARDLINK_WIRE_FUZZ_SEED'])
+  : undefined;
 const fuzz = (numRuns: number) => (SEED === undefined ? { numRuns } : { numRuns, seed: SEED });
 
 const hex = (s: string) => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
@@ -79,7 +81,14 @@ describe('wire frame codec', () => {
     assert.ok(bytes.length <= MAX_FRAME_BYTES);
     assert.equal((decodeFrame(bytes) as { command: Uint8Array }).command.length, MAX_APDU_BYTES);
     assert.throws(
-      () => encodeFrame({ type: 'APDU', id: 1, flags: 0, handle: 1, command: new Uint8Array(MAX_APDU_BYTES + 1) }),
+      () =>
+        encodeFrame({
+          type: 'APDU',
+          id: 1,
+          flags: 0,
+          handle: 1,
+          command: new Uint8Array(MAX_APDU_BYTES + 1),
+        }),
       malformed('field_too_long'),
     );
   });
@@ -97,12 +106,21 @@ describe('wire frame codec', () => {
     assert.throws(() => decodeFrame(hex('')), malformed('truncated'));
     assert.throws(() => decodeFrame(hex('40 00 000000')), malformed('truncated'));
     assert.throws(() => decodeFrame(hex('99 00 00000000')), malformed('unknown_type'));
-    assert.throws(() => decodeFrame(hex('40 02 00000000')), malformed('bad_flags'));
+    assert.throws(() => decodeFrame(hex('40 04 00000000')), malformed('bad_flags'));
     assert.throws(() => decodeFrame(hex('40 00 00000000 00')), malformed('trailing_bytes'));
-    assert.throws(() => decodeFrame(hex('20 00 00000001 00000002 00000005 00A40400')), malformed('truncated'));
+    assert.throws(
+      () => decodeFrame(hex('20 00 00000001 00000002 00000005 00A40400')),
+      malformed('truncated'),
+    );
     // A length prefix far beyond the frame is refused without allocating or reading.
-    assert.throws(() => decodeFrame(hex('20 00 00000001 00000002 ffffffff 00A40400')), malformed('field_too_long'));
-    assert.throws(() => decodeFrame(hex('20 00 00000001 00000002 0000ffff 00A40400')), malformed('truncated'));
+    assert.throws(
+      () => decodeFrame(hex('20 00 00000001 00000002 ffffffff 00A40400')),
+      malformed('field_too_long'),
+    );
+    assert.throws(
+      () => decodeFrame(hex('20 00 00000001 00000002 0000ffff 00A40400')),
+      malformed('truncated'),
+    );
   });
 
   it('refuses values outside their fields', () => {
@@ -136,17 +154,46 @@ describe('wire frame codec', () => {
       { type: 'HELLO', id: 0, flags: 0, versions: [1], clientName: 'x'.repeat(MAX_NAME_BYTES + 1) },
       { type: 'HELLO', id: 0, flags: 0, versions: [1], clientName: 'tab\there' },
       { type: 'HELLO', id: 0, flags: 0, versions: [1], clientName: '\ud800' },
-      { type: 'HELLO_ACK', id: 0, flags: 0, version: 1, nonce: new Uint8Array(31), maxFrameBytes: 1024, maxInFlight: 1, idleTimeoutSeconds: 1 },
-      { type: 'HELLO_ACK', id: 0, flags: 0, version: 1, nonce: new Uint8Array(32), maxFrameBytes: MAX_FRAME_BYTES + 1, maxInFlight: 1, idleTimeoutSeconds: 1 },
+      {
+        type: 'HELLO_ACK',
+        id: 0,
+        flags: 0,
+        version: 1,
+        nonce: new Uint8Array(31),
+        maxFrameBytes: 1024,
+        maxInFlight: 1,
+        idleTimeoutSeconds: 1,
+      },
+      {
+        type: 'HELLO_ACK',
+        id: 0,
+        flags: 0,
+        version: 1,
+        nonce: new Uint8Array(32),
+        maxFrameBytes: MAX_FRAME_BYTES + 1,
+        maxInFlight: 1,
+        idleTimeoutSeconds: 1,
+      },
       { type: 'RENEW_TOKEN', id: 1, flags: 0, accessToken: 'a b' },
       { type: 'RENEW_TOKEN', id: 1, flags: 0, accessToken: '' },
       { type: 'OPEN_CARD', id: 1, flags: 0, cardId: 'c', takeOver: 1 },
       { type: 'CARD_CHANGED', id: 0, flags: 0, cardId: 'c', change: 'exploded' },
-      { type: 'AUTH_OK', id: 0, flags: 0, userId: 'u', deviceId: 'd', deviceStatus: 'toString', sessionId: 's', resumeToken: new Uint8Array(1), tokenExpiresAt: 0 },
+      {
+        type: 'AUTH_OK',
+        id: 0,
+        flags: 0,
+        userId: 'u',
+        deviceId: 'd',
+        deviceStatus: 'toString',
+        sessionId: 's',
+        resumeToken: new Uint8Array(1),
+        tokenExpiresAt: 0,
+      },
       { type: 'ERROR', id: 0, flags: 0, code: 'lower', message: '' },
       { type: 'APDU', id: 1, flags: 0, handle: 1, command: [0, 0xa4, 4, 0] },
     ];
-    for (const frame of bad) assert.throws(() => encodeFrame(frame as Frame), malformed(), JSON.stringify(frame));
+    for (const frame of bad)
+      assert.throws(() => encodeFrame(frame as Frame), malformed(), JSON.stringify(frame));
   });
 
   it('never throws anything but the typed error on random bytes', () => {
@@ -175,8 +222,15 @@ describe('wire frame codec', () => {
     const mutation = fc.oneof(
       fc.record({ kind: fc.constant('flip' as const), at: fc.nat(), bits: fc.integer({ min: 1, max: 255 }) }),
       fc.record({ kind: fc.constant('truncate' as const), at: fc.nat() }),
-      fc.record({ kind: fc.constant('append' as const), extra: fc.uint8Array({ minLength: 1, maxLength: 8 }) }),
-      fc.record({ kind: fc.constant('insert' as const), at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }) }),
+      fc.record({
+        kind: fc.constant('append' as const),
+        extra: fc.uint8Array({ minLength: 1, maxLength: 8 }),
+      }),
+      fc.record({
+        kind: fc.constant('insert' as const),
+        at: fc.nat(),
+        byte: fc.integer({ min: 0, max: 255 }),
+      }),
     );
     fc.assert(
       fc.property(anyFrame, fc.array(mutation, { minLength: 1, maxLength: 3 }), (frame, mutations) => {
@@ -188,7 +242,8 @@ describe('wire frame codec', () => {
             bytes[at % bytes.length]! ^= m.bits;
           } else if (m.kind === 'truncate') bytes = bytes.slice(0, at);
           else if (m.kind === 'append') bytes = Uint8Array.from([...bytes, ...m.extra]);
-          else if (m.kind === 'insert') bytes = Uint8Array.from([...bytes.slice(0, at), m.byte, ...bytes.slice(at)]);
+          else if (m.kind === 'insert')
+            bytes = Uint8Array.from([...bytes.slice(0, at), m.byte, ...bytes.slice(at)]);
         }
         const out = decodeOrError(bytes);
         if (!(out instanceof FrameMalformedError)) assert.deepEqual(encodeFrame(out), bytes);

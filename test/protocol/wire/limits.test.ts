@@ -18,7 +18,13 @@ describe('wire protocol versions and limits', () => {
     assert.ok(SUPPORTED_PROTOCOL_VERSIONS.includes(PROTOCOL_VERSION));
   });
   it('fits the largest APDU frame in the largest frame', () => {
-    const frame = encodeFrame({ type: 'APDU_RESULT', id: 1, flags: 0, handle: 0, response: new Uint8Array(MAX_APDU_BYTES) });
+    const frame = encodeFrame({
+      type: 'APDU_RESULT',
+      id: 1,
+      flags: 0,
+      handle: 0,
+      response: new Uint8Array(MAX_APDU_BYTES),
+    });
     assert.ok(frame.length <= MAX_FRAME_BYTES);
   });
 });

@@ -78,13 +78,23 @@ describe('device proof', () => {
     const other = newDevice();
     const cases: [string, Parameters<typeof verifyDeviceProof>[0]][] = [
       ['wrong key', { ...input(), publicKeySpki: other.spki, signature }],
-      ['wrong nonce', { ...input({ nonce: new Uint8Array(randomBytes(32)) }), publicKeySpki: device.spki, signature }],
-      ['different token', { ...input({ secretHash: secretHash(`${token}x`) }), publicKeySpki: device.spki, signature }],
-      ['relayed to another server', { ...input({ serverUrl: 'wss://other.example/v1/session' }), publicKeySpki: device.spki, signature }],
+      [
+        'wrong nonce',
+        { ...input({ nonce: new Uint8Array(randomBytes(32)) }), publicKeySpki: device.spki, signature },
+      ],
+      [
+        'different token',
+        { ...input({ secretHash: secretHash(`${token}x`) }), publicKeySpki: device.spki, signature },
+      ],
+      [
+        'relayed to another server',
+        { ...input({ serverUrl: 'wss://other.example/v1/session' }), publicKeySpki: device.spki, signature },
+      ],
       ['other version', { ...input({ protocolVersion: 2 }), publicKeySpki: device.spki, signature }],
       ['resume instead of auth', { ...input({ purpose: 'resume' }), publicKeySpki: device.spki, signature }],
     ];
-    for (const [name, check] of cases) assert.throws(() => verifyDeviceProof(check), refused('bad_signature'), name);
+    for (const [name, check] of cases)
+      assert.throws(() => verifyDeviceProof(check), refused('bad_signature'), name);
   });
 
   it('refuses a DER-encoded signature and a flipped bit', () => {
@@ -95,14 +105,23 @@ describe('device proof', () => {
     );
     const flipped = signDeviceProof(device.privateKey, input());
     flipped[10]! ^= 1;
-    assert.throws(() => verifyDeviceProof({ ...input(), publicKeySpki: device.spki, signature: flipped }), refused('bad_signature'));
+    assert.throws(
+      () => verifyDeviceProof({ ...input(), publicKeySpki: device.spki, signature: flipped }),
+      refused('bad_signature'),
+    );
   });
 
   it('accepts only canonical P-256 SubjectPublicKeyInfo', () => {
     assert.equal(parseDeviceKey(device.spki).asymmetricKeyDetails?.namedCurve, 'prime256v1');
-    const p384 = generateKeyPairSync('ec', { namedCurve: 'P-384' }).publicKey.export({ type: 'spki', format: 'der' });
+    const p384 = generateKeyPairSync('ec', { namedCurve: 'P-384' }).publicKey.export({
+      type: 'spki',
+      format: 'der',
+    });
     const ed = generateKeyPairSync('ed25519').publicKey.export({ type: 'spki', format: 'der' });
-    const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'der' });
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({
+      type: 'spki',
+      format: 'der',
+    });
     // The same P-256 key with a compressed point: another encoding, so another thumbprint; refused.
     const point = Buffer.from(device.spki.subarray(device.spki.length - 65));
     const compressed = ECDH.convertKey(point, 'prime256v1', undefined, undefined, 'compressed') as Buffer;
@@ -123,14 +142,16 @@ describe('device proof', () => {
     }
   });
 
-  it('refuses unusable inputs as the caller\'s mistake', () => {
+  it("refuses unusable inputs as the caller's mistake", () => {
     const signature = signDeviceProof(device.privateKey, input());
     assert.throws(
-      () => verifyDeviceProof({ ...input({ nonce: new Uint8Array(16) }), publicKeySpki: device.spki, signature }),
+      () =>
+        verifyDeviceProof({ ...input({ nonce: new Uint8Array(16) }), publicKeySpki: device.spki, signature }),
       refused('bad_input'),
     );
     assert.throws(
-      () => verifyDeviceProof({ ...input({ serverUrl: 'https://x/' }), publicKeySpki: device.spki, signature }),
+      () =>
+        verifyDeviceProof({ ...input({ serverUrl: 'https://x/' }), publicKeySpki: device.spki, signature }),
       refused('bad_input'),
     );
   });

@@ -11,7 +11,12 @@ import {
   type TokenValidator,
 } from '../../../server/auth/index.js';
 import { MAX_ACCESS_TOKEN_BYTES } from '../../../protocol/wire/index.js';
-import { BAD_TOKEN_KINDS, startTestIdp, type BadTokenKind, type TestIdp } from '../../support/oidc-provider.js';
+import {
+  BAD_TOKEN_KINDS,
+  startTestIdp,
+  type BadTokenKind,
+  type TestIdp,
+} from '../../support/oidc-provider.js';
 
 const TENANT = 'acme';
 
@@ -42,7 +47,10 @@ describe('access token validation against a real OpenID Provider', () => {
   let validator: TokenValidator;
   before(async () => {
     idp = await startTestIdp();
-    validator = createTokenValidator({ issuers: [{ issuer: idp.issuer, tenant: TENANT }], audience: idp.resource });
+    validator = createTokenValidator({
+      issuers: [{ issuer: idp.issuer, tenant: TENANT }],
+      audience: idp.resource,
+    });
   });
   after(async () => {
     await idp.close();
@@ -78,7 +86,10 @@ describe('access token validation against a real OpenID Provider', () => {
 
   it('never contacts an issuer that is not configured', async () => {
     const before = idp.discoveryRequests + idp.jwksRequests;
-    await assert.rejects(validator.validate(await idp.mintBadToken('wrong-issuer')), rejected('wrong_issuer'));
+    await assert.rejects(
+      validator.validate(await idp.mintBadToken('wrong-issuer')),
+      rejected('wrong_issuer'),
+    );
     await assert.rejects(
       validator.validate(await idp.mintAccessToken({ claims: { iss: 'https://evil.example/' } })),
       rejected('wrong_issuer'),
@@ -90,7 +101,10 @@ describe('access token validation against a real OpenID Provider', () => {
     const now = Math.floor(Date.now() / 1000);
     await validator.validate(await idp.mintAccessToken({ claims: { exp: now - 10 } }));
     await validator.validate(await idp.mintAccessToken({ claims: { nbf: now + 10 } }));
-    await assert.rejects(validator.validate(await idp.mintAccessToken({ claims: { exp: now - 45 } })), rejected('expired'));
+    await assert.rejects(
+      validator.validate(await idp.mintAccessToken({ claims: { exp: now - 45 } })),
+      rejected('expired'),
+    );
     await assert.rejects(
       validator.validate(await idp.mintAccessToken({ claims: { nbf: now + 45 } })),
       rejected('not_yet_valid'),
@@ -100,7 +114,10 @@ describe('access token validation against a real OpenID Provider', () => {
       audience: idp.resource,
       clockToleranceSeconds: 0,
     });
-    await assert.rejects(strict.validate(await idp.mintAccessToken({ claims: { exp: now - 10 } })), rejected('expired'));
+    await assert.rejects(
+      strict.validate(await idp.mintAccessToken({ claims: { exp: now - 10 } })),
+      rejected('expired'),
+    );
   });
 
   it('requires exp and sub, accepts an audience list that contains ours', async () => {
@@ -112,7 +129,10 @@ describe('access token validation against a real OpenID Provider', () => {
       validator.validate(await idp.mintAccessToken({ claims: { sub: undefined } })),
       rejected('invalid_claim'),
     );
-    await assert.rejects(validator.validate(await idp.mintAccessToken({ claims: { sub: '' } })), rejected('invalid_claim'));
+    await assert.rejects(
+      validator.validate(await idp.mintAccessToken({ claims: { sub: '' } })),
+      rejected('invalid_claim'),
+    );
     const multi = await idp.mintAccessToken({ claims: { aud: ['https://other.example/', idp.resource] } });
     assert.equal((await validator.validate(multi)).subject, 'alice');
   });
@@ -135,7 +155,11 @@ describe('access token validation against a real OpenID Provider', () => {
 
   it('says the IdP is unavailable (not that the token is bad) when its keys cannot be fetched', async () => {
     const down = 'http://127.0.0.1:9/';
-    const v = createTokenValidator({ issuers: [{ issuer: down, tenant: TENANT }], audience: idp.resource, fetchTimeoutMs: 2000 });
+    const v = createTokenValidator({
+      issuers: [{ issuer: down, tenant: TENANT }],
+      audience: idp.resource,
+      fetchTimeoutMs: 2000,
+    });
     const token = await idp.mintAccessToken({ claims: { iss: down } });
     await assert.rejects(v.validate(token), (e: unknown) => {
       assert.ok(e instanceof IdpUnavailableError);
@@ -147,9 +171,19 @@ describe('access token validation against a real OpenID Provider', () => {
   it('refuses bad settings up front', () => {
     const issuers = [{ issuer: idp.issuer, tenant: TENANT }];
     assert.throws(() => createTokenValidator({ issuers, audience: '' }), RangeError);
-    assert.throws(() => createTokenValidator({ issuers: [{ issuer: 'http://idp.example/', tenant: 't' }], audience: 'a' }), RangeError);
-    assert.throws(() => createTokenValidator({ issuers: [{ issuer: idp.issuer, tenant: '' }], audience: 'a' }), RangeError);
-    assert.throws(() => createTokenValidator({ issuers: [...issuers, ...issuers], audience: 'a' }), RangeError);
+    assert.throws(
+      () =>
+        createTokenValidator({ issuers: [{ issuer: 'http://idp.example/', tenant: 't' }], audience: 'a' }),
+      RangeError,
+    );
+    assert.throws(
+      () => createTokenValidator({ issuers: [{ issuer: idp.issuer, tenant: '' }], audience: 'a' }),
+      RangeError,
+    );
+    assert.throws(
+      () => createTokenValidator({ issuers: [...issuers, ...issuers], audience: 'a' }),
+      RangeError,
+    );
     assert.throws(
       () => createTokenValidator({ issuers, audience: 'a', algorithms: ['HS256' as never] }),
       RangeError,
@@ -189,7 +223,10 @@ describe('IdP signing key rotation', () => {
   });
 
   it('refetches at most once per interval per issuer, however many unknown kids arrive', async () => {
-    const validator = createTokenValidator({ issuers: [{ issuer: idp.issuer, tenant: TENANT }], audience: idp.resource });
+    const validator = createTokenValidator({
+      issuers: [{ issuer: idp.issuer, tenant: TENANT }],
+      audience: idp.resource,
+    });
     await validator.validate(await idp.mintAccessToken());
     const fetchesBefore = idp.jwksRequests;
     // Within the default 10 s interval: a burst of made-up kids costs the IdP nothing.
@@ -224,7 +261,10 @@ describe('IdP signing key rotation', () => {
     await idp.rotateSigningKey();
     await assert.rejects(validator.validate(await idp.mintAccessToken()), rejected('unknown_kid'));
     // A fresh validator (or one whose interval has passed) accepts it.
-    const fresh = createTokenValidator({ issuers: [{ issuer: idp.issuer, tenant: TENANT }], audience: idp.resource });
+    const fresh = createTokenValidator({
+      issuers: [{ issuer: idp.issuer, tenant: TENANT }],
+      audience: idp.resource,
+    });
     await fresh.validate(await idp.mintAccessToken());
   });
 });
@@ -234,7 +274,10 @@ describe('access token algorithms', () => {
     it(`accepts ${alg} tokens from the IdP`, async () => {
       const idp = await startTestIdp({ accessTokenAlg: alg });
       try {
-        const validator = createTokenValidator({ issuers: [{ issuer: idp.issuer, tenant: TENANT }], audience: idp.resource });
+        const validator = createTokenValidator({
+          issuers: [{ issuer: idp.issuer, tenant: TENANT }],
+          audience: idp.resource,
+        });
         const token = (await idp.login()).accessToken;
         assert.equal((await import('jose')).decodeProtectedHeader(token).alg, alg);
         assert.equal((await validator.validate(token)).subject, 'alice');

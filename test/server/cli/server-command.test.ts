@@ -33,7 +33,9 @@ describe('cardlink server', () => {
     const ready = await new Promise<RegExpMatchArray>((resolve, reject) => {
       child.stdout.on('data', (d: Buffer) => {
         out += d.toString();
-        const m = out.match(/ready on (wss:\/\/127\.0\.0\.1:(\d+)\/v1\/session) \(TLS SHA-256 fingerprint ([0-9A-F:]+);/);
+        const m = out.match(
+          /ready on (wss:\/\/127\.0\.0\.1:(\d+)\/v1\/session) \(TLS SHA-256 fingerprint ([0-9A-F:]+);/,
+        );
         if (m) resolve(m);
       });
       child.on('exit', (code) => reject(new Error(`server exited ${code}: ${out}`)));
@@ -61,7 +63,8 @@ describe('cardlink server', () => {
   });
 
   it('migrate reports the schema version and changes nothing the second time', () => {
-    const run = () => spawnSync(process.execPath, [MAIN, 'server', 'migrate', '--data-dir', dir], { encoding: 'utf8' });
+    const run = () =>
+      spawnSync(process.execPath, [MAIN, 'server', 'migrate', '--data-dir', dir], { encoding: 'utf8' });
     const again = run();
     assert.equal(again.status, 0, again.stderr);
     assert.match(again.stdout, /schema is current \(version \d+\)/);
@@ -72,7 +75,10 @@ describe('cardlink server', () => {
     fs.writeFileSync(file, JSON.stringify({ listen: { port: 'eighty' } }));
     const r = spawnSync(process.execPath, [MAIN, 'server', '--config', file], { encoding: 'utf8' });
     assert.equal(r.status, 78);
-    assert.match(r.stderr, new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: setting "listen.port"`));
+    assert.match(
+      r.stderr,
+      new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: setting "listen.port"`),
+    );
     fs.writeFileSync(file, JSON.stringify({ listne: {} }));
     const typo = spawnSync(process.execPath, [MAIN, 'server', '--config', file], { encoding: 'utf8' });
     assert.equal(typo.status, 78);
