@@ -10,6 +10,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { PivCard } from '../../apdu/piv/piv-card.js';
+import { buildSnapshot, encodeSnapshot } from '../../apdu/piv/snapshot.js';
 import { CardlinkError, type CardlinkErrorCode } from '../../protocol/errors.js';
 import type { Logger } from '../../protocol/log.js';
 import { FRAME_FLAG, type Frame, type FrameOf } from '../../protocol/wire/frames.js';
@@ -350,6 +351,11 @@ export class SessionService {
       }
       case 'APDU':
         return this.apdu(session, frame);
+      case 'GET_SNAPSHOT': {
+        const open = this.usableCard(session, frame.handle);
+        const snapshot = encodeSnapshot(await buildSnapshot(open.state));
+        return { type: 'SNAPSHOT', id: frame.id, flags: 0, handle: frame.handle, snapshot };
+      }
       case 'RENEW_TOKEN':
         return this.renewToken(session, frame);
       default:
@@ -488,19 +494,24 @@ export class SessionService {
       flags: 0,
       cardId: frame.cardId,
       handle: open.handle,
-      snapshot: new Uint8Array(0),
+      snapshot: encodeSnapshot(await buildSnapshot(state)),
     };
   }
 
-  private async apdu(session: LogicalSession, frame: FrameOf<'APDU'>): Promise<Frame> {
-    const open = session.cards.get(frame.handle);
-    if (!open)
-      throw new RequestError('ERR_HANDLE_UNKNOWN', 'no card is open under this handle', {
-        handle: frame.handle,
-      });
+  /** The open card under `handle`, refusing a handle that is unknown or taken over. */
+  private usableCard(session: LogicalSession, handle: number): OpenCard {
+    const open = session.cards.get(handle);
+    if (!open) throw new RequestError('ERR_HANDLE_UNKNOWN', 'no card is open under this handle', { handle });
     if (open.takenOverBy !== undefined) {
       throw new RequestError('ERR_CARD_TAKEN_OVER', `the card was taken over by ${open.takenOverBy}`);
     }
+    return open;
+  }
+
+  private async apdu(session: LogicalSession, frame: FrameOf<'APDU'>): Promise<Frame> {
+    const open = this.usableCard(session, frame.handle);
+    // The daemon answered a reset locally; the card forgets its volatile state before this command.
+    if ((frame.flags & FRAME_FLAG.RESET_CARD) !== 0) open.card.reset();
     try {
       const outcome = await open.state.runCommand(frame.id, () => open.card.transmit(frame.command));
       return {

@@ -1,0 +1,192 @@
+/**
+ * The daemon's side of a remote PIV card: answers what is public from the card's snapshot and
+ * sends every other command to the real card (on the card server) as ONE complete command.
+ *
+ * Local, no round trip: SELECT, GET VERSION, GET SERIAL, GET DATA of public containers
+ * (snapshot.ts), the non-final parts of a command chain (CLA bit 0x10; answered 9000 and
+ * assembled here) and GET RESPONSE of an answer already received (kept here). A reset is
+ * answered locally too and reported to the card with the next remote command.
+ * Remote, one round trip each: VERIFY, GENERAL AUTHENTICATE, CHANGE REFERENCE DATA, RESET RETRY
+ * COUNTER, GENERATE, PUT DATA, IMPORT, SET MANAGEMENT KEY, metadata, GET DATA of PIN-protected
+ * containers. After a command that may change public data (PUT DATA, GENERATE, IMPORT) the
+ * snapshot is fetched again before the next local answer.
+ *
+ * Like PivCard it is a VirtualCard (`atr`, `reset()`, `transmit()`); `transmit` never rejects.
+ */
+import { ApduError, SW, type StatusWord } from '../codec/index.js';
+import { CommandChainAssembler, INS_GET_RESPONSE, ResponseChainer } from '../codec/chaining.js';
+import {
+  encodeCommandApdu,
+  EXTENDED_MAX,
+  parseCommandApdu,
+  type CommandApdu,
+} from '../codec/command-apdu.js';
+import { statusOnly } from '../codec/response-apdu.js';
+import { PIV_CARD_ATR } from './atr.js';
+import type { PivCardState } from './card-state.js';
+import { DATA_TAG, INS } from './constants.js';
+import { PivCard } from './piv-card.js';
+import { isPublicObject, type CardSnapshot } from './snapshot.js';
+
+/** The real card, somewhere else. */
+export interface RemoteCardLink {
+  /**
+   * Runs one complete (unchained) command on the card and resolves with its whole answer (data
+   * and status word). `reset` is true when the card was reset since the previous remote command.
+   * Rejects when the card cannot be reached; the host then gets `6F00`.
+   */
+  transmit(command: Uint8Array, reset: boolean): Promise<Uint8Array>;
+  /** The card's public snapshot as it is now. */
+  snapshot(): Promise<CardSnapshot>;
+}
+
+/** Instructions answered from the snapshot (GET DATA only for public containers). */
+const LOCAL_INSTRUCTIONS = new Set<number>([INS.SELECT, INS.YK_GET_VERSION, INS.YK_GET_SERIAL]);
+/** Remote instructions after which the snapshot may be out of date. */
+const CHANGES_PUBLIC_DATA = new Set<number>([
+  INS.PUT_DATA,
+  INS.GENERATE_ASYMMETRIC_KEY_PAIR,
+  INS.YK_IMPORT_KEY,
+]);
+
+/** Counts of commands by where they were answered (for diagnostics and the round-trip benchmark). */
+export interface FrontCardCounters {
+  local: number;
+  remote: number;
+  snapshotFetches: number;
+}
+
+/** A read-only state over the snapshot: enough for SELECT, GET DATA, GET SERIAL, GET VERSION. */
+function snapshotState(get: () => CardSnapshot): PivCardState {
+  const refuse = (): never => {
+    throw new ApduError(SW.NO_PRECISE_DIAGNOSIS, 'not available from the snapshot');
+  };
+  return {
+    get identity() {
+      return { serial: get().serial, guid: new Uint8Array(16) };
+    },
+    objects: {
+      get: async (tag: number) => get().objects.get(tag),
+      put: async () => refuse(),
+    },
+    references: { status: refuse, verify: refuse, change: refuse, unblockPin: refuse },
+    keys: { info: refuse, generate: refuse, importKey: refuse, sign: refuse, deriveSharedSecret: refuse },
+    managementKey: { algorithm: refuse, encryptBlock: refuse, decryptBlock: refuse, replace: refuse },
+  } as unknown as PivCardState;
+}
+
+export class FrontCard {
+  readonly atr: Uint8Array = PIV_CARD_ATR.slice();
+  readonly counters: FrontCardCounters = { local: 0, remote: 0, snapshotFetches: 0 };
+  private current: CardSnapshot;
+  private stale = false;
+  private resetPending = false;
+  private readonly local: PivCard;
+  private readonly chain = new CommandChainAssembler();
+  private readonly responses = new ResponseChainer();
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    snapshot: CardSnapshot,
+    private readonly remote: RemoteCardLink,
+  ) {
+    this.current = snapshot;
+    this.local = new PivCard(snapshotState(() => this.current));
+  }
+
+  get snapshot(): CardSnapshot {
+    return this.current;
+  }
+
+  /** The server changed the card (CARD_CHANGED): fetch the snapshot before the next local answer. */
+  invalidate(): void {
+    this.stale = true;
+  }
+
+  reset(): void {
+    this.chain.reset();
+    this.responses.reset();
+    this.local.reset();
+    this.resetPending = true;
+  }
+
+  transmit(apdu: Uint8Array): Promise<Uint8Array> {
+    if (!(apdu instanceof Uint8Array)) return Promise.resolve(statusOnly(SW.NO_PRECISE_DIAGNOSIS));
+    const bytes = Uint8Array.from(apdu);
+    const run = this.queue.then(() => this.process(bytes));
+    this.queue = run.catch(() => undefined);
+    return run.catch(() => statusOnly(SW.NO_PRECISE_DIAGNOSIS));
+  }
+
+  private async process(bytes: Uint8Array): Promise<Uint8Array> {
+    let cmd: CommandApdu;
+    try {
+      cmd = parseCommandApdu(bytes);
+    } catch {
+      // The local card gives malformed input the status word the real card would.
+      this.chain.reset();
+      this.responses.reset();
+      return this.local.transmit(bytes);
+    }
+    if ((cmd.cla & 0xef) !== 0) {
+      this.chain.reset();
+      return this.local.transmit(bytes); // class checks (secure messaging, channels): 6881/6882/6E00
+    }
+    try {
+      if (cmd.ins === INS_GET_RESPONSE && !this.chain.active) return this.responses.getResponse(cmd);
+      this.responses.reset();
+      const fed = this.chain.feed(cmd);
+      if (!fed.done) return statusOnly(SW.OK);
+      const whole = fed.command;
+      const forward = encodeCommandApdu({
+        cla: whole.cla & ~0x10,
+        ins: whole.ins,
+        p1: whole.p1,
+        p2: whole.p2,
+        data: whole.data,
+        ne: EXTENDED_MAX,
+      });
+      const answer = this.isLocal(whole)
+        ? await this.answerLocally(forward)
+        : await this.answerRemotely(whole, forward);
+      if (answer.length < 2) return statusOnly(SW.NO_PRECISE_DIAGNOSIS);
+      const sw: StatusWord = (answer[answer.length - 2]! << 8) | answer[answer.length - 1]!;
+      return this.responses.respond(answer.subarray(0, answer.length - 2), sw, cmd.ne);
+    } catch (error) {
+      if (error instanceof ApduError) return statusOnly(error.sw);
+      return statusOnly(SW.NO_PRECISE_DIAGNOSIS);
+    }
+  }
+
+  private isLocal(cmd: CommandApdu): boolean {
+    if (LOCAL_INSTRUCTIONS.has(cmd.ins)) return true;
+    if (cmd.ins !== INS.GET_DATA) return false;
+    // 5C <len> <tag>: public containers only; a PIN-protected one depends on the card's PIN state.
+    const d = cmd.data;
+    if (d.length < 3 || d[0] !== DATA_TAG.TAG_LIST || d[1] !== d.length - 2 || d[1]! > 3) return false;
+    let tag = 0;
+    for (const b of d.subarray(2)) tag = (tag << 8) | b;
+    return isPublicObject(tag);
+  }
+
+  private async answerLocally(command: Uint8Array): Promise<Uint8Array> {
+    if (this.stale) await this.refresh();
+    this.counters.local++;
+    return this.local.transmit(command);
+  }
+
+  private async answerRemotely(cmd: CommandApdu, command: Uint8Array): Promise<Uint8Array> {
+    const reset = this.resetPending;
+    this.resetPending = false;
+    this.counters.remote++;
+    const answer = await this.remote.transmit(command, reset);
+    if (CHANGES_PUBLIC_DATA.has(cmd.ins)) this.stale = true;
+    return answer;
+  }
+
+  private async refresh(): Promise<void> {
+    this.counters.snapshotFetches++;
+    this.current = await this.remote.snapshot();
+    this.stale = false;
+  }
+}
