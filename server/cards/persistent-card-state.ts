@@ -118,6 +118,13 @@ export async function openPersistentCardState(
   return new PersistentState(options, card.tenantId, identity);
 }
 
+/**
+ * The command running in the current async context, and the state it belongs to. One storage for
+ * every state: on Node 20 each live AsyncLocalStorage adds work to every promise the process
+ * creates, so one per opened card made the whole server slower with each card ever opened.
+ */
+const RUNNING_UNIT = new AsyncLocalStorage<{ readonly state: PersistentState; readonly unit: CommandUnit }>();
+
 class PersistentState implements PersistentCardState, StoreContext {
   readonly storage: Storage;
   readonly kek: KekProvider;
@@ -129,7 +136,6 @@ class PersistentState implements PersistentCardState, StoreContext {
   readonly keys: KeySlotStore;
   readonly managementKey: ManagementKeyStore;
   readonly objects: DataObjectStore;
-  private readonly units = new AsyncLocalStorage<CommandUnit>();
   private running: CommandUnit | undefined;
   private commandQueue: Promise<unknown> = Promise.resolve();
   private closed = false;
@@ -172,7 +178,7 @@ class PersistentState implements PersistentCardState, StoreContext {
     command: () => Promise<Uint8Array>,
     options: CommandOptions = {},
   ): Promise<CommandOutcome> {
-    if (this.units.getStore()) {
+    if (RUNNING_UNIT.getStore()?.state === this) {
       return Promise.reject(
         new CardlinkError('ERR_INTERNAL', 'runCommand cannot be nested', { cardId: this.cardId }),
       );
@@ -200,7 +206,7 @@ class PersistentState implements PersistentCardState, StoreContext {
     const unit = this.newUnit(recording);
     this.running = unit;
     try {
-      const response = await this.units.run(unit, command);
+      const response = await RUNNING_UNIT.run({ state: this, unit }, command);
       const wasRecorded = await unit.finish(response, options.recordAlways ?? false);
       return { response, replayed: false, recorded: wasRecorded };
     } catch (error) {
@@ -214,7 +220,8 @@ class PersistentState implements PersistentCardState, StoreContext {
 
   async call<T>(fn: (unit: CommandUnit) => Promise<T>): Promise<T> {
     this.assertOpen();
-    const outer = this.units.getStore();
+    const running = RUNNING_UNIT.getStore();
+    const outer = running?.state === this ? running.unit : undefined;
     if (outer) {
       try {
         return await fn(outer);
