@@ -25,6 +25,7 @@ import { statusOnly } from '../codec/response-apdu.js';
 import { PIV_CARD_ATR } from './atr.js';
 import type { PivCardState } from './card-state.js';
 import { DATA_TAG, INS } from './constants.js';
+import { COMMAND_HANDLERS } from './commands/index.js';
 import { PivCard } from './piv-card.js';
 import { isPublicObject, type CardSnapshot } from './snapshot.js';
 
@@ -48,6 +49,9 @@ const CHANGES_PUBLIC_DATA = new Set<number>([
   INS.GENERATE_ASYMMETRIC_KEY_PAIR,
   INS.YK_IMPORT_KEY,
 ]);
+
+/** Key reference of the PIV Card Application PIN (SP 800-73-4 Part 1 Table 4). */
+const PIN_REFERENCE = 0x80;
 
 /** Counts of commands by where they were answered (for diagnostics and the round-trip benchmark). */
 export interface FrontCardCounters {
@@ -80,6 +84,9 @@ export class FrontCard {
   readonly counters: FrontCardCounters = { local: 0, remote: 0, snapshotFetches: 0 };
   private current: CardSnapshot;
   private stale = false;
+  /** What an empty VERIFY of the PIN would answer, as far as this front knows (undefined: ask). */
+  private pinRetries: number | undefined;
+  private pinVerified: boolean | undefined = false;
   private resetPending = false;
   private readonly local: PivCard;
   private readonly chain = new CommandChainAssembler();
@@ -91,6 +98,7 @@ export class FrontCard {
     private readonly remote: RemoteCardLink,
   ) {
     this.current = snapshot;
+    this.pinRetries = snapshot.pinRetries?.remaining;
     this.local = new PivCard(snapshotState(() => this.current));
   }
 
@@ -108,6 +116,7 @@ export class FrontCard {
     this.responses.reset();
     this.local.reset();
     this.resetPending = true;
+    this.pinVerified = false; // a reset forgets the verification, never the counter
   }
 
   transmit(apdu: Uint8Array): Promise<Uint8Array> {
@@ -146,6 +155,11 @@ export class FrontCard {
         data: whole.data,
         ne: EXTENDED_MAX,
       });
+      const cached = this.cachedPinStatus(whole);
+      if (cached) {
+        this.counters.local++;
+        return this.responses.respond(new Uint8Array(0), cached, cmd.ne);
+      }
       const answer = this.isLocal(whole)
         ? await this.answerLocally(forward)
         : await this.answerRemotely(whole, forward);
@@ -158,8 +172,48 @@ export class FrontCard {
     }
   }
 
+  /** The status word of an empty VERIFY of the PIN, when this front knows it. */
+  private cachedPinStatus(cmd: CommandApdu): StatusWord | undefined {
+    if (cmd.ins !== INS.VERIFY || cmd.p1 !== 0x00 || cmd.p2 !== PIN_REFERENCE || cmd.data.length !== 0)
+      return undefined;
+    if (this.pinRetries === undefined || this.pinVerified === undefined) return undefined;
+    if (this.pinRetries === 0) return SW.AUTH_METHOD_BLOCKED;
+    return this.pinVerified ? SW.OK : 0x63c0 | Math.min(this.pinRetries, 15);
+  }
+
+  /** Follows the PIN's state through the card's answers, so empty VERIFYs need no round trip. */
+  private notePinAnswer(cmd: CommandApdu, sw: StatusWord): void {
+    if (cmd.ins === INS.VERIFY && cmd.p2 === PIN_REFERENCE) {
+      const limit = this.current.pinRetries?.limit;
+      if (cmd.p1 === 0xff) {
+        if (sw === SW.OK) this.pinVerified = false;
+      } else if (sw === SW.OK) {
+        this.pinVerified = true;
+        this.pinRetries = limit; // a correct PIN restores the counter
+      } else if ((sw & 0xfff0) === 0x63c0) {
+        this.pinVerified = false;
+        this.pinRetries = sw & 0x0f;
+      } else if (sw === SW.AUTH_METHOD_BLOCKED) {
+        this.pinVerified = false;
+        this.pinRetries = 0;
+      } else if (cmd.data.length !== 0) {
+        this.pinVerified = undefined;
+      }
+      return;
+    }
+    // PIN changes, unblocks and PIN-always keys move the PIN's state in ways best asked again.
+    if (cmd.ins === INS.CHANGE_REFERENCE_DATA || cmd.ins === INS.RESET_RETRY_COUNTER) {
+      this.pinRetries = undefined;
+      this.pinVerified = undefined;
+    } else if (cmd.ins === INS.GENERAL_AUTHENTICATE) {
+      this.pinVerified = undefined;
+    }
+  }
+
   private isLocal(cmd: CommandApdu): boolean {
     if (LOCAL_INSTRUCTIONS.has(cmd.ins)) return true;
+    // An instruction the card does not implement gets its 6D00 here.
+    if (!COMMAND_HANDLERS.has(cmd.ins)) return true;
     if (cmd.ins !== INS.GET_DATA) return false;
     // 5C <len> <tag>: public containers only; a PIN-protected one depends on the card's PIN state.
     const d = cmd.data;
@@ -181,12 +235,15 @@ export class FrontCard {
     this.counters.remote++;
     const answer = await this.remote.transmit(command, reset);
     if (CHANGES_PUBLIC_DATA.has(cmd.ins)) this.stale = true;
+    if (answer.length >= 2)
+      this.notePinAnswer(cmd, (answer[answer.length - 2]! << 8) | answer[answer.length - 1]!);
     return answer;
   }
 
   private async refresh(): Promise<void> {
     this.counters.snapshotFetches++;
     this.current = await this.remote.snapshot();
+    this.pinRetries = this.current.pinRetries?.remaining;
     this.stale = false;
   }
 }

@@ -8,19 +8,29 @@
  * Encoding (BER-TLV, strict):
  *   80 01 <format = 1>
  *   81 04 <serial, big-endian>
+ *   84 02 <PIN tries left> <PIN try limit>                 optional; what an empty VERIFY reveals
  *   A0 L { 82 03 <container tag> 83 L <container value> }   one per container present
  */
 import { concatBytes, encodeTlv, parseTlvList, TlvError } from '../codec/ber-tlv.js';
 import { CardlinkError } from '../../protocol/errors.js';
-import type { PivCardState } from './card-state.js';
+import type { PivCardState, RetryStatus } from './card-state.js';
 import { DATA_OBJECTS, dataObjectSpec } from './objects/catalogue.js';
 
 export const SNAPSHOT_FORMAT = 1;
 
-const TAG = { FORMAT: 0x80, SERIAL: 0x81, OBJECT: 0xa0, OBJECT_TAG: 0x82, OBJECT_VALUE: 0x83 } as const;
+const TAG = {
+  FORMAT: 0x80,
+  SERIAL: 0x81,
+  PIN_RETRIES: 0x84,
+  OBJECT: 0xa0,
+  OBJECT_TAG: 0x82,
+  OBJECT_VALUE: 0x83,
+} as const;
 
 export interface CardSnapshot {
   readonly serial: number;
+  /** The PIN's retry counter: public on any card (an empty VERIFY answers it). */
+  readonly pinRetries?: RetryStatus | undefined;
   /** Public containers present on the card, by tag. */
   readonly objects: ReadonlyMap<number, Uint8Array>;
 }
@@ -45,7 +55,12 @@ export async function buildSnapshot(state: PivCardState): Promise<CardSnapshot> 
     const value = await state.objects.get(spec.tag);
     if (value !== undefined && value.length > 0) objects.set(spec.tag, Uint8Array.from(value));
   }
-  return { serial: state.identity.serial >>> 0, objects };
+  const pin = await state.references.status('pin');
+  return {
+    serial: state.identity.serial >>> 0,
+    pinRetries: { remaining: pin.remaining, limit: pin.limit },
+    objects,
+  };
 }
 
 export function encodeSnapshot(snapshot: CardSnapshot): Uint8Array {
@@ -57,6 +72,10 @@ export function encodeSnapshot(snapshot: CardSnapshot): Uint8Array {
       Uint8Array.of(serial >>> 24, (serial >>> 16) & 0xff, (serial >>> 8) & 0xff, serial & 0xff),
     ),
   ];
+  if (snapshot.pinRetries) {
+    const { remaining, limit } = snapshot.pinRetries;
+    parts.push(encodeTlv(TAG.PIN_RETRIES, Uint8Array.of(remaining & 0xff, limit & 0xff)));
+  }
   for (const [tag, value] of [...snapshot.objects].sort(([a], [b]) => a - b)) {
     if (!isPublicObject(tag)) throw new SnapshotError(`container ${tag.toString(16)} is not public`);
     parts.push(
@@ -78,7 +97,15 @@ export function decodeSnapshot(bytes: Uint8Array): CardSnapshot {
     if (error instanceof TlvError) throw new SnapshotError(error.message);
     throw error;
   }
-  const [format, serial, ...rest] = list;
+  const [format, serial, ...others] = list;
+  let rest = others;
+  let pinRetries: RetryStatus | undefined;
+  if (rest[0]?.tag === TAG.PIN_RETRIES) {
+    const v = rest[0].value;
+    if (v.length !== 2 || v[0]! > v[1]!) throw new SnapshotError('malformed PIN retry counter');
+    pinRetries = { remaining: v[0]!, limit: v[1]! };
+    rest = rest.slice(1);
+  }
   if (format?.tag !== TAG.FORMAT || format.value.length !== 1 || format.value[0] !== SNAPSHOT_FORMAT) {
     throw new SnapshotError('unknown format');
   }
@@ -108,5 +135,5 @@ export function decodeSnapshot(bytes: Uint8Array): CardSnapshot {
     objects.set(tag, Uint8Array.from(valueTlv.value));
   }
   const s = serial.value;
-  return { serial: ((s[0]! << 24) | (s[1]! << 16) | (s[2]! << 8) | s[3]!) >>> 0, objects };
+  return { serial: ((s[0]! << 24) | (s[1]! << 16) | (s[2]! << 8) | s[3]!) >>> 0, pinRetries, objects };
 }

@@ -167,9 +167,13 @@ export class SessionClient {
   }
 
   /** Sends a numbered request and resolves with its answer. */
-  request(body: Request, options: { id?: number; retransmit?: boolean } = {}): Promise<Frame> {
+  request(
+    body: Request,
+    options: { id?: number; retransmit?: boolean; flags?: number } = {},
+  ): Promise<Frame> {
     const id = options.id ?? this.nextId++;
-    const frame = { ...body, id, flags: options.retransmit ? FRAME_FLAG.RETRANSMIT : 0 } as Frame;
+    const flags = (options.flags ?? 0) | (options.retransmit ? FRAME_FLAG.RETRANSMIT : 0);
+    const frame = { ...body, id, flags } as Frame;
     const answer = new Promise<Frame>((resolve) => this.waiting.set(id, resolve));
     this.sendFrame(frame);
     return answer;

@@ -116,9 +116,30 @@ describe('front card: public answers from the snapshot, one round trip for the r
     assert.equal(swHex((await host.raw('0020008000')).sw), '9000');
     front.reset();
     assert.equal(swHex((await host.raw('00A4040009A00000030800001000')).sw), '9000');
+    // The front knows the PIN is no longer verified: the empty VERIFY is answered locally.
     const afterReset = await host.raw('0020008000');
-    assert.match(swHex(afterReset.sw), /^63C/);
-    assert.deepEqual(link.resets, [false, false, true]);
+    assert.equal(swHex(afterReset.sw), '63C3');
+    assert.deepEqual(link.resets, [false]);
+    // The next remote command tells the card, which forgets the PIN: Printed Information is refused.
+    assert.equal(swHex((await host.raw('00CB3FFF055C035FC10900')).sw), '6982');
+    assert.deepEqual(link.resets, [false, true]);
+  });
+
+  it('empty VERIFYs follow the PIN state without a round trip: tries left, verified, blocked', async () => {
+    const card = await newTestCard();
+    const link = linkTo(card);
+    const front = new FrontCard(await buildSnapshot(card.state), link);
+    const host = new Host(front);
+    const direct = new Host(card.card);
+    const wrong = '00200080083939393939393939'.slice(0, 10) + '3939393939393939';
+    const steps = [wrong, '0020008000', wrong, '0020008000', '0020008000'];
+    for (const apdu of steps) {
+      const a = await host.raw(apdu);
+      const b = await direct.raw('0020008000');
+      if (apdu === '0020008000') assert.equal(swHex(a.sw), swHex(b.sw), 'front and card agree');
+    }
+    const remoteVerifies = link.commands.filter((c) => c[1] === 0x20 && c.length > 5).length;
+    assert.equal(link.commands.length, remoteVerifies, 'only VERIFYs with a PIN went to the card');
   });
 
   it('after the card changes, the next local answer comes from a fresh snapshot', async () => {
