@@ -48,11 +48,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { p256 } from '@noble/curves/nist.js';
 import { createCard, parseCardProfile, type CreatedCard } from '../server/admin/index.js';
-import { loadServerConfig, type ServerConfig } from '../server/config/server-config.js';
-import { openServerResources, type ServerResources } from '../server/config/server-resources.js';
-import { startCardServer, type RunningCardServer } from '../server/http/card-server.js';
-import { loadOrCreateTlsPair, type TlsPair } from '../server/tls/tls-pair.js';
-import { createLogger } from '../protocol/log.js';
+import { startTestCardServer, type TestCardServer } from '../test/support/card-server.js';
 import { startTestIdp, type TestIdp } from '../test/support/oidc-provider.js';
 import { newDeviceKey, SessionClient, type DeviceKey } from '../test/support/session-client.js';
 
@@ -556,47 +552,20 @@ class Clients {
   }
 }
 
-interface ServerNode {
-  config: ServerConfig;
-  resources: ServerResources;
-  server: RunningCardServer;
-  tls: TlsPair;
-}
+type ServerNode = TestCardServer;
 
-async function startServer(dataDir: string, idp: TestIdp): Promise<ServerNode> {
-  const configFile = path.join(dataDir, 'server.json');
-  fs.writeFileSync(
-    configFile,
-    JSON.stringify({
-      dataDir,
-      listen: { host: '127.0.0.1', port: 0 },
-      publicUrl: 'https://127.0.0.1:0/',
-      audience: idp.resource,
-      issuers: [{ issuer: idp.issuer, tenant: TENANT }],
-      deviceRegistration: 'automatic',
-      limits: {
-        maxConnections: 20_000,
-        // Closed benchmark sessions end at once instead of waiting for a RESUME.
-        resumeGraceSeconds: 0,
-        // Idle connections must outlive the memory measurement.
-        idleTimeoutSeconds: 600,
-        handshakeTimeoutSeconds: 30,
-      },
-      log: { level: 'error' },
-    }),
-  );
-  const config = loadServerConfig({ config: configFile }, {});
-  const resources = await openServerResources(config);
-  const tls = loadOrCreateTlsPair(config.tls.certFile, config.tls.keyFile, ['127.0.0.1']);
-  const logger = createLogger({ component: 'bench-server', level: 'error' });
-  const server = await startCardServer({
-    config,
-    storage: resources.storage,
-    kek: resources.kek,
-    tls,
-    logger,
+function startServer(dataDir: string, idp: TestIdp): Promise<ServerNode> {
+  return startTestCardServer(dataDir, idp, {
+    deviceRegistration: 'automatic',
+    limits: {
+      maxConnections: 20_000,
+      // Closed benchmark sessions end at once instead of waiting for a RESUME.
+      resumeGraceSeconds: 0,
+      // Idle connections must outlive the memory measurement.
+      idleTimeoutSeconds: 600,
+      handshakeTimeoutSeconds: 30,
+    },
   });
-  return { config, resources, server, tls };
 }
 
 /** Single-threaded signatures per second over `ms`, checked every 64 calls. */

@@ -16,13 +16,9 @@ import { decodeSnapshot } from '../../apdu/piv/snapshot.js';
 import { BridgeSocketClient } from '../../daemon/reader/bridge-socket-client.js';
 import { waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
 import { FRAME_FLAG } from '../../protocol/wire/frames.js';
-import { createLogger } from '../../protocol/log.js';
 import { createCard, loadDefaultProfile } from '../../server/admin/index.js';
-import { loadServerConfig } from '../../server/config/server-config.js';
-import { openServerResources, type ServerResources } from '../../server/config/server-resources.js';
-import { startCardServer, type RunningCardServer } from '../../server/http/card-server.js';
-import { loadOrCreateTlsPair } from '../../server/tls/tls-pair.js';
 import { OPENSC_PKCS11 } from '../support/local-card.js';
+import { startTestCardServer, type TestCardServer } from '../support/card-server.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-provider.js';
 import { startPcscd, type PcscdInstance } from '../support/pcscd.js';
 import { newDeviceKey, SessionClient } from '../support/session-client.js';
@@ -32,8 +28,7 @@ const PIN = '314159';
 describe('a card server card through pcscd and OpenSC', () => {
   let idp: TestIdp;
   let dir: string;
-  let resources: ServerResources;
-  let server: RunningCardServer;
+  let cardServer: TestCardServer;
   let pcscd: PcscdInstance;
   let bridge: BridgeSocketClient;
   let client: SessionClient;
@@ -56,26 +51,8 @@ describe('a card server card through pcscd and OpenSC', () => {
   before(async () => {
     idp = await startTestIdp();
     dir = await mkdtemp(path.join(tmpdir(), 'cardlink-remote-'));
-    fs.writeFileSync(
-      path.join(dir, 'server.json'),
-      JSON.stringify({
-        dataDir: dir,
-        listen: { host: '127.0.0.1', port: 0 },
-        publicUrl: 'https://127.0.0.1:0/',
-        audience: idp.resource,
-        issuers: [{ issuer: idp.issuer, tenant: 'acme' }],
-      }),
-    );
-    const config = loadServerConfig({ config: path.join(dir, 'server.json') }, {});
-    resources = await openServerResources(config);
-    const tls = loadOrCreateTlsPair(config.tls.certFile, config.tls.keyFile, ['127.0.0.1']);
-    server = await startCardServer({
-      config,
-      storage: resources.storage,
-      kek: resources.kek,
-      tls,
-      logger: createLogger({ component: 'test', level: 'error' }),
-    });
+    cardServer = await startTestCardServer(dir, idp);
+    const { resources, server, tls } = cardServer;
     const card = await createCard({
       storage: resources.storage,
       kek: resources.kek,
@@ -122,8 +99,7 @@ describe('a card server card through pcscd and OpenSC', () => {
     await bridge?.close();
     await pcscd?.stop();
     client?.close();
-    await server?.close();
-    await resources?.close();
+    await cardServer?.stop();
     await idp?.close();
     await rm(dir, { recursive: true, force: true });
   });

@@ -14,12 +14,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createCard, loadDefaultProfile, type CreatedCard } from '../../../server/admin/index.js';
 import { verifyChain } from '../../../server/audit/audit-log.js';
-import { loadServerConfig, type ServerConfig } from '../../../server/config/server-config.js';
+import { loadServerConfig } from '../../../server/config/server-config.js';
 import { openServerResources, type ServerResources } from '../../../server/config/server-resources.js';
-import { startCardServer, type RunningCardServer } from '../../../server/http/card-server.js';
 import { approveDevice } from '../../../server/storage/identities.js';
-import { createLogger } from '../../../protocol/log.js';
-import { loadOrCreateTlsPair, type TlsPair } from '../../../server/tls/tls-pair.js';
+import { startTestCardServer, type TestCardServer } from '../../support/card-server.js';
 import { BAD_TOKEN_KINDS, startTestIdp, type TestIdp } from '../../support/oidc-provider.js';
 import { createTestDatabase, type TestDatabase } from '../../support/postgres.js';
 import { newDeviceKey, SessionClient, type DeviceKey } from '../../support/session-client.js';
@@ -35,48 +33,18 @@ const PIN_APDU = `0020008008${Buffer.from(PIN).toString('hex')}FFFF`;
 const WRONG_PIN_APDU = '00200080083939393939393939'.slice(0, 10) + '3939393939393939';
 const SELECT_PIV = '00A4040009A00000030800001000';
 
-const silent = createLogger({ component: 'server-test', level: 'error' });
+type Node = TestCardServer;
 
-interface Node {
-  config: ServerConfig;
-  resources: ServerResources;
-  server: RunningCardServer;
-  tls: TlsPair;
-}
-
-async function startNode(dataDir: string, idp: TestIdp, extra: Record<string, unknown> = {}): Promise<Node> {
-  const configFile = path.join(dataDir, 'server.json');
-  if (!fs.existsSync(configFile)) {
-    fs.writeFileSync(
-      configFile,
-      JSON.stringify({
-        dataDir,
-        listen: { host: '127.0.0.1', port: 0 },
-        publicUrl: 'https://127.0.0.1:0/',
-        audience: idp.resource,
-        issuers: [{ issuer: idp.issuer, tenant: TENANT }],
-        deviceRegistration: 'first-device',
-        ...extra,
-        limits: { resumeGraceSeconds: 30 },
-      }),
-    );
-  }
-  const config = loadServerConfig({ config: configFile }, {});
-  const resources = await openServerResources(config);
-  const tls = loadOrCreateTlsPair(config.tls.certFile, config.tls.keyFile, ['127.0.0.1']);
-  const server = await startCardServer({
-    config,
-    storage: resources.storage,
-    kek: resources.kek,
-    tls,
-    logger: silent,
+function startNode(dataDir: string, idp: TestIdp, extra: Record<string, unknown> = {}): Promise<Node> {
+  return startTestCardServer(dataDir, idp, {
+    deviceRegistration: 'first-device',
+    limits: { resumeGraceSeconds: 30 },
+    ...extra,
   });
-  return { config, resources, server, tls };
 }
 
 async function stopNode(node: Node): Promise<void> {
-  await node.server.close();
-  await node.resources.close();
+  await node.stop();
 }
 
 async function connect(node: Node): Promise<SessionClient> {

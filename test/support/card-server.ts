@@ -1,0 +1,69 @@
+/**
+ * A real card server in this process for tests and benchmarks: a config file in `dataDir` that
+ * trusts the test IdP, then the same start-up as `cardlink server` (config, migrated storage, KEK,
+ * TLS pair, listener on a free loopback port).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { createLogger } from '../../protocol/log.js';
+import { loadServerConfig, type ServerConfig } from '../../server/config/server-config.js';
+import { openServerResources, type ServerResources } from '../../server/config/server-resources.js';
+import { startCardServer, type RunningCardServer } from '../../server/http/card-server.js';
+import { loadOrCreateTlsPair, type TlsPair } from '../../server/tls/tls-pair.js';
+import type { TestIdp } from './oidc-provider.js';
+
+export const TEST_TENANT = 'acme';
+
+export interface TestCardServer {
+  readonly config: ServerConfig;
+  readonly resources: ServerResources;
+  readonly server: RunningCardServer;
+  readonly tls: TlsPair;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a server whose data lives in `dataDir`. `settings` are merged into the config file on its
+ * first write; a later start in the same directory reuses the file (a restart).
+ */
+export async function startTestCardServer(
+  dataDir: string,
+  idp: TestIdp,
+  settings: Record<string, unknown> = {},
+): Promise<TestCardServer> {
+  const configFile = path.join(dataDir, 'server.json');
+  if (!fs.existsSync(configFile)) {
+    fs.writeFileSync(
+      configFile,
+      JSON.stringify({
+        dataDir,
+        listen: { host: '127.0.0.1', port: 0 },
+        publicUrl: 'https://127.0.0.1:0/',
+        audience: idp.resource,
+        issuers: [{ issuer: idp.issuer, tenant: TEST_TENANT }],
+        log: { level: 'error' },
+        ...settings,
+      }),
+    );
+  }
+  const config = loadServerConfig({ config: configFile }, {});
+  const resources = await openServerResources(config);
+  const tls = loadOrCreateTlsPair(config.tls.certFile, config.tls.keyFile, ['127.0.0.1']);
+  const server = await startCardServer({
+    config,
+    storage: resources.storage,
+    kek: resources.kek,
+    tls,
+    logger: createLogger({ component: 'test-server', level: config.log.level }),
+  });
+  return {
+    config,
+    resources,
+    server,
+    tls,
+    async stop() {
+      await server.close();
+      await resources.close();
+    },
+  };
+}
