@@ -36,6 +36,9 @@ import {
 import type { Storage, Tx } from '../storage/storage.js';
 import { LogicalSession, type FrameSink, type OpenCard, type SessionDevice } from './logical-session.js';
 
+/** Longest delay setTimeout honours. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Device name shown for a claim made by an administrator (`cardlink admin force-logout`). */
 export const ADMIN_CLAIMER_NAME = 'administrator';
 
@@ -255,6 +258,12 @@ export class SessionService {
     clearTimeout(session.expireTimer);
     const left = session.tokenExpiresAt.getTime() - Date.now();
     const warnAt = left - this.options.config.limits.tokenWarningSeconds * 1000;
+    // setTimeout fires at once for delays past 2^31-1 ms (24.8 days): such timers re-arm instead.
+    if (Math.max(warnAt, left) > MAX_TIMER_MS) {
+      session.expireTimer = setTimeout(() => this.armTokenTimers(session), MAX_TIMER_MS);
+      session.expireTimer.unref();
+      return;
+    }
     session.warnTimer = setTimeout(
       () =>
         session.push({

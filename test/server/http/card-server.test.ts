@@ -485,6 +485,20 @@ for (const backend of BACKENDS)
       client.close();
     });
 
+    it('a token valid for longer than a timer can wait (30 days) keeps the session open', async () => {
+      const longLived = await idp.mintAccessToken({
+        claims: { exp: Math.floor(Date.now() / 1000) + 30 * 86_400 },
+      });
+      const client = await login(node, longLived, laptop, 'laptop');
+      await new Promise((r) => setTimeout(r, 300));
+      const answer = await Promise.race([
+        client.request({ type: 'PING' }).then((f) => f.type),
+        client.closed.then((c) => `closed ${c.code}`),
+      ]);
+      assert.equal(answer, 'PONG');
+      client.close();
+    });
+
     it('after a restart the card still works, and the audit chain verifies', async () => {
       await stopNode(node);
       node = await startNode(dir, idp, extra);
