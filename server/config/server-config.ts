@@ -10,6 +10,7 @@ import path from 'node:path';
 import { CardlinkError } from '../../protocol/errors.js';
 import { MAX_FRAME_BYTES, MAX_IN_FLIGHT_REQUESTS } from '../../protocol/wire/limits.js';
 import type { TrustedIssuer } from '../auth/types.js';
+import { parseDatabaseUrl } from '../storage/database-url.js';
 
 /** Largest config file read. */
 export const MAX_CONFIG_FILE_BYTES = 256 * 1024;
@@ -307,11 +308,13 @@ export function loadServerConfig(
 
   const databaseSetting = last((s) => s.string('databaseUrl'));
   const databaseUrl = databaseSetting?.value ?? `sqlite:${path.join(dataDir, 'cardlink.db')}`;
-  if (!/^(sqlite:|postgres:|postgresql:)/.test(databaseUrl)) {
+  try {
+    parseDatabaseUrl(databaseUrl); // the parser the storage itself uses
+  } catch {
     throw new ConfigError(
       'databaseUrl',
       databaseSetting?.source ?? 'default',
-      'must start with sqlite: or postgres://',
+      'must be sqlite:<file> or postgres://…',
     );
   }
 

@@ -21,12 +21,9 @@ export interface ServerResources {
 /** Longest PIN file read for the PKCS#11 token. */
 const MAX_PIN_FILE_BYTES = 256;
 
+/** Creates the data directory, private. (Storage creates a SQLite file's own directory.) */
 export function ensureDataDir(config: ServerConfig): void {
   fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  if (config.databaseUrl.startsWith('sqlite:') && !config.databaseUrl.includes(':memory:')) {
-    const file = config.databaseUrl.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '');
-    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true, mode: 0o700 });
-  }
 }
 
 /** Reads the HSM user PIN from its file, which must not be readable by group or others. */

@@ -13,7 +13,7 @@ import { CLOSE, closeForFrameFault } from '../../protocol/wire/close-codes.js';
 import { decodeFrame, encodeFrame } from '../../protocol/wire/frame-codec.js';
 import { FRAME_SENDER, type Frame } from '../../protocol/wire/frames.js';
 import { chooseProtocolVersion, NONCE_BYTES } from '../../protocol/wire/limits.js';
-import { DeviceProofError, IdpUnavailableError, TokenRejectedError } from '../auth/errors.js';
+import { IdpUnavailableError, TokenRejectedError } from '../auth/errors.js';
 import type { ServerConfig } from '../config/server-config.js';
 import type { FrameSink, LogicalSession } from './logical-session.js';
 import { RequestError, type SessionService } from './session-service.js';
@@ -36,6 +36,7 @@ export class Connection implements FrameSink {
   private inFlight = 0;
   private handshakeTimer: NodeJS.Timeout | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
+  private lastFrameAt = Date.now();
 
   constructor(
     private readonly ws: WebSocket,
@@ -96,12 +97,17 @@ export class Connection implements FrameSink {
     this.close(info.code, info.reason);
   }
 
-  private armIdle(): void {
-    clearTimeout(this.idleTimer);
-    this.idleTimer = setTimeout(
-      () => this.fail(CLOSE.IDLE_TIMEOUT),
-      this.config.limits.idleTimeoutSeconds * 1000,
-    );
+  /**
+   * One timer per connection, not one per frame: a frame only notes the time, and the timer, when
+   * it fires, waits out what is left of the idle period since the last frame.
+   */
+  private armIdle(delayMs = this.config.limits.idleTimeoutSeconds * 1000): void {
+    this.idleTimer = setTimeout(() => {
+      const idleFor = Date.now() - this.lastFrameAt;
+      const limit = this.config.limits.idleTimeoutSeconds * 1000;
+      if (idleFor >= limit) this.fail(CLOSE.IDLE_TIMEOUT);
+      else this.armIdle(limit - idleFor);
+    }, delayMs);
   }
 
   private cleanup(): void {
@@ -119,7 +125,7 @@ export class Connection implements FrameSink {
 
   private onMessage(data: Buffer, isBinary: boolean): void {
     if (this.phase === 'closed') return;
-    this.armIdle();
+    this.lastFrameAt = Date.now();
     if (!isBinary) return this.fail(CLOSE.MALFORMED_FRAME, 'text message');
     let frame: Frame;
     try {
@@ -217,10 +223,11 @@ export class Connection implements FrameSink {
     let code = 'ERR_INTERNAL';
     let message = 'internal error';
     let close: CloseInfo = { code: 1011, reason: 'server error' };
+    // A refused token, resume or device proof (DeviceProofError, or the transcript's own check).
     if (
       error instanceof TokenRejectedError ||
-      error instanceof DeviceProofError ||
-      error instanceof RequestError
+      error instanceof RequestError ||
+      (error instanceof CardlinkError && error.code === 'ERR_DEVICE_PROOF_INVALID')
     ) {
       code = error.code;
       message = error.message;
@@ -229,10 +236,6 @@ export class Connection implements FrameSink {
       code = error.code;
       message = 'the identity provider is unreachable; try again';
       close = { code: 1013, reason: 'try again later' };
-    } else if (error instanceof CardlinkError && error.code === 'ERR_DEVICE_PROOF_INVALID') {
-      code = error.code;
-      message = error.message;
-      close = CLOSE.AUTH_FAILED;
     } else {
       this.log.error('authentication failed unexpectedly', {
         peer: this.peer,

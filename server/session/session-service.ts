@@ -24,16 +24,18 @@ import { openPersistentCardState } from '../cards/persistent-card-state.js';
 import type { ServerConfig } from '../config/server-config.js';
 import type { KekProvider } from '../keys/kek-provider.js';
 import { claimCard, endSession, acknowledgeCommands } from '../storage/card-sessions.js';
-import { findCard, listCardsOfUser } from '../storage/cards.js';
+import { findCard } from '../storage/cards.js';
 import { CardTakenOverError } from '../storage/errors.js';
 import {
   createTenant,
   ensureUser,
   findDeviceByThumbprint,
   findTenant,
+  listDevices,
+  approveDevice,
   registerDevice,
 } from '../storage/identities.js';
-import type { Storage, Tx } from '../storage/storage.js';
+import type { Storage } from '../storage/storage.js';
 import { LogicalSession, type FrameSink, type OpenCard, type SessionDevice } from './logical-session.js';
 
 /** Longest delay setTimeout honours. */
@@ -41,6 +43,11 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Device name shown for a claim made by an administrator (`cardlink admin force-logout`). */
 export const ADMIN_CLAIMER_NAME = 'administrator';
+
+/** The name shown for a claim: its device's, or the administrator's for `cardlink admin force-logout`. */
+function claimDeviceName(claimId: string, deviceName: string | null): string {
+  return deviceName ?? (claimId.startsWith('admin:') ? ADMIN_CLAIMER_NAME : '');
+}
 
 /** A request refused with an ERROR frame; the connection stays open. */
 export class RequestError extends CardlinkError {
@@ -139,20 +146,14 @@ export class SessionService {
       if (!deviceRow) {
         const approve =
           config.deviceRegistration === 'automatic' ||
-          (config.deviceRegistration === 'first-device' && !(await this.hasApprovedDevice(tx, userRow.id)));
+          (config.deviceRegistration === 'first-device' &&
+            !(await listDevices(tx, userRow.id)).some((d) => d.status === 'approved'));
         deviceRow = await registerDevice(tx, {
           userId: userRow.id,
           publicKeySpki: frame.devicePublicKey,
           name: frame.deviceName,
         });
-        if (approve) {
-          await tx.db
-            .updateTable('devices')
-            .set({ status: 'approved', approved_at: new Date().toISOString() })
-            .where('id', '=', deviceRow.id)
-            .execute();
-          deviceRow = { ...deviceRow, status: 'approved' };
-        }
+        if (approve) deviceRow = (await approveDevice(tx, deviceRow.id)) ?? deviceRow;
         await appendAudit(tx, {
           actor: `user:${userRow.id}`,
           eventType: AUDIT_EVENTS.deviceRegistered,
@@ -194,16 +195,6 @@ export class SessionService {
       deviceStatus: device.status,
     });
     return { session, resumeToken: session.issueResumeToken() };
-  }
-
-  private async hasApprovedDevice(tx: Tx, userId: string): Promise<boolean> {
-    const row = await tx.db
-      .selectFrom('devices')
-      .select('id')
-      .where('user_id', '=', userId)
-      .where('status', '=', 'approved')
-      .executeTakeFirst();
-    return row !== undefined;
   }
 
   /** RESUME: the resume token and a proof by the session's own device key. */
@@ -334,11 +325,10 @@ export class SessionService {
       code,
       error: error instanceof Error ? error.message : String(error),
     });
-    return errorFrame(
-      frame.id,
-      code === 'ERR_IDP_UNAVAILABLE' ? code : 'ERR_INTERNAL',
-      code === 'ERR_IDP_UNAVAILABLE' ? 'the identity provider is unreachable; try again' : 'internal error',
-    );
+    if (code === 'ERR_IDP_UNAVAILABLE') {
+      return errorFrame(frame.id, code, 'the identity provider is unreachable; try again');
+    }
+    return errorFrame(frame.id, 'ERR_INTERNAL', 'internal error');
   }
 
   private async dispatch(session: LogicalSession, frame: Frame): Promise<Frame> {
@@ -388,43 +378,49 @@ export class SessionService {
   }
 
   private async listCards(session: LogicalSession, frame: FrameOf<'LIST_CARDS'>): Promise<Frame> {
-    const { storage } = this.options;
-    const cards = await listCardsOfUser(storage, session.user.id);
-    const entries = [];
-    for (const card of cards) {
-      entries.push({
-        cardId: card.id,
-        label: card.label,
-        openOn: card.sessionId ? await this.holderName(card.sessionId) : '',
-      });
-    }
-    return { type: 'CARDS', id: frame.id, flags: 0, cards: entries };
+    // One query: each card with the device of its claim, when that claim has not ended.
+    const rows = await this.options.storage.db
+      .selectFrom('cards')
+      .leftJoin('sessions', (join) =>
+        join.onRef('sessions.id', '=', 'cards.session_id').on('sessions.ended_at', 'is', null),
+      )
+      .leftJoin('devices', 'devices.id', 'sessions.device_id')
+      .select(['cards.id', 'cards.label', 'sessions.id as claimId', 'devices.name'])
+      .where('cards.user_id', '=', session.user.id)
+      .orderBy('cards.created_at')
+      .execute();
+    const cards = rows.map((r) => ({
+      cardId: r.id,
+      label: r.label,
+      openOn: r.claimId ? claimDeviceName(r.claimId, r.name) : '',
+    }));
+    return { type: 'CARDS', id: frame.id, flags: 0, cards };
+  }
+
+  /** The claim (a `sessions` row) with its device's name, by claim id or by the epoch it made. */
+  private findClaim(by: { claimId: string } | { cardId: string; epoch: number }) {
+    let query = this.options.storage.db
+      .selectFrom('sessions')
+      .leftJoin('devices', 'devices.id', 'sessions.device_id')
+      .select(['sessions.id', 'sessions.ended_at', 'devices.name']);
+    query =
+      'claimId' in by
+        ? query.where('sessions.id', '=', by.claimId)
+        : query.where('sessions.card_id', '=', by.cardId).where('sessions.epoch', '=', by.epoch);
+    return query.executeTakeFirst();
   }
 
   /** Name of the device holding an open claim, '' when the claim has ended. */
   private async holderName(claimId: string): Promise<string> {
-    const row = await this.options.storage.db
-      .selectFrom('sessions')
-      .leftJoin('devices', 'devices.id', 'sessions.device_id')
-      .select(['sessions.ended_at', 'devices.name'])
-      .where('sessions.id', '=', claimId)
-      .executeTakeFirst();
-    if (!row || row.ended_at !== null) return '';
-    return row.name ?? (claimId.startsWith('admin:') ? ADMIN_CLAIMER_NAME : '');
+    const row = await this.findClaim({ claimId });
+    return row && row.ended_at === null ? claimDeviceName(row.id, row.name) : '';
   }
 
   /** Name of the device whose claim made `epoch`. */
   private async claimerName(cardId: string, epoch: number): Promise<string> {
     try {
-      const row = await this.options.storage.db
-        .selectFrom('sessions')
-        .leftJoin('devices', 'devices.id', 'sessions.device_id')
-        .select(['sessions.id', 'devices.name'])
-        .where('sessions.card_id', '=', cardId)
-        .where('sessions.epoch', '=', epoch)
-        .executeTakeFirst();
-      if (!row) return 'another device';
-      return row.name ?? (row.id.startsWith('admin:') ? ADMIN_CLAIMER_NAME : 'another device');
+      const row = await this.findClaim({ cardId, epoch });
+      return (row && claimDeviceName(row.id, row.name)) || 'another device';
     } catch {
       return 'another device';
     }

@@ -514,6 +514,37 @@ for (const backend of BACKENDS)
     });
   });
 
+describe('idle connections', () => {
+  let idp: TestIdp;
+  let dir: string;
+  let node: Node;
+  before(async () => {
+    idp = await startTestIdp();
+    dir = await mkdtemp(path.join(tmpdir(), 'cardlink-idle-'));
+    node = await startNode(dir, idp, { limits: { idleTimeoutSeconds: 5 } });
+  });
+  after(async () => {
+    await stopNode(node);
+    await idp.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('frames keep a connection open past the idle timeout; silence closes it with 4007', async () => {
+    const client = await login(node, (await idp.login()).accessToken, newDeviceKey(), 'laptop');
+    const opened = Date.now();
+    // PINGs every 2 s carry it past the 5 s limit.
+    for (let i = 0; i < 4; i++) {
+      await new Promise((r) => setTimeout(r, 2000));
+      assert.equal((await client.request({ type: 'PING' })).type, 'PONG');
+    }
+    assert.ok(Date.now() - opened > 7000);
+    const silentFrom = Date.now();
+    assert.equal((await client.closed).code, 4007);
+    const silentFor = Date.now() - silentFrom;
+    assert.ok(silentFor >= 4500 && silentFor < 8000, `closed after ${silentFor} ms of silence`);
+  });
+});
+
 /** A `cardlink server` child process; resolves once it prints its ready line. */
 async function spawnServer(
   configFile: string,
