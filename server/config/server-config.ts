@@ -4,16 +4,24 @@
  * `ERR_CONFIG_INVALID` naming the key and where it came from (the file's path, the variable, or the
  * flag), never the value of a secret.
  */
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { CardlinkError } from '../../protocol/errors.js';
+import {
+  checkUrl,
+  ConfigError,
+  ConfigSource as Source,
+  environmentSources,
+  isLoopbackHost,
+  lastSetting,
+  pickSetting as pick,
+  readConfigFile,
+  type RawSettings as Raw,
+} from '../../protocol/config/config-sources.js';
 import { MAX_FRAME_BYTES, MAX_IN_FLIGHT_REQUESTS } from '../../protocol/wire/limits.js';
 import type { TrustedIssuer } from '../auth/types.js';
 import { parseDatabaseUrl } from '../storage/database-url.js';
 
-/** Largest config file read. */
-export const MAX_CONFIG_FILE_BYTES = 256 * 1024;
+export { ConfigError, MAX_CONFIG_FILE_BYTES } from '../../protocol/config/config-sources.js';
 
 export type KekSettings =
   | { readonly provider: 'file'; readonly file: string }
@@ -93,28 +101,9 @@ export const DEFAULT_LIMITS: ServerConfig['limits'] = Object.freeze({
   handshakeTimeoutSeconds: 10,
 });
 
-export class ConfigError extends CardlinkError {
-  constructor(key: string, source: string, problem: string) {
-    super('ERR_CONFIG_INVALID', `${source}: setting "${key}" ${problem}`, { key, source });
-    this.name = 'ConfigError';
-  }
-}
-
 function defaultDataDir(): string {
   const state = process.env['XDG_STATE_HOME'] || path.join(os.homedir(), '.local', 'state');
   return path.join(state, 'cardlink', 'server');
-}
-
-type Raw = Record<string, unknown>;
-
-/** Reads one dotted key of a nested object. */
-function pick(raw: Raw, key: string): unknown {
-  let node: unknown = raw;
-  for (const part of key.split('.')) {
-    if (node === null || typeof node !== 'object' || Array.isArray(node)) return undefined;
-    node = (node as Raw)[part];
-  }
-  return node;
 }
 
 const KNOWN_KEYS = new Set([
@@ -132,91 +121,6 @@ const KNOWN_KEYS = new Set([
   'log',
 ]);
 
-/** A checker for one source (the file, an env variable, a flag). */
-class Source {
-  constructor(
-    readonly name: string,
-    readonly values: Raw,
-  ) {}
-
-  has(key: string): boolean {
-    return pick(this.values, key) !== undefined;
-  }
-
-  string(key: string): string | undefined {
-    const v = pick(this.values, key);
-    if (v === undefined) return undefined;
-    if (typeof v !== 'string' || v.length === 0 || v.length > 4096)
-      throw new ConfigError(key, this.name, 'must be a non-empty string');
-    return v;
-  }
-
-  int(key: string, min: number, max: number): number | undefined {
-    let v = pick(this.values, key);
-    if (v === undefined) return undefined;
-    if (typeof v === 'string' && /^\d+$/.test(v)) v = Number(v);
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-      throw new ConfigError(key, this.name, `must be a whole number from ${min} to ${max}`);
-    }
-    return v;
-  }
-
-  oneOf<T extends string>(key: string, allowed: readonly T[]): T | undefined {
-    const v = this.string(key);
-    if (v === undefined) return undefined;
-    if (!(allowed as readonly string[]).includes(v))
-      throw new ConfigError(key, this.name, `must be one of ${allowed.join(', ')}`);
-    return v as T;
-  }
-}
-
-function readConfigFile(file: string): Source {
-  let text: string;
-  try {
-    const stat = fs.statSync(file);
-    if (!stat.isFile()) throw new ConfigError('config', file, 'must name a regular file');
-    if (stat.size > MAX_CONFIG_FILE_BYTES)
-      throw new ConfigError('config', file, `is larger than ${MAX_CONFIG_FILE_BYTES} bytes`);
-    text = fs.readFileSync(file, 'utf8');
-  } catch (error) {
-    if (error instanceof ConfigError) throw error;
-    throw new ConfigError(
-      'config',
-      file,
-      `cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
-    );
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (error) {
-    throw new ConfigError('config', file, `is not valid JSON (${(error as Error).message})`);
-  }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
-    throw new ConfigError('config', file, 'must hold a JSON object');
-  }
-  for (const key of Object.keys(parsed)) {
-    if (!KNOWN_KEYS.has(key))
-      throw new ConfigError(key, file, 'is not a known setting (see docs/server-config.md)');
-  }
-  return new Source(file, parsed as Raw);
-}
-
-function envSource(env: NodeJS.ProcessEnv): Source[] {
-  const sources: Source[] = [];
-  for (const [variable, key] of Object.entries(SERVER_ENV)) {
-    const value = env[variable];
-    if (value === undefined || value === '' || key === 'config') continue;
-    const raw: Raw = {};
-    const parts = key.split('.');
-    let node = raw;
-    for (const part of parts.slice(0, -1)) node = (node[part] = {}) as Raw;
-    node[parts[parts.length - 1]!] = value;
-    sources.push(new Source(`environment variable ${variable}`, raw));
-  }
-  return sources;
-}
-
 function flagSource(flags: ServerFlags): Source {
   const raw: Raw = {};
   if (flags.dataDir !== undefined) raw['dataDir'] = flags.dataDir;
@@ -227,22 +131,6 @@ function flagSource(flags: ServerFlags): Source {
   if (flags.databaseUrl !== undefined) raw['databaseUrl'] = flags.databaseUrl;
   if (flags.logLevel !== undefined) raw['log'] = { level: flags.logLevel };
   return new Source('command line', raw);
-}
-
-function isLoopbackHost(host: string): boolean {
-  return host === '127.0.0.1' || host === '::1' || host === 'localhost' || host.startsWith('127.');
-}
-
-function checkUrl(value: string, key: string, source: string, protocols: readonly string[]): string {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    throw new ConfigError(key, source, 'must be an absolute URL');
-  }
-  if (!protocols.includes(url.protocol))
-    throw new ConfigError(key, source, `must be a ${protocols.join(' or ')} URL`);
-  return url.href;
 }
 
 function parseIssuers(file: Source | undefined): TrustedIssuer[] {
@@ -283,17 +171,16 @@ export function loadServerConfig(
   env: NodeJS.ProcessEnv = process.env,
 ): ServerConfig {
   const configFile = flags.config ?? (env['CARDLINK_SERVER_CONFIG'] || undefined);
-  const file = configFile ? readConfigFile(path.resolve(configFile)) : undefined;
+  const file = configFile
+    ? readConfigFile(path.resolve(configFile), KNOWN_KEYS, 'docs/server-config.md')
+    : undefined;
   // Later sources win: file < environment < flags.
-  const sources: Source[] = [...(file ? [file] : []), ...envSource(env), flagSource(flags)];
-  const last = <T>(get: (s: Source) => T | undefined): { value: T; source: string } | undefined => {
-    let found: { value: T; source: string } | undefined;
-    for (const s of sources) {
-      const v = get(s);
-      if (v !== undefined) found = { value: v, source: s.name };
-    }
-    return found;
-  };
+  const sources: Source[] = [
+    ...(file ? [file] : []),
+    ...environmentSources(env, SERVER_ENV),
+    flagSource(flags),
+  ];
+  const last = <T>(get: (s: Source) => T | undefined) => lastSetting(sources, get);
 
   const dataDir = path.resolve(last((s) => s.string('dataDir'))?.value ?? defaultDataDir());
   const host = last((s) => s.string('listen.host'));
