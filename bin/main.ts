@@ -5,6 +5,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { CardlinkError, exitCodeFor } from '../protocol/errors.js';
 import { escapeControlCharacters } from '../protocol/log.js';
+import { daemonCommands } from '../daemon/cli/daemon-commands.js';
 import { localCardCommand } from '../daemon/cli/local-card.js';
 import { adminCommand } from '../server/cli/admin-command.js';
 import { serverCommand } from '../server/cli/server-command.js';
@@ -27,6 +28,7 @@ await yargs(hideBin(process.argv))
   .command(localCardCommand)
   .command(adminCommand)
   .command(serverCommand)
+  .command(daemonCommands)
   .demandCommand(1, 'Name a command; see --help.')
   .strict()
   .fail((msg, err) => {

@@ -19,6 +19,9 @@ export type CardlinkErrorCode =
   | 'ERR_AUTH_TOKEN_INVALID'
   | 'ERR_DEVICE_PROOF_INVALID'
   | 'ERR_IDP_UNAVAILABLE'
+  | 'ERR_LOGIN_DENIED'
+  | 'ERR_LOGIN_EXPIRED'
+  | 'ERR_LOGIN_CANCELLED'
   | 'ERR_FRAME_MALFORMED'
   | 'ERR_STORAGE'
   | 'ERR_KEY_PROVIDER'
@@ -35,6 +38,14 @@ export type CardlinkErrorCode =
   | 'ERR_TOO_MANY_IN_FLIGHT'
   | 'ERR_RESUME_REJECTED'
   | 'ERR_SERVER_START'
+  | 'ERR_CONTROL_AUTH'
+  | 'ERR_CONTROL_METHOD'
+  | 'ERR_CONTROL_PARAMS'
+  | 'ERR_CONTROL_PROTOCOL'
+  | 'ERR_CONTROL_UNAVAILABLE'
+  | 'ERR_SESSION_LOST'
+  | 'ERR_SERVER_TIMEOUT'
+  | 'ERR_SERVER_CERTIFICATE'
   | 'ERR_INTERNAL';
 
 export class CardlinkError extends Error {
@@ -61,9 +72,12 @@ export function exitCodeFor(code: CardlinkErrorCode): number {
       return 78; // EX_CONFIG
     case 'ERR_PCSCD_UNAVAILABLE':
     case 'ERR_READER_DRIVER_MISSING':
+    case 'ERR_CONTROL_UNAVAILABLE':
       return 69; // EX_UNAVAILABLE
     case 'ERR_AUTH_TOKEN_INVALID':
     case 'ERR_DEVICE_PROOF_INVALID':
+    case 'ERR_LOGIN_DENIED':
+    case 'ERR_CONTROL_AUTH':
       return 77; // EX_NOPERM
     default:
       return 1;

@@ -56,19 +56,27 @@ export interface LoggerOptions {
   maxFiles?: number;
 }
 
-export function createLogger(options: LoggerOptions): Logger {
-  const transport = options.file
-    ? new winston.transports.File({
-        filename: options.file,
-        maxsize: options.maxSize ?? 10 * 1024 * 1024,
-        maxFiles: options.maxFiles ?? 5,
-        tailable: true,
-      })
-    : new winston.transports.Stream({ stream: process.stderr });
+/**
+ * A logger writing the cardlink format. `transports`, when given, replace the default destination
+ * (`options.file`, else stderr) and get the same formatting (escaping, redaction, JSON lines).
+ */
+export function createLogger(options: LoggerOptions, transports?: readonly winston.transport[]): Logger {
+  const destinations = transports
+    ? [...transports]
+    : [
+        options.file
+          ? new winston.transports.File({
+              filename: options.file,
+              maxsize: options.maxSize ?? 10 * 1024 * 1024,
+              maxFiles: options.maxFiles ?? 5,
+              tailable: true,
+            })
+          : new winston.transports.Stream({ stream: process.stderr }),
+      ];
   return winston.createLogger({
     level: options.level ?? 'info',
     defaultMeta: { component: options.component },
     format: winston.format.combine(sanitizeFormat(), winston.format.timestamp(), winston.format.json()),
-    transports: [transport],
+    transports: destinations,
   });
 }

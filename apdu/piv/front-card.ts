@@ -111,6 +111,22 @@ export class FrontCard {
     this.stale = true;
   }
 
+  /**
+   * The card was opened again in a new server session (the old one was lost, e.g. by a server
+   * restart): the card's volatile state is gone there, so it is forgotten here too, and the
+   * snapshot from the new CARD_OPENED replaces the old one.
+   */
+  resync(snapshot: CardSnapshot): void {
+    this.current = snapshot;
+    this.stale = false;
+    this.pinRetries = snapshot.pinRetries?.remaining;
+    this.chain.reset();
+    this.responses.reset();
+    this.local.reset();
+    this.pinVerified = false;
+    this.resetPending = false;
+  }
+
   reset(): void {
     this.chain.reset();
     this.responses.reset();

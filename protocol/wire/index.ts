@@ -5,3 +5,4 @@ export * from './byte-io.js';
 export * from './frame-codec.js';
 export * from './close-codes.js';
 export * from './device-proof.js';
+export * from './session-url.js';

@@ -12,6 +12,7 @@ import type { Logger } from '../../protocol/log.js';
 import { SESSION_PATH } from '../../protocol/wire/limits.js';
 import { createTokenValidator } from '../auth/token-validator.js';
 import type { ServerConfig } from '../config/server-config.js';
+import { sessionUrlFor } from '../../protocol/wire/session-url.js';
 import type { KekProvider } from '../keys/kek-provider.js';
 import type { Storage } from '../storage/storage.js';
 import { Connection } from '../session/connection.js';
@@ -51,14 +52,6 @@ function reply(res: ServerResponse, status: number, body: unknown): void {
   res.end(text);
 }
 
-/** The session URL for a public URL: same host and port, wss:, the session path. */
-export function sessionUrlFor(publicUrl: string): string {
-  const url = new URL(publicUrl);
-  url.protocol = 'wss:';
-  url.pathname = SESSION_PATH;
-  url.search = '';
-  return url.href;
-}
 
 export async function startCardServer(options: CardServerOptions): Promise<RunningCardServer> {
   const { config, storage, logger } = options;

@@ -5,7 +5,10 @@
  * - resource indicators (RFC 8707): access tokens are RFC 9068 JWTs whose `aud` is the card
  *   server's resource URL;
  * - a small account store (TEST_ACCOUNTS) and our own interaction endpoints, which `login()` and
- *   `deviceLogin()` drive with fetch and a cookie jar, so a complete login needs no person.
+ *   `deviceLogin()` drive with fetch and a cookie jar, so a complete login needs no person;
+ * - the user's part alone, for testing a real client: `approveDeviceCode()` / `denyDeviceCode()` for a
+ *   device login the client started, `authorize()` / `completeBrowserLogin()` for a client's
+ *   authorization URL up to (and including) the redirect to its loopback callback.
  *
  * For negative tests it mints tokens directly with jose (`mintAccessToken`, `mintBadToken`), and it
  * rotates its signing key (`rotateSigningKey`) the way an IdP does: a new key is published and made
@@ -15,6 +18,9 @@ import { createHash, createPublicKey, randomBytes, randomUUID, type JsonWebKey }
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, importJWK, SignJWT, type JWK, type JWTPayload } from 'jose';
+
+/** Path of oidc-provider's device verification page (its default `code_verification` route). */
+const DEVICE_VERIFICATION_PATH = '/device';
 
 /** The native client registered at the test IdP. */
 export const TEST_CLIENT_ID = 'cardlink-daemon';
@@ -47,6 +53,17 @@ export interface StartTestIdpOptions {
   accessTokenTtlSeconds?: number;
   /** Algorithm of the access tokens' signature (default ES256). */
   accessTokenAlg?: TestSigningAlg;
+  /** Lifetime of device codes (RFC 8628 `expires_in`), in seconds (default 600). */
+  deviceCodeTtlSeconds?: number;
+}
+
+/** The page our loopback callback served to the "browser" (see TestIdp.completeBrowserLogin). */
+export interface BrowserCallbackResult {
+  /** The redirect URI with the authorization response (code, state, iss) that the IdP sent the browser to. */
+  callbackUrl: URL;
+  status: number;
+  headers: Headers;
+  body: string;
 }
 
 export interface TokenSet {
@@ -104,6 +121,27 @@ export interface TestIdp {
   /** A complete device authorization grant (RFC 8628), the user's part driven without a person. */
   deviceLogin(options?: { account?: string }): Promise<TokenSet>;
   refresh(refreshToken: string): Promise<TokenSet>;
+  /**
+   * Only the user's part of a device login (RFC 8628 section 3.3): opens the verification page,
+   * enters `userCode`, confirms, logs in as `account` (default alice) and consents.
+   */
+  approveDeviceCode(
+    userCode: string,
+    options?: { account?: string; verificationUri?: string },
+  ): Promise<void>;
+  /** The user's part, refusing: enters `userCode` and aborts, so the device code ends in access_denied. */
+  denyDeviceCode(userCode: string, options?: { verificationUri?: string }): Promise<void>;
+  /**
+   * Follows a client's authorization URL through login and consent as `account` (default alice) up to
+   * the redirect to the client (any URL off the IdP's origin), and returns that redirect URL without
+   * fetching it.
+   */
+  authorize(authorizationUrl: string | URL, options?: { account?: string; password?: string }): Promise<URL>;
+  /** `authorize()`, then fetches the redirect like a browser would; returns what the client's page answered. */
+  completeBrowserLogin(
+    authorizationUrl: string | URL,
+    options?: { account?: string; password?: string },
+  ): Promise<BrowserCallbackResult>;
   /** Publishes a new signing key and makes it current (the old one stays published); returns its kid. */
   rotateSigningKey(): Promise<string>;
   /** An access token signed like the IdP's own (RFC 9068 claims), with overrides. */
@@ -337,7 +375,7 @@ export async function startTestIdp(options: StartTestIdpOptions = {}): Promise<T
       ttl: {
         AccessToken: accessTokenTtl,
         AuthorizationCode: 60,
-        DeviceCode: 600,
+        DeviceCode: options.deviceCodeTtlSeconds ?? 600,
         Grant: 3600,
         IdToken: 3600,
         Interaction: 600,
@@ -441,6 +479,7 @@ export async function startTestIdp(options: StartTestIdpOptions = {}): Promise<T
     start: URL,
     account: TestAccount | { id: string; password: string },
     jar: CookieJar,
+    isClientRedirect: (next: URL) => boolean = (next) => next.href.startsWith(TEST_REDIRECT_URI),
   ) {
     let url = start;
     let method = 'GET';
@@ -456,7 +495,7 @@ export async function startTestIdp(options: StartTestIdpOptions = {}): Promise<T
       if (response.status >= 300 && response.status < 400 && location) {
         await response.arrayBuffer();
         const next = new URL(location, url);
-        if (next.href.startsWith(TEST_REDIRECT_URI)) return next;
+        if (isClientRedirect(next)) return next;
         url = next;
         continue;
       }
@@ -479,6 +518,62 @@ export async function startTestIdp(options: StartTestIdpOptions = {}): Promise<T
       throw new Error(`test IdP: ${response.status} at ${url.pathname}: ${text.slice(0, 300)}`);
     }
     throw new Error('test IdP: too many steps in the login');
+  }
+
+  /**
+   * The user's part of a device login at `verificationUri`: enter the code, then confirm, log in and
+   * consent as `account`, or (account 'deny') abort at the confirmation.
+   */
+  async function deviceUserPart(userCode: string, verificationUri: string, account: TestAccount | 'deny') {
+    const jar = new CookieJar();
+    const page = await fetch(verificationUri, { headers: { cookie: '' } });
+    jar.store(page);
+    const html = await page.text();
+    const xsrf = /name="xsrf" value="([^"]+)"/.exec(html)?.[1];
+    if (!xsrf) throw new Error('test IdP: no xsrf token on the device page');
+    const submit = new URL(verificationUri);
+    const post = async (fields: Record<string, string>) => {
+      const response = await fetch(submit, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: jar.header(submit) },
+        body: new URLSearchParams(fields),
+        redirect: 'manual',
+      });
+      jar.store(response);
+      return response;
+    };
+    // The code entry answers with a confirmation page ("is this the code on your device?").
+    const entered = await post({ xsrf, user_code: userCode });
+    const confirmXsrf = /name="xsrf" value="([^"]+)"/.exec(await entered.text())?.[1];
+    if (!entered.ok || !confirmXsrf)
+      throw new Error(`test IdP: device code not accepted (${entered.status})`);
+    if (account === 'deny') {
+      const aborted = await post({ xsrf: confirmXsrf, user_code: userCode, abort: 'yes' });
+      await aborted.arrayBuffer();
+      if (aborted.status >= 500) throw new Error(`test IdP: device abort failed (${aborted.status})`);
+      return;
+    }
+    const confirmed = await post({ xsrf: confirmXsrf, user_code: userCode, confirm: 'yes' });
+    await confirmed.arrayBuffer();
+    const location = confirmed.headers.get('location');
+    if (!location) throw new Error(`test IdP: device confirmation not accepted (${confirmed.status})`);
+    await driveBrowser(new URL(location, issuer), account, jar);
+  }
+
+  /** Drives an authorization URL up to the redirect off the IdP's origin (the client's redirect URI). */
+  async function authorizeAt(authorizationUrl: string | URL, account: string, password: string | undefined) {
+    const known = accounts.get(account);
+    const credentials = { id: account, password: password ?? known?.password ?? '' };
+    const issuerOrigin = new URL(issuer).origin;
+    const redirect = await driveBrowser(
+      new URL(authorizationUrl),
+      credentials,
+      new CookieJar(),
+      (next) => next.origin !== issuerOrigin,
+    );
+    if (redirect.origin === issuerOrigin)
+      throw new Error(`test IdP: the login ended at ${redirect.pathname}`);
+    return redirect;
   }
 
   async function tokenRequest(params: Record<string, string>): Promise<TokenSet> {
@@ -579,33 +674,7 @@ export async function startTestIdp(options: StartTestIdpOptions = {}): Promise<T
       };
       if (!started.ok) throw new Error(`test IdP device authorization: ${JSON.stringify(auth)}`);
       // The user's part: open the verification page, enter the code, log in, consent, confirm.
-      const jar = new CookieJar();
-      const page = await fetch(auth.verification_uri, { headers: { cookie: '' } });
-      jar.store(page);
-      const html = await page.text();
-      const xsrf = /name="xsrf" value="([^"]+)"/.exec(html)?.[1];
-      if (!xsrf) throw new Error('test IdP: no xsrf token on the device page');
-      const submit = new URL(auth.verification_uri);
-      const post = async (fields: Record<string, string>) => {
-        const response = await fetch(submit, {
-          method: 'POST',
-          headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: jar.header(submit) },
-          body: new URLSearchParams(fields),
-          redirect: 'manual',
-        });
-        jar.store(response);
-        return response;
-      };
-      // The code entry answers with a confirmation page ("is this the code on your device?").
-      const entered = await post({ xsrf, user_code: auth.user_code });
-      const confirmXsrf = /name="xsrf" value="([^"]+)"/.exec(await entered.text())?.[1];
-      if (!entered.ok || !confirmXsrf)
-        throw new Error(`test IdP: device code not accepted (${entered.status})`);
-      const confirmed = await post({ xsrf: confirmXsrf, user_code: auth.user_code, confirm: 'yes' });
-      await confirmed.arrayBuffer();
-      const location = confirmed.headers.get('location');
-      if (!location) throw new Error(`test IdP: device confirmation not accepted (${confirmed.status})`);
-      await driveBrowser(new URL(location, issuer), known, jar);
+      await deviceUserPart(auth.user_code, auth.verification_uri, known);
       return tokenRequest({
         grant_type: 'urn:ietf:params:oauth:grant-type:device_code',
         device_code: auth.device_code,
@@ -615,6 +684,34 @@ export async function startTestIdp(options: StartTestIdpOptions = {}): Promise<T
 
     refresh(refreshToken: string) {
       return tokenRequest({ grant_type: 'refresh_token', refresh_token: refreshToken, resource });
+    },
+
+    async approveDeviceCode(userCode, { account = TEST_ACCOUNTS[0]!.id, verificationUri } = {}) {
+      const known = accounts.get(account);
+      if (!known) throw new Error(`test IdP: no account ${account}`);
+      await deviceUserPart(
+        userCode,
+        verificationUri ?? new URL(DEVICE_VERIFICATION_PATH, issuer).href,
+        known,
+      );
+    },
+
+    async denyDeviceCode(userCode, { verificationUri } = {}) {
+      await deviceUserPart(
+        userCode,
+        verificationUri ?? new URL(DEVICE_VERIFICATION_PATH, issuer).href,
+        'deny',
+      );
+    },
+
+    authorize(authorizationUrl, { account = TEST_ACCOUNTS[0]!.id, password } = {}) {
+      return authorizeAt(authorizationUrl, account, password);
+    },
+
+    async completeBrowserLogin(authorizationUrl, { account = TEST_ACCOUNTS[0]!.id, password } = {}) {
+      const callbackUrl = await authorizeAt(authorizationUrl, account, password);
+      const response = await fetch(callbackUrl, { redirect: 'manual' });
+      return { callbackUrl, status: response.status, headers: response.headers, body: await response.text() };
     },
 
     async rotateSigningKey() {

@@ -78,6 +78,11 @@ export interface VpcdReaderOptions {
 }
 
 export interface StartPcscdOptions {
+  /**
+   * A second cardlink reader with its own driver socket (`secondSocketPath`), e.g. for a second
+   * daemon on the same machine; its FRIENDLYNAME must differ from the first.
+   */
+  secondCardlink?: CardlinkReaderOptions & { friendlyName: string };
   /** Our reader; on unless false. */
   cardlink?: CardlinkReaderOptions | false;
   /** A reversed vpcd reader. */
@@ -97,6 +102,10 @@ export interface PcscdInstance {
   readonly env: NodeJS.ProcessEnv;
   /** Our driver's socket (the bridge). */
   readonly socketPath: string;
+  /** FRIENDLYNAME of our reader. */
+  readonly friendlyName: string;
+  /** The second cardlink reader's socket, when one was asked for. */
+  readonly secondSocketPath: string | undefined;
   readonly pid: number;
   readonly logPath: string;
   /** Name pcscd gives slot `slot` of our reader, e.g. "cardlink Test Reader 00 01". */
@@ -212,6 +221,15 @@ export async function startPcscd(options: StartPcscdOptions = {}): Promise<Pcscd
       `FRIENDLYNAME "${friendlyName}"\nDEVICENAME ${device}\nLIBPATH ${lib}\n`,
     );
   }
+  const second = options.secondCardlink;
+  const secondSocketPath = second ? path.join(dir, 'bridge-2.sock') : undefined;
+  if (second) {
+    const device = `${secondSocketPath}:slots=${second.slots ?? 4}${second.uid !== undefined ? `:uid=${second.uid}` : ''}`;
+    fs.writeFileSync(
+      path.join(confDir, 'cardlink-2'),
+      `FRIENDLYNAME "${second.friendlyName}"\nDEVICENAME ${device}\nLIBPATH ${ensureIfdHandlerBuilt()}\n`,
+    );
+  }
   if (options.vpcd) {
     const port = options.vpcd.port;
     fs.writeFileSync(
@@ -262,6 +280,8 @@ export async function startPcscd(options: StartPcscdOptions = {}): Promise<Pcscd
     commSocketPath,
     env: { ...process.env, PCSCLITE_CSOCK_NAME: commSocketPath },
     socketPath,
+    friendlyName,
+    secondSocketPath,
     pid: child.pid ?? -1,
     logPath,
     readerName: (slot) => `${friendlyName} 00 ${hex2(slot)}`,
@@ -297,6 +317,7 @@ export async function startPcscd(options: StartPcscdOptions = {}): Promise<Pcscd
     const ready =
       fs.existsSync(commSocketPath) &&
       (!cardlink || fs.existsSync(socketPath)) &&
+      (!secondSocketPath || fs.existsSync(secondSocketPath)) &&
       PCSCD_READY_LINE.test(instance.log()) &&
       (await canConnect(commSocketPath));
     if (ready && (!options.vpcd || (await readersInitialised(instance.env)))) return instance;

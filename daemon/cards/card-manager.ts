@@ -1,0 +1,291 @@
+/**
+ * The user's cards in the reader: after each new session the manager lists the user's cards,
+ * opens each, and inserts a FrontCard for it into a slot; it takes them out again on takeover,
+ * logout, token expiry, or when the server stays unreachable past the grace period.
+ *
+ * Opening: a session that began with a token a person just handed over opens with takeOver (a
+ * login on this machine logs the card out elsewhere, as the product promises). A session the
+ * daemon reopened by itself (after the server lost the old one) does not: a card someone took
+ * meanwhile stays with them and shows as taken over here.
+ *
+ * Slots: a card keeps its slot while it is managed, so middleware that remembers the reader name
+ * finds it again after a reconnect.
+ */
+import { EventEmitter } from 'node:events';
+import { FrontCard } from '../../apdu/piv/front-card.js';
+import { decodeSnapshot } from '../../apdu/piv/snapshot.js';
+import { CardlinkError } from '../../protocol/errors.js';
+import type { Logger } from '../../protocol/log.js';
+import type { CardEntry, FrameOf } from '../../protocol/wire/frames.js';
+import type { CardStatus } from '../control/control-protocol.js';
+import type { ReaderSlots } from '../reader/bridge-reader.js';
+import { errorFromFrame, type ServerLink, type SessionInfo } from '../session/server-link.js';
+import { RemoteCard } from './remote-card.js';
+
+export interface CardManagerEvents {
+  inserted: [CardStatus];
+  removed: [CardStatus];
+  'taken-over': [CardStatus & { takenOverBy: string }];
+  error: [CardlinkError];
+}
+
+interface ManagedCard {
+  readonly cardId: string;
+  label: string;
+  slot: number | undefined;
+  state: CardStatus['state'];
+  takenOverBy: string | undefined;
+  front: FrontCard | undefined;
+  readonly remote: RemoteCard;
+}
+
+export interface CardManagerOptions {
+  readonly link: ServerLink;
+  readonly reader: ReaderSlots;
+  /** How long cards stay inserted while the server is unreachable. */
+  readonly graceMs: number;
+  readonly logger: Logger;
+}
+
+export class CardManager extends EventEmitter<CardManagerEvents> {
+  private readonly cards = new Map<string, ManagedCard>();
+  private graceTimer: NodeJS.Timeout | undefined;
+  /** Serialises syncs: a second session event waits for the first sync to finish. */
+  private syncing: Promise<void> = Promise.resolve();
+  /** The next sync opens with takeOver (a person asked: login or "connect"). */
+  private takeOverNext = false;
+
+  constructor(private readonly options: CardManagerOptions) {
+    super();
+    const { link } = options;
+    link.on('session', (info) => {
+      this.cancelGrace();
+      this.syncing = this.syncing.then(() => this.sync(info)).catch((error: unknown) => this.report(error));
+    });
+    link.on('down', () => this.startGrace());
+    link.on('token-refused', () => void this.removeAll('the access token was refused or expired', true));
+    link.on('push', (frame) => {
+      if (frame.type === 'TAKEN_OVER') void this.onTakenOver(frame);
+      else if (frame.type === 'CARD_CHANGED') void this.onChanged(frame);
+    });
+  }
+
+  /** The cards as the user should see them, by slot. */
+  list(): CardStatus[] {
+    return [...this.cards.values()]
+      .map((c) => this.statusOf(c))
+      .sort((a, b) => (a.slot ?? 99) - (b.slot ?? 99) || a.cardId.localeCompare(b.cardId));
+  }
+
+  /** A person asked for the cards ("connect"): the next sync takes them over; sync now if possible. */
+  async claimAll(): Promise<void> {
+    this.takeOverNext = true;
+    const info = this.options.link.sessionInfo;
+    if (info) {
+      this.syncing = this.syncing.then(() => this.sync(info)).catch((error: unknown) => this.report(error));
+      await this.syncing;
+    }
+  }
+
+  /** Logout: closes the cards on the server (best effort) and takes them out of the reader. */
+  async closeAll(): Promise<void> {
+    const { link } = this.options;
+    await Promise.all(
+      [...this.cards.values()].map(async (c) => {
+        const handle = c.remote.handle;
+        if (handle !== undefined && link.sessionInfo)
+          await link.request({ type: 'CLOSE_CARD', handle }).catch(() => undefined);
+      }),
+    );
+    await this.removeAll('logged out', true, true);
+  }
+
+  /**
+   * Takes every card out of the reader. `sessionOver`: their handles are gone too (token refused,
+   * logout); otherwise (grace period passed) a resumed session puts them back in.
+   */
+  async removeAll(why: string, sessionOver = false, forget = false): Promise<void> {
+    this.cancelGrace();
+    for (const card of [...this.cards.values()]) {
+      await this.takeOut(card, why);
+      if (sessionOver) card.remote.detach();
+      if (forget) this.cards.delete(card.cardId);
+    }
+  }
+
+  // --- session events ------------------------------------------------------------------------
+
+  private async sync(info: SessionInfo): Promise<void> {
+    const { link, logger } = this.options;
+    if (info.kind === 'new') {
+      // Handles of the old session mean nothing now (and may name other cards): drop them first.
+      for (const card of this.cards.values()) card.remote.detach();
+    }
+    if (info.deviceStatus === 'pending') {
+      this.report(
+        new CardlinkError(
+          'ERR_DEVICE_PENDING',
+          `this device (${info.deviceId}) waits for an administrator to approve it; log in again afterwards`,
+        ),
+      );
+    }
+    const listed = await link.request({ type: 'LIST_CARDS' });
+    if (listed.type !== 'CARDS') throw errorFromFrame(listed, 'the card server did not list the cards');
+    const takeOver = info.fromFreshToken || this.takeOverNext;
+    this.takeOverNext = false;
+    const present = new Set(listed.cards.map((c) => c.cardId));
+    for (const card of [...this.cards.values()]) {
+      if (!present.has(card.cardId)) {
+        await this.takeOut(card, 'the card no longer exists');
+        this.cards.delete(card.cardId);
+      }
+    }
+    for (const entry of listed.cards) {
+      const card = this.cards.get(entry.cardId) ?? this.adopt(entry);
+      card.label = entry.label;
+      if (card.remote.handle !== undefined) {
+        if (card.state !== 'inserted') this.putIn(card);
+        continue;
+      }
+      if (card.state === 'taken-over' && !takeOver) continue;
+      if (info.deviceStatus === 'pending') continue;
+      await this.open(card, entry, takeOver);
+    }
+    logger.info('cards synchronised', {
+      listed: listed.cards.length,
+      inserted: [...this.cards.values()].filter((c) => c.state === 'inserted').length,
+    });
+  }
+
+  private adopt(entry: CardEntry): ManagedCard {
+    const card: ManagedCard = {
+      cardId: entry.cardId,
+      label: entry.label,
+      slot: undefined,
+      state: 'removed',
+      takenOverBy: undefined,
+      front: undefined,
+      remote: new RemoteCard(this.options.link, (by) => void this.markTakenOver(card, by)),
+    };
+    this.cards.set(entry.cardId, card);
+    return card;
+  }
+
+  private async open(card: ManagedCard, entry: CardEntry, takeOver: boolean): Promise<void> {
+    const answer = await this.options.link.request({ type: 'OPEN_CARD', cardId: card.cardId, takeOver });
+    if (answer.type === 'ERROR') {
+      if (answer.code === 'ERR_CARD_BUSY') {
+        await this.markTakenOver(card, entry.openOn || 'another device');
+        return;
+      }
+      this.report(errorFromFrame(answer, `card ${card.cardId} could not be opened`));
+      return;
+    }
+    if (answer.type !== 'CARD_OPENED') throw errorFromFrame(answer, 'unexpected answer to OPEN_CARD');
+    const snapshot = decodeSnapshot(answer.snapshot);
+    if (card.front) card.front.resync(snapshot);
+    else card.front = new FrontCard(snapshot, card.remote);
+    card.remote.attach(answer.handle);
+    card.takenOverBy = undefined;
+    this.putIn(card);
+  }
+
+  private putIn(card: ManagedCard): void {
+    if (card.state === 'inserted' || !card.front) return;
+    const slot = card.slot ?? this.freeSlot();
+    if (slot === undefined) {
+      this.report(
+        new CardlinkError('ERR_SLOT_UNAVAILABLE', `no free reader slot for card ${card.label}`, {
+          slots: this.options.reader.slotCount,
+        }),
+      );
+      return;
+    }
+    card.slot = slot;
+    this.options.reader.insert(slot, card.front);
+    card.state = 'inserted';
+    this.options.logger.info('card inserted', { card: card.cardId, slot });
+    this.emit('inserted', this.statusOf(card));
+  }
+
+  private freeSlot(): number | undefined {
+    const used = new Set([...this.cards.values()].map((c) => c.slot).filter((s) => s !== undefined));
+    for (let slot = 0; slot < this.options.reader.slotCount; slot++) if (!used.has(slot)) return slot;
+    return undefined;
+  }
+
+  /** Out of the reader; waiting commands fail at once (6F00) rather than at their timeout. */
+  private async takeOut(card: ManagedCard, why: string): Promise<void> {
+    card.remote.abortWaiting();
+    if (card.state !== 'inserted' || card.slot === undefined) return;
+    const status = this.statusOf(card);
+    card.state = 'removed';
+    await this.options.reader.remove(card.slot);
+    this.options.logger.info('card removed', { card: card.cardId, slot: card.slot, why });
+    this.emit('removed', status);
+  }
+
+  private async markTakenOver(card: ManagedCard, byDeviceName: string): Promise<void> {
+    if (card.state === 'taken-over') return;
+    card.remote.detach();
+    await this.takeOut(card, `taken over by ${byDeviceName}`);
+    card.state = 'taken-over';
+    card.takenOverBy = byDeviceName;
+    this.options.logger.info('card taken over', { card: card.cardId, by: byDeviceName });
+    this.emit('taken-over', { ...this.statusOf(card), takenOverBy: byDeviceName });
+  }
+
+  private async onTakenOver(frame: FrameOf<'TAKEN_OVER'>): Promise<void> {
+    const card = this.cards.get(frame.cardId);
+    if (!card || card.remote.handle !== frame.handle) return;
+    // Release the server's handle; its answer does not matter.
+    void this.options.link.request({ type: 'CLOSE_CARD', handle: frame.handle }).catch(() => undefined);
+    await this.markTakenOver(card, frame.byDeviceName);
+  }
+
+  private async onChanged(frame: FrameOf<'CARD_CHANGED'>): Promise<void> {
+    const card = this.cards.get(frame.cardId);
+    if (!card) return;
+    if (frame.change === 'updated') {
+      card.front?.invalidate();
+      return;
+    }
+    await this.takeOut(card, 'the card was removed on the server');
+    card.remote.detach();
+    this.cards.delete(card.cardId);
+  }
+
+  private startGrace(): void {
+    if (this.graceTimer || ![...this.cards.values()].some((c) => c.state === 'inserted')) return;
+    this.graceTimer = setTimeout(() => {
+      this.graceTimer = undefined;
+      void this.removeAll('the card server stayed unreachable past the grace period');
+    }, this.options.graceMs);
+    this.graceTimer.unref();
+  }
+
+  private cancelGrace(): void {
+    clearTimeout(this.graceTimer);
+    this.graceTimer = undefined;
+  }
+
+  private statusOf(card: ManagedCard): CardStatus {
+    const inserted = card.state === 'inserted' && card.slot !== undefined;
+    return {
+      cardId: card.cardId,
+      label: card.label,
+      state: card.state,
+      ...(inserted ? { slot: card.slot, readerName: this.options.reader.readerName(card.slot!) } : {}),
+      ...(card.takenOverBy ? { takenOverBy: card.takenOverBy } : {}),
+    };
+  }
+
+  private report(error: unknown): void {
+    const e =
+      error instanceof CardlinkError
+        ? error
+        : new CardlinkError('ERR_INTERNAL', 'the cards could not be loaded');
+    this.options.logger.warn('card manager', { code: e.code, error: e.message });
+    this.emit('error', e);
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * The FrontCard's way to the real card: each remote command is one APDU request of the daemon's
+ * session, under the handle the card has in the current session. Without a handle (between
+ * sessions) a command fails at once, so the host gets 6F00 instead of waiting; a command waiting
+ * for the server when the card leaves the reader fails at once too.
+ */
+import type { RemoteCardLink } from '../../apdu/piv/front-card.js';
+import { decodeSnapshot, type CardSnapshot } from '../../apdu/piv/snapshot.js';
+import { CardlinkError } from '../../protocol/errors.js';
+import { FRAME_FLAG, type Frame } from '../../protocol/wire/frames.js';
+import { errorFromFrame, type ServerLink } from '../session/server-link.js';
+
+export class RemoteCard implements RemoteCardLink {
+  private current: number | undefined;
+  private readonly waiting = new Set<(error: Error) => void>();
+  /** Remote round trips, for `diag` and the benchmark. */
+  roundTrips = 0;
+
+  constructor(
+    private readonly link: ServerLink,
+    /** The server said the card was taken over (an APDU answered ERR_CARD_TAKEN_OVER). */
+    private readonly onTakenOver: (byDeviceName: string) => void,
+  ) {}
+
+  get handle(): number | undefined {
+    return this.current;
+  }
+
+  attach(handle: number): void {
+    this.current = handle;
+  }
+
+  detach(): void {
+    this.current = undefined;
+  }
+
+  /** Fails every command waiting for the server now. */
+  abortWaiting(): void {
+    const error = new CardlinkError('ERR_SESSION_LOST', 'the card left the reader');
+    for (const fail of this.waiting) fail(error);
+    this.waiting.clear();
+  }
+
+  async transmit(command: Uint8Array, reset: boolean): Promise<Uint8Array> {
+    const answer = await this.ask(
+      (handle) => ({ type: 'APDU', handle, command }),
+      reset ? FRAME_FLAG.RESET_CARD : 0,
+    );
+    if (answer.type === 'APDU_RESULT') return answer.response;
+    throw this.failure(answer);
+  }
+
+  async snapshot(): Promise<CardSnapshot> {
+    const answer = await this.ask((handle) => ({ type: 'GET_SNAPSHOT', handle }), 0);
+    if (answer.type === 'SNAPSHOT') return decodeSnapshot(answer.snapshot);
+    throw this.failure(answer);
+  }
+
+  private ask(body: (handle: number) => Parameters<ServerLink['request']>[0], flags: number): Promise<Frame> {
+    const handle = this.current;
+    if (handle === undefined)
+      return Promise.reject(new CardlinkError('ERR_SESSION_LOST', 'the card is not open in a session'));
+    this.roundTrips++;
+    return new Promise<Frame>((resolve, reject) => {
+      const fail = (error: Error) => reject(error);
+      this.waiting.add(fail);
+      this.link.request(body(handle), flags).then(
+        (frame) => {
+          this.waiting.delete(fail);
+          resolve(frame);
+        },
+        (error: Error) => {
+          this.waiting.delete(fail);
+          reject(error);
+        },
+      );
+    });
+  }
+
+  private failure(answer: Frame): CardlinkError {
+    if (answer.type === 'ERROR' && answer.code === 'ERR_CARD_TAKEN_OVER') {
+      const by = /taken over by (.+)$/.exec(answer.message)?.[1] ?? 'another device';
+      this.onTakenOver(by);
+    }
+    return errorFromFrame(answer, 'the card server refused the command');
+  }
+}

@@ -1,0 +1,267 @@
+/**
+ * The daemon's settings: defaults, then a JSON config file, then the environment, then flags.
+ * Every setting is listed in docs/daemon-config.md. A bad value fails start-up with
+ * `ERR_CONFIG_INVALID` naming the key and its source (the file's path, the variable, the flag).
+ *
+ * The config file is `--config`, else `$CARDLINK_DAEMON_CONFIG`, else
+ * `$XDG_CONFIG_HOME/cardlink/daemon.json` when that file exists (an admin's install script puts
+ * one there); with none, the daemon has no server and `cardlink daemon` says which key is missing.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import {
+  checkUrl,
+  ConfigError,
+  ConfigSource,
+  environmentSources,
+  isLoopbackHost,
+  lastSetting,
+  readConfigFile,
+  setSetting,
+  type RawSettings,
+} from '../../protocol/config/config-sources.js';
+import type { LogLevel } from '../../protocol/log.js';
+import { sessionUrlFor } from '../../protocol/wire/session-url.js';
+import { DEFAULT_OIDC_SCOPE } from '../login/oidc-client-settings.js';
+import { controlRuntimeDirectory } from '../control/control-paths.js';
+import { DEFAULT_BRIDGE_SOCKET, DEFAULT_READER_NAME } from '../reader/serve-card.js';
+
+export interface DaemonConfig {
+  /** The file the settings came from, if any (for `diag`). */
+  readonly configFile: string | undefined;
+  readonly server: {
+    /** The card server's URL as its admin publishes it (`https://cards.example.com/`). */
+    readonly url: string;
+    /** The WebSocket endpoint derived from `url`. */
+    readonly sessionUrl: string;
+    /** PEM file of the CA (or the self-signed certificate) to trust instead of the system's CAs. */
+    readonly caFile: string | undefined;
+    /** SHA-256 of the server certificate (hex), checked in addition to the chain. */
+    readonly certificateSha256: string | undefined;
+  };
+  /** The identity provider for `cardlink login` (the tray has its own copy of the same settings). */
+  readonly login: {
+    readonly issuer: string | undefined;
+    readonly clientId: string | undefined;
+    /** RFC 8707 resource indicator: the card server's audience. */
+    readonly resource: string | undefined;
+    readonly scope: string;
+  };
+  readonly reader: {
+    readonly bridgeSocket: string;
+    readonly name: string;
+    /** Slots the daemon fills, from 0; a user with more cards sees the first ones. */
+    readonly slots: number;
+  };
+  readonly timeouts: {
+    /** TCP + TLS + WebSocket upgrade + handshake. */
+    readonly connectSeconds: number;
+    /** A command waiting for the server longer than this gets 6F00. */
+    readonly commandSeconds: number;
+    /** How long cards stay inserted while the server cannot be reached. */
+    readonly graceSeconds: number;
+  };
+  readonly reconnect: {
+    readonly initialDelayMs: number;
+    readonly maxDelayMs: number;
+  };
+  /** Shown to the user's other devices in "taken over by". */
+  readonly deviceName: string;
+  /** Device key and other state that outlives a run (0700). */
+  readonly stateDir: string;
+  /** Control socket and its secret (0700, per user). */
+  readonly runtimeDir: string;
+  readonly log: {
+    readonly level: LogLevel;
+    readonly file: string | undefined;
+    readonly maxSizeBytes: number;
+    readonly maxFiles: number;
+  };
+}
+
+/** Values from the command line; undefined means "not given". */
+export interface DaemonFlags {
+  readonly config?: string | undefined;
+  readonly serverUrl?: string | undefined;
+  readonly serverCa?: string | undefined;
+  readonly serverCertSha256?: string | undefined;
+  readonly stateDir?: string | undefined;
+  readonly runtimeDir?: string | undefined;
+  readonly readerSocket?: string | undefined;
+  readonly logLevel?: string | undefined;
+  readonly logFile?: string | undefined;
+}
+
+/** Environment variables read, each the same as the config key beside it. */
+export const DAEMON_ENV: Readonly<Record<string, string>> = {
+  CARDLINK_DAEMON_CONFIG: 'config',
+  CARDLINK_SERVER_URL: 'server.url',
+  CARDLINK_SERVER_CA: 'server.caFile',
+  CARDLINK_SERVER_CERT_SHA256: 'server.certificateSha256',
+  CARDLINK_ISSUER: 'login.issuer',
+  CARDLINK_CLIENT_ID: 'login.clientId',
+  CARDLINK_DAEMON_STATE_DIR: 'stateDir',
+  CARDLINK_DAEMON_RUNTIME_DIR: 'runtimeDir',
+  CARDLINK_READER_SOCKET: 'reader.bridgeSocket',
+  CARDLINK_DAEMON_LOG_LEVEL: 'log.level',
+};
+
+const KNOWN_KEYS = new Set([
+  'server',
+  'login',
+  'reader',
+  'timeouts',
+  'reconnect',
+  'deviceName',
+  'stateDir',
+  'runtimeDir',
+  'log',
+]);
+
+export const DEFAULT_TIMEOUTS: DaemonConfig['timeouts'] = Object.freeze({
+  connectSeconds: 10,
+  commandSeconds: 30,
+  graceSeconds: 120,
+});
+export const DEFAULT_RECONNECT: DaemonConfig['reconnect'] = Object.freeze({
+  initialDelayMs: 500,
+  maxDelayMs: 30_000,
+});
+
+function xdg(variable: string, fallback: string[]): string {
+  return process.env[variable] || path.join(os.homedir(), ...fallback);
+}
+
+export function defaultDaemonConfigFile(env: NodeJS.ProcessEnv = process.env): string {
+  return path.join(env['XDG_CONFIG_HOME'] || path.join(os.homedir(), '.config'), 'cardlink', 'daemon.json');
+}
+
+function flagSource(flags: DaemonFlags): ConfigSource {
+  const raw: RawSettings = {};
+  const put = (key: string, v: string | undefined) => v !== undefined && setSetting(raw, key, v);
+  put('server.url', flags.serverUrl);
+  put('server.caFile', flags.serverCa);
+  put('server.certificateSha256', flags.serverCertSha256);
+  put('stateDir', flags.stateDir);
+  put('runtimeDir', flags.runtimeDir);
+  put('reader.bridgeSocket', flags.readerSocket);
+  put('log.level', flags.logLevel);
+  put('log.file', flags.logFile);
+  return new ConfigSource('command line', raw);
+}
+
+/** The configured server URL: the server speaks TLS only, so https: (or wss:). */
+function serverUrlOf(value: string, source: string): string {
+  return checkUrl(value, 'server.url', source, ['https:', 'wss:']);
+}
+
+/**
+ * The effective configuration. Throws ConfigError. `server.url` may be missing here (commands such
+ * as `status` need no server); `requireServer` checks it.
+ */
+export function loadDaemonConfig(
+  flags: DaemonFlags = {},
+  env: NodeJS.ProcessEnv = process.env,
+): DaemonConfig {
+  const named = flags.config ?? (env['CARDLINK_DAEMON_CONFIG'] || undefined);
+  const implicit = defaultDaemonConfigFile(env);
+  const configFile = named ? path.resolve(named) : fs.existsSync(implicit) ? implicit : undefined;
+  const file = configFile ? readConfigFile(configFile, KNOWN_KEYS, 'docs/daemon-config.md') : undefined;
+  const sources = [...(file ? [file] : []), ...environmentSources(env, DAEMON_ENV), flagSource(flags)];
+  const last = <T>(get: (s: ConfigSource) => T | undefined) => lastSetting(sources, get);
+  const relative = (p: string) => (configFile ? path.resolve(path.dirname(configFile), p) : path.resolve(p));
+
+  const urlSetting = last((s) => s.string('server.url'));
+  const url = urlSetting ? serverUrlOf(urlSetting.value, urlSetting.source) : '';
+  const pin = last((s) => s.string('server.certificateSha256'));
+  let certificateSha256: string | undefined;
+  if (pin) {
+    certificateSha256 = pin.value.replace(/:/g, '').toLowerCase();
+    if (!/^[0-9a-f]{64}$/.test(certificateSha256))
+      throw new ConfigError('server.certificateSha256', pin.source, 'must be 64 hex digits (colons allowed)');
+  }
+  const caFile = last((s) => s.string('server.caFile'));
+  if (caFile && !fs.existsSync(relative(caFile.value)))
+    throw new ConfigError('server.caFile', caFile.source, `names a file that does not exist`);
+
+  const issuer = last((s) => s.string('login.issuer'));
+  if (issuer) {
+    const u = new URL(checkUrl(issuer.value, 'login.issuer', issuer.source, ['https:', 'http:']));
+    if (u.protocol === 'http:' && !isLoopbackHost(u.hostname))
+      throw new ConfigError('login.issuer', issuer.source, 'must be an https URL (http only on loopback)');
+  }
+
+  const timeouts = {
+    connectSeconds:
+      last((s) => s.int('timeouts.connectSeconds', 1, 300))?.value ?? DEFAULT_TIMEOUTS.connectSeconds,
+    commandSeconds:
+      last((s) => s.int('timeouts.commandSeconds', 1, 600))?.value ?? DEFAULT_TIMEOUTS.commandSeconds,
+    graceSeconds:
+      last((s) => s.int('timeouts.graceSeconds', 0, 86_400))?.value ?? DEFAULT_TIMEOUTS.graceSeconds,
+  };
+  const reconnect = {
+    initialDelayMs:
+      last((s) => s.int('reconnect.initialDelayMs', 10, 60_000))?.value ?? DEFAULT_RECONNECT.initialDelayMs,
+    maxDelayMs:
+      last((s) => s.int('reconnect.maxDelayMs', 100, 3_600_000))?.value ?? DEFAULT_RECONNECT.maxDelayMs,
+  };
+  if (reconnect.maxDelayMs < reconnect.initialDelayMs) {
+    throw new ConfigError(
+      'reconnect.maxDelayMs',
+      last((s) => s.int('reconnect.maxDelayMs', 100, 3_600_000))?.source ?? 'default',
+      'must not be below reconnect.initialDelayMs',
+    );
+  }
+
+  const stateDir = path.resolve(
+    last((s) => s.string('stateDir'))?.value ??
+      path.join(xdg('XDG_STATE_HOME', ['.local', 'state']), 'cardlink', 'daemon'),
+  );
+  const logFile = last((s) => s.string('log.file'));
+  return Object.freeze({
+    configFile,
+    server: {
+      url,
+      sessionUrl: url ? sessionUrlFor(url) : '',
+      caFile: caFile ? relative(caFile.value) : undefined,
+      certificateSha256,
+    },
+    login: {
+      issuer: issuer?.value,
+      clientId: last((s) => s.string('login.clientId'))?.value,
+      resource: last((s) => s.string('login.resource'))?.value,
+      scope: last((s) => s.string('login.scope'))?.value ?? DEFAULT_OIDC_SCOPE,
+    },
+    reader: {
+      bridgeSocket: path.resolve(
+        last((s) => s.string('reader.bridgeSocket'))?.value ?? DEFAULT_BRIDGE_SOCKET,
+      ),
+      name: last((s) => s.string('reader.name'))?.value ?? DEFAULT_READER_NAME,
+      slots: last((s) => s.int('reader.slots', 1, 16))?.value ?? 4,
+    },
+    timeouts,
+    reconnect,
+    deviceName: last((s) => s.string('deviceName'))?.value ?? os.hostname(),
+    stateDir,
+    runtimeDir: path.resolve(last((s) => s.string('runtimeDir'))?.value ?? controlRuntimeDirectory(env)),
+    log: {
+      level: last((s) => s.oneOf('log.level', ['error', 'warn', 'info', 'debug'] as const))?.value ?? 'info',
+      file: logFile ? relative(logFile.value) : path.join(stateDir, 'daemon.log'),
+      maxSizeBytes: last((s) => s.int('log.maxSizeBytes', 64 * 1024, 1024 ** 3))?.value ?? 5 * 1024 * 1024,
+      maxFiles: last((s) => s.int('log.maxFiles', 1, 100))?.value ?? 3,
+    },
+  });
+}
+
+/** Throws naming the missing key when no server is configured. */
+export function requireServerUrl(config: DaemonConfig): string {
+  if (!config.server.url) {
+    throw new ConfigError(
+      'server.url',
+      config.configFile ?? defaultDaemonConfigFile(),
+      'is required: set it in the config file, CARDLINK_SERVER_URL or --server-url',
+    );
+  }
+  return config.server.url;
+}

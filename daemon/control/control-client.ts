@@ -1,0 +1,409 @@
+/**
+ * The tray's and the CLI's side of the control socket (docs/daemon-control.md, "Control socket"):
+ * connects, authenticates with the secret file's secret, sends requests and emits the daemon's
+ * events.
+ *
+ * Before it sends anything (the secret, later tokens) it checks that the socket's directory is
+ * private to the current user: a socket someone else could have put there is not the daemon.
+ */
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import { dirname } from 'node:path';
+import { CardlinkError } from '../../protocol/errors.js';
+import { checkPrivateDirectory, controlPaths, readControlSecret } from './control-paths.js';
+import {
+  CONTROL_HANDSHAKE_TIMEOUT_MS,
+  CONTROL_PROTOCOL_VERSION,
+  encodeControlLine,
+  isValidClientName,
+  LineDecoder,
+  lineBytes,
+  MAX_CLIENT_NAME_LENGTH,
+  MAX_CONTROL_LINE_BYTES,
+  parseDaemonLine,
+  type ControlEvent,
+  type ControlMethod,
+  type ControlParams,
+  type ControlResults,
+  type DaemonMessage,
+  type EmptyParams,
+} from './control-protocol.js';
+
+/** How long connect() waits for the daemon's hello-ok, in milliseconds. */
+export const CONTROL_CONNECT_TIMEOUT_MS = CONTROL_HANDSHAKE_TIMEOUT_MS;
+
+export interface ControlClientOptions {
+  /** Default: the runtime directory's control.sock (control-paths.ts). */
+  socketPath?: string;
+  /** Default: the runtime directory's control.secret. */
+  secretFile?: string;
+  /** Who is asking (`cardlink-tray`, `cardlink-cli`): printable ASCII, at most MAX_CLIENT_NAME_LENGTH. */
+  clientName: string;
+  /** Overrides CONTROL_CONNECT_TIMEOUT_MS. */
+  connectTimeoutMs?: number;
+}
+
+export interface ControlClientEvents {
+  /** An event the daemon pushed. */
+  event: [event: ControlEvent];
+  /** The connection ended; `error` says why when it was not close(). */
+  close: [error?: CardlinkError];
+}
+
+/** Params argument of request(): optional for methods without params. */
+export type RequestParamsArg<M extends ControlMethod> = ControlParams[M] extends EmptyParams
+  ? [params?: EmptyParams]
+  : [params: ControlParams[M]];
+
+interface Pending {
+  resolve: (result: unknown) => void;
+  reject: (error: CardlinkError) => void;
+}
+
+function notRunning(socketPath: string, errno: string): CardlinkError {
+  return new CardlinkError(
+    'ERR_CONTROL_UNAVAILABLE',
+    `the cardlink daemon is not running (no control socket at ${socketPath}); start it with 'cardlink daemon'`,
+    { socket: socketPath, errno },
+  );
+}
+
+function remoteError(code: string, message: string): CardlinkError {
+  return new CardlinkError(code as CardlinkError['code'], message);
+}
+
+export class ControlClient extends EventEmitter<ControlClientEvents> {
+  readonly socketPath: string;
+  private readonly socket: net.Socket;
+  private readonly decoder: LineDecoder;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private ended = false;
+  private closeError: CardlinkError | undefined;
+  private readonly closedPromise: Promise<void>;
+
+  private constructor(socket: net.Socket, decoder: LineDecoder, socketPath: string, rest: string[]) {
+    super();
+    this.socket = socket;
+    this.decoder = decoder;
+    this.socketPath = socketPath;
+    this.closedPromise = new Promise((resolve) => socket.once('close', () => resolve()));
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      this.closeError ??= new CardlinkError('ERR_CONTROL_UNAVAILABLE', 'the control connection failed', {
+        socket: socketPath,
+        errno: err.code ?? 'unknown',
+      });
+    });
+    socket.on('close', () => this.onClose());
+    // Lines that came with hello-ok are handled once the caller can listen.
+    if (rest.length > 0) setImmediate(() => this.onLines(rest));
+  }
+
+  /**
+   * Checks the socket's directory, connects, reads the secret and performs the hello. Rejects with
+   * ERR_CONTROL_UNAVAILABLE when no daemon runs, ERR_CONTROL_AUTH when the daemon refuses the secret,
+   * ERR_KEY_FILE_INSECURE when the directory or the secret file is not private.
+   */
+  static async connect(options: ControlClientOptions): Promise<ControlClient> {
+    if (!isValidClientName(options.clientName)) {
+      throw new CardlinkError(
+        'ERR_CONTROL_PARAMS',
+        `client name must be 1 to ${MAX_CLIENT_NAME_LENGTH} printable ASCII characters`,
+      );
+    }
+    const paths = controlPaths({
+      ...(options.socketPath !== undefined ? { socketPath: options.socketPath } : {}),
+      ...(options.secretFile !== undefined ? { secretFile: options.secretFile } : {}),
+    });
+    const { socketPath, secretFile } = paths;
+    try {
+      await checkPrivateDirectory(dirname(socketPath));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw notRunning(socketPath, 'ENOENT');
+      throw error;
+    }
+    const socket = await connectSocket(socketPath, options.connectTimeoutMs ?? CONTROL_CONNECT_TIMEOUT_MS);
+    let secret: string;
+    try {
+      secret = await readControlSecret(secretFile);
+    } catch (error) {
+      socket.destroy();
+      const errno = (error as NodeJS.ErrnoException).code;
+      if (errno === 'ENOENT') {
+        throw new CardlinkError(
+          'ERR_CONTROL_UNAVAILABLE',
+          `the cardlink daemon's secret file ${secretFile} is missing (is the daemon still starting?)`,
+          { path: secretFile },
+        );
+      }
+      if (errno !== undefined) {
+        throw new CardlinkError('ERR_CONTROL_UNAVAILABLE', `cannot read ${secretFile}: ${errno}`, {
+          path: secretFile,
+          errno,
+        });
+      }
+      throw error;
+    }
+    return ControlClient.handshake(socket, socketPath, secret, options);
+  }
+
+  /** Whether the connection has ended. */
+  get closed(): boolean {
+    return this.ended;
+  }
+
+  /** Sends a request; resolves with its result or rejects with a CardlinkError of the response's code. */
+  request<M extends ControlMethod>(method: M, ...args: RequestParamsArg<M>): Promise<ControlResults[M]> {
+    if (this.ended || this.socket.destroyed) {
+      return Promise.reject(
+        new CardlinkError('ERR_CONTROL_UNAVAILABLE', 'the control connection is closed', {
+          socket: this.socketPath,
+        }),
+      );
+    }
+    const id = this.nextId++;
+    const params = args[0];
+    const line = encodeControlLine({
+      type: 'request',
+      id,
+      method,
+      ...(params !== undefined ? { params } : {}),
+    });
+    if (lineBytes(line) > MAX_CONTROL_LINE_BYTES) {
+      return Promise.reject(
+        new CardlinkError('ERR_CONTROL_PARAMS', `request longer than ${MAX_CONTROL_LINE_BYTES} bytes`, {
+          method,
+        }),
+      );
+    }
+    return new Promise<ControlResults[M]>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (r: unknown) => void, reject });
+      this.socket.write(line);
+    });
+  }
+
+  /** Closes the connection; pending requests reject with ERR_CONTROL_UNAVAILABLE. */
+  async close(): Promise<void> {
+    if (!this.ended) this.socket.end();
+    await this.closedPromise;
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.ended) return;
+    const { lines, error } = this.decoder.push(chunk);
+    this.onLines(lines);
+    if (error) this.protocolError(error);
+  }
+
+  private onLines(lines: string[]): void {
+    for (const line of lines) {
+      if (this.ended || this.socket.destroyed) return;
+      let message: DaemonMessage | undefined;
+      try {
+        message = parseDaemonLine(line);
+      } catch (error) {
+        this.protocolError(error as CardlinkError);
+        return;
+      }
+      if (message) this.handle(message);
+    }
+  }
+
+  private handle(message: DaemonMessage): void {
+    switch (message.type) {
+      case 'response': {
+        const p = this.pending.get(message.id);
+        if (!p) {
+          this.protocolError(
+            new CardlinkError(
+              'ERR_CONTROL_PROTOCOL',
+              `response to request ${message.id}, which is not pending`,
+            ),
+          );
+          return;
+        }
+        this.pending.delete(message.id);
+        if (message.ok) p.resolve(message.result);
+        else p.reject(remoteError(message.error.code, message.error.message));
+        return;
+      }
+      case 'event': {
+        const { type: _type, ...event } = message;
+        this.emit('event', event as ControlEvent);
+        return;
+      }
+      case 'error':
+        this.closeError = remoteError(message.code, message.message);
+        this.socket.destroy();
+        return;
+      case 'hello-ok':
+        this.protocolError(new CardlinkError('ERR_CONTROL_PROTOCOL', 'hello-ok sent twice'));
+        return;
+    }
+  }
+
+  private protocolError(error: CardlinkError): void {
+    this.closeError ??= error;
+    this.socket.destroy();
+  }
+
+  private onClose(): void {
+    if (this.ended) return;
+    this.ended = true;
+    const error =
+      this.closeError ??
+      new CardlinkError('ERR_CONTROL_UNAVAILABLE', 'the daemon closed the control connection', {
+        socket: this.socketPath,
+      });
+    for (const p of this.pending.values()) p.reject(error);
+    this.pending.clear();
+    this.emit('close', this.closeError);
+  }
+
+  /** Sends the hello and waits for hello-ok (or the daemon's refusal). */
+  private static handshake(
+    socket: net.Socket,
+    socketPath: string,
+    secret: string,
+    options: ControlClientOptions,
+  ): Promise<ControlClient> {
+    const timeoutMs = options.connectTimeoutMs ?? CONTROL_CONNECT_TIMEOUT_MS;
+    const decoder = new LineDecoder(MAX_CONTROL_LINE_BYTES);
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      let refusal: CardlinkError | undefined;
+      const fail = (err: CardlinkError): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        socket.destroy();
+        reject(err);
+      };
+      const timer = setTimeout(
+        () =>
+          fail(
+            new CardlinkError(
+              'ERR_CONTROL_UNAVAILABLE',
+              'the cardlink daemon did not answer the hello in time',
+              {
+                socket: socketPath,
+                timeoutMs,
+              },
+            ),
+          ),
+        timeoutMs,
+      );
+      socket.on('error', (err: NodeJS.ErrnoException) =>
+        fail(
+          refusal ??
+            new CardlinkError('ERR_CONTROL_UNAVAILABLE', 'the control connection failed during the hello', {
+              socket: socketPath,
+              errno: err.code ?? 'unknown',
+            }),
+        ),
+      );
+      socket.on('close', () =>
+        fail(
+          refusal ??
+            new CardlinkError(
+              'ERR_CONTROL_UNAVAILABLE',
+              'the daemon closed the control connection during the hello',
+              {
+                socket: socketPath,
+              },
+            ),
+        ),
+      );
+      socket.on('data', (chunk: Buffer) => {
+        if (settled) return;
+        const { lines, error } = decoder.push(chunk);
+        const [first, ...rest] = lines;
+        if (first === undefined) {
+          if (error) fail(error);
+          return;
+        }
+        let message: DaemonMessage | undefined;
+        try {
+          message = parseDaemonLine(first);
+        } catch (err) {
+          fail(err as CardlinkError);
+          return;
+        }
+        if (message?.type === 'error') {
+          // The daemon closes next; report its reason, not the close.
+          refusal = remoteError(message.code, message.message);
+          fail(refusal);
+          return;
+        }
+        if (message?.type !== 'hello-ok') {
+          fail(
+            new CardlinkError('ERR_CONTROL_PROTOCOL', 'the daemon did not answer the hello with hello-ok'),
+          );
+          return;
+        }
+        if (message.version !== CONTROL_PROTOCOL_VERSION) {
+          fail(
+            new CardlinkError(
+              'ERR_CONTROL_PROTOCOL',
+              `the daemon speaks control protocol version ${message.version}`,
+              {
+                version: message.version,
+              },
+            ),
+          );
+          return;
+        }
+        if (error) {
+          fail(error);
+          return;
+        }
+        settled = true;
+        clearTimeout(timer);
+        socket.removeAllListeners();
+        resolve(new ControlClient(socket, decoder, socketPath, rest));
+      });
+      socket.write(encodeControlLine({ type: 'hello', secret, client: options.clientName }));
+    });
+  }
+}
+
+function connectSocket(socketPath: string, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.createConnection({ path: socketPath });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(
+        new CardlinkError(
+          'ERR_CONTROL_UNAVAILABLE',
+          `the cardlink daemon did not accept the connection in time`,
+          {
+            socket: socketPath,
+            timeoutMs,
+          },
+        ),
+      );
+    }, timeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeAllListeners('error');
+      resolve(socket);
+    });
+    socket.once('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      socket.destroy();
+      const errno = err.code ?? 'unknown';
+      if (errno === 'ENOENT' || errno === 'ECONNREFUSED') reject(notRunning(socketPath, errno));
+      else
+        reject(
+          new CardlinkError(
+            'ERR_CONTROL_UNAVAILABLE',
+            errno === 'EACCES'
+              ? `permission denied on the control socket ${socketPath} (is the daemon run by another user?)`
+              : `cannot connect to the control socket ${socketPath}: ${errno}`,
+            { socket: socketPath, errno },
+          ),
+        );
+    });
+  });
+}

@@ -1,0 +1,449 @@
+/**
+ * The daemon's local control protocol, spoken by the tray and the CLI over a Unix socket
+ * (docs/daemon-control.md, "Control socket"; keep that page and this file in step).
+ *
+ * JSON lines: one JSON object per line, UTF-8, each line ended by LF and at most
+ * MAX_CONTROL_LINE_BYTES long. The client's first line is a hello with the secret from the secret
+ * file; then it sends requests and the daemon answers each with a response carrying the same id,
+ * and pushes events to every authenticated client.
+ *
+ * The daemon is strict about what it accepts (unknown fields and wrong types are refused, naming the
+ * field); clients ignore fields and events they do not know, so a newer daemon can add them.
+ */
+import { CardlinkError, type CardlinkErrorCode } from '../../protocol/errors.js';
+
+/** Version of this protocol, sent in hello-ok. */
+export const CONTROL_PROTOCOL_VERSION = 1;
+
+/** Longest line either side accepts, in bytes of UTF-8 without the LF; a longer one closes the connection. */
+export const MAX_CONTROL_LINE_BYTES = 64 * 1024;
+
+/** How long the daemon waits for a client's hello after it connects, in milliseconds. */
+export const CONTROL_HANDSHAKE_TIMEOUT_MS = 5000;
+
+/** Length of the shared secret in bytes (before base64url: 43 characters). */
+export const CONTROL_SECRET_BYTES = 32;
+
+/** Longest client name in a hello, in characters (printable ASCII only). */
+export const MAX_CLIENT_NAME_LENGTH = 64;
+
+/** Most requests one client may have unanswered at a time; more are answered ERR_TOO_MANY_IN_FLIGHT. */
+export const MAX_CONTROL_IN_FLIGHT = 16;
+
+/** The request methods, in the order of docs/daemon-control.md. */
+export const CONTROL_METHODS = [
+  'status',
+  'cards',
+  'hand-over-token',
+  'logout',
+  'connect',
+  'disconnect',
+] as const;
+export type ControlMethod = (typeof CONTROL_METHODS)[number];
+
+/** The event names the daemon pushes. */
+export const CONTROL_EVENTS = [
+  'connected',
+  'disconnected',
+  'card-inserted',
+  'card-removed',
+  'taken-over',
+  'token-expiring',
+  'error',
+] as const;
+export type ControlEventName = (typeof CONTROL_EVENTS)[number];
+
+/** An error as it travels in a response, an event or an error message. */
+export interface ControlErrorInfo {
+  code: CardlinkErrorCode;
+  message: string;
+}
+
+/** One card of the signed-in user as the daemon sees it. */
+export interface CardStatus {
+  cardId: string;
+  label: string;
+  /** Reader slot the card is in (while inserted). */
+  slot?: number;
+  /** PC/SC reader name of that slot (while inserted). */
+  readerName?: string;
+  state: 'inserted' | 'removed' | 'taken-over';
+  /** Name of the device that took the card over (state 'taken-over'). */
+  takenOverBy?: string;
+}
+
+export type DaemonState = 'logged-out' | 'connecting' | 'connected' | 'reconnecting' | 'offline';
+
+/** The result of `status`. */
+export interface DaemonStatus {
+  state: DaemonState;
+  /** The card server's URL from the daemon's settings. */
+  serverUrl: string;
+  /** The signed-in user (the token's subject or preferred name). */
+  user?: string;
+  deviceId?: string;
+  /** 'pending' until an administrator approves the device. */
+  deviceStatus?: 'pending' | 'approved';
+  /** When the access token expires, unix time in seconds. */
+  tokenExpiresAt?: number;
+  lastError?: ControlErrorInfo;
+  cards: CardStatus[];
+}
+
+/** Params of `hand-over-token`: the tokens of a login the tray or the CLI performed. */
+export interface TokenHandover {
+  accessToken: string;
+  refreshToken?: string;
+  /** When the access token expires, unix time in seconds. */
+  expiresAt?: number;
+  /** The OpenID provider that issued the tokens (http or https URL). */
+  issuer?: string;
+  /** The OAuth client the tokens were issued to (needed to refresh them). */
+  clientId?: string;
+}
+
+/** What the daemon does for each request; errors it throws reach the client (see ControlServer). */
+export interface ControlHandler {
+  status(): DaemonStatus;
+  cards(): CardStatus[];
+  handOverToken(t: TokenHandover): Promise<void>;
+  logout(): Promise<void>;
+  connect(): Promise<void>;
+  disconnect(): Promise<void>;
+}
+
+/** A method without params takes `{}` (or no params member at all). */
+export type EmptyParams = Record<string, never>;
+
+/** Params of each method. */
+export interface ControlParams {
+  status: EmptyParams;
+  cards: EmptyParams;
+  'hand-over-token': TokenHandover;
+  logout: EmptyParams;
+  connect: EmptyParams;
+  disconnect: EmptyParams;
+}
+
+/** Result of each method (`null` for those that only act). */
+export interface ControlResults {
+  status: DaemonStatus;
+  cards: CardStatus[];
+  'hand-over-token': null;
+  logout: null;
+  connect: null;
+  disconnect: null;
+}
+
+/** Data of each event. */
+export interface ControlEventData {
+  /** The session with the card server is up. */
+  connected: { serverUrl: string; user?: string; deviceId?: string };
+  /** The session ended; `willReconnect` says whether the daemon tries again on its own. */
+  disconnected: { willReconnect: boolean; error?: ControlErrorInfo };
+  'card-inserted': { cardId: string; label: string; slot?: number; readerName?: string };
+  'card-removed': { cardId: string; label: string; slot?: number; readerName?: string };
+  /** Another device opened the card; it is out of this machine's reader. */
+  'taken-over': { cardId: string; label: string; byDeviceName: string };
+  /** The access token expires soon and cannot be refreshed: the user should log in again. */
+  'token-expiring': { expiresAt: number };
+  error: ControlErrorInfo;
+}
+
+export type ControlEvent = {
+  [K in ControlEventName]: { event: K; data: ControlEventData[K] };
+}[ControlEventName];
+
+// ---- Messages ----
+
+export interface HelloMessage {
+  type: 'hello';
+  secret: string;
+  client: string;
+}
+
+export interface HelloOkMessage {
+  type: 'hello-ok';
+  version: number;
+}
+
+export interface RequestMessage {
+  type: 'request';
+  id: number;
+  method: ControlMethod;
+  params?: object;
+}
+
+export type ResponseMessage =
+  | { type: 'response'; id: number; ok: true; result: unknown }
+  | { type: 'response'; id: number; ok: false; error: ControlErrorInfo };
+
+export type EventMessage = { type: 'event' } & ControlEvent;
+
+/** Sent by the daemon right before it closes the connection. */
+export interface ErrorMessage {
+  type: 'error';
+  code: CardlinkErrorCode;
+  message: string;
+}
+
+export type ClientMessage = HelloMessage | RequestMessage;
+export type DaemonMessage = HelloOkMessage | ResponseMessage | EventMessage | ErrorMessage;
+
+/** Serialises one message as a line (JSON never contains a raw LF, so the line cannot split). */
+export function encodeControlLine(message: ClientMessage | DaemonMessage): string {
+  return `${JSON.stringify(message)}\n`;
+}
+
+/** Byte length of an encoded line without its LF. */
+export function lineBytes(line: string): number {
+  return Buffer.byteLength(line) - 1;
+}
+
+// ---- Framing ----
+
+function protocolError(message: string, context: Record<string, string | number | boolean> = {}) {
+  return new CardlinkError('ERR_CONTROL_PROTOCOL', message, context);
+}
+
+/** Splits a byte stream into lines; refuses a line longer than `maxLineBytes` or not valid UTF-8. */
+export class LineDecoder {
+  private parts: Buffer[] = [];
+  private pending = 0;
+  private readonly utf8 = new TextDecoder('utf-8', { fatal: true });
+
+  constructor(private readonly maxLineBytes: number = MAX_CONTROL_LINE_BYTES) {}
+
+  /**
+   * The complete lines `chunk` ends, without their LF. When a line breaks a rule, `error` is set and
+   * `lines` holds the lines before it; the decoder is then unusable (close the connection).
+   */
+  push(chunk: Buffer): { lines: string[]; error?: CardlinkError } {
+    const lines: string[] = [];
+    let start = 0;
+    for (;;) {
+      const nl = chunk.indexOf(0x0a, start);
+      const piece = chunk.subarray(start, nl === -1 ? chunk.length : nl);
+      if (this.pending + piece.length > this.maxLineBytes) {
+        return {
+          lines,
+          error: protocolError(`line longer than ${this.maxLineBytes} bytes`, { limit: this.maxLineBytes }),
+        };
+      }
+      if (nl === -1) {
+        if (piece.length > 0) {
+          this.parts.push(piece);
+          this.pending += piece.length;
+        }
+        return { lines };
+      }
+      const bytes = this.pending > 0 ? Buffer.concat([...this.parts, piece]) : piece;
+      this.parts = [];
+      this.pending = 0;
+      try {
+        lines.push(this.utf8.decode(bytes));
+      } catch {
+        return { lines, error: protocolError('line is not valid UTF-8') };
+      }
+      start = nl + 1;
+    }
+  }
+}
+
+// ---- Validation ----
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function parseJsonObject(line: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    throw protocolError('line is not valid JSON');
+  }
+  if (!isObject(value)) throw protocolError('line is not a JSON object');
+  return value;
+}
+
+function checkFields(
+  value: Record<string, unknown>,
+  allowed: readonly string[],
+  fail: (field: string) => CardlinkError,
+): void {
+  for (const key of Object.keys(value)) if (!allowed.includes(key)) throw fail(key);
+}
+
+/** A printable-ASCII name of 1..MAX_CLIENT_NAME_LENGTH characters. */
+export function isValidClientName(name: unknown): name is string {
+  return typeof name === 'string' && name.length <= MAX_CLIENT_NAME_LENGTH && /^[\x20-\x7e]+$/.test(name);
+}
+
+function isRequestId(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+/** A request as read off the wire, before its method and params are checked. */
+export interface RawRequest {
+  type: 'request';
+  id: number;
+  method: unknown;
+  params: unknown;
+}
+
+/**
+ * Parses a client's first line. Anything but a well-formed hello throws ERR_CONTROL_AUTH (the daemon
+ * accepts nothing else before it).
+ */
+export function parseHello(line: string): HelloMessage {
+  const auth = (message: string) => new CardlinkError('ERR_CONTROL_AUTH', message);
+  let value: Record<string, unknown>;
+  try {
+    value = parseJsonObject(line);
+  } catch {
+    throw auth('the first message must be a hello');
+  }
+  if (value.type !== 'hello') throw auth('the first message must be a hello');
+  checkFields(value, ['type', 'secret', 'client'], (f) =>
+    auth(`hello: unexpected field "${f.slice(0, 64)}"`),
+  );
+  if (typeof value.secret !== 'string') throw auth('hello: secret must be a string');
+  if (!isValidClientName(value.client)) {
+    throw auth(`hello: client must be 1 to ${MAX_CLIENT_NAME_LENGTH} printable ASCII characters`);
+  }
+  return { type: 'hello', secret: value.secret, client: value.client };
+}
+
+/**
+ * Parses a client's line after the hello. What cannot be answered (not JSON, unknown type, no valid
+ * id, a second hello) throws ERR_CONTROL_PROTOCOL; method and params are checked by validateRequest.
+ */
+export function parseClientLine(line: string): RawRequest {
+  const value = parseJsonObject(line);
+  if (value.type === 'hello') throw protocolError('hello may only be sent once, first');
+  if (value.type !== 'request') throw protocolError('unknown message type');
+  checkFields(value, ['type', 'id', 'method', 'params'], (f) =>
+    protocolError(`request: unexpected field "${f.slice(0, 64)}"`),
+  );
+  if (!isRequestId(value.id)) throw protocolError('request: id must be a non-negative integer');
+  return { type: 'request', id: value.id, method: value.method, params: value.params };
+}
+
+function paramsError(message: string, field?: string): CardlinkError {
+  return new CardlinkError('ERR_CONTROL_PARAMS', message, field === undefined ? {} : { field });
+}
+
+function optionalString(params: Record<string, unknown>, field: string): string | undefined {
+  const v = params[field];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || v.length === 0) {
+    throw paramsError(`params.${field} must be a non-empty string when present`, field);
+  }
+  return v;
+}
+
+function validateTokenHandover(params: Record<string, unknown>): TokenHandover {
+  const fields = ['accessToken', 'refreshToken', 'expiresAt', 'issuer', 'clientId'];
+  checkFields(params, fields, (f) =>
+    paramsError(`params.${f.slice(0, 64)} is not a parameter of hand-over-token`, f.slice(0, 64)),
+  );
+  if (params.accessToken === undefined) {
+    throw paramsError('params.accessToken is required', 'accessToken');
+  }
+  const accessToken = optionalString(params, 'accessToken')!;
+  const out: TokenHandover = { accessToken };
+  const refreshToken = optionalString(params, 'refreshToken');
+  if (refreshToken !== undefined) out.refreshToken = refreshToken;
+  if (params.expiresAt !== undefined) {
+    const e = params.expiresAt;
+    if (typeof e !== 'number' || !Number.isSafeInteger(e) || e <= 0) {
+      throw paramsError('params.expiresAt must be a positive integer (unix time in seconds)', 'expiresAt');
+    }
+    out.expiresAt = e;
+  }
+  const issuer = optionalString(params, 'issuer');
+  if (issuer !== undefined) {
+    let url: URL | undefined;
+    try {
+      url = new URL(issuer);
+    } catch {
+      url = undefined;
+    }
+    if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:')) {
+      throw paramsError('params.issuer must be an http or https URL', 'issuer');
+    }
+    out.issuer = issuer;
+  }
+  const clientId = optionalString(params, 'clientId');
+  if (clientId !== undefined) out.clientId = clientId;
+  return out;
+}
+
+/** A request whose method and params passed validateRequest. */
+export type ValidRequest = {
+  [M in ControlMethod]: { method: M; params: ControlParams[M] };
+}[ControlMethod];
+
+/**
+ * Checks a request's method (ERR_CONTROL_METHOD) and params (ERR_CONTROL_PARAMS, naming the field).
+ * The params returned hold only the known fields, freshly copied.
+ */
+export function validateRequest(method: unknown, params: unknown): ValidRequest {
+  if (typeof method !== 'string' || !(CONTROL_METHODS as readonly string[]).includes(method)) {
+    const shown = typeof method === 'string' ? `"${method.slice(0, 64)}"` : `of type ${typeof method}`;
+    throw new CardlinkError('ERR_CONTROL_METHOD', `unknown method ${shown}`);
+  }
+  const m = method as ControlMethod;
+  if (params !== undefined && !isObject(params)) throw paramsError('params must be an object', 'params');
+  const p = params ?? {};
+  if (m === 'hand-over-token') return { method: m, params: validateTokenHandover(p) };
+  checkFields(p, [], (f) =>
+    paramsError(`params.${f.slice(0, 64)} is not a parameter of ${m}`, f.slice(0, 64)),
+  );
+  return { method: m, params: {} } as ValidRequest;
+}
+
+const ERROR_CODE = /^ERR_[A-Z0-9_]{1,60}$/;
+
+function errorInfo(value: unknown, where: string): ControlErrorInfo {
+  if (!isObject(value) || typeof value.code !== 'string' || !ERROR_CODE.test(value.code)) {
+    throw protocolError(`${where}: error code missing or malformed`);
+  }
+  if (typeof value.message !== 'string') throw protocolError(`${where}: error message must be a string`);
+  // A newer daemon may send codes this client does not know; they still name the error.
+  return { code: value.code as CardlinkErrorCode, message: value.message };
+}
+
+/**
+ * Parses a daemon's line on the client side. Malformed lines throw ERR_CONTROL_PROTOCOL; an event
+ * this client does not know returns undefined (ignore it). Unknown fields are ignored.
+ */
+export function parseDaemonLine(line: string): DaemonMessage | undefined {
+  const value = parseJsonObject(line);
+  switch (value.type) {
+    case 'hello-ok':
+      if (typeof value.version !== 'number') throw protocolError('hello-ok: version must be a number');
+      return { type: 'hello-ok', version: value.version };
+    case 'response': {
+      if (!isRequestId(value.id)) throw protocolError('response: id must be a non-negative integer');
+      if (value.ok === true)
+        return { type: 'response', id: value.id, ok: true, result: value.result ?? null };
+      if (value.ok === false)
+        return { type: 'response', id: value.id, ok: false, error: errorInfo(value.error, 'response') };
+      throw protocolError('response: ok must be a boolean');
+    }
+    case 'event': {
+      if (typeof value.event !== 'string') throw protocolError('event: event must be a string');
+      if (!isObject(value.data)) throw protocolError('event: data must be an object');
+      if (!(CONTROL_EVENTS as readonly string[]).includes(value.event)) return undefined;
+      return { type: 'event', event: value.event, data: value.data } as EventMessage;
+    }
+    case 'error': {
+      const info = errorInfo(value, 'error');
+      return { type: 'error', code: info.code, message: info.message };
+    }
+    default:
+      throw protocolError('unknown message type');
+  }
+}

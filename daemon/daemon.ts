@@ -1,0 +1,351 @@
+/**
+ * `cardlink daemon`: one running instance per user. It holds the device key, the session with the
+ * card server (ServerLink), the user's cards in the reader (CardManager), and the control socket
+ * through which the tray and the CLI hand over tokens and ask for status.
+ *
+ * Tokens: the access token comes from the tray or `cardlink login`. When the handover also
+ * carries a refresh token (headless login, no tray to renew), the daemon refreshes by itself on
+ * TOKEN_EXPIRING; otherwise it tells the control clients (event `token-expiring`) and the tray
+ * renews. Tokens live in memory only; a restarted daemon needs a new login.
+ */
+import { decodeJwt } from 'jose';
+import { CardlinkError } from '../protocol/errors.js';
+import type { Logger } from '../protocol/log.js';
+import { CardManager } from './cards/card-manager.js';
+import { requireServerUrl, type DaemonConfig } from './config/daemon-config.js';
+import { controlPaths } from './control/control-paths.js';
+import type {
+  CardStatus,
+  ControlErrorInfo,
+  ControlHandler,
+  DaemonStatus,
+  TokenHandover,
+} from './control/control-protocol.js';
+import { ControlServer } from './control/control-server.js';
+import { loadOrCreateDeviceKey } from './device/device-key.js';
+import { refreshAccessToken } from './login/refresh-token.js';
+import { BridgeReader } from './reader/bridge-reader.js';
+import { ServerLink } from './session/server-link.js';
+import fs from 'node:fs';
+import { isLoopbackHost } from '../protocol/config/config-sources.js';
+
+export const DAEMON_VERSION = '0.1.0';
+
+/** A token refresh is tried this many times (with the link's back-off) before giving up. */
+const MAX_REFRESH_ATTEMPTS = 3;
+
+interface HeldToken {
+  accessToken: string;
+  refreshToken: string | undefined;
+  issuer: string | undefined;
+  clientId: string | undefined;
+  expiresAt: number | undefined;
+}
+
+export class Daemon implements ControlHandler {
+  private token: HeldToken | undefined;
+  private lastError: ControlErrorInfo | undefined;
+  private offline = false;
+  private expiryTimer: NodeJS.Timeout | undefined;
+
+  private constructor(
+    private readonly config: DaemonConfig,
+    private readonly logger: Logger,
+    private readonly link: ServerLink,
+    private readonly cardManager: CardManager,
+    private readonly reader: BridgeReader,
+    private control: ControlServer | undefined,
+  ) {}
+
+  static async start(config: DaemonConfig, logger: Logger): Promise<Daemon> {
+    requireServerUrl(config);
+    const device = await loadOrCreateDeviceKey(config.stateDir);
+    if (device.created) logger.info('device key created', { file: device.file });
+    let reader: BridgeReader;
+    try {
+      reader = await BridgeReader.open({
+        socketPath: config.reader.bridgeSocket,
+        friendlyName: config.reader.name,
+        maxSlots: config.reader.slots,
+        logger,
+      });
+    } catch (error) {
+      throw new CardlinkError(
+        'ERR_READER_DRIVER_MISSING',
+        `the cardlink reader driver is not listening on ${config.reader.bridgeSocket}: is pcscd running with it? ` +
+          '(install-scripts/debian/setup.sh registers it)',
+        {
+          socket: config.reader.bridgeSocket,
+          cause: error instanceof CardlinkError ? error.code : 'connect',
+        },
+      );
+    }
+    const link = new ServerLink({
+      sessionUrl: config.server.sessionUrl,
+      ca: config.server.caFile ? fs.readFileSync(config.server.caFile, 'utf8') : undefined,
+      certificateSha256: config.server.certificateSha256,
+      device,
+      deviceName: config.deviceName,
+      clientName: `cardlink-daemon/${DAEMON_VERSION} ${process.platform}`,
+      connectTimeoutMs: config.timeouts.connectSeconds * 1000,
+      commandTimeoutMs: config.timeouts.commandSeconds * 1000,
+      reconnect: config.reconnect,
+      logger,
+    });
+    const cards = new CardManager({ link, reader, graceMs: config.timeouts.graceSeconds * 1000, logger });
+    const daemon = new Daemon(config, logger, link, cards, reader, undefined);
+    const paths = controlPaths({ runtimeDir: config.runtimeDir });
+    try {
+      daemon.control = await ControlServer.start({ ...paths, handler: daemon, logger });
+    } catch (error) {
+      await reader.close();
+      throw error;
+    }
+    daemon.wire();
+    logger.info('daemon started', {
+      server: config.server.url,
+      control: paths.socketPath,
+      slots: reader.slotCount,
+    });
+    return daemon;
+  }
+
+  /** The control socket's path (tests and `diag`). */
+  get controlSocket(): string {
+    return controlPaths({ runtimeDir: this.config.runtimeDir }).socketPath;
+  }
+
+  private wire(): void {
+    const { link, cardManager } = this;
+    const broadcast = (event: Parameters<ControlServer['broadcast']>[0]) => this.control?.broadcast(event);
+    link.on('session', (info) => {
+      this.offline = false;
+      this.lastError = undefined;
+      broadcast({
+        event: 'connected',
+        data: { serverUrl: this.config.server.url, user: this.userName(), deviceId: info.deviceId },
+      });
+    });
+    link.on('down', ({ code, reason }) => {
+      broadcast({
+        event: 'disconnected',
+        data: {
+          willReconnect: link.hasToken,
+          error: {
+            code: 'ERR_SESSION_LOST',
+            message: `connection closed (${code}${reason ? ` ${reason}` : ''})`,
+          },
+        },
+      });
+    });
+    link.on('token-refused', (error) => {
+      this.token = undefined;
+      this.clearExpiryTimer();
+      this.noteError(error);
+    });
+    link.on('fault', (error) => this.noteError(error));
+    link.on('push', (frame) => {
+      if (frame.type === 'TOKEN_EXPIRING') void this.onTokenExpiring(frame.tokenExpiresAt);
+    });
+    cardManager.on('inserted', (c) => broadcast({ event: 'card-inserted', data: cardEventData(c) }));
+    cardManager.on('removed', (c) => {
+      if (!this.link.sessionInfo && this.link.hasToken) this.offline = true;
+      broadcast({ event: 'card-removed', data: cardEventData(c) });
+    });
+    cardManager.on('taken-over', (c) =>
+      broadcast({
+        event: 'taken-over',
+        data: { cardId: c.cardId, label: c.label, byDeviceName: c.takenOverBy },
+      }),
+    );
+    cardManager.on('error', (error) => this.noteError(error));
+  }
+
+  // --- ControlHandler --------------------------------------------------------------------------
+
+  status(): DaemonStatus {
+    const info = this.link.sessionInfo;
+    const state = this.link.state;
+    return {
+      state: !this.link.hasToken
+        ? 'logged-out'
+        : state === 'connected'
+          ? 'connected'
+          : this.offline
+            ? 'offline'
+            : state === 'reconnecting'
+              ? 'reconnecting'
+              : 'connecting',
+      serverUrl: this.config.server.url,
+      ...(this.token ? { user: this.userName() } : {}),
+      ...(info
+        ? { deviceId: info.deviceId, deviceStatus: info.deviceStatus, tokenExpiresAt: info.tokenExpiresAt }
+        : {}),
+      ...(this.lastError ? { lastError: this.lastError } : {}),
+      cards: this.cardManager.list(),
+    };
+  }
+
+  cards(): CardStatus[] {
+    return this.cardManager.list();
+  }
+
+  async handOverToken(t: TokenHandover): Promise<void> {
+    const issuer = t.issuer ?? this.config.login.issuer;
+    const clientId = t.clientId ?? this.config.login.clientId;
+    this.token = {
+      accessToken: t.accessToken,
+      refreshToken: t.refreshToken,
+      issuer,
+      clientId,
+      expiresAt: t.expiresAt ?? expiryOf(t.accessToken),
+    };
+    this.lastError = undefined;
+    this.link.restart();
+    await this.link.setToken(t.accessToken);
+    this.armExpiryTimer();
+    this.logger.info('token handed over', { renewal: this.link.state === 'connected' });
+  }
+
+  async logout(): Promise<void> {
+    this.token = undefined;
+    this.clearExpiryTimer();
+    await this.cardManager.closeAll();
+    await this.link.stop();
+    this.link.restart();
+    this.logger.info('logged out');
+  }
+
+  async connect(): Promise<void> {
+    if (!this.token)
+      throw new CardlinkError('ERR_AUTH_TOKEN_INVALID', 'not logged in: run "cardlink login" first');
+    if (this.link.state === 'connected') {
+      await this.cardManager.claimAll();
+      return;
+    }
+    this.link.restart();
+    await this.link.setToken(this.token.accessToken);
+  }
+
+  async disconnect(): Promise<void> {
+    const token = this.token;
+    await this.cardManager.closeAll();
+    await this.link.stop();
+    this.link.restart();
+    this.token = token; // kept for "connect"
+  }
+
+  /** Stops everything: cards out of the reader, session closed, control socket removed. */
+  async close(): Promise<void> {
+    this.clearExpiryTimer();
+    await this.cardManager.removeAll('the daemon stopped', true, true);
+    await this.link.stop();
+    await this.control?.close();
+    await this.reader.close();
+  }
+
+  // --- tokens ----------------------------------------------------------------------------------
+
+  private userName(): string | undefined {
+    if (!this.token) return undefined;
+    try {
+      const claims = decodeJwt(this.token.accessToken);
+      const name = claims['preferred_username'] ?? claims['email'] ?? claims.sub;
+      return typeof name === 'string' ? name : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private async onTokenExpiring(expiresAt: number): Promise<void> {
+    const held = this.token;
+    if (!held?.refreshToken || !held.issuer || !held.clientId) {
+      this.control?.broadcast({ event: 'token-expiring', data: { expiresAt } });
+      return;
+    }
+    for (let attempt = 1; attempt <= MAX_REFRESH_ATTEMPTS; attempt++) {
+      try {
+        const grant = await refreshAccessToken(
+          {
+            issuer: held.issuer,
+            clientId: held.clientId,
+            ...(this.config.login.resource ? { resource: this.config.login.resource } : {}),
+            scope: this.config.login.scope,
+          },
+          held.refreshToken,
+          { allowInsecureHttpIssuer: isLoopbackHost(new URL(held.issuer).hostname) },
+        );
+        if (this.token !== held) return; // logged out or replaced meanwhile
+        await this.handOverToken({
+          accessToken: grant.accessToken,
+          ...(grant.refreshToken ? { refreshToken: grant.refreshToken } : {}),
+          expiresAt: grant.expiresAt,
+          issuer: held.issuer,
+          clientId: held.clientId,
+        });
+        this.logger.info('access token refreshed');
+        return;
+      } catch (error) {
+        const e =
+          error instanceof CardlinkError ? error : new CardlinkError('ERR_IDP_UNAVAILABLE', 'refresh failed');
+        this.logger.warn('token refresh failed', { code: e.code, attempt });
+        if (e.code === 'ERR_LOGIN_EXPIRED') break;
+        await new Promise((r) => setTimeout(r, 1000 * attempt));
+      }
+    }
+    this.control?.broadcast({ event: 'token-expiring', data: { expiresAt } });
+  }
+
+  /**
+   * Cards out when the token expires while the server is unreachable too (the server closes a
+   * connected session itself with 4004).
+   */
+  private armExpiryTimer(): void {
+    this.clearExpiryTimer();
+    const expiresAt = this.token?.expiresAt;
+    if (!expiresAt) return;
+    const ms = Math.min(expiresAt * 1000 - Date.now(), 2 ** 31 - 1);
+    this.expiryTimer = setTimeout(
+      () => {
+        if (this.link.state === 'connected') return; // the server decides (4004 or renewed)
+        if (this.token?.expiresAt !== expiresAt) return;
+        this.token = undefined;
+        void this.link.stop().then(() => this.link.restart());
+        void this.cardManager.removeAll('the access token expired', true);
+        this.noteError(new CardlinkError('ERR_AUTH_TOKEN_INVALID', 'the access token expired; log in again'));
+      },
+      Math.max(0, ms),
+    );
+    this.expiryTimer.unref();
+  }
+
+  private clearExpiryTimer(): void {
+    clearTimeout(this.expiryTimer);
+    this.expiryTimer = undefined;
+  }
+
+  private noteError(error: CardlinkError): void {
+    this.lastError = { code: error.code, message: error.message };
+    this.logger.warn('daemon error', { code: error.code, error: error.message });
+    this.control?.broadcast({ event: 'error', data: this.lastError });
+  }
+}
+
+function cardEventData(c: CardStatus) {
+  return {
+    cardId: c.cardId,
+    label: c.label,
+    ...(c.slot !== undefined ? { slot: c.slot } : {}),
+    ...(c.readerName ? { readerName: c.readerName } : {}),
+  };
+}
+
+/** `exp` of a JWT access token, if it is one (for the local expiry timer only; never trusted). */
+function expiryOf(accessToken: string): number | undefined {
+  try {
+    const exp = decodeJwt(accessToken).exp;
+    return typeof exp === 'number' ? exp : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,52 @@
+/**
+ * The tokens a login or a refresh yields, in the form the daemon keeps them.
+ */
+import { decodeJwt } from 'jose';
+import type { TokenEndpointResponse, TokenEndpointResponseHelpers } from 'openid-client';
+
+export interface TokenGrant {
+  /** Bearer access token for the card server (an RFC 9068 JWT at most IdPs). */
+  accessToken: string;
+  /** Refresh token, when the IdP issued one (scope `offline_access`). */
+  refreshToken?: string;
+  /** When the access token expires (unix seconds). */
+  expiresAt: number;
+  /** The ID token, when the scope included `openid`. */
+  idToken?: string;
+  /** `sub` of the ID token's claims, when there is an ID token. */
+  subject?: string;
+}
+
+/**
+ * Lifetime assumed for an access token whose response carries no `expires_in` and which is not a
+ * JWT with `exp`, in seconds: short, so that the daemon refreshes early rather than late.
+ */
+export const ASSUMED_ACCESS_TOKEN_LIFETIME_SECONDS = 300;
+
+/** The token endpoint's response (already validated by openid-client) as a TokenGrant. */
+export function tokenGrantFrom(
+  response: TokenEndpointResponse & TokenEndpointResponseHelpers,
+  nowMs: number = Date.now(),
+): TokenGrant {
+  const now = Math.floor(nowMs / 1000);
+  const grant: TokenGrant = {
+    accessToken: response.access_token,
+    expiresAt: now + (response.expiresIn() ?? lifetimeFromJwt(response.access_token, now)),
+  };
+  if (typeof response.refresh_token === 'string') grant.refreshToken = response.refresh_token;
+  if (typeof response.id_token === 'string') grant.idToken = response.id_token;
+  const subject = response.claims()?.sub;
+  if (typeof subject === 'string') grant.subject = subject;
+  return grant;
+}
+
+/** Seconds until the `exp` of a JWT access token (unverified: only a hint), or the assumed lifetime. */
+function lifetimeFromJwt(accessToken: string, now: number): number {
+  try {
+    const { exp } = decodeJwt(accessToken);
+    if (typeof exp === 'number' && Number.isFinite(exp)) return Math.max(0, Math.floor(exp) - now);
+  } catch {
+    // Not a JWT: opaque tokens are fine.
+  }
+  return ASSUMED_ACCESS_TOKEN_LIFETIME_SECONDS;
+}

@@ -1,0 +1,177 @@
+/**
+ * End to end, all parts real: the test IdP, a card server on SQLite, pcscd with the cardlink
+ * reader, `cardlink daemon` and a scripted `cardlink login --device-code`. One user with two cards
+ * gets both in two slots; OpenSC lists them and signs with RSA and EC; openssl verifies.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { createCard, loadDefaultProfile } from '../../server/admin/index.js';
+import { startTestCardServer, TEST_TENANT, type TestCardServer } from '../support/card-server.js';
+import { cardlinkCli, startTestDaemon, type TestDaemon } from '../support/daemon.js';
+import { OPENSC_PKCS11 } from '../support/local-card.js';
+import { startTestIdp, type TestIdp } from '../support/oidc-provider.js';
+import { startPcscd, type PcscdInstance } from '../support/pcscd.js';
+
+const PINS = ['246810', '135791'];
+
+describe("the daemon puts a user's two cards into two reader slots", () => {
+  let idp: TestIdp;
+  let dir: string;
+  let cardServer: TestCardServer;
+  let pcscd: PcscdInstance;
+  let daemon: TestDaemon;
+  const cardIds: string[] = [];
+
+  const run = async (cmd: string, args: string[]): Promise<string> => {
+    try {
+      const { stdout } = await promisify(execFile)(cmd, args, { env: pcscd.env, cwd: dir, encoding: 'utf8' });
+      return stdout;
+    } catch (error) {
+      const e = error as { stdout?: string; stderr?: string };
+      assert.fail(
+        `${cmd} ${args.join(' ')} failed\n${e.stdout ?? ''}\n${e.stderr ?? ''}\n${daemon?.output().slice(-3000)}`,
+      );
+    }
+  };
+  const p11 = (args: string[]) => run('pkcs11-tool', ['--module', OPENSC_PKCS11, ...args]);
+
+  before(async () => {
+    idp = await startTestIdp();
+    dir = await mkdtemp(path.join(tmpdir(), 'cardlink-daemon-cards-'));
+    fs.mkdirSync(path.join(dir, 'server'));
+    cardServer = await startTestCardServer(path.join(dir, 'server'), idp);
+    const profile = await loadDefaultProfile();
+    for (const [i, pin] of PINS.entries()) {
+      const card = await createCard({
+        storage: cardServer.resources.storage,
+        kek: cardServer.resources.kek,
+        user: { issuer: idp.issuer, subject: 'alice', tenant: TEST_TENANT },
+        profile,
+        label: `alice card ${i + 1}`,
+        pin,
+        puk: '97531864',
+      });
+      cardIds.push(card.cardId);
+    }
+    pcscd = await startPcscd({ cardlink: { slots: 4, friendlyName: 'cardlink Daemon Reader' } });
+    daemon = await startTestDaemon({
+      dir: path.join(dir, 'daemon'),
+      serverUrl: `https://127.0.0.1:${cardServer.server.port}/`,
+      serverCaFile: cardServer.config.tls.certFile,
+      idp,
+      pcscd,
+      deviceName: 'alice-laptop',
+    });
+    await daemon.login('alice');
+    await daemon.waitForCards((cards) => cards.filter((c) => c.state === 'inserted').length === 2);
+  });
+
+  after(async () => {
+    await daemon?.stop();
+    await pcscd?.stop();
+    await cardServer?.stop();
+    await idp?.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('`cardlink status --json` shows the session, the user and both cards in slots 0 and 1', async () => {
+    const child = cardlinkCli(['status', '--json', '--config', daemon.configFile]);
+    let text = '';
+    child.stdout!.on('data', (d: Buffer) => (text += d.toString()));
+    const code = await new Promise((resolve) => child.once('exit', resolve));
+    assert.equal(code, 0, text);
+    const status = JSON.parse(text) as {
+      state: string;
+      user: string;
+      deviceStatus: string;
+      cards: { cardId: string; slot: number; state: string; readerName: string }[];
+    };
+    assert.equal(status.state, 'connected');
+    assert.equal(status.user, 'alice');
+    assert.equal(status.deviceStatus, 'approved');
+    assert.deepEqual(
+      status.cards.map((c) => [c.slot, c.state]),
+      [
+        [0, 'inserted'],
+        [1, 'inserted'],
+      ],
+    );
+    assert.deepEqual(new Set(status.cards.map((c) => c.cardId)), new Set(cardIds));
+    assert.equal(status.cards[0]!.readerName, pcscd.readerName(0));
+  });
+
+  it('pkcs11-tool sees two PIV tokens', async () => {
+    const out = await p11(['--list-token-slots']);
+    assert.equal((out.match(/token label/g) ?? []).length, 2, out);
+    assert.ok(out.includes(pcscd.readerName(0)) && out.includes(pcscd.readerName(1)), out);
+  });
+
+  it('signs with RSA-2048 on one card and P-256 on the other; openssl verifies both', async () => {
+    const cards = await daemon.cards();
+    fs.writeFileSync(path.join(dir, 'data'), 'two cards, one daemon');
+    const cases = [
+      { slot: 0, id: '01', mechanism: 'SHA256-RSA-PKCS', extra: [] as string[] },
+      { slot: 1, id: '04', mechanism: 'ECDSA-SHA256', extra: ['--signature-format', 'openssl'] },
+    ];
+    for (const c of cases) {
+      const card = cards.find((x) => x.slot === c.slot)!;
+      const pin = PINS[cardIds.indexOf(card.cardId)]!;
+      const tag = `s${c.slot}`;
+      await p11([
+        '--slot-index',
+        String(c.slot),
+        '--read-object',
+        '--type',
+        'cert',
+        '--id',
+        c.id,
+        '--output-file',
+        `${tag}.der`,
+      ]);
+      await run('openssl', [
+        'x509',
+        '-inform',
+        'der',
+        '-in',
+        `${tag}.der`,
+        '-noout',
+        '-pubkey',
+        '-out',
+        `${tag}.pem`,
+      ]);
+      await p11([
+        '--slot-index',
+        String(c.slot),
+        '--login',
+        '--pin',
+        pin,
+        '--sign',
+        '--id',
+        c.id,
+        '--mechanism',
+        c.mechanism,
+        ...c.extra,
+        '--input-file',
+        'data',
+        '--output-file',
+        `${tag}.sig`,
+      ]);
+      const verified = await run('openssl', [
+        'dgst',
+        '-sha256',
+        '-verify',
+        `${tag}.pem`,
+        '-signature',
+        `${tag}.sig`,
+        'data',
+      ]);
+      assert.match(verified, /Verified OK/);
+    }
+  });
+});
