@@ -1,0 +1,262 @@
+/**
+ * End to end, all parts real, faults on purpose: the daemon reaches the card server through a TCP
+ * proxy that can cut the connection; the server is restarted; a second daemon on the same machine
+ * (pcscd's second cardlink reader) logs into the same card.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { waitForCardAbsent, waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
+import { createCard, loadDefaultProfile } from '../../server/admin/index.js';
+import { startTestCardServer, TEST_TENANT, type TestCardServer } from '../support/card-server.js';
+import { startTestDaemon, type TestDaemon } from '../support/daemon.js';
+import { OPENSC_PKCS11 } from '../support/local-card.js';
+import { startTestIdp, type TestIdp } from '../support/oidc-provider.js';
+import { PcscClient, type PcscCard } from '../support/pcsc-client.js';
+import { startPcscd, type PcscdInstance } from '../support/pcscd.js';
+import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.js';
+
+const PIN = '424242';
+const SECOND_READER = 'cardlink Second Reader';
+const SELECT_PIV = Buffer.from('00A4040009A0000003080000100000', 'hex');
+const WRONG_VERIFY = Buffer.from('00200080083939393939393939', 'hex');
+/** Yubico GET METADATA of the PIN: tag 06 holds (retries total, retries remaining). */
+const PIN_METADATA = Buffer.from('00F7008000', 'hex');
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function pinRetriesRemaining(metadata: Buffer): number {
+  assert.equal(
+    metadata.subarray(-2).toString('hex'),
+    '9000',
+    `metadata answered ${metadata.toString('hex')}`,
+  );
+  for (let i = 0; i + 1 < metadata.length - 2;) {
+    const tag = metadata[i]!;
+    const len = metadata[i + 1]!;
+    if (tag === 0x06) return metadata[i + 3]!;
+    i += 2 + len;
+  }
+  throw new Error(`no retries in metadata ${metadata.toString('hex')}`);
+}
+
+describe('daemon faults: cut connection, server restart, takeover', () => {
+  let idp: TestIdp;
+  let dir: string;
+  let serverDir: string;
+  let serverPort: number;
+  let cardServer: TestCardServer;
+  let proxy: TcpProxy;
+  let pcscd: PcscdInstance;
+  let daemon: TestDaemon;
+  let pcsc: PcscClient;
+
+  const run = async (cmd: string, args: string[]): Promise<string> => {
+    try {
+      const { stdout } = await promisify(execFile)(cmd, args, { env: pcscd.env, cwd: dir, encoding: 'utf8' });
+      return stdout;
+    } catch (error) {
+      const e = error as { stdout?: string; stderr?: string };
+      assert.fail(
+        `${cmd} ${args.join(' ')} failed\n${e.stdout ?? ''}\n${e.stderr ?? ''}\n${daemon?.output().slice(-3000)}`,
+      );
+    }
+  };
+  const signOnce = async (tag: string) => {
+    await run('pkcs11-tool', [
+      '--module',
+      OPENSC_PKCS11,
+      '--slot-index',
+      '0',
+      '--login',
+      '--pin',
+      PIN,
+      '--sign',
+      '--id',
+      '04',
+      '--mechanism',
+      'ECDSA-SHA256',
+      '--signature-format',
+      'openssl',
+      '--input-file',
+      'data',
+      '--output-file',
+      `${tag}.sig`,
+    ]);
+    return run('openssl', ['dgst', '-sha256', '-verify', 'pub.pem', '-signature', `${tag}.sig`, 'data']);
+  };
+
+  before(async () => {
+    idp = await startTestIdp();
+    dir = await mkdtemp(path.join(tmpdir(), 'cardlink-daemon-faults-'));
+    serverDir = path.join(dir, 'server');
+    fs.mkdirSync(serverDir);
+    // The daemon connects through the proxy, so the server's public URL (which the device proof
+    // signs) names the proxy; the server itself listens on a fixed port across its restart.
+    serverPort = await freePort();
+    proxy = await startTcpProxy({ targetHost: '127.0.0.1', targetPort: serverPort });
+    cardServer = await startTestCardServer(serverDir, idp, {
+      listen: { host: '127.0.0.1', port: serverPort },
+      publicUrl: `https://127.0.0.1:${proxy.port}/`,
+      deviceRegistration: 'automatic',
+    });
+    await createCard({
+      storage: cardServer.resources.storage,
+      kek: cardServer.resources.kek,
+      user: { issuer: idp.issuer, subject: 'alice', tenant: TEST_TENANT },
+      profile: await loadDefaultProfile(),
+      label: 'alice card',
+      pin: PIN,
+      puk: '97531864',
+    });
+    pcscd = await startPcscd({
+      cardlink: { slots: 2, friendlyName: 'cardlink Faults Reader' },
+      secondCardlink: { slots: 2, friendlyName: SECOND_READER },
+    });
+    daemon = await startTestDaemon({
+      dir: path.join(dir, 'daemon-a'),
+      serverUrl: `https://127.0.0.1:${proxy.port}/`,
+      serverCaFile: cardServer.config.tls.certFile,
+      idp,
+      pcscd,
+      deviceName: 'alice-laptop',
+      settings: {
+        reconnect: { initialDelayMs: 100, maxDelayMs: 1000 },
+        timeouts: { graceSeconds: 60, commandSeconds: 20 },
+      },
+    });
+    await daemon.login('alice');
+    await daemon.waitForCards((cards) => cards.some((c) => c.state === 'inserted'));
+    await waitForCardPresent(pcscd.readerName(0));
+    fs.writeFileSync(path.join(dir, 'data'), 'signed through faults');
+    await run('pkcs11-tool', [
+      '--module',
+      OPENSC_PKCS11,
+      '--slot-index',
+      '0',
+      '--read-object',
+      '--type',
+      'cert',
+      '--id',
+      '04',
+      '--output-file',
+      'cert.der',
+    ]);
+    await run('openssl', [
+      'x509',
+      '-inform',
+      'der',
+      '-in',
+      'cert.der',
+      '-noout',
+      '-pubkey',
+      '-out',
+      'pub.pem',
+    ]);
+    pcsc = await PcscClient.open();
+  });
+
+  after(async () => {
+    await pcsc?.close();
+    await daemon?.stop();
+    await pcscd?.stop();
+    await cardServer?.stop();
+    await proxy?.close();
+    await idp?.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a cut while a wrong-PIN VERIFY is in flight costs exactly one PIN try', async () => {
+    const card: PcscCard = await pcsc.connect(pcscd.readerName(0));
+    try {
+      assert.equal((await card.transmit(SELECT_PIV)).subarray(-2).toString('hex'), '9000');
+      const before = pinRetriesRemaining(await card.transmit(PIN_METADATA));
+      const accepted = proxy.acceptedConnections;
+      // The next bytes the daemon sends are the VERIFY's frame: the server gets it, the answer is lost.
+      const cut = proxy.armCut({ onNextClientChunk: true, forwardFirst: true });
+      const answer = await card.transmit(WRONG_VERIFY);
+      await cut;
+      assert.equal(
+        answer.toString('hex'),
+        `63c${before - 1}`,
+        'the retransmitted VERIFY got the recorded answer',
+      );
+      assert.ok(proxy.acceptedConnections > accepted, 'the daemon reconnected');
+      assert.equal(pinRetriesRemaining(await card.transmit(PIN_METADATA)), before - 1);
+      assert.match(fs.readFileSync(path.join(dir, 'daemon-a', 'daemon.log'), 'utf8'), /session resumed/);
+    } finally {
+      await card.disconnect();
+    }
+  });
+
+  it('the server restarts mid-session: the card stays inserted and the next signature works', async () => {
+    const events = await daemon.events();
+    try {
+      assert.match(await signOnce('before'), /Verified OK/);
+      await cardServer.stop();
+      cardServer = await startTestCardServer(serverDir, idp);
+      // The daemon notices, cannot resume (the old process's sessions are gone), opens a new one.
+      const deadline = Date.now() + 20_000;
+      while (!events.seen.some((e) => e.event === 'connected') && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 100));
+      assert.ok(
+        events.seen.some((e) => e.event === 'disconnected'),
+        JSON.stringify(events.seen),
+      );
+      assert.ok(
+        events.seen.some((e) => e.event === 'connected'),
+        JSON.stringify(events.seen),
+      );
+      assert.match(await signOnce('after'), /Verified OK/);
+      assert.deepEqual(
+        events.seen.filter((e) => e.event === 'card-removed'),
+        [],
+        'the card never left the reader',
+      );
+    } finally {
+      await events.close();
+    }
+  });
+
+  it('a second daemon logging into the card takes it over; the first one says by whom', async () => {
+    const second = await startTestDaemon({
+      dir: path.join(dir, 'daemon-b'),
+      serverUrl: `https://127.0.0.1:${proxy.port}/`,
+      serverCaFile: cardServer.config.tls.certFile,
+      idp,
+      pcscd,
+      deviceName: 'alice-desktop',
+      secondReader: { friendlyName: SECOND_READER },
+    });
+    try {
+      await second.login('alice');
+      await second.waitForCards((cards) => cards.some((c) => c.state === 'inserted'));
+      const [mine] = await daemon.waitForCards((cards) => cards[0]?.state === 'taken-over');
+      assert.equal(mine!.takenOverBy, 'alice-desktop');
+      await waitForCardAbsent(pcscd.readerName(0), 10_000);
+      const status = await daemon.status();
+      assert.equal(status.cards[0]!.state, 'taken-over');
+      assert.equal(status.cards[0]!.takenOverBy, 'alice-desktop');
+      const secondReader = (await pcsc.readerNames()).find((n) => n.startsWith(SECOND_READER));
+      assert.ok(secondReader, 'pcscd lists the second reader');
+      await waitForCardPresent(secondReader, 10_000);
+    } finally {
+      await second.stop();
+    }
+  });
+});
