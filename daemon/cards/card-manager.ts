@@ -277,6 +277,7 @@ export class CardManager extends EventEmitter<CardManagerEvents> {
       state: card.state,
       ...(inserted ? { slot: card.slot, readerName: this.options.reader.readerName(card.slot!) } : {}),
       ...(card.takenOverBy ? { takenOverBy: card.takenOverBy } : {}),
+      ...(card.front ? { apdus: { local: card.front.counters.local, remote: card.remote.roundTrips } } : {}),
     };
   }
 

@@ -70,6 +70,11 @@ export interface CardStatus {
   state: 'inserted' | 'removed' | 'taken-over';
   /** Name of the device that took the card over (state 'taken-over'). */
   takenOverBy?: string;
+  /**
+   * Commands the card answered since the daemon started: `local` from the snapshot, `remote`
+   * with a round trip to the card server, snapshot fetches included (diagnostics, benchmark).
+   */
+  apdus?: { local: number; remote: number };
 }
 
 export type DaemonState = 'logged-out' | 'connecting' | 'connected' | 'reconnecting' | 'offline';

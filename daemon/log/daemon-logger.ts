@@ -82,11 +82,23 @@ export function createDaemonLogger(options: DaemonLoggerOptions): Logger {
   return createLogger({ component: DAEMON_LOG_COMPONENT, level: options.level }, transports);
 }
 
+/** Longest closeDaemonLogger waits for lines still queued inside the logger before ending it. */
+export const LOG_CLOSE_DRAIN_TIMEOUT_MS = 5000;
+/** How often closeDaemonLogger looks whether the queue has drained. */
+const LOG_CLOSE_POLL_MS = 5;
+
 /**
  * Ends `logger` and resolves once every line logged before has reached its file (the File
  * transports have flushed and closed). Use on shutdown and in tests before reading the file.
+ *
+ * winston ends its transports as soon as the logger itself has ended, even when lines are still
+ * queued in the logger because a transport pushed back (a File transport does while it rotates);
+ * those lines would then be written after the end and fail. So the queue is drained first.
  */
-export function closeDaemonLogger(logger: Logger): Promise<void> {
+export async function closeDaemonLogger(logger: Logger): Promise<void> {
+  const deadline = Date.now() + LOG_CLOSE_DRAIN_TIMEOUT_MS;
+  while (logger.readableLength > 0 && Date.now() < deadline)
+    await new Promise((resolve) => setTimeout(resolve, LOG_CLOSE_POLL_MS));
   const files = logger.transports.filter((t) => t instanceof winston.transports.File);
   const flushed = files.map(
     (t) =>
@@ -96,5 +108,5 @@ export function closeDaemonLogger(logger: Logger): Promise<void> {
       }),
   );
   logger.end();
-  return Promise.all(flushed).then(() => undefined);
+  await Promise.all(flushed);
 }
