@@ -7,3 +7,4 @@ npm run -s build
 node dist/bench/pcsc-roundtrip.js
 node dist/bench/pkcs11-test-login.js 3
 (ulimit -n 65536 2>/dev/null || true; node dist/bench/server-throughput.js)
+node dist/bench/daemon-chain.js

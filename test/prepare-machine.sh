@@ -6,7 +6,8 @@ cd "$(dirname "$(readlink -f "$0")")/.."
 export DEBIAN_FRONTEND=noninteractive
 
 packages="pcscd libpcsclite-dev pkg-config make gcc g++ python3 opensc pcsc-tools vsmartcard-vpcd
-  yubico-piv-tool softhsm2 libengine-pkcs11-openssl gnutls-bin openssl postgresql"
+  yubico-piv-tool softhsm2 libengine-pkcs11-openssl gnutls-bin openssl postgresql openssh-server
+  openssh-client"
 missing=$(for p in $packages; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"; done)
 if [ -n "$missing" ]; then
   echo "prepare-machine: installing $(echo $missing)"

@@ -21,6 +21,7 @@ import type { CardStatus } from '../control/control-protocol.js';
 import type { ReaderSlots } from '../reader/bridge-reader.js';
 import { errorFromFrame, type ServerLink, type SessionInfo } from '../session/server-link.js';
 import { RemoteCard } from './remote-card.js';
+import { tracedCard } from './traced-card.js';
 
 export interface CardManagerEvents {
   inserted: [CardStatus];
@@ -202,7 +203,11 @@ export class CardManager extends EventEmitter<CardManagerEvents> {
       return;
     }
     card.slot = slot;
-    this.options.reader.insert(slot, card.front);
+    const traced = this.options.logger.isDebugEnabled();
+    this.options.reader.insert(
+      slot,
+      traced ? tracedCard(card.front, this.options.logger, card.cardId) : card.front,
+    );
     card.state = 'inserted';
     this.options.logger.info('card inserted', { card: card.cardId, slot });
     this.emit('inserted', this.statusOf(card));

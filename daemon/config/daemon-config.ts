@@ -18,6 +18,7 @@ import {
   isLoopbackHost,
   lastSetting,
   readConfigFile,
+  checkSectionKeys,
   setSetting,
   type RawSettings,
 } from '../../protocol/config/config-sources.js';
@@ -30,6 +31,8 @@ import { DEFAULT_BRIDGE_SOCKET, DEFAULT_READER_NAME } from '../reader/serve-card
 export interface DaemonConfig {
   /** The file the settings came from, if any (for `diag`). */
   readonly configFile: string | undefined;
+  /** That file, or where one would have been read from (for error messages). */
+  readonly configFileLocation: string;
   readonly server: {
     /** The card server's URL as its admin publishes it (`https://cards.example.com/`). */
     readonly url: string;
@@ -129,12 +132,26 @@ export const DEFAULT_RECONNECT: DaemonConfig['reconnect'] = Object.freeze({
   maxDelayMs: 30_000,
 });
 
-function xdg(variable: string, fallback: string[]): string {
-  return process.env[variable] || path.join(os.homedir(), ...fallback);
+function xdg(env: NodeJS.ProcessEnv, variable: string, fallback: string[]): string {
+  return env[variable] || path.join(env['HOME'] || os.homedir(), ...fallback);
 }
 
+/** Allowed keys inside each section of the file: a typo is an error, never silently ignored. */
+const SECTION_KEYS: Readonly<Record<string, readonly string[]>> = {
+  server: ['url', 'caFile', 'certificateSha256'],
+  login: ['issuer', 'clientId', 'resource', 'scope'],
+  reader: ['bridgeSocket', 'name', 'slots'],
+  timeouts: ['connectSeconds', 'commandSeconds', 'graceSeconds'],
+  reconnect: ['initialDelayMs', 'maxDelayMs'],
+  log: ['level', 'file', 'maxSizeBytes', 'maxFiles'],
+};
+
 export function defaultDaemonConfigFile(env: NodeJS.ProcessEnv = process.env): string {
-  return path.join(env['XDG_CONFIG_HOME'] || path.join(os.homedir(), '.config'), 'cardlink', 'daemon.json');
+  return path.join(
+    env['XDG_CONFIG_HOME'] || path.join(env['HOME'] || os.homedir(), '.config'),
+    'cardlink',
+    'daemon.json',
+  );
 }
 
 function flagSource(flags: DaemonFlags): ConfigSource {
@@ -170,7 +187,16 @@ export function loadDaemonConfig(
   const file = configFile ? readConfigFile(configFile, KNOWN_KEYS, 'docs/daemon-config.md') : undefined;
   const sources = [...(file ? [file] : []), ...environmentSources(env, DAEMON_ENV), flagSource(flags)];
   const last = <T>(get: (s: ConfigSource) => T | undefined) => lastSetting(sources, get);
-  const relative = (p: string) => (configFile ? path.resolve(path.dirname(configFile), p) : path.resolve(p));
+  if (file) checkSectionKeys(file, SECTION_KEYS, 'docs/daemon-config.md');
+  // A path from the file is relative to the file; from the environment or a flag, to the cwd.
+  const pathOf = (setting: { value: string; source: string }) =>
+    file && setting.source === file.name
+      ? path.resolve(path.dirname(file.name), setting.value)
+      : path.resolve(setting.value);
+  const pathSetting = (key: string) => {
+    const setting = last((s) => s.string(key));
+    return setting ? pathOf(setting) : undefined;
+  };
 
   const urlSetting = last((s) => s.string('server.url'));
   const url = urlSetting ? serverUrlOf(urlSetting.value, urlSetting.source) : '';
@@ -182,7 +208,7 @@ export function loadDaemonConfig(
       throw new ConfigError('server.certificateSha256', pin.source, 'must be 64 hex digits (colons allowed)');
   }
   const caFile = last((s) => s.string('server.caFile'));
-  if (caFile && !fs.existsSync(relative(caFile.value)))
+  if (caFile && !fs.existsSync(pathOf(caFile)))
     throw new ConfigError('server.caFile', caFile.source, `names a file that does not exist`);
 
   const issuer = last((s) => s.string('login.issuer'));
@@ -200,31 +226,33 @@ export function loadDaemonConfig(
     graceSeconds:
       last((s) => s.int('timeouts.graceSeconds', 0, 86_400))?.value ?? DEFAULT_TIMEOUTS.graceSeconds,
   };
+  const initialDelay = last((s) => s.int('reconnect.initialDelayMs', 10, 60_000));
+  const maxDelay = last((s) => s.int('reconnect.maxDelayMs', 100, 3_600_000));
   const reconnect = {
-    initialDelayMs:
-      last((s) => s.int('reconnect.initialDelayMs', 10, 60_000))?.value ?? DEFAULT_RECONNECT.initialDelayMs,
-    maxDelayMs:
-      last((s) => s.int('reconnect.maxDelayMs', 100, 3_600_000))?.value ?? DEFAULT_RECONNECT.maxDelayMs,
+    initialDelayMs: initialDelay?.value ?? DEFAULT_RECONNECT.initialDelayMs,
+    maxDelayMs: maxDelay?.value ?? DEFAULT_RECONNECT.maxDelayMs,
   };
   if (reconnect.maxDelayMs < reconnect.initialDelayMs) {
-    throw new ConfigError(
-      'reconnect.maxDelayMs',
-      last((s) => s.int('reconnect.maxDelayMs', 100, 3_600_000))?.source ?? 'default',
-      'must not be below reconnect.initialDelayMs',
-    );
+    // Blame the setting that was given (both may be).
+    throw maxDelay
+      ? new ConfigError('reconnect.maxDelayMs', maxDelay.source, 'must not be below reconnect.initialDelayMs')
+      : new ConfigError(
+          'reconnect.initialDelayMs',
+          initialDelay!.source,
+          `must not exceed reconnect.maxDelayMs (default ${DEFAULT_RECONNECT.maxDelayMs}); set both`,
+        );
   }
 
-  const stateDir = path.resolve(
-    last((s) => s.string('stateDir'))?.value ??
-      path.join(xdg('XDG_STATE_HOME', ['.local', 'state']), 'cardlink', 'daemon'),
-  );
-  const logFile = last((s) => s.string('log.file'));
+  const stateDir =
+    pathSetting('stateDir') ??
+    path.join(xdg(env, 'XDG_STATE_HOME', ['.local', 'state']), 'cardlink', 'daemon');
   return Object.freeze({
     configFile,
+    configFileLocation: configFile ?? implicit,
     server: {
       url,
       sessionUrl: url ? sessionUrlFor(url) : '',
-      caFile: caFile ? relative(caFile.value) : undefined,
+      caFile: caFile ? pathOf(caFile) : undefined,
       certificateSha256,
     },
     login: {
@@ -234,9 +262,7 @@ export function loadDaemonConfig(
       scope: last((s) => s.string('login.scope'))?.value ?? DEFAULT_OIDC_SCOPE,
     },
     reader: {
-      bridgeSocket: path.resolve(
-        last((s) => s.string('reader.bridgeSocket'))?.value ?? DEFAULT_BRIDGE_SOCKET,
-      ),
+      bridgeSocket: pathSetting('reader.bridgeSocket') ?? DEFAULT_BRIDGE_SOCKET,
       name: last((s) => s.string('reader.name'))?.value ?? DEFAULT_READER_NAME,
       slots: last((s) => s.int('reader.slots', 1, 16))?.value ?? 4,
     },
@@ -244,10 +270,10 @@ export function loadDaemonConfig(
     reconnect,
     deviceName: last((s) => s.string('deviceName'))?.value ?? os.hostname(),
     stateDir,
-    runtimeDir: path.resolve(last((s) => s.string('runtimeDir'))?.value ?? controlRuntimeDirectory(env)),
+    runtimeDir: pathSetting('runtimeDir') ?? controlRuntimeDirectory(env),
     log: {
       level: last((s) => s.oneOf('log.level', ['error', 'warn', 'info', 'debug'] as const))?.value ?? 'info',
-      file: logFile ? relative(logFile.value) : path.join(stateDir, 'daemon.log'),
+      file: pathSetting('log.file') ?? path.join(stateDir, 'daemon.log'),
       maxSizeBytes: last((s) => s.int('log.maxSizeBytes', 64 * 1024, 1024 ** 3))?.value ?? 5 * 1024 * 1024,
       maxFiles: last((s) => s.int('log.maxFiles', 1, 100))?.value ?? 3,
     },
@@ -259,7 +285,7 @@ export function requireServerUrl(config: DaemonConfig): string {
   if (!config.server.url) {
     throw new ConfigError(
       'server.url',
-      config.configFile ?? defaultDaemonConfigFile(),
+      config.configFileLocation,
       'is required: set it in the config file, CARDLINK_SERVER_URL or --server-url',
     );
   }

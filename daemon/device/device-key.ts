@@ -8,7 +8,13 @@
  * local user pass the device proof). Linux desktops without a running Secret Service are the
  * common case for this daemon, so the file is the one store; docs/security-model.md says why.
  */
-import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import {
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  randomBytes,
+  type KeyObject,
+} from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CardlinkError } from '../../protocol/errors.js';
@@ -58,7 +64,8 @@ export async function loadOrCreateDeviceKey(stateDir: string): Promise<DeviceKey
   if (fs.existsSync(file)) return { ...readKey(file), created: false };
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
   const pem = privateKey.export({ type: 'pkcs8', format: 'pem' });
-  const temp = `${file}.${process.pid}.tmp`;
+  // A random name: a crashed earlier start may have left its temp file behind.
+  const temp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
   const fd = fs.openSync(temp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
   try {
     fs.writeSync(fd, String(pem));

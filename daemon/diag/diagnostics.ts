@@ -20,6 +20,8 @@ import { DAEMON_VERSION } from '../daemon.js';
 
 /** Lines of the log included. */
 export const DIAG_LOG_LINES = 200;
+/** Bytes read from the end of the log for those lines. */
+const DIAG_LOG_TAIL_BYTES = 256 * 1024;
 /** Health-endpoint requests timed. */
 export const DIAG_LATENCY_SAMPLES = 5;
 const TOOL_TIMEOUT_MS = 3000;
@@ -27,7 +29,7 @@ const TOOL_TIMEOUT_MS = 3000;
 /** Keys whose values are masked wherever they appear. */
 const SECRET_KEY = /secret|token|password|passphrase|pin$|puk|private|credential/i;
 /** JWTs, long base64url/hex runs: masked in log lines. */
-const TOKEN_SHAPED = /eyJ[\w-]+\.[\w-]+\.[\w-]*|\b[A-Za-z0-9_-]{40,}\b/g;
+const TOKEN_SHAPED = /eyJ[\w-]+\.[\w-]+\.[\w-]*|[A-Za-z0-9_+/-]{40,}={0,2}/g;
 
 export function maskSecrets(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(maskSecrets);
@@ -39,6 +41,20 @@ export function maskSecrets(value: unknown): unknown {
       ]),
     );
   }
+  return value;
+}
+
+function digest(text: string): string {
+  return `sha256:${createHash('sha256').update(text).digest('hex').slice(0, 12)}`;
+}
+
+/** Replaces the home directory in every string with `~`. */
+function withoutHome(value: unknown): unknown {
+  const home = os.homedir();
+  if (typeof value === 'string') return home.length > 1 ? value.split(home).join('~') : value;
+  if (Array.isArray(value)) return value.map(withoutHome);
+  if (value && typeof value === 'object')
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, withoutHome(v)]));
   return value;
 }
 
@@ -118,7 +134,18 @@ async function serverLatency(config: DaemonConfig): Promise<unknown> {
 function recentLog(file: string | undefined): string[] {
   if (!file) return [];
   try {
-    const lines = fs.readFileSync(file, 'utf8').split('\n').filter(Boolean);
+    // Only the end of the file: a log may be large.
+    const size = fs.statSync(file).size;
+    const fd = fs.openSync(file, 'r');
+    const length = Math.min(size, DIAG_LOG_TAIL_BYTES);
+    const buffer = Buffer.alloc(length);
+    try {
+      fs.readSync(fd, buffer, 0, length, size - length);
+    } finally {
+      fs.closeSync(fd);
+    }
+    const lines = buffer.toString('utf8').split('\n').filter(Boolean);
+    if (length < size) lines.shift(); // the first line is cut
     return lines.slice(-DIAG_LOG_LINES).map(scrubLogLine);
   } catch {
     return [];
@@ -143,7 +170,8 @@ export async function collectDiagnostics(config: DaemonConfig): Promise<Record<s
       pcscd: await toolVersion('pcscd', ['--version']),
       opensc: await toolVersion('opensc-tool', ['--info']),
     },
-    config: maskSecrets(config),
+    // The device name (the host name by default) and home directory would identify the person.
+    config: withoutHome(maskSecrets({ ...config, deviceName: digest(config.deviceName) })),
     daemon: await daemonState(config),
     reader: {
       driverSocket: config.reader.bridgeSocket,
@@ -152,7 +180,7 @@ export async function collectDiagnostics(config: DaemonConfig): Promise<Record<s
     deviceKey,
     server: await serverLatency(config),
     // The host name is part of the report; hash it so a shared bundle does not name the machine.
-    host: createHash('sha256').update(os.hostname()).digest('hex').slice(0, 12),
+    host: digest(os.hostname()),
     log: recentLog(config.log.file),
   };
 }

@@ -82,24 +82,49 @@ export function createDaemonLogger(options: DaemonLoggerOptions): Logger {
   return createLogger({ component: DAEMON_LOG_COMPONENT, level: options.level }, transports);
 }
 
-/** Longest closeDaemonLogger waits for lines still queued inside the logger before ending it. */
+/** Longest closeDaemonLogger waits for queued lines and a running rotation before ending. */
 export const LOG_CLOSE_DRAIN_TIMEOUT_MS = 5000;
-/** How often closeDaemonLogger looks whether the queue has drained. */
+/** How often closeDaemonLogger looks whether the logger has become idle. */
 const LOG_CLOSE_POLL_MS = 5;
+
+/**
+ * The parts of winston's File transport (3.x) that tell whether it is idle. They are private to
+ * winston; when they are missing (another winston version) they simply count as idle.
+ */
+interface FileTransportState {
+  _rotate?: boolean;
+  _opening?: boolean;
+  _stream?: { readableLength?: number; writableLength?: number };
+  _dest?: { writableLength?: number };
+}
+
+function fileTransportIdle(t: winston.transport): boolean {
+  const s = t as unknown as FileTransportState;
+  return (
+    t.writableLength === 0 &&
+    s._rotate !== true &&
+    s._opening !== true &&
+    (s._stream?.readableLength ?? 0) === 0 &&
+    (s._stream?.writableLength ?? 0) === 0 &&
+    (s._dest?.writableLength ?? 0) === 0
+  );
+}
 
 /**
  * Ends `logger` and resolves once every line logged before has reached its file (the File
  * transports have flushed and closed). Use on shutdown and in tests before reading the file.
  *
- * winston ends its transports as soon as the logger itself has ended, even when lines are still
- * queued in the logger because a transport pushed back (a File transport does while it rotates);
- * those lines would then be written after the end and fail. So the queue is drained first.
+ * winston ends its transports as soon as the logger itself has ended: lines still queued in the
+ * logger (a File transport pushes back while it rotates) would then be written after the end and
+ * fail, and a File transport ended in the middle of a rotation reports "finish" before the lines
+ * it holds for the next file are written. So the logger is ended only once it is idle: nothing
+ * queued and no rotation running (or LOG_CLOSE_DRAIN_TIMEOUT_MS has passed).
  */
 export async function closeDaemonLogger(logger: Logger): Promise<void> {
-  const deadline = Date.now() + LOG_CLOSE_DRAIN_TIMEOUT_MS;
-  while (logger.readableLength > 0 && Date.now() < deadline)
-    await new Promise((resolve) => setTimeout(resolve, LOG_CLOSE_POLL_MS));
   const files = logger.transports.filter((t) => t instanceof winston.transports.File);
+  const deadline = Date.now() + LOG_CLOSE_DRAIN_TIMEOUT_MS;
+  while ((logger.readableLength > 0 || !files.every(fileTransportIdle)) && Date.now() < deadline)
+    await new Promise((resolve) => setTimeout(resolve, LOG_CLOSE_POLL_MS));
   const flushed = files.map(
     (t) =>
       new Promise<void>((resolve) => {

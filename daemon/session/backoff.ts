@@ -1,7 +1,7 @@
 /**
  * Reconnect delays: exponential with "full jitter" (a uniformly random delay between 0 and the
  * exponential cap), so that many daemons cut off by one server restart do not all return in the
- * same instant. See docs/daemon.md, "Reconnecting".
+ * same instant. See docs/daemon.md, "Faults".
  */
 export interface BackoffSettings {
   readonly initialDelayMs: number;
@@ -24,8 +24,8 @@ export class Backoff {
     );
     this.attempt++;
     // Never below a tenth of the initial delay: a zero delay would spin on a refusing server.
-    const floor = this.settings.initialDelayMs / 10;
-    return Math.round(floor + this.random() * (cap - floor));
+    const floor = Math.ceil(this.settings.initialDelayMs / 10);
+    return Math.max(floor, Math.round(floor + this.random() * (cap - floor)));
   }
 
   /** A connection worked: start again from the initial delay. */

@@ -121,6 +121,27 @@ export function readConfigFile(file: string, knownKeys: ReadonlySet<string>, doc
   return new ConfigSource(file, parsed as RawSettings);
 }
 
+/**
+ * Refuses unknown keys inside the file's sections (`{"timeouts": {"comandSeconds": 5}}`): a typo
+ * must fail loudly, not leave the default in force. `sections` maps a top-level key to its keys.
+ */
+export function checkSectionKeys(
+  file: ConfigSource,
+  sections: Readonly<Record<string, readonly string[]>>,
+  docs: string,
+): void {
+  for (const [section, keys] of Object.entries(sections)) {
+    const value = file.values[section];
+    if (value === undefined) continue;
+    if (value === null || typeof value !== 'object' || Array.isArray(value))
+      throw new ConfigError(section, file.name, 'must be an object');
+    for (const key of Object.keys(value)) {
+      if (!keys.includes(key))
+        throw new ConfigError(`${section}.${key}`, file.name, `is not a known setting (see ${docs})`);
+    }
+  }
+}
+
 /** One source per set variable of `variables` (variable name -> dotted key); `config` is skipped. */
 export function environmentSources(
   env: NodeJS.ProcessEnv,

@@ -15,6 +15,7 @@ import {
   lastSetting,
   pickSetting as pick,
   readConfigFile,
+  checkSectionKeys,
   type RawSettings as Raw,
 } from '../../protocol/config/config-sources.js';
 import { MAX_FRAME_BYTES, MAX_IN_FLIGHT_REQUESTS } from '../../protocol/wire/limits.js';
@@ -106,6 +107,15 @@ function defaultDataDir(): string {
   return path.join(state, 'cardlink', 'server');
 }
 
+/** Allowed keys inside each section: a typo is an error, never silently ignored. */
+const SECTION_KEYS: Readonly<Record<string, readonly string[]>> = {
+  listen: ['host', 'port'],
+  tls: ['certFile', 'keyFile'],
+  kek: ['provider', 'file', 'module', 'tokenLabel', 'pinFile'],
+  limits: Object.keys(DEFAULT_LIMITS),
+  log: ['level', 'file'],
+};
+
 const KNOWN_KEYS = new Set([
   'dataDir',
   'listen',
@@ -174,6 +184,7 @@ export function loadServerConfig(
   const file = configFile
     ? readConfigFile(path.resolve(configFile), KNOWN_KEYS, 'docs/server-config.md')
     : undefined;
+  if (file) checkSectionKeys(file, SECTION_KEYS, 'docs/server-config.md');
   // Later sources win: file < environment < flags.
   const sources: Source[] = [
     ...(file ? [file] : []),

@@ -52,7 +52,6 @@ function reply(res: ServerResponse, status: number, body: unknown): void {
   res.end(text);
 }
 
-
 export async function startCardServer(options: CardServerOptions): Promise<RunningCardServer> {
   const { config, storage, logger } = options;
   const server = https.createServer({

@@ -76,6 +76,7 @@ interface Held {
 class DelayLine {
   private readonly held: Held[] = [];
   private timer: NodeJS.Timeout | undefined;
+  private immediate: NodeJS.Immediate | undefined;
   private lastDue = 0;
 
   constructor(
@@ -98,20 +99,29 @@ class DelayLine {
 
   discard(): void {
     if (this.timer) clearTimeout(this.timer);
+    if (this.immediate) clearImmediate(this.immediate);
     this.timer = undefined;
+    this.immediate = undefined;
     this.held.length = 0;
   }
 
   private schedule(): void {
     const head = this.held[0];
     if (!head) return;
-    const wait = Math.max(0, Math.ceil(head.due - performance.now()));
-    this.timer = setTimeout(() => this.flush(), wait);
+    // Timers count whole ms and may fire up to 1 ms early or late: sleep the whole ms left, then
+    // poll with setImmediate through the last fraction, so a chunk leaves within a fraction of a
+    // millisecond of its due time and never before it.
+    const wait = Math.floor(head.due - performance.now());
+    if (wait >= 1) {
+      this.timer = setTimeout(() => this.flush(), wait);
+    } else {
+      this.immediate = setImmediate(() => this.flush());
+    }
   }
 
   private flush(): void {
     this.timer = undefined;
-    // A timer may fire slightly early (libuv counts whole ms): what is not due yet waits again.
+    this.immediate = undefined;
     const now = performance.now();
     while (this.held.length > 0 && this.held[0]!.due <= now) this.release(this.held.shift()!);
     this.schedule();

@@ -97,14 +97,27 @@ describe('describeApdu', () => {
     // Printed Information (5FC109): PIN-protected; ykman keeps a protected management key there.
     const mgmt = bytes('88 1A 89 18' + '01'.repeat(24));
     const printed = full(
-      describeApdu(bytes('00CB3FFF05 5C035FC109 00'), Uint8Array.from([0x53, mgmt.length, ...mgmt, 0x90, 0x00])),
+      describeApdu(
+        bytes('00CB3FFF05 5C035FC109 00'),
+        Uint8Array.from([0x53, mgmt.length, ...mgmt, 0x90, 0x00]),
+      ),
     );
     assert.equal(printed.data, '5C035FC109');
     assert.equal(printed.responseData, `[masked ${mgmt.length + 2} bytes]`);
 
     const putPublic = full(describeApdu(bytes('00DB3FFF0A 5C035FC102 5303010203'), OK));
     assert.equal(putPublic.data, '5C035FC1025303010203');
-    const putPrinted = Uint8Array.from([0x00, 0xdb, 0x3f, 0xff, 7 + mgmt.length, ...bytes('5C035FC109'), 0x53, mgmt.length, ...mgmt]);
+    const putPrinted = Uint8Array.from([
+      0x00,
+      0xdb,
+      0x3f,
+      0xff,
+      7 + mgmt.length,
+      ...bytes('5C035FC109'),
+      0x53,
+      mgmt.length,
+      ...mgmt,
+    ]);
     const t = full(describeApdu(putPrinted, OK));
     assert.equal(t.data, `[masked ${7 + mgmt.length} bytes]`);
     assertHidden(t, mgmt);

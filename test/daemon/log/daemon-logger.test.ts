@@ -109,15 +109,20 @@ describe('createDaemonLogger', () => {
     for (const name of ['daemon2.log', 'daemon1.log', 'daemon.log']) {
       const p = path.join(dir, name);
       assert.equal(mode(p), LOG_FILE_MODE, `${name} mode`);
-      // The limit is approximate: winston rotates after the write that crosses it, and lines
-      // logged while it rotates still go to the old file.
-      assert.ok(fs.statSync(p).size < 2 * maxSizeBytes, `${name} is ${fs.statSync(p).size} bytes`);
+      // A file is rotated near the limit: winston counts lines still pending (so it may rotate a
+      // little early), and lines arriving while it rotates still go to the old file (so a file may
+      // grow past the limit under load). Only a rough lower bound is stable.
+      if (name !== 'daemon.log')
+        assert.ok(fs.statSync(p).size >= maxSizeBytes / 2, `${name} is ${fs.statSync(p).size} bytes`);
       for (const line of readLines(p)) {
-        assert.ok((line.i as number) > lastSeen, 'lines stay in order across the files');
+        // The kept files hold the newest lines, none lost and in order.
+        if (lastSeen >= 0) assert.equal(line.i, lastSeen + 1, 'lines stay in order across the files');
         lastSeen = line.i as number;
       }
     }
     assert.equal(lastSeen, total - 1, 'the newest line is in the current file');
+    const kept = names.reduce((n, name) => n + fs.statSync(path.join(dir, name)).size, 0);
+    assert.ok(kept < total * 200, 'the oldest files were deleted');
   });
 
   it('rejects rotation limits that cannot work', () => {
