@@ -46,6 +46,7 @@ export type CardlinkErrorCode =
   | 'ERR_SESSION_LOST'
   | 'ERR_SERVER_TIMEOUT'
   | 'ERR_SERVER_CERTIFICATE'
+  | 'ERR_SNAPSHOT_INVALID'
   | 'ERR_INTERNAL';
 
 export class CardlinkError extends Error {

@@ -166,7 +166,7 @@ export class CardManager extends EventEmitter<CardManagerEvents> {
       state: 'removed',
       takenOverBy: undefined,
       front: undefined,
-      remote: new RemoteCard(this.options.link, (by) => void this.markTakenOver(card, by)),
+      remote: new RemoteCard(this.options.link, entry.cardId, (by) => void this.markTakenOver(card, by)),
     };
     this.cards.set(entry.cardId, card);
     return card;
@@ -183,6 +183,17 @@ export class CardManager extends EventEmitter<CardManagerEvents> {
       return;
     }
     if (answer.type !== 'CARD_OPENED') throw errorFromFrame(answer, 'unexpected answer to OPEN_CARD');
+    if (!this.options.link.verifySnapshot(card.cardId, answer.snapshot, answer.snapshotSignature)) {
+      // Nothing is answered from a snapshot the server did not sign: the card stays out.
+      void this.options.link.request({ type: 'CLOSE_CARD', handle: answer.handle }).catch(() => undefined);
+      this.report(
+        new CardlinkError(
+          'ERR_SNAPSHOT_INVALID',
+          `the snapshot of card ${card.cardId} is not signed by the card server`,
+        ),
+      );
+      return;
+    }
     const snapshot = decodeSnapshot(answer.snapshot);
     if (card.front) card.front.resync(snapshot);
     else card.front = new FrontCard(snapshot, card.remote);

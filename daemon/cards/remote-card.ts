@@ -18,6 +18,7 @@ export class RemoteCard implements RemoteCardLink {
 
   constructor(
     private readonly link: ServerLink,
+    private readonly cardId: string,
     /** The server said the card was taken over (an APDU answered ERR_CARD_TAKEN_OVER). */
     private readonly onTakenOver: (byDeviceName: string) => void,
   ) {}
@@ -52,8 +53,10 @@ export class RemoteCard implements RemoteCardLink {
 
   async snapshot(): Promise<CardSnapshot> {
     const answer = await this.ask((handle) => ({ type: 'GET_SNAPSHOT', handle }), 0);
-    if (answer.type === 'SNAPSHOT') return decodeSnapshot(answer.snapshot);
-    throw this.failure(answer);
+    if (answer.type !== 'SNAPSHOT') throw this.failure(answer);
+    if (!this.link.verifySnapshot(this.cardId, answer.snapshot, answer.snapshotSignature))
+      throw new CardlinkError('ERR_SNAPSHOT_INVALID', 'the card snapshot is not signed by the card server');
+    return decodeSnapshot(answer.snapshot);
   }
 
   private ask(body: (handle: number) => Parameters<ServerLink['request']>[0], flags: number): Promise<Frame> {

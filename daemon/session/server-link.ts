@@ -15,7 +15,8 @@
  */
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { checkServerIdentity, type PeerCertificate } from 'node:tls';
+import { X509Certificate, type KeyObject } from 'node:crypto';
+import { checkServerIdentity, type PeerCertificate, type TLSSocket } from 'node:tls';
 import WebSocket from 'ws';
 import { CardlinkError } from '../../protocol/errors.js';
 import type { Logger } from '../../protocol/log.js';
@@ -24,6 +25,7 @@ import { secretHash, signDeviceProof } from '../../protocol/wire/device-proof.js
 import { decodeFrame, encodeFrame } from '../../protocol/wire/frame-codec.js';
 import { FRAME_FLAG, type Frame, type FrameOf } from '../../protocol/wire/frames.js';
 import { MAX_FRAME_BYTES, PROTOCOL_VERSION } from '../../protocol/wire/limits.js';
+import { verifySnapshotSignature } from '../../protocol/wire/snapshot-signature.js';
 import type { DeviceKey } from '../device/device-key.js';
 import { Backoff, type BackoffSettings } from './backoff.js';
 
@@ -124,6 +126,8 @@ export class ServerLink extends EventEmitter<ServerLinkEvents> {
   /** While set, a fresh AUTH opens cards with takeOver (a person logged in). */
   private tokenIsFresh = false;
   private reconnectAtOnce = false;
+  /** Public key of the certificate of the current connection's server: verifies snapshots. */
+  private serverKey: KeyObject | undefined;
 
   constructor(private readonly options: ServerLinkOptions) {
     super();
@@ -216,6 +220,17 @@ export class ServerLink extends EventEmitter<ServerLinkEvents> {
     });
   }
 
+  /**
+   * Whether `signature` is the server's over `snapshot` of `cardId` in this session (made with the
+   * key of the certificate this connection's TLS was verified against).
+   */
+  verifySnapshot(cardId: string, snapshot: Uint8Array, signature: Uint8Array): boolean {
+    const key = this.serverKey;
+    const sessionId = this.session?.id;
+    if (!key || !sessionId) return false;
+    return verifySnapshotSignature(key, { sessionId, cardId, snapshot }, signature);
+  }
+
   // --- connection ------------------------------------------------------------------------------
 
   private setState(state: LinkState): void {
@@ -242,6 +257,10 @@ export class ServerLink extends EventEmitter<ServerLinkEvents> {
     handshakeTimer.unref();
     let established = false;
     ws.binaryType = 'nodebuffer';
+    ws.on('upgrade', (response) => {
+      const cert = (response.socket as TLSSocket).getPeerCertificate?.();
+      this.serverKey = cert?.raw ? new X509Certificate(cert.raw).publicKey : undefined;
+    });
     ws.on('error', (error) => {
       this.options.logger.warn('server connection error', { error: error.message });
     });

@@ -265,12 +265,14 @@ const CODECS: { [T in FrameType]: PayloadCodec<T> } = {
       id.write(w, f.cardId, 'cardId');
       w.u32(f.handle, 'handle');
       w.bytes(f.snapshot, 'snapshot', MAX_SNAPSHOT_BYTES);
+      w.bytes(f.snapshotSignature, 'snapshotSignature', MAX_SIGNATURE_BYTES);
     },
     decode(r) {
       return {
         cardId: id.read(r, 'cardId'),
         handle: r.u32('handle'),
         snapshot: r.bytes('snapshot', MAX_SNAPSHOT_BYTES),
+        snapshotSignature: r.bytes('snapshotSignature', MAX_SIGNATURE_BYTES),
       };
     },
   },
@@ -286,9 +288,14 @@ const CODECS: { [T in FrameType]: PayloadCodec<T> } = {
     encode(w, f) {
       w.u32(f.handle, 'handle');
       w.bytes(f.snapshot, 'snapshot', MAX_SNAPSHOT_BYTES);
+      w.bytes(f.snapshotSignature, 'snapshotSignature', MAX_SIGNATURE_BYTES);
     },
     decode(r) {
-      return { handle: r.u32('handle'), snapshot: r.bytes('snapshot', MAX_SNAPSHOT_BYTES) };
+      return {
+        handle: r.u32('handle'),
+        snapshot: r.bytes('snapshot', MAX_SNAPSHOT_BYTES),
+        snapshotSignature: r.bytes('snapshotSignature', MAX_SIGNATURE_BYTES),
+      };
     },
   },
   CLOSE_CARD: {

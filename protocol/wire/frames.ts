@@ -213,6 +213,8 @@ export interface CardOpenedFrame extends FrameHeader {
   handle: number;
   /** The card's public snapshot (format defined by the card layer; opaque here). */
   snapshot: Uint8Array;
+  /** The server's signature over the snapshot, bound to this session and card (snapshot-signature.ts). */
+  snapshotSignature: Uint8Array;
 }
 
 export interface GetSnapshotFrame extends FrameHeader {
@@ -225,6 +227,8 @@ export interface SnapshotFrame extends FrameHeader {
   handle: number;
   /** The card's public snapshot now (apdu/piv/snapshot.ts), as in CARD_OPENED. */
   snapshot: Uint8Array;
+  /** As in CARD_OPENED. */
+  snapshotSignature: Uint8Array;
 }
 
 export interface CloseCardFrame extends FrameHeader {

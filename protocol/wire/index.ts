@@ -6,3 +6,4 @@ export * from './frame-codec.js';
 export * from './close-codes.js';
 export * from './device-proof.js';
 export * from './session-url.js';
+export * from './snapshot-signature.js';

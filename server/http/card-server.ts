@@ -3,6 +3,7 @@
  * (SESSION_PATH), `/healthz` (the process is up) and `/readyz` (the database answers). Nothing
  * else, in particular no administration: `cardlink admin` works on the server host only.
  */
+import { createPrivateKey } from 'node:crypto';
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -86,7 +87,15 @@ export async function startCardServer(options: CardServerOptions): Promise<Runni
     audience: config.audience === config.publicUrl ? base.href : config.audience,
     clockToleranceSeconds: config.clockToleranceSeconds,
   });
-  const service = new SessionService({ config, storage, kek: options.kek, validator, logger, sessionUrl });
+  const service = new SessionService({
+    config,
+    storage,
+    kek: options.kek,
+    validator,
+    logger,
+    sessionUrl,
+    snapshotKey: createPrivateKey(options.tls.key),
+  });
   await service.start();
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {

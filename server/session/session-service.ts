@@ -8,9 +8,10 @@
  * storage's claim announcement (PostgreSQL NOTIFY across server processes), and at the latest from
  * its next write, which the epoch fence refuses.
  */
-import { randomUUID } from 'node:crypto';
+import { randomUUID, type KeyObject } from 'node:crypto';
 import { PivCard } from '../../apdu/piv/piv-card.js';
 import { buildSnapshot, encodeSnapshot } from '../../apdu/piv/snapshot.js';
+import { signSnapshot } from '../../protocol/wire/snapshot-signature.js';
 import { CardlinkError, type CardlinkErrorCode } from '../../protocol/errors.js';
 import type { Logger } from '../../protocol/log.js';
 import { FRAME_FLAG, type Frame, type FrameOf } from '../../protocol/wire/frames.js';
@@ -69,6 +70,8 @@ export interface SessionServiceOptions {
   readonly logger: Logger;
   /** The session endpoint's URL as clients reach it (`wss://host:port/v1/session`): signed by device proofs. */
   readonly sessionUrl: string;
+  /** The key of the server's TLS certificate: signs card snapshots (protocol/wire/snapshot-signature.ts). */
+  readonly snapshotKey: KeyObject;
 }
 
 export interface AuthResult {
@@ -353,7 +356,14 @@ export class SessionService {
       case 'GET_SNAPSHOT': {
         const open = this.usableCard(session, frame.handle);
         const snapshot = encodeSnapshot(await buildSnapshot(open.state));
-        return { type: 'SNAPSHOT', id: frame.id, flags: 0, handle: frame.handle, snapshot };
+        return {
+          type: 'SNAPSHOT',
+          id: frame.id,
+          flags: 0,
+          handle: frame.handle,
+          snapshot,
+          snapshotSignature: this.signedFor(session, open.cardId, snapshot),
+        };
       }
       case 'RENEW_TOKEN':
         return this.renewToken(session, frame);
@@ -493,14 +503,20 @@ export class SessionService {
     session.cards.set(open.handle, open);
     this.held.set(frame.cardId, { session, open });
     this.log.info('card opened', { session: session.id, card: frame.cardId, handle: open.handle, epoch });
+    const snapshot = encodeSnapshot(await buildSnapshot(state));
     return {
       type: 'CARD_OPENED',
       id: frame.id,
       flags: 0,
       cardId: frame.cardId,
       handle: open.handle,
-      snapshot: encodeSnapshot(await buildSnapshot(state)),
+      snapshot,
+      snapshotSignature: this.signedFor(session, frame.cardId, snapshot),
     };
+  }
+
+  private signedFor(session: LogicalSession, cardId: string, snapshot: Uint8Array): Uint8Array {
+    return signSnapshot(this.options.snapshotKey, { sessionId: session.id, cardId, snapshot });
   }
 
   /** The open card under `handle`, refusing a handle that is unknown or taken over. */

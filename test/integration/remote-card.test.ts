@@ -15,7 +15,9 @@ import { FrontCard } from '../../apdu/piv/front-card.js';
 import { decodeSnapshot } from '../../apdu/piv/snapshot.js';
 import { BridgeSocketClient } from '../../daemon/reader/bridge-socket-client.js';
 import { waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
-import { FRAME_FLAG } from '../../protocol/wire/frames.js';
+import { FRAME_FLAG, type FrameOf } from '../../protocol/wire/frames.js';
+import { verifySnapshotSignature } from '../../protocol/wire/snapshot-signature.js';
+import { X509Certificate } from 'node:crypto';
 import { createCard, loadDefaultProfile } from '../../server/admin/index.js';
 import { OPENSC_PKCS11 } from '../support/local-card.js';
 import { startTestCardServer, type TestCardServer } from '../support/card-server.js';
@@ -68,7 +70,15 @@ describe('a card server card through pcscd and OpenSC', () => {
     assert.equal(ok.type, 'AUTH_OK');
     const opened = await client.request({ type: 'OPEN_CARD', cardId: card.cardId, takeOver: true });
     assert.equal(opened.type, 'CARD_OPENED');
-    const { handle, snapshot } = opened as { handle: number; snapshot: Uint8Array };
+    const { handle, snapshot, snapshotSignature } = opened as FrameOf<'CARD_OPENED'>;
+    // The server signs the snapshot with its TLS key, bound to this session and card.
+    const serverKey = new X509Certificate(tls.cert).publicKey;
+    const binding = { sessionId: client.session!.sessionId, cardId: card.cardId, snapshot };
+    assert.ok(verifySnapshotSignature(serverKey, binding, snapshotSignature));
+    assert.equal(
+      verifySnapshotSignature(serverKey, { ...binding, cardId: 'another' }, snapshotSignature),
+      false,
+    );
 
     front = new FrontCard(decodeSnapshot(snapshot), {
       async transmit(command, reset) {
