@@ -6,7 +6,12 @@ import { spawn } from 'node:child_process';
 import type { Argv, CommandModule } from 'yargs';
 import { isLoopbackHost } from '../../protocol/config/config-sources.js';
 import { escapeControlCharacters } from '../../protocol/log.js';
-import { loadDaemonConfig, type DaemonConfig, type DaemonFlags } from '../config/daemon-config.js';
+import {
+  loadDaemonConfig,
+  requireServerUrl,
+  type DaemonConfig,
+  type DaemonFlags,
+} from '../config/daemon-config.js';
 import { ControlClient } from '../control/control-client.js';
 import { controlPaths } from '../control/control-paths.js';
 import type { CardStatus, DaemonStatus } from '../control/control-protocol.js';
@@ -62,6 +67,7 @@ interface DaemonArgs extends CommonArgs {
   'reader-socket'?: string | undefined;
   'log-level'?: string | undefined;
   'log-file'?: string | undefined;
+  check: boolean;
 }
 
 export const daemonCommand: CommandModule<object, DaemonArgs> = {
@@ -75,7 +81,12 @@ export const daemonCommand: CommandModule<object, DaemonArgs> = {
       .option('state-dir', { type: 'string', describe: 'where the device key lives (0700)' })
       .option('reader-socket', { type: 'string', describe: "the cardlink reader driver's socket" })
       .option('log-level', { choices: ['error', 'warn', 'info', 'debug'] })
-      .option('log-file', { type: 'string', describe: 'log file (rotated)' }) as Argv<DaemonArgs>,
+      .option('log-file', { type: 'string', describe: 'log file (rotated)' })
+      .option('check', {
+        type: 'boolean',
+        default: false,
+        describe: 'check the settings, print them and exit (for install scripts)',
+      }) as Argv<DaemonArgs>,
   handler: async (args) => {
     const config = configFrom(args, {
       serverUrl: args['server-url'],
@@ -86,6 +97,11 @@ export const daemonCommand: CommandModule<object, DaemonArgs> = {
       logLevel: args['log-level'],
       logFile: args['log-file'],
     });
+    if (args.check) {
+      requireServerUrl(config);
+      process.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
+      return;
+    }
     const logger = createDaemonLogger({
       level: config.log.level,
       ...(config.log.file ? { file: config.log.file } : {}),

@@ -3,9 +3,10 @@
  * Every setting is listed in docs/daemon-config.md. A bad value fails start-up with
  * `ERR_CONFIG_INVALID` naming the key and its source (the file's path, the variable, the flag).
  *
- * The config file is `--config`, else `$CARDLINK_DAEMON_CONFIG`, else
- * `$XDG_CONFIG_HOME/cardlink/daemon.json` when that file exists (an admin's install script puts
- * one there); with none, the daemon has no server and `cardlink daemon` says which key is missing.
+ * The config file is `--config`, else `$CARDLINK_DAEMON_CONFIG`, else the user's
+ * `$XDG_CONFIG_HOME/cardlink/daemon.json` when it exists, else the machine's
+ * `/etc/cardlink/daemon.json` when it exists (what install-scripts writes for every user); with
+ * none, the daemon has no server and `cardlink daemon` says which key is missing.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -146,6 +147,14 @@ const SECTION_KEYS: Readonly<Record<string, readonly string[]>> = {
   log: ['level', 'file', 'maxSizeBytes', 'maxFiles'],
 };
 
+/** The machine-wide config file an admin's install script writes. */
+export const SYSTEM_DAEMON_CONFIG_FILE = '/etc/cardlink/daemon.json';
+
+/** The machine-wide file (`CARDLINK_SYSTEM_CONFIG` overrides it, for tests). */
+export function systemDaemonConfigFile(env: NodeJS.ProcessEnv = process.env): string {
+  return env['CARDLINK_SYSTEM_CONFIG'] || SYSTEM_DAEMON_CONFIG_FILE;
+}
+
 export function defaultDaemonConfigFile(env: NodeJS.ProcessEnv = process.env): string {
   return path.join(
     env['XDG_CONFIG_HOME'] || path.join(env['HOME'] || os.homedir(), '.config'),
@@ -183,7 +192,14 @@ export function loadDaemonConfig(
 ): DaemonConfig {
   const named = flags.config ?? (env['CARDLINK_DAEMON_CONFIG'] || undefined);
   const implicit = defaultDaemonConfigFile(env);
-  const configFile = named ? path.resolve(named) : fs.existsSync(implicit) ? implicit : undefined;
+  const system = systemDaemonConfigFile(env);
+  const configFile = named
+    ? path.resolve(named)
+    : fs.existsSync(implicit)
+      ? implicit
+      : fs.existsSync(system)
+        ? system
+        : undefined;
   const file = configFile ? readConfigFile(configFile, KNOWN_KEYS, 'docs/daemon-config.md') : undefined;
   const sources = [...(file ? [file] : []), ...environmentSources(env, DAEMON_ENV), flagSource(flags)];
   const last = <T>(get: (s: ConfigSource) => T | undefined) => lastSetting(sources, get);

@@ -31,7 +31,7 @@ export function tokenGrantFrom(
   const now = Math.floor(nowMs / 1000);
   const grant: TokenGrant = {
     accessToken: response.access_token,
-    expiresAt: now + (response.expiresIn() ?? lifetimeFromJwt(response.access_token, now)),
+    expiresAt: now + lifetimeOf(response.expiresIn(), lifetimeFromJwt(response.access_token, now)),
   };
   if (typeof response.refresh_token === 'string') grant.refreshToken = response.refresh_token;
   if (typeof response.id_token === 'string') grant.idToken = response.id_token;
@@ -40,13 +40,22 @@ export function tokenGrantFrom(
   return grant;
 }
 
-/** Seconds until the `exp` of a JWT access token (unverified: only a hint), or the assumed lifetime. */
-function lifetimeFromJwt(accessToken: string, now: number): number {
+/**
+ * The earlier of `expires_in` and the JWT's `exp` (what the card server enforces, to the second),
+ * or the assumed lifetime when there is neither.
+ */
+function lifetimeOf(expiresIn: number | undefined, fromJwt: number | undefined): number {
+  const known = [expiresIn, fromJwt].filter((v): v is number => v !== undefined);
+  return known.length ? Math.min(...known) : ASSUMED_ACCESS_TOKEN_LIFETIME_SECONDS;
+}
+
+/** Seconds until the `exp` of a JWT access token (unverified: only a hint), if it is one. */
+function lifetimeFromJwt(accessToken: string, now: number): number | undefined {
   try {
     const { exp } = decodeJwt(accessToken);
     if (typeof exp === 'number' && Number.isFinite(exp)) return Math.max(0, Math.floor(exp) - now);
   } catch {
     // Not a JWT: opaque tokens are fine.
   }
-  return ASSUMED_ACCESS_TOKEN_LIFETIME_SECONDS;
+  return undefined;
 }

@@ -9,6 +9,15 @@
 #   CARDLINK_SLOTS      number of card slots in the virtual reader (default 4)
 #   CARDLINK_PREFIX     where the reader driver is installed (default /usr/local/lib/cardlink)
 #   CARDLINK_SKIP_APT=1 do not call apt-get (packages already present)
+#
+# Client settings for every user of the machine (optional; written to /etc/cardlink/daemon.json and
+# checked with `cardlink daemon --check`, see docs/daemon-config.md):
+#   CARDLINK_SERVER_URL  the card server (https://...); without it no daemon config is written
+#   CARDLINK_SERVER_CA   PEM file to trust for the server's certificate (copied to /etc/cardlink)
+#   CARDLINK_ISSUER      the OpenID Provider for `cardlink login`
+#   CARDLINK_CLIENT_ID   cardlink's client id at that provider
+# With a server URL, a systemd user unit (cardlink-daemon.service) is installed and enabled for
+# every user, and /usr/local/bin/cardlink points at this checkout.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/../.."
 repo=$(pwd)
@@ -49,6 +58,33 @@ sed -e "s|@SOCKET@|/run/cardlink/bridge.sock|" -e "s|@SLOTS@|$slots|" -e "s|@UID
     -e "s|@LIBPATH@|$prefix/libifd-cardlink.so|" daemon/ifd-handler/reader.conf.in > /etc/reader.conf.d/cardlink
 chmod 0644 /etc/reader.conf.d/cardlink
 echo "cardlink setup: reader driver registered in /etc/reader.conf.d/cardlink (slots: $slots, user: $user)"
+
+if [ -n "${CARDLINK_SERVER_URL:-}" ]; then
+  install -d -m 0755 /etc/cardlink
+  ca_json=""
+  if [ -n "${CARDLINK_SERVER_CA:-}" ]; then
+    [ -f "$CARDLINK_SERVER_CA" ] || die "CARDLINK_SERVER_CA '$CARDLINK_SERVER_CA' is not a file"
+    install -m 0644 "$CARDLINK_SERVER_CA" /etc/cardlink/server-ca.pem
+    ca_json=/etc/cardlink/server-ca.pem
+  fi
+  # JSON written by node so that no value can break the quoting.
+  CA="$ca_json" node -e '
+    const e = process.env, c = { server: { url: e.CARDLINK_SERVER_URL } };
+    if (e.CA) c.server.caFile = e.CA;
+    if (e.CARDLINK_ISSUER || e.CARDLINK_CLIENT_ID)
+      c.login = { issuer: e.CARDLINK_ISSUER, clientId: e.CARDLINK_CLIENT_ID, resource: e.CARDLINK_SERVER_URL };
+    process.stdout.write(JSON.stringify(c, null, 2) + "\n");' > /etc/cardlink/daemon.json.new
+  CARDLINK_SYSTEM_CONFIG=/etc/cardlink/daemon.json.new HOME=/nonexistent XDG_CONFIG_HOME=/nonexistent \
+    "$repo/bin/cardlink" daemon --check >/dev/null || { rm -f /etc/cardlink/daemon.json.new; die "the client settings were refused (see above)"; }
+  chmod 0644 /etc/cardlink/daemon.json.new
+  mv /etc/cardlink/daemon.json.new /etc/cardlink/daemon.json
+  ln -sf "$repo/bin/cardlink" /usr/local/bin/cardlink
+  install -d -m 0755 /etc/systemd/user
+  sed -e "s|@REPO@|$repo|g" install-scripts/debian/cardlink-daemon.service.in > /etc/systemd/user/cardlink-daemon.service
+  chmod 0644 /etc/systemd/user/cardlink-daemon.service
+  if command -v systemctl >/dev/null; then systemctl --global enable cardlink-daemon.service >/dev/null 2>&1 || true; fi
+  echo "cardlink setup: client settings in /etc/cardlink/daemon.json; cardlink-daemon.service enabled for every user"
+fi
 
 # pcscd reads reader.conf.d at start: restart it so the cardlink reader appears.
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then

@@ -28,6 +28,7 @@ beforeEach(() => {
     XDG_CONFIG_HOME: path.join(dir, 'config'),
     XDG_STATE_HOME: path.join(dir, 'state'),
     XDG_RUNTIME_DIR: path.join(dir, 'run'),
+    CARDLINK_SYSTEM_CONFIG: path.join(dir, 'etc', 'daemon.json'),
   };
 });
 afterEach(() => {
@@ -542,5 +543,21 @@ describe('reconnect', () => {
       () => load({ config: file }),
       (e: unknown) => e instanceof ConfigError && e.context.source === file,
     );
+  });
+});
+
+describe('the machine-wide config file', () => {
+  it('is read when the user has none, and the user file wins over it', () => {
+    const system = writeConfig({ server: { url: 'https://machine.example/' } }, 'etc/daemon.json');
+    assert.equal(load().configFile, system);
+    assert.equal(load().server.url, 'https://machine.example/');
+    const user = writeConfig({ server: { url: 'https://user.example/' } }, 'config/cardlink/daemon.json');
+    assert.equal(load().configFile, user);
+    assert.equal(load().server.url, 'https://user.example/');
+  });
+
+  it('names itself in errors', () => {
+    const system = writeConfig({ server: { url: 'http://machine.example/' } }, 'etc/daemon.json');
+    assert.throws(() => load(), configError('server.url', system));
   });
 });
