@@ -30,7 +30,6 @@
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -52,6 +51,7 @@ import { startTestIdp, type TestIdp } from '../test/support/oidc-provider.js';
 import { REPO_ROOT, startPcscd, type PcscdInstance } from '../test/support/pcscd.js';
 import { startTcpProxy, type TcpProxy } from '../test/support/tcp-proxy.js';
 import type { Reply, Request, SignAlg, SignResult } from './support/p11-sign-loop.js';
+import { freePort } from '../test/support/free-port.js';
 
 const PIN = '424242';
 const PUK = '97531864';
@@ -108,17 +108,6 @@ function latencyStats(values: readonly number[]) {
     max_ms: round(sorted[sorted.length - 1]!),
     mean_ms: round(values.reduce((a, b) => a + b, 0) / values.length),
   };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /** VmRSS of a process in MiB, from /proc/<pid>/status. */

@@ -8,7 +8,6 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -21,6 +20,7 @@ import { startTestIdp, type TestIdp } from '../support/oidc-provider.js';
 import { PcscClient, type PcscCard } from '../support/pcsc-client.js';
 import { startPcscd, type PcscdInstance } from '../support/pcscd.js';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.js';
+import { freePort } from '../support/free-port.js';
 
 const PIN = '424242';
 const SECOND_READER = 'cardlink Second Reader';
@@ -28,17 +28,6 @@ const SELECT_PIV = Buffer.from('00A4040009A0000003080000100000', 'hex');
 const WRONG_VERIFY = Buffer.from('00200080083939393939393939', 'hex');
 /** Yubico GET METADATA of the PIN: tag 06 holds (retries total, retries remaining). */
 const PIN_METADATA = Buffer.from('00F7008000', 'hex');
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function pinRetriesRemaining(metadata: Buffer): number {
   assert.equal(

@@ -9,6 +9,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { freePort } from './free-port.js';
 
 /** Debian's sshd (openssh-server). It re-executes itself, so it must be started by absolute path. */
 export const SSHD_BINARY = '/usr/sbin/sshd';
@@ -40,17 +41,6 @@ export interface SshdInstance {
   log(): string;
   /** Stops sshd (SIGTERM, then SIGKILL). Safe to call twice. */
   stop(): Promise<void>;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 function canConnect(port: number): Promise<boolean> {
