@@ -31,6 +31,9 @@ import { isLoopbackHost } from '../protocol/config/config-sources.js';
 
 export const DAEMON_VERSION = '0.1.0';
 
+/** How long a stopping daemon waits for the server to close its cards. */
+const CLOSE_CARDS_TIMEOUT_MS = 2000;
+
 /** A token refresh is tried this many times (with the link's back-off) before giving up. */
 const MAX_REFRESH_ATTEMPTS = 3;
 
@@ -46,6 +49,8 @@ export class Daemon implements ControlHandler {
   private token: HeldToken | undefined;
   private lastError: ControlErrorInfo | undefined;
   private offline = false;
+  /** The user asked to go offline (`disconnect`); `connect` or a new token ends it. */
+  private disconnected = false;
   private expiryTimer: NodeJS.Timeout | undefined;
 
   private constructor(
@@ -167,15 +172,17 @@ export class Daemon implements ControlHandler {
     const info = this.link.sessionInfo;
     const state = this.link.state;
     return {
-      state: !this.link.hasToken
-        ? 'logged-out'
-        : state === 'connected'
-          ? 'connected'
-          : this.offline
-            ? 'offline'
-            : state === 'reconnecting'
-              ? 'reconnecting'
-              : 'connecting',
+      state: this.disconnected
+        ? 'offline'
+        : !this.link.hasToken
+          ? 'logged-out'
+          : state === 'connected'
+            ? 'connected'
+            : this.offline
+              ? 'offline'
+              : state === 'reconnecting'
+                ? 'reconnecting'
+                : 'connecting',
       serverUrl: this.config.server.url,
       ...(this.token ? { user: this.userName() } : {}),
       ...(info
@@ -201,6 +208,7 @@ export class Daemon implements ControlHandler {
       expiresAt: t.expiresAt ?? expiryOf(t.accessToken),
     };
     this.lastError = undefined;
+    this.disconnected = false;
     this.link.restart();
     await this.link.setToken(t.accessToken);
     this.armExpiryTimer();
@@ -209,6 +217,7 @@ export class Daemon implements ControlHandler {
 
   async logout(): Promise<void> {
     this.token = undefined;
+    this.disconnected = false;
     this.clearExpiryTimer();
     await this.cardManager.closeAll();
     await this.link.stop();
@@ -223,6 +232,7 @@ export class Daemon implements ControlHandler {
       await this.cardManager.claimAll();
       return;
     }
+    this.disconnected = false;
     this.link.restart();
     await this.link.setToken(this.token.accessToken);
   }
@@ -233,11 +243,17 @@ export class Daemon implements ControlHandler {
     await this.link.stop();
     this.link.restart();
     this.token = token; // kept for "connect"
+    this.disconnected = true;
   }
 
   /** Stops everything: cards out of the reader, session closed, control socket removed. */
   async close(): Promise<void> {
     this.clearExpiryTimer();
+    // Release the cards on the server (bounded), so another device need not wait for a grace period.
+    await Promise.race([
+      this.cardManager.closeAll(),
+      new Promise((r) => setTimeout(r, CLOSE_CARDS_TIMEOUT_MS)),
+    ]);
     await this.cardManager.removeAll('the daemon stopped', true, true);
     await this.link.stop();
     await this.control?.close();

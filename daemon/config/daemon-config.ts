@@ -291,7 +291,7 @@ export function loadDaemonConfig(
       level: last((s) => s.oneOf('log.level', ['error', 'warn', 'info', 'debug'] as const))?.value ?? 'info',
       file: pathSetting('log.file') ?? path.join(stateDir, 'daemon.log'),
       maxSizeBytes: last((s) => s.int('log.maxSizeBytes', 64 * 1024, 1024 ** 3))?.value ?? 5 * 1024 * 1024,
-      maxFiles: last((s) => s.int('log.maxFiles', 1, 100))?.value ?? 3,
+      maxFiles: last((s) => s.int('log.maxFiles', 2, 100))?.value ?? 3,
     },
   });
 }

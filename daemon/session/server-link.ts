@@ -386,6 +386,8 @@ export class ServerLink extends EventEmitter<ServerLinkEvents> {
         tokenExpiresAt: frame.tokenExpiresAt,
         fromFreshToken: false,
       };
+      // The cards of a resumed session are held already: a later AUTH must not take any over.
+      this.tokenIsFresh = false;
       this.options.logger.info('session resumed', {
         session: frame.sessionId,
         lastReceived: frame.lastReceivedSequence,

@@ -80,7 +80,7 @@ if [ -n "${CARDLINK_SERVER_URL:-}" ]; then
   mv /etc/cardlink/daemon.json.new /etc/cardlink/daemon.json
   ln -sf "$repo/bin/cardlink" /usr/local/bin/cardlink
   install -d -m 0755 /etc/systemd/user
-  sed -e "s|@REPO@|$repo|g" install-scripts/debian/cardlink-daemon.service.in > /etc/systemd/user/cardlink-daemon.service
+  sed -e "s|@REPO@|$repo|g" -e "s|@USER@|$user|g" install-scripts/debian/cardlink-daemon.service.in > /etc/systemd/user/cardlink-daemon.service
   chmod 0644 /etc/systemd/user/cardlink-daemon.service
   if command -v systemctl >/dev/null; then systemctl --global enable cardlink-daemon.service >/dev/null 2>&1 || true; fi
   echo "cardlink setup: client settings in /etc/cardlink/daemon.json; cardlink-daemon.service enabled for every user"

@@ -232,7 +232,7 @@ describe('loadDaemonConfig precedence: file < environment < flags', () => {
       timeouts: { connectSeconds: 5, commandSeconds: 60, graceSeconds: 0 },
       reconnect: { initialDelayMs: 100, maxDelayMs: 100 },
       deviceName: 'laptop',
-      log: { maxSizeBytes: 65_536, maxFiles: 1 },
+      log: { maxSizeBytes: 65_536, maxFiles: 2 },
     });
     const c = load({ config: file });
     assert.deepEqual(c.login, {
@@ -247,7 +247,7 @@ describe('loadDaemonConfig precedence: file < environment < flags', () => {
     assert.deepEqual(c.reconnect, { initialDelayMs: 100, maxDelayMs: 100 });
     assert.equal(c.deviceName, 'laptop');
     assert.equal(c.log.maxSizeBytes, 65_536);
-    assert.equal(c.log.maxFiles, 1);
+    assert.equal(c.log.maxFiles, 2);
   });
 });
 
@@ -290,6 +290,7 @@ describe('loadDaemonConfig refuses bad values, naming key and source', () => {
       ['reader.slots', 1.5],
       ['log.maxSizeBytes', 1024],
       ['log.maxFiles', 101],
+      ['log.maxFiles', 1],
       ['timeouts.connectSeconds', true],
     ];
     for (const [key, value] of cases) {
