@@ -11,6 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { waitForCardAbsent, waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
 import { createCard, loadDefaultProfile } from '../../server/admin/index.js';
 import { startTestCardServer, TEST_TENANT, type TestCardServer } from '../support/card-server.js';
 import { cardlinkCli, startTestDaemon, type TestDaemon } from '../support/daemon.js';
@@ -173,5 +174,23 @@ describe("the daemon puts a user's two cards into two reader slots", () => {
       ]);
       assert.match(verified, /Verified OK/);
     }
+  });
+
+  it('disconnect takes both cards out and says offline; connect brings them back', async () => {
+    const control = await daemon.control();
+    try {
+      await control.request('disconnect');
+      await waitForCardAbsent(pcscd.readerName(0), 10_000);
+      await waitForCardAbsent(pcscd.readerName(1), 10_000);
+      const offline = await control.request('status');
+      assert.equal(offline.state, 'offline');
+      assert.deepEqual(offline.cards, []);
+      await control.request('connect');
+    } finally {
+      await control.close();
+    }
+    await daemon.waitForCards((cards) => cards.filter((c) => c.state === 'inserted').length === 2);
+    await waitForCardPresent(pcscd.readerName(0), 10_000);
+    assert.equal((await daemon.status()).state, 'connected');
   });
 });
