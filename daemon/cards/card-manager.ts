@@ -184,8 +184,9 @@ export class CardManager extends EventEmitter<CardManagerEvents> {
     }
     if (answer.type !== 'CARD_OPENED') throw errorFromFrame(answer, 'unexpected answer to OPEN_CARD');
     if (!this.options.link.verifySnapshot(card.cardId, answer.snapshot, answer.snapshotSignature)) {
-      // Nothing is answered from a snapshot the server did not sign: the card stays out.
+      // Nothing is answered from a snapshot the server did not sign: the card stays (or goes) out.
       void this.options.link.request({ type: 'CLOSE_CARD', handle: answer.handle }).catch(() => undefined);
+      await this.takeOut(card, 'its snapshot is not signed by the card server');
       this.report(
         new CardlinkError(
           'ERR_SNAPSHOT_INVALID',
