@@ -42,8 +42,7 @@ import {
   waitForCardAbsent,
   waitForCardPresent,
 } from '../daemon/reader/pcsc-presence.js';
-import { createCard, loadDefaultProfile } from '../server/admin/index.js';
-import { startTestCardServer, TEST_TENANT, type TestCardServer } from '../test/support/card-server.js';
+import { createTestCard, startTestCardServer, type TestCardServer } from '../test/support/card-server.js';
 import { startTestDaemon, type TestDaemon } from '../test/support/daemon.js';
 import { OPENSC_PKCS11 } from '../test/support/local-card.js';
 import { PcscClient } from '../test/support/pcsc-client.js';
@@ -362,15 +361,7 @@ async function setUp(parts: Partial<Chain>): Promise<Chain> {
     publicUrl: `https://127.0.0.1:${proxy.port}/`,
     deviceRegistration: 'automatic',
   }));
-  await createCard({
-    storage: cardServer.resources.storage,
-    kek: cardServer.resources.kek,
-    user: { issuer: idp.issuer, subject: 'alice', tenant: TEST_TENANT },
-    profile: await loadDefaultProfile(),
-    label: 'alice card',
-    pin: PIN,
-    puk: PUK,
-  });
+  await createTestCard(cardServer, idp, { label: 'alice card', pin: PIN, puk: PUK });
   const pcscd = (parts.pcscd = await startPcscd({ cardlink: { slots: 4, friendlyName: READER } }));
   const daemonDir = path.join(dir, 'daemon');
   const daemon = (parts.daemon = await startTestDaemon({

@@ -12,8 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { waitForCardAbsent, waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
-import { createCard, loadDefaultProfile } from '../../server/admin/index.js';
-import { startTestCardServer, TEST_TENANT, type TestCardServer } from '../support/card-server.js';
+import { createTestCard, startTestCardServer, type TestCardServer } from '../support/card-server.js';
 import { cardlinkCli, startTestDaemon, type TestDaemon } from '../support/daemon.js';
 import { OPENSC_PKCS11 } from '../support/local-card.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-provider.js';
@@ -47,13 +46,8 @@ describe("the daemon puts a user's two cards into two reader slots", () => {
     dir = await mkdtemp(path.join(tmpdir(), 'cardlink-daemon-cards-'));
     fs.mkdirSync(path.join(dir, 'server'));
     cardServer = await startTestCardServer(path.join(dir, 'server'), idp);
-    const profile = await loadDefaultProfile();
     for (const [i, pin] of PINS.entries()) {
-      const card = await createCard({
-        storage: cardServer.resources.storage,
-        kek: cardServer.resources.kek,
-        user: { issuer: idp.issuer, subject: 'alice', tenant: TEST_TENANT },
-        profile,
+      const card = await createTestCard(cardServer, idp, {
         label: `alice card ${i + 1}`,
         pin,
         puk: '97531864',

@@ -12,8 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { waitForCardAbsent, waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
-import { createCard, loadDefaultProfile } from '../../server/admin/index.js';
-import { startTestCardServer, TEST_TENANT, type TestCardServer } from '../support/card-server.js';
+import { createTestCard, startTestCardServer, type TestCardServer } from '../support/card-server.js';
 import { startTestDaemon, type TestDaemon } from '../support/daemon.js';
 import { OPENSC_PKCS11 } from '../support/local-card.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-provider.js';
@@ -104,15 +103,7 @@ describe('daemon faults: cut connection, server restart, takeover', () => {
       publicUrl: `https://127.0.0.1:${proxy.port}/`,
       deviceRegistration: 'automatic',
     });
-    await createCard({
-      storage: cardServer.resources.storage,
-      kek: cardServer.resources.kek,
-      user: { issuer: idp.issuer, subject: 'alice', tenant: TEST_TENANT },
-      profile: await loadDefaultProfile(),
-      label: 'alice card',
-      pin: PIN,
-      puk: '97531864',
-    });
+    await createTestCard(cardServer, idp, { label: 'alice card', pin: PIN, puk: '97531864' });
     pcscd = await startPcscd({
       cardlink: { slots: 2, friendlyName: 'cardlink Faults Reader' },
       secondCardlink: { slots: 2, friendlyName: SECOND_READER },

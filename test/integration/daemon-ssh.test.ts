@@ -11,8 +11,7 @@ import fs from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createCard, loadDefaultProfile } from '../../server/admin/index.js';
-import { startTestCardServer, TEST_TENANT, type TestCardServer } from '../support/card-server.js';
+import { createTestCard, startTestCardServer, type TestCardServer } from '../support/card-server.js';
 import { startTestDaemon, type TestDaemon } from '../support/daemon.js';
 import { OPENSC_PKCS11 } from '../support/local-card.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-provider.js';
@@ -121,15 +120,7 @@ describe('ssh logs into sshd with the key on a cardlink card (OpenSC PKCS#11)', 
     dir = await mkdtemp(path.join(tmpdir(), 'cardlink-daemon-ssh-'));
     fs.mkdirSync(path.join(dir, 'server'));
     cardServer = await startTestCardServer(path.join(dir, 'server'), idp);
-    await createCard({
-      storage: cardServer.resources.storage,
-      kek: cardServer.resources.kek,
-      user: { issuer: idp.issuer, subject: 'alice', tenant: TEST_TENANT },
-      profile: await loadDefaultProfile(),
-      label: 'alice ssh card',
-      pin: PIN,
-      puk: '97531864',
-    });
+    await createTestCard(cardServer, idp, { label: 'alice ssh card', pin: PIN, puk: '97531864' });
     pcscd = await startPcscd({ cardlink: { slots: 4, friendlyName: 'cardlink Daemon Reader' } });
     daemon = await startTestDaemon({
       dir: path.join(dir, 'daemon'),

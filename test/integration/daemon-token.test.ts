@@ -11,8 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { decodeJwt } from 'jose';
 import { waitForCardAbsent, waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
-import { createCard, loadDefaultProfile } from '../../server/admin/index.js';
-import { startTestCardServer, TEST_TENANT, type TestCardServer } from '../support/card-server.js';
+import { createTestCard, startTestCardServer, type TestCardServer } from '../support/card-server.js';
 import { startTestDaemon, type TestDaemon } from '../support/daemon.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-provider.js';
 import { startPcscd, type PcscdInstance } from '../support/pcscd.js';
@@ -36,14 +35,7 @@ describe('the daemon and access token lifetime', () => {
       clockToleranceSeconds: 0,
       limits: { tokenWarningSeconds: 5 },
     });
-    await createCard({
-      storage: cardServer.resources.storage,
-      kek: cardServer.resources.kek,
-      user: { issuer: idp.issuer, subject: 'alice', tenant: TEST_TENANT },
-      profile: await loadDefaultProfile(),
-      pin: '111222',
-      puk: '33344455',
-    });
+    await createTestCard(cardServer, idp, { pin: '111222', puk: '33344455' });
     pcscd = await startPcscd({ cardlink: { slots: 2, friendlyName: 'cardlink Token Reader' } });
     daemon = await startTestDaemon({
       dir: path.join(dir, 'daemon'),

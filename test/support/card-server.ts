@@ -10,6 +10,7 @@ import { loadServerConfig, type ServerConfig } from '../../server/config/server-
 import { openServerResources, type ServerResources } from '../../server/config/server-resources.js';
 import { startCardServer, type RunningCardServer } from '../../server/http/card-server.js';
 import { loadOrCreateTlsPair, type TlsPair } from '../../server/tls/tls-pair.js';
+import { createCard, loadDefaultProfile, type CreatedCard } from '../../server/admin/index.js';
 import type { TestIdp } from './oidc-provider.js';
 
 export const TEST_TENANT = 'acme';
@@ -66,4 +67,21 @@ export async function startTestCardServer(
       await resources.close();
     },
   };
+}
+
+/** A card from the default profile for `subject` (default alice) of the test IdP, with known PIN and PUK. */
+export async function createTestCard(
+  cardServer: TestCardServer,
+  idp: TestIdp,
+  card: { pin: string; puk: string; label?: string; subject?: string },
+): Promise<CreatedCard> {
+  return createCard({
+    storage: cardServer.resources.storage,
+    kek: cardServer.resources.kek,
+    user: { issuer: idp.issuer, subject: card.subject ?? 'alice', tenant: TEST_TENANT },
+    profile: await loadDefaultProfile(),
+    pin: card.pin,
+    puk: card.puk,
+    ...(card.label !== undefined ? { label: card.label } : {}),
+  });
 }
