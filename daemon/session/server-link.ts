@@ -464,7 +464,8 @@ export class ServerLink extends EventEmitter<ServerLinkEvents> {
     if (!ws || this.linkState !== 'connected' || ws.readyState !== WebSocket.OPEN) return;
     let inFlight = 0;
     for (const p of this.pending.values()) if (p.sent) inFlight++;
-    for (const p of [...this.pending.values()].sort((a, b) => a.id - b.id)) {
+    // A Map iterates in insertion order, and requests are inserted in id order.
+    for (const p of this.pending.values()) {
       if (inFlight >= this.maxInFlight) break;
       if (p.sent) continue;
       if (p.sessionId !== this.session?.id) continue;
