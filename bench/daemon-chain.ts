@@ -1,25 +1,27 @@
 /**
  * The whole chain on one machine, as a user has it: a PKCS#11 application (OpenSC) -> pcscd with
- * the cardlink reader -> `cardlink daemon` -> TCP proxy -> card server (SQLite) -> the card.
+ * the cardlink reader -> `cardlink daemon` -> card server (SQLite) -> the card; for the WAN
+ * comparison a delaying TCP proxy goes between the daemon and the server.
  *
- *   npm run build && node dist/bench/daemon-chain.js [--n 300] [--warmup 20] [--runs 3] [--handovers 5]
+ *   npm run build && node dist/bench/daemon-chain.js [--n 300] [--warmup 20] [--runs 3] [--handovers 5] [--profile DIR]
  *
  * Set-up as in test/integration/daemon-faults.test.ts: the test IdP, a card server in this process
  * (SQLite in a temporary directory, device registration "automatic") with one card for alice
  * (default profile: 9A RSA-2048 id 01 PIN once, 9C P-256 id 02 PIN always, 9D RSA-2048 id 03,
- * 9E P-256 id 04 PIN never), a TCP proxy in front of it (the server's public URL names the proxy,
- * as the device proof signs the URL), a private pcscd with our reader, the real daemon (log level
- * info) and a scripted device-code login. Measured:
+ * 9E P-256 id 04 PIN never), a private pcscd with our reader, the real daemon (log level info)
+ * connected straight to the server, and a scripted device-code login. Measured:
  *
  * 1. Remote round trips per operation, from the daemon's own counters (`cards` -> `apdus.remote`,
  *    difference before/after): `pkcs11-tool -O`; C_Login alone; C_Sign with 9A (RSA-2048) and 9E
  *    (P-256) after the login; C_Sign with 9C (PIN always: C_Login CKU_CONTEXT_SPECIFIC + C_Sign).
  *    The PKCS#11 steps are bench/support/p11-sign-loop.ts (pkcs11js + OpenSC) in a child process.
- * 2. C_Sign latency through the chain, proxy delay 0: `--n` timed C_SignInit + C_Sign after
+ * 2. C_Sign latency through the chain (no proxy: the topology a user has): `--n` timed C_SignInit + C_Sign after
  *    `--warmup` untimed ones, for 9E (CKM_ECDSA, 32-byte digest) and 9A (CKM_RSA_PKCS, DigestInfo),
  *    timed in the application process.
  * 3. `pkcs11-tool --test --login --pin` wall time, `--runs` times each with 0 ms added and with a
- *    20 ms round trip (proxy one-way delay 10 ms), medians.
+ *    20 ms round trip (proxy one-way delay 10 ms), medians. For this the server restarts with the
+ *    proxy as its public URL (the device proof signs the URL) and the daemon restarts pointed at
+ *    the proxy and logs in again; both runs go through the proxy.
  * 4. The daemon's VmRSS idle after login and after the sign loops.
  * 5. Token hand-over to card present in pcscd: `hand-over-token` on the control socket, timed until
  *    pcscd reports the card in slot 0 (a PC/SC status watcher started before the hand-over);
@@ -42,6 +44,7 @@ import {
   waitForCardAbsent,
   waitForCardPresent,
 } from '../daemon/reader/pcsc-presence.js';
+import { startCpuProfile } from './support/cpu-profile.js';
 import { createTestCard, startTestCardServer, type TestCardServer } from '../test/support/card-server.js';
 import { startTestDaemon, type TestDaemon } from '../test/support/daemon.js';
 import { OPENSC_PKCS11 } from '../test/support/local-card.js';
@@ -222,6 +225,7 @@ const withTimeout = <T>(p: Promise<T>, ms: number, what: string): Promise<T> =>
 interface Chain {
   idp: TestIdp;
   dir: string;
+  serverPort: number;
   proxy: TcpProxy;
   cardServer: TestCardServer;
   pcscd: PcscdInstance;
@@ -358,26 +362,63 @@ async function setUp(parts: Partial<Chain>): Promise<Chain> {
   }));
   const cardServer = (parts.cardServer = await startTestCardServer(serverDir, idp, {
     listen: { host: '127.0.0.1', port: serverPort },
-    publicUrl: `https://127.0.0.1:${proxy.port}/`,
+    publicUrl: `https://127.0.0.1:${serverPort}/`,
     deviceRegistration: 'automatic',
   }));
   await createTestCard(cardServer, idp, { label: 'alice card', pin: PIN, puk: PUK });
   const pcscd = (parts.pcscd = await startPcscd({ cardlink: { slots: 4, friendlyName: READER } }));
+  parts.daemon = await startBenchDaemon(dir, `https://127.0.0.1:${serverPort}/`, cardServer, idp, pcscd);
+  return { idp, dir, serverPort, proxy, cardServer, pcscd, daemon: parts.daemon };
+}
+
+/** The daemon of the chain, logged in as alice, its card present in pcscd. */
+async function startBenchDaemon(
+  dir: string,
+  serverUrl: string,
+  cardServer: TestCardServer,
+  idp: TestIdp,
+  pcscd: PcscdInstance,
+): Promise<TestDaemon> {
   const daemonDir = path.join(dir, 'daemon');
-  const daemon = (parts.daemon = await startTestDaemon({
+  const daemon = await startTestDaemon({
     dir: daemonDir,
-    serverUrl: `https://127.0.0.1:${proxy.port}/`,
+    serverUrl,
     serverCaFile: cardServer.config.tls.certFile,
     idp,
     pcscd,
     deviceName: 'alice-bench',
     // info, not the test default debug: no per-APDU trace lines in the timing
     settings: { log: { level: 'info', file: path.join(daemonDir, 'daemon.log') } },
-  }));
+  });
   await daemon.login('alice');
   await daemon.waitForCards((cards) => cards.some((c) => c.state === 'inserted'));
   await waitForCardPresent(pcscd.readerName(0), CARD_WAIT_MS);
-  return { idp, dir, proxy, cardServer, pcscd, daemon };
+  return daemon;
+}
+
+/**
+ * Puts the proxy between the daemon and the server: the server restarts with the proxy as its
+ * public URL (same data: the card and the registered device stay), the daemon restarts pointed at
+ * the proxy and logs in again.
+ */
+async function moveBehindProxy(chain: Chain): Promise<void> {
+  await chain.daemon.stop();
+  await chain.cardServer.stop();
+  const serverDir = path.join(chain.dir, 'server');
+  const configFile = path.join(serverDir, 'server.json');
+  const config = JSON.parse(fs.readFileSync(configFile, 'utf8')) as Record<string, unknown>;
+  fs.writeFileSync(
+    configFile,
+    JSON.stringify({ ...config, publicUrl: `https://127.0.0.1:${chain.proxy.port}/` }),
+  );
+  chain.cardServer = await startTestCardServer(serverDir, chain.idp);
+  chain.daemon = await startBenchDaemon(
+    chain.dir,
+    `https://127.0.0.1:${chain.proxy.port}/`,
+    chain.cardServer,
+    chain.idp,
+    chain.pcscd,
+  );
 }
 
 async function tearDown(parts: Partial<Chain>): Promise<void> {
@@ -458,6 +499,7 @@ async function main(): Promise<void> {
       warmup: { type: 'string' },
       runs: { type: 'string' },
       handovers: { type: 'string' },
+      profile: { type: 'string' },
     },
   });
   const n = Number(values.n ?? DEFAULT_N);
@@ -493,6 +535,8 @@ async function main(): Promise<void> {
   }
   const { daemon, pcscd, proxy } = chain;
   const daemonPid = daemon.child.pid!;
+  // The chain is changed once (moveBehindProxy): the teardown must stop what runs then.
+  Object.assign(parts, chain);
   let app: P11App | undefined;
   try {
     await new Promise((r) => setTimeout(r, 1000));
@@ -516,8 +560,16 @@ async function main(): Promise<void> {
     const alwaysOnce = await roundTrips(daemon, () => app!.sign('02', 'p256', 1, 0, PIN));
 
     console.error(`C_Sign latency: ${n} timed after ${warmup} warm-up, P-256 (9E) then RSA-2048 (9A)`);
-    const p256Loop = await signLoop(chain, app, '04', 'p256', n, warmup);
-    const rsaLoop = await signLoop(chain, app, '01', 'rsa2048', n, warmup);
+    const profiled = async <T>(name: string, phase: () => Promise<T>): Promise<T> => {
+      const profiler = values.profile === undefined ? undefined : await startCpuProfile();
+      const result = await phase();
+      await profiler?.stopInto(values.profile!, name);
+      return result;
+    };
+    const p256Loop = await profiled('server-sign-p256', () => signLoop(chain, app!, '04', 'p256', n, warmup));
+    const rsaLoop = await profiled('server-sign-rsa2048', () =>
+      signLoop(chain, app!, '01', 'rsa2048', n, warmup),
+    );
     await app.close();
     app = undefined;
     await new Promise((r) => setTimeout(r, 500));
@@ -527,11 +579,13 @@ async function main(): Promise<void> {
     const breakdown = await rawApduBreakdown(chain, Math.min(n, 200), warmup);
 
     console.error(`pkcs11-tool --test --login: ${runs} runs at 0 ms, then at ${2 * WAN_ONE_WAY_MS} ms RTT`);
-    const testLan = await roundTrips(daemon, () => pkcs11TestLogin(chain, runs));
+    await moveBehindProxy(chain);
+    Object.assign(parts, chain);
+    const testLan = await roundTrips(chain.daemon, () => pkcs11TestLogin(chain, runs));
     proxy.setDelay(WAN_ONE_WAY_MS);
-    const testWan = await roundTrips(daemon, () => pkcs11TestLogin(chain, runs));
+    const testWan = await roundTrips(chain.daemon, () => pkcs11TestLogin(chain, runs));
     proxy.setDelay(0);
-    const rssAfterTests = rssMiB(daemonPid);
+    const rssAfterTests = rssMiB(chain.daemon.child.pid!);
 
     console.error(`hand-over to card present: ${handoverReps} repetitions`);
     const handOver = await handOvers(chain, handoverReps);
@@ -595,7 +649,7 @@ async function main(): Promise<void> {
         loadavg_1m_at_end: round(os.loadavg()[0]!, 2),
       },
       chain:
-        'pkcs11js + OpenSC -> pcscd (cardlink reader) -> cardlink daemon -> TCP proxy -> card server (SQLite), loopback',
+        'pkcs11js + OpenSC -> pcscd (cardlink reader) -> cardlink daemon -> card server (SQLite), loopback; pkcs11-tool --test runs (0 and 20 ms) with a TCP proxy between daemon and server',
       results: {
         remote_round_trips: trips,
         sign_latency: latency,
@@ -611,7 +665,8 @@ async function main(): Promise<void> {
         daemon_rss_mib: {
           idle_after_login: rssIdle,
           after_sign_loops: rssAfterSigns,
-          after_pkcs11_tests: rssAfterTests,
+          // The daemon restarted behind the proxy (a new process).
+          after_pkcs11_tests_restarted_daemon: rssAfterTests,
         },
         hand_over: handOver,
       },
@@ -627,7 +682,7 @@ async function main(): Promise<void> {
     printSummary(result);
     console.log(`written ${path.relative(REPO_ROOT, out)}`);
   } catch (error) {
-    console.error(daemon.output().slice(-3000));
+    console.error(chain.daemon.output().slice(-3000));
     throw error;
   } finally {
     await app?.close();

@@ -16,6 +16,9 @@
  *   HSM error during the comparison keeps the try counted), and a replay after a crash at that
  *   point answers the provisional "wrong PIN" instead of running the command again. The rest of
  *   the command continues in a new, freshly fenced transaction that updates the record.
+ * - Durability: a transaction whose only writes are audit entries marked `lazy` (private-key
+ *   operations) and the command's record commits with relaxed durability (storage.ts): it
+ *   resolves without waiting for the disk. Any other write makes it wait, as does a checkpoint.
  * - Any error inside a write, and any error the card state reports with `fail()`, poisons the
  *   unit: nothing more commits and `finish` rethrows it.
  */
@@ -23,6 +26,7 @@ import { CardStateError } from '../../apdu/piv/crypto/errors.js';
 import { appendAudit, type AuditEvent } from '../audit/audit-log.js';
 import {
   asBuffer,
+  checkCardFence,
   fenceCard,
   nowIso,
   recordCommand,
@@ -41,13 +45,18 @@ export interface CommandRecording {
 }
 
 interface OpenTransaction {
-  readonly card: FencedCard;
+  card: FencedCard;
+  /** The fence bumped the card's version (fenceCard), rather than only checking it. */
+  bumped: boolean;
   commit(): Promise<void>;
   rollback(): Promise<void>;
 }
 
 /** Thrown inside a detached transaction to roll it back; never escapes this module. */
 const ROLLBACK = Symbol('rollback');
+
+/** What a detached transaction resolves to when it ended before handing out its Tx. */
+const ENDED_EARLY: unique symbol = Symbol('ended-early');
 
 /**
  * Begins a transaction that stays open until `commit()` or `rollback()`, using the storage's
@@ -64,11 +73,10 @@ export async function beginTransaction(
     handOut(tx);
     if (!(await decision)) throw ROLLBACK;
   });
-  const endedEarly = settled.then(() => {
-    throw new StorageError('transaction ended before it was used');
-  });
+  const endedEarly = settled.then((): typeof ENDED_EARLY => ENDED_EARLY);
   endedEarly.catch(() => undefined);
   const tx = await Promise.race([ready, endedEarly]);
+  if (tx === ENDED_EARLY) throw new StorageError('transaction ended before it was used');
   return {
     tx,
     async commit() {
@@ -91,6 +99,8 @@ export class CommandUnit {
   private hooks: (() => void)[] = [];
   private audits: AuditEvent[] = [];
   private wrote = false;
+  /** The open transaction made a write that must be on disk before the command answers. */
+  private durable = false;
   private failure: { readonly error: unknown } | undefined;
 
   constructor(
@@ -110,10 +120,20 @@ export class CommandUnit {
 
   /** Runs `fn` in the unit's transaction, opened and fenced on first use. */
   async write<T>(fn: (card: FencedCard) => Promise<T>): Promise<T> {
+    return this.writeWith(fn, true);
+  }
+
+  private async writeWith<T>(fn: (card: FencedCard) => Promise<T>, durable: boolean): Promise<T> {
     this.throwIfFailed();
-    const open = await this.ensureOpen();
+    const open = await this.ensureOpen(durable);
     this.wrote = true;
+    if (durable) this.durable = true;
     try {
+      if (durable && !open.bumped) {
+        // The card changes after all: take a fresh version (the row is already locked).
+        open.card = await fenceCard(open.card.tx, this.fence);
+        open.bumped = true;
+      }
       return await fn(open.card);
     } catch (error) {
       this.fail(error);
@@ -121,11 +141,15 @@ export class CommandUnit {
     }
   }
 
-  /** Queues an audit entry; it commits with the unit's current transaction (fenced like a write). */
-  async audit(event: AuditEvent): Promise<void> {
-    await this.write(async () => {
+  /**
+   * Queues an audit entry; it commits with the unit's current transaction (fenced like a write).
+   * `lazy`: the entry alone does not make the command wait for the disk (private-key operations:
+   * losing their record to a power cut leaves the card consistent, and a retry signs again).
+   */
+  async audit(event: AuditEvent, options: { readonly lazy?: boolean } = {}): Promise<void> {
+    await this.writeWith(async () => {
       this.audits.push(event);
-    });
+    }, options.lazy !== true);
   }
 
   /** Runs `fn` once the current transaction has committed (never if it rolls back). */
@@ -153,6 +177,7 @@ export class CommandUnit {
         await this.write((card) => this.record(card, bytes));
         this.provisional = bytes;
       }
+      this.durable = true; // the point of a checkpoint: on disk before the command goes on
       await this.commitOpen();
     } catch (error) {
       this.fail(error);
@@ -172,7 +197,8 @@ export class CommandUnit {
       let recorded = false;
       if (this.recording && response !== undefined && (this.wrote || recordAlways)) {
         const bytes = Buffer.from(response);
-        if (!(this.provisional?.equals(bytes) ?? false)) await this.write((card) => this.record(card, bytes));
+        if (!(this.provisional?.equals(bytes) ?? false))
+          await this.writeWith((card) => this.record(card, bytes), false);
         recorded = true;
       }
       await this.commitOpen();
@@ -195,6 +221,7 @@ export class CommandUnit {
     this.open = undefined;
     this.hooks = [];
     this.audits = [];
+    this.durable = false;
     if (!open) return;
     this.onRollback();
     await open.rollback().catch(() => undefined);
@@ -204,13 +231,17 @@ export class CommandUnit {
     if (this.failure) throw this.failure.error;
   }
 
-  private ensureOpen(): Promise<OpenTransaction> {
+  /**
+   * Opens the transaction with its fence: `fenceCard` for a write that changes the card, the
+   * cheaper `checkCardFence` for one that only records (private-key operations).
+   */
+  private ensureOpen(changesCard: boolean): Promise<OpenTransaction> {
     if (this.open) return Promise.resolve(this.open);
     this.opening ??= (async () => {
       const t = await beginTransaction(this.storage);
       try {
-        const card = await fenceCard(t.tx, this.fence);
-        this.open = { card, commit: t.commit, rollback: t.rollback };
+        const card = await (changesCard ? fenceCard : checkCardFence)(t.tx, this.fence);
+        this.open = { card, bumped: changesCard, commit: t.commit, rollback: t.rollback };
         return this.open;
       } catch (error) {
         await t.rollback().catch(() => undefined);
@@ -249,6 +280,8 @@ export class CommandUnit {
     for (const event of this.audits) await appendAudit(open.card.tx, event);
     this.audits = [];
     this.open = undefined;
+    if (!this.durable) open.card.tx.relaxDurability();
+    this.durable = false;
     const hooks = this.hooks;
     this.hooks = [];
     try {

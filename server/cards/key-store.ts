@@ -105,6 +105,7 @@ export function keyStore(ctx: StoreContext): KeySlotStore {
           unit,
           AUDIT_EVENTS.keyUsed,
           privateKeyOperationDetails(slot, key.algorithm, input, { operation: 'sign' }),
+          { lazy: true },
         );
         return new Uint8Array(result);
       });
@@ -119,6 +120,7 @@ export function keyStore(ctx: StoreContext): KeySlotStore {
           unit,
           AUDIT_EVENTS.keyUsed,
           privateKeyOperationDetails(slot, key.algorithm, peerPoint, { operation: 'ecdh' }),
+          { lazy: true },
         );
         return new Uint8Array(secret);
       });

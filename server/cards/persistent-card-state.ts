@@ -72,6 +72,11 @@ export interface CommandOptions {
    * volatile card state (GET RESPONSE) when the session layer keeps no copy of its own.
    */
   readonly recordAlways?: boolean;
+  /**
+   * The caller knows `seq` is new (a request that is not a retransmission): skip looking for a
+   * recorded response. Safe even if wrong: the record's primary key refuses a second run.
+   */
+  readonly firstAttempt?: boolean;
 }
 
 export interface CommandOutcome {
@@ -201,8 +206,10 @@ class PersistentState implements PersistentCardState, StoreContext {
     options: CommandOptions,
   ): Promise<CommandOutcome> {
     this.assertOpen();
-    const recorded = await findRecorded(this.storage, recording.sessionId, recording.seq);
-    if (recorded) return { response: new Uint8Array(recorded), replayed: true, recorded: true };
+    if (options.firstAttempt !== true) {
+      const recorded = await findRecorded(this.storage, recording.sessionId, recording.seq);
+      if (recorded) return { response: new Uint8Array(recorded), replayed: true, recorded: true };
+    }
     const unit = this.newUnit(recording);
     this.running = unit;
     try {
@@ -245,13 +252,21 @@ class PersistentState implements PersistentCardState, StoreContext {
     }
   }
 
-  async audit(unit: CommandUnit, eventType: string, details: Record<string, unknown>): Promise<void> {
-    await unit.audit({
-      actor: this.actor,
-      eventType,
-      cardId: this.cardId,
-      details: { ...details, session: this.sessionId },
-    });
+  async audit(
+    unit: CommandUnit,
+    eventType: string,
+    details: Record<string, unknown>,
+    options: { readonly lazy?: boolean } = {},
+  ): Promise<void> {
+    await unit.audit(
+      {
+        actor: this.actor,
+        eventType,
+        cardId: this.cardId,
+        details: { ...details, session: this.sessionId },
+      },
+      options,
+    );
   }
 
   private newUnit(recording: CommandRecording | undefined): CommandUnit {

@@ -20,8 +20,16 @@ export interface StoreContext {
    * a unit of its own that commits when the call returns.
    */
   call<T>(fn: (unit: CommandUnit) => Promise<T>): Promise<T>;
-  /** Queues an audit entry about this card in the unit (fenced; commits with the unit). */
-  audit(unit: CommandUnit, eventType: string, details: Record<string, unknown>): Promise<void>;
+  /**
+   * Queues an audit entry about this card in the unit (fenced; commits with the unit). `lazy`: see
+   * CommandUnit.audit.
+   */
+  audit(
+    unit: CommandUnit,
+    eventType: string,
+    details: Record<string, unknown>,
+    options?: { readonly lazy?: boolean },
+  ): Promise<void>;
 }
 
 /** Where a slot's sealed key belongs: its AAD binding. */

@@ -534,7 +534,12 @@ export class SessionService {
     // The daemon answered a reset locally; the card forgets its volatile state before this command.
     if ((frame.flags & FRAME_FLAG.RESET_CARD) !== 0) open.card.reset();
     try {
-      const outcome = await open.state.runCommand(frame.id, () => open.card.transmit(frame.command));
+      // A request that is not a retransmission is new (answer() enforces the sequence): no
+      // recorded response to look for.
+      const firstAttempt = (frame.flags & FRAME_FLAG.RETRANSMIT) === 0;
+      const outcome = await open.state.runCommand(frame.id, () => open.card.transmit(frame.command), {
+        firstAttempt,
+      });
       return {
         type: 'APDU_RESULT',
         id: frame.id,

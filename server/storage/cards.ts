@@ -188,6 +188,25 @@ export async function fenceCard(tx: Tx, fence: CardFence): Promise<FencedCard> {
 }
 
 /**
+ * Fences a session's write that changes nothing of the card itself (the record of a private-key
+ * operation): like `fenceCard`, but the version stays. The card's row is locked all the same
+ * (PostgreSQL `FOR UPDATE`; SQLite runs one transaction at a time), so a claim cannot commit in
+ * between. A write that seals anything needs the fresh version of `fenceCard`, called later in
+ * the same transaction.
+ */
+export async function checkCardFence(tx: Tx, fence: CardFence): Promise<FencedCard> {
+  let query = tx.db
+    .selectFrom('cards')
+    .select(['tenant_id', 'version'])
+    .where('id', '=', fence.cardId)
+    .where('session_epoch', '=', fence.epoch);
+  if (tx.dialect === 'postgres') query = query.forUpdate();
+  const row = await query.executeTakeFirst();
+  if (!row) throw await fenceFailure(tx, fence);
+  return { cardId: fence.cardId, tenantId: row.tenant_id, version: row.version, tx };
+}
+
+/**
  * Fences an administrator's write (provisioning, PIN reset by an admin): bumps both the version
  * and the session epoch, so a session holding the card loses it, and announces the claim.
  */

@@ -11,6 +11,12 @@
  * - PostgreSQL serves many nodes: a pool of `poolSize` connections, and one extra connection that
  *   LISTENs for card-claim notifications once someone subscribes.
  *
+ * Durability: a transaction resolves once it is durable (on SQLite, the WAL fsynced on the thread
+ * pool, shared by concurrent commits: wal-sync.ts; on PostgreSQL, its commit). A transaction that
+ * calls `tx.relaxDurability()` resolves at its commit and reaches the disk within
+ * `LAZY_SYNC_DELAY_MS` (PostgreSQL: `synchronous_commit = off` for that transaction): safe from a
+ * process crash at once, from a power cut shortly after. docs/security-model.md says what uses it.
+ *
  * Lock order inside a transaction (to keep PostgreSQL free of deadlocks): the card's row first
  * (`fenceCard`, `claimCard`), then its keys, objects and commands, the audit chain head last.
  */
@@ -24,6 +30,8 @@ import { CardlinkError } from '../../protocol/errors.js';
 import { parseDatabaseUrl, type DatabaseLocation } from './database-url.js';
 import { StorageError } from './errors.js';
 import type { Database } from './schema.js';
+import { withStatementCache } from './statement-cache.js';
+import { WalSync } from './wal-sync.js';
 
 export type SqlDialect = 'sqlite' | 'postgres';
 
@@ -65,6 +73,12 @@ export interface Tx extends Queryable {
   /** Runs `fn` once the transaction has committed (never when it rolls back). */
   afterCommit(fn: () => void): void;
   /**
+   * Lets the transaction resolve at its commit, before its writes are flushed to disk (they are
+   * within a short delay; a process crash loses nothing, a power cut may lose them). Only for
+   * writes whose loss leaves nothing inconsistent: the record of a private-key operation.
+   */
+  relaxDurability(): void;
+  /**
    * Announces a claim to every listener on every node, delivered only if the transaction commits
    * (PostgreSQL NOTIFY; an in-process event on SQLite).
    */
@@ -74,6 +88,8 @@ export interface Tx extends Queryable {
 export interface Storage extends Queryable {
   /** Runs `fn` in one transaction: all of its writes commit together or none does. */
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  /** fsyncs this process made to make commits durable (SQLite's WAL; always 0 on PostgreSQL). */
+  diskFlushes(): number;
   /** Subscribes to card claims; resolves once the subscription is live. Returns the unsubscribe. */
   onCardClaimed(listener: CardClaimedListener): Promise<() => Promise<void>>;
   close(): Promise<void>;
@@ -130,12 +146,25 @@ abstract class BaseStorage implements Storage {
 
   protected abstract publish(tx: TxImpl, event: CardClaimedEvent): Promise<void>;
   abstract onCardClaimed(listener: CardClaimedListener): Promise<() => Promise<void>>;
+  abstract diskFlushes(): number;
+  /** Called inside the transaction, after `fn`, when it relaxed its durability. */
+  protected abstract beforeRelaxedCommit(tx: TxImpl): Promise<void>;
+  /** Called after the commit: resolves once the transaction is as durable as it asked. */
+  protected abstract afterCommitted(relaxed: boolean): Promise<void>;
 
   async transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     const hooks: (() => void)[] = [];
     let result: T;
+    let relaxed = false;
     try {
-      result = await this.db.transaction().execute((trx) => fn(new TxImpl(trx, this.dialect, hooks, this)));
+      result = await this.db.transaction().execute(async (trx) => {
+        const tx = new TxImpl(trx, this.dialect, hooks, this);
+        const value = await fn(tx);
+        relaxed = tx.relaxed;
+        if (relaxed) await this.beforeRelaxedCommit(tx);
+        return value;
+      });
+      await this.afterCommitted(relaxed);
     } catch (error) {
       throw toStorageError(error, this.dialect);
     }
@@ -161,6 +190,8 @@ abstract class BaseStorage implements Storage {
 }
 
 class TxImpl implements Tx {
+  relaxed = false;
+
   constructor(
     readonly db: Transaction<Database>,
     readonly dialect: SqlDialect,
@@ -170,6 +201,10 @@ class TxImpl implements Tx {
 
   afterCommit(fn: () => void): void {
     this.hooks.push(fn);
+  }
+
+  relaxDurability(): void {
+    this.relaxed = true;
   }
 
   publishCardClaimed(event: CardClaimedEvent): Promise<void> {
@@ -188,11 +223,29 @@ class SqliteStorage extends BaseStorage {
     db: Kysely<Database>,
     onBackgroundError: (error: Error) => void,
     private readonly database: BetterSqlite3.Database,
+    /** Undefined for an in-memory database. */
+    private readonly walSync: WalSync | undefined,
   ) {
     super(db, onBackgroundError);
   }
 
+  protected beforeRelaxedCommit(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  diskFlushes(): number {
+    return this.walSync?.flushes ?? 0;
+  }
+
+  protected afterCommitted(relaxed: boolean): Promise<void> {
+    if (!this.walSync) return Promise.resolve();
+    if (!relaxed) return this.walSync.sync();
+    this.walSync.syncSoon();
+    return Promise.resolve();
+  }
+
   override async close(): Promise<void> {
+    await this.walSync?.close();
     await super.close();
     // Kysely only closes a database it has used: release the file (and its exclusive lock) always.
     if (this.database.open) this.database.close();
@@ -228,8 +281,10 @@ function openSqlite(
     // Exclusive locking before WAL: no shared-memory index, and no second process on the file.
     database.pragma('locking_mode = EXCLUSIVE');
     database.pragma('journal_mode = WAL');
-    // A PIN try that was counted must survive a power cut: sync on every commit.
-    database.pragma('synchronous = FULL');
+    // Commits are atomic and survive a process crash without an fsync; WalSync fsyncs the WAL
+    // off the event loop before a durable transaction resolves (a counted PIN try must survive a
+    // power cut), shared by concurrent commits.
+    database.pragma('synchronous = NORMAL');
     database.pragma('foreign_keys = ON');
     // Take the lock now, so a second process fails here and not at its first query.
     database.exec('BEGIN IMMEDIATE; COMMIT');
@@ -243,10 +298,12 @@ function openSqlite(
       { cause: error },
     );
   }
+  const onBackgroundError = options.onBackgroundError ?? (() => undefined);
   return new SqliteStorage(
-    new Kysely<Database>({ dialect: new SqliteDialect({ database }) }),
-    options.onBackgroundError ?? (() => undefined),
+    new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(database) }) }),
+    onBackgroundError,
     database,
+    location.memory ? undefined : new WalSync(location.path, onBackgroundError),
   );
 }
 
@@ -284,6 +341,20 @@ class PostgresStorage extends BaseStorage {
     onBackgroundError: (error: Error) => void,
   ) {
     super(db, onBackgroundError);
+  }
+
+  protected async beforeRelaxedCommit(tx: TxImpl): Promise<void> {
+    // PostgreSQL's own per-transaction asynchronous commit: no inconsistency on a crash, the
+    // commit may be lost for up to three times wal_writer_delay after a power cut.
+    await sql`set local synchronous_commit = off`.execute(tx.db);
+  }
+
+  protected afterCommitted(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  diskFlushes(): number {
+    return 0;
   }
 
   protected async publish(tx: TxImpl, event: CardClaimedEvent): Promise<void> {

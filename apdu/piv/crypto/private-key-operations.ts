@@ -3,6 +3,7 @@ import { p256, p384 } from '@noble/curves/nist.js';
 import type { KeyAlgorithm } from '../card-state.js';
 import { CardStateError } from './errors.js';
 import { CURVES, isEcAlgorithm, keyAlgorithmOf, type EcAlgorithm } from './key-algorithms.js';
+import { loadNativeEcdsa } from './native-ecdsa.js';
 
 /**
  * Private-key operations a PIV card performs in GENERAL AUTHENTICATE (SP 800-73-4 Part 2 section
@@ -32,6 +33,26 @@ export interface PreparedSigner {
 export function prepareSigner(privateKey: KeyObject): PreparedSigner {
   requirePrivate(privateKey);
   const algorithm = keyAlgorithmOf(privateKey);
+  if (isEcAlgorithm(algorithm)) {
+    const native = loadNativeEcdsa();
+    if (native) {
+      const der = privateKey.export({ format: 'der', type: 'pkcs8' });
+      const key = native.loadKey(der);
+      der.fill(0);
+      const bytes = CURVES[algorithm].bytes;
+      return {
+        algorithm,
+        sign: (input) => {
+          const digest = ecdsaInputToCurveSize(input, bytes);
+          const signature = native.signDigest(
+            key,
+            Buffer.from(digest.buffer, digest.byteOffset, digest.length),
+          );
+          return new Uint8Array(signature.buffer, signature.byteOffset, signature.length);
+        },
+      };
+    }
+  }
   const jwk = privateKey.export({ format: 'jwk' });
   if (isEcAlgorithm(algorithm)) {
     const scalar = leftPad(base64url(jwk.d), CURVES[algorithm].bytes);
@@ -61,6 +82,7 @@ export function rsaRawPrivate(privateKey: KeyObject, modulus: Uint8Array, input:
 }
 
 /**
+ * The pure-JavaScript ECDSA used where the OpenSSL addon (native-ecdsa.ts) is not built.
  * ECDSA (FIPS 186-5 section 6.4) over `input` taken as the digest: deterministic k (RFC 6979), s
  * not normalised to the low half (plain ECDSA as OpenSSL produces and verifies it), DER output.
  * `input` is converted per SEC 1 section 4.1.3 step 5: shorter than the curve it counts as its

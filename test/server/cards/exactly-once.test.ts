@@ -107,6 +107,23 @@ for (const kind of BACKENDS) {
       s.state.dispose();
     });
 
+    it('refuses a recorded sequence number claimed as a first attempt, and changes nothing', async () => {
+      const created = await createTestCard(storage, kek);
+      const s = await openSession(storage, kek, created.cardId);
+      const command = () => s.card.transmit(verifyApdu('999999'));
+      const first = await s.state.runCommand(3, command, { firstAttempt: true });
+      assert.deepEqual([sw(first.response), first.replayed], ['63C2', false]);
+      // Skipping the lookup is only an optimisation: the record's primary key still refuses a rerun.
+      await assert.rejects(s.state.runCommand(3, command, { firstAttempt: true }), {
+        code: 'ERR_COMMAND_ALREADY_RECORDED',
+      });
+      assert.equal((await referenceStatus(storage, created.cardId, 'pin')).remaining, 2);
+      assert.equal((await auditOf(storage, created.cardId, 'pin.failed')).length, 1);
+      const replay = await s.state.runCommand(3, command);
+      assert.deepEqual([replay.replayed, sw(replay.response)], [true, '63C2']);
+      s.state.dispose();
+    });
+
     it('does not generate or sign twice for a replayed GENERATE or GENERAL AUTHENTICATE', async () => {
       const created = await createTestCard(storage, kek);
       const s = await openSession(storage, kek, created.cardId);

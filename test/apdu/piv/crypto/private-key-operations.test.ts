@@ -20,9 +20,11 @@ import { p256 } from '@noble/curves/nist.js';
 import {
   deriveSharedSecret,
   ecdsaInputToCurveSize,
+  ecdsaSignDigest,
   MAX_ECDSA_INPUT_BYTES,
   prepareSigner,
 } from '../../../../apdu/piv/crypto/private-key-operations.js';
+import { ecdsaBackend, loadNativeEcdsa } from '../../../../apdu/piv/crypto/native-ecdsa.js';
 import { CardStateError } from '../../../../apdu/piv/crypto/errors.js';
 
 const reason = (r: string) => (e: unknown) => e instanceof CardStateError && e.reason === r;
@@ -141,12 +143,43 @@ describe('ECDSA over a digest', () => {
     }
   });
 
-  it('is deterministic (RFC 6979) and DER encoded', () => {
+  it('signs with OpenSSL through the addon on this platform, a fresh nonce each time, DER encoded', () => {
+    // The addon is built by `npm run build` on Linux; losing it would silently cost 50x in speed.
+    assert.equal(ecdsaBackend(), 'openssl');
     const d = randomBytes(32);
     const a = s256.sign(d);
-    assert.deepEqual(s256.sign(d), a);
+    assert.notDeepEqual(s256.sign(d), a, 'OpenSSL draws a new (hedged) nonce per signature');
     assert.equal(a[0], 0x30);
     assert.equal(a[1], a.length - 2);
+  });
+
+  it('falls back to a deterministic (RFC 6979) signature where the addon is missing', () => {
+    const jwk = p256Key.privateKey.export({ format: 'jwk' });
+    const scalar = new Uint8Array(Buffer.from(jwk.d!, 'base64url'));
+    const d = randomBytes(32);
+    const a = ecdsaSignDigest('ECCP256', scalar, d);
+    assert.deepEqual(ecdsaSignDigest('ECCP256', scalar, d), a);
+    const pub = Buffer.concat([
+      Buffer.from([4]),
+      Buffer.from(jwk.x!, 'base64url'),
+      Buffer.from(jwk.y!, 'base64url'),
+    ]);
+    assert.ok(p256.verify(a, d, new Uint8Array(pub), { prehash: false, lowS: false, format: 'der' }));
+  });
+
+  it('refuses a key the addon cannot parse with a typed error', () => {
+    const native = loadNativeEcdsa()!;
+    assert.throws(() => native.loadKey(Buffer.from([0x30, 0x03, 0x02, 0x01, 0x00])), {
+      code: 'ERR_NATIVE_KEY',
+    });
+    assert.throws(
+      () =>
+        native.signDigest(
+          native.loadKey(p256Key.privateKey.export({ format: 'der', type: 'pkcs8' })),
+          Buffer.alloc(65),
+        ),
+      { code: 'ERR_NATIVE_ARGUMENT' },
+    );
   });
 
   it('any 1..64-byte input gives a signature valid over its SEC 1 conversion', () => {
