@@ -109,11 +109,13 @@ export const daemonCommand: CommandModule<object, DaemonArgs> = {
       maxFiles: config.log.maxFiles,
     });
     const daemon = await Daemon.start(config, logger);
-    out(`cardlink daemon: ready (server ${config.server.url}, control ${daemon.controlSocket})`);
-    await new Promise<void>((resolve) => {
+    // Handlers before "ready": whoever waits for that line may stop us at once.
+    const stopped = new Promise<void>((resolve) => {
       process.once('SIGINT', resolve);
       process.once('SIGTERM', resolve);
     });
+    out(`cardlink daemon: ready (server ${config.server.url}, control ${daemon.controlSocket})`);
+    await stopped;
     await daemon.close();
     await closeDaemonLogger(logger);
   },

@@ -168,15 +168,16 @@ export const localCardCommand: CommandModule<object, LocalCardArgs> = {
       vpcdPort: args['vpcd-port'],
       readyTimeoutMs: args['ready-timeout'] * 1000,
     });
-    process.stdout.write(describeGenerated(secrets));
-    process.stdout.write(`ready: PIV card present in reader "${served.readerName}"\n`);
-
-    await new Promise<void>((resolve, reject) => {
+    // Handlers before "ready": whoever waits for that line may stop us at once.
+    const stopped = new Promise<void>((resolve, reject) => {
       const stop = () => resolve();
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
       served.onLost((err: CardlinkError) => reject(err));
     });
+    process.stdout.write(describeGenerated(secrets));
+    process.stdout.write(`ready: PIV card present in reader "${served.readerName}"\n`);
+    await stopped;
     await served.stop();
     process.stdout.write('card removed\n');
   },

@@ -68,14 +68,15 @@ async function runServer(args: ServerArgs): Promise<void> {
       'cardlink server: no trusted issuers configured ("issuers" in the config file): every login is refused\n',
     );
   }
+  // Handlers before "ready": whoever waits for that line may stop us at once.
+  const stopped = new Promise<void>((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
   process.stdout.write(
     `cardlink server: ready on ${server.sessionUrl} (TLS SHA-256 fingerprint ${tls.fingerprint}; database ${config.databaseUrl.split(':')[0]}, KEK ${resources.kek.kind} v${resources.kek.currentVersion})\n`,
   );
-  await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-  });
+  await stopped;
   process.stdout.write('cardlink server: stopping\n');
   await server.close();
   await resources.close();
