@@ -26,6 +26,9 @@
 /* A DER ECDSA signature for P-384 is at most 104 bytes; leave room. */
 #define MAX_SIGNATURE_BYTES 160
 
+/* Marks the Externals this addon made, so signDigest refuses any other External. */
+static const napi_type_tag KEY_TAG = {0x636172646c696e6bULL, 0x6563647361b00001ULL};
+
 static napi_value throw_error(napi_env env, const char *code, const char *message) {
   napi_throw_error(env, code, message);
   return NULL;
@@ -68,6 +71,8 @@ static napi_value load_key(napi_env env, napi_callback_info info) {
     EVP_PKEY_free(key);
     return throw_error(env, "ERR_NATIVE_MEMORY", "cannot wrap the key");
   }
+  if (napi_type_tag_object(env, external, &KEY_TAG) != napi_ok)
+    return throw_error(env, "ERR_NATIVE_MEMORY", "cannot tag the key");
   return external;
 }
 
@@ -78,7 +83,9 @@ static napi_value sign_digest(napi_env env, napi_callback_info info) {
     return throw_error(env, "ERR_NATIVE_ARGUMENT", "signDigest takes a key and a Buffer");
   napi_valuetype type;
   napi_typeof(env, argv[0], &type);
-  if (type != napi_external) return throw_error(env, "ERR_NATIVE_ARGUMENT", "first argument is not a key");
+  bool tagged = false;
+  if (type != napi_external || napi_check_object_type_tag(env, argv[0], &KEY_TAG, &tagged) != napi_ok || !tagged)
+    return throw_error(env, "ERR_NATIVE_ARGUMENT", "first argument is not a key from loadKey");
   EVP_PKEY *key = NULL;
   napi_get_value_external(env, argv[0], (void **)&key);
   bool is_buffer = false;

@@ -169,6 +169,7 @@ describe('ECDSA over a digest', () => {
 
   it('refuses a key the addon cannot parse with a typed error', () => {
     const native = loadNativeEcdsa()!;
+    assert.throws(() => native.signDigest({} as never, Buffer.alloc(32)), { code: 'ERR_NATIVE_ARGUMENT' });
     assert.throws(() => native.loadKey(Buffer.from([0x30, 0x03, 0x02, 0x01, 0x00])), {
       code: 'ERR_NATIVE_KEY',
     });
