@@ -58,9 +58,7 @@ export class WalSync {
     if (this.closed || this.timer) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      this.sync().catch((error: unknown) =>
-        this.onBackgroundError(error instanceof Error ? error : new Error(String(error))),
-      );
+      this.sync().catch((error: unknown) => this.report(error));
     }, LAZY_SYNC_DELAY_MS);
     this.timer.unref();
   }
@@ -70,13 +68,16 @@ export class WalSync {
     if (this.closed) return;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    await this.sync().catch((error: unknown) =>
-      this.onBackgroundError(error instanceof Error ? error : new Error(String(error))),
-    );
+    await this.sync().catch((error: unknown) => this.report(error));
     this.closed = true;
     const handle = this.handle;
     this.handle = undefined;
     if (handle) await (await handle.catch(() => undefined))?.close();
+  }
+
+  /** A flush nobody waits for failed: tell the storage's background error handler. */
+  private report(error: unknown): void {
+    this.onBackgroundError(error instanceof Error ? error : new Error(String(error)));
   }
 
   private async fsync(): Promise<void> {
