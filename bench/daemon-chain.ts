@@ -535,8 +535,6 @@ async function main(): Promise<void> {
   }
   const { daemon, pcscd, proxy } = chain;
   const daemonPid = daemon.child.pid!;
-  // The chain is changed once (moveBehindProxy): the teardown must stop what runs then.
-  Object.assign(parts, chain);
   let app: P11App | undefined;
   try {
     await new Promise((r) => setTimeout(r, 1000));
@@ -579,8 +577,12 @@ async function main(): Promise<void> {
     const breakdown = await rawApduBreakdown(chain, Math.min(n, 200), warmup);
 
     console.error(`pkcs11-tool --test --login: ${runs} runs at 0 ms, then at ${2 * WAN_ONE_WAY_MS} ms RTT`);
-    await moveBehindProxy(chain);
-    Object.assign(parts, chain);
+    try {
+      await moveBehindProxy(chain);
+    } finally {
+      // The teardown must stop what runs now, also after a move that failed half-way.
+      Object.assign(parts, chain);
+    }
     const testLan = await roundTrips(chain.daemon, () => pkcs11TestLogin(chain, runs));
     proxy.setDelay(WAN_ONE_WAY_MS);
     const testWan = await roundTrips(chain.daemon, () => pkcs11TestLogin(chain, runs));
