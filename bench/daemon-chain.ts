@@ -4,6 +4,7 @@
  * comparison a delaying TCP proxy goes between the daemon and the server.
  *
  *   npm run build && node dist/bench/daemon-chain.js [--n 300] [--warmup 20] [--runs 3] [--handovers 5] [--profile DIR]
+ *   (--profile: the server's CPU profile of each latency loop, and each daemon process's whole run in DIR/daemon)
  *
  * Set-up as in test/integration/daemon-faults.test.ts: the test IdP, a card server in this process
  * (SQLite in a temporary directory, device registration "automatic") with one card for alice
@@ -372,6 +373,9 @@ async function setUp(parts: Partial<Chain>): Promise<Chain> {
 }
 
 /** The daemon of the chain, logged in as alice, its card present in pcscd. */
+/** `--profile DIR`: where each daemon process writes its CPU profile (DIR/daemon). */
+let daemonProfileDir: string | undefined;
+
 async function startBenchDaemon(
   dir: string,
   serverUrl: string,
@@ -389,6 +393,8 @@ async function startBenchDaemon(
     deviceName: 'alice-bench',
     // info, not the test default debug: no per-APDU trace lines in the timing
     settings: { log: { level: 'info', file: path.join(daemonDir, 'daemon.log') } },
+    // --profile: the daemon writes its own CPU profile (whole run) when it stops.
+    nodeArgs: daemonProfileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${daemonProfileDir}`],
   });
   await daemon.login('alice');
   await daemon.waitForCards((cards) => cards.some((c) => c.state === 'inserted'));
@@ -503,6 +509,7 @@ async function main(): Promise<void> {
     },
   });
   const n = Number(values.n ?? DEFAULT_N);
+  if (values.profile !== undefined) daemonProfileDir = path.resolve(values.profile, 'daemon');
   const warmup = Number(values.warmup ?? DEFAULT_WARMUP);
   const runs = Number(values.runs ?? DEFAULT_RUNS);
   const handoverReps = Number(values.handovers ?? DEFAULT_HANDOVERS);

@@ -18,8 +18,9 @@
  *    opened in parallel batches; the server's process.memoryUsage() after a full GC before and
  *    after, divided by the number of connections. This runs first, on a server that has opened no
  *    card yet; a second, small one (500) runs at the end, after the signing sessions opened and
- *    closed their cards, for comparison (on Node 20 every PersistentCardState leaves an enabled
- *    AsyncLocalStorage behind, which makes every later async resource larger).
+ *    closed their cards, for comparison (memory the process already grew to is reused). Next to it, the
+ *    platform's floor: the same number of connections to a bare node:tls + ws server
+ *    (bench/support/tls-ws-floor.ts).
  *
  * The server (with the test OpenID Provider, test/support/oidc-provider.ts) runs in this process,
  * as in test/server/http/card-server.test.ts (SQLite in a temporary directory, TLS, device
@@ -50,6 +51,7 @@ import vm from 'node:vm';
 import { p256 } from '@noble/curves/nist.js';
 import { createCard, parseCardProfile, type CreatedCard } from '../server/admin/index.js';
 import { startCpuProfile } from './support/cpu-profile.js';
+import { measureTlsWsFloor } from './support/tls-ws-floor.js';
 import { startTestCardServer, TEST_TENANT, type TestCardServer } from '../test/support/card-server.js';
 import { startTestIdp, type TestIdp } from '../test/support/oidc-provider.js';
 import { newDeviceKey, SessionClient, type DeviceKey } from '../test/support/session-client.js';
@@ -826,6 +828,12 @@ async function serverMain(): Promise<void> {
       IDLE_DEADLINE_MS - (performance.now() - runStart),
       'idle',
     );
+    // The same count against bare node:tls + ws in processes of their own: the platform's floor.
+    const floor = await measureTlsWsFloor({
+      count: idleN,
+      certFile: node.config.tls.certFile,
+      keyFile: node.config.tls.keyFile,
+    });
 
     const specs: SessionSpec[] = [];
     for (const card of cards) {
@@ -930,7 +938,14 @@ async function serverMain(): Promise<void> {
         rsa2048_node_crypto: raw.rsaRaw,
         p256_noble_curves: { ...raw.nobleRaw, seconds: NOBLE_SECONDS },
       },
-      idle_connections: idle,
+      idle_connections: {
+        ...idle,
+        platform_floor: {
+          note: 'the same number of wss connections to a bare https + ws echo server (bench/support/tls-ws-floor.ts), one 100-byte message each: what node:tls and ws alone keep per connection',
+          ...floor,
+        },
+        rss_kib_above_floor: round(idle.kib_per_connection.rss - floor.kib_per_connection.rss, 2),
+      },
       idle_connections_after_cards_opened: {
         note: `${LATE_IDLE} idle sessions again, after the ${sessionsN} signing sessions have opened and closed their cards (measured for comparison, no target)`,
         ...idleAfterCards,

@@ -23,6 +23,7 @@ import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { CardlinkError } from '../../protocol/errors.js';
 import { AUDIT_GENESIS_HASH } from '../storage/migrations.js';
+import { compiledQuery } from '../storage/compiled-query.js';
 import type { AuditLogRow } from '../storage/schema.js';
 import type { Queryable, Tx } from '../storage/storage.js';
 import { canonicalJson } from './canonical-json.js';
@@ -141,48 +142,106 @@ export function privateKeyOperationDetails(
   };
 }
 
-/** Appends an entry in the caller's transaction. */
-export async function appendAudit(tx: Tx, event: AuditEvent): Promise<AuditEntry> {
+/** An event checked for secrets and serialized, ready to be chained (`appendAudits`). */
+export interface PreparedAuditEvent {
+  readonly prepared: true;
+  readonly actor: string;
+  readonly eventType: string;
+  readonly cardId: string | null;
+  readonly details: Readonly<Record<string, unknown>>;
+  /** Canonical JSON of `details`, exactly as stored and hashed. */
+  readonly detailsText: string;
+}
+
+/**
+ * Checks an event (no secrets in its details) and serializes it. Done before a transaction opens,
+ * so a bad event fails alone instead of failing a batch it was to join.
+ */
+export function prepareAuditEvent(event: AuditEvent | PreparedAuditEvent): PreparedAuditEvent {
+  if ('prepared' in event) return event;
   const details = event.details ?? {};
   refuseSecrets(details, 0);
-  const detailsText = canonicalJson(details);
-  let head = tx.db.selectFrom('audit_chain_head').select(['last_id', 'last_hash']).where('id', '=', 1);
-  if (tx.dialect === 'postgres') head = head.forUpdate();
-  const current = await head.executeTakeFirst();
-  if (!current) throw new CardlinkError('ERR_STORAGE', 'audit chain head missing (run migrate)');
-  const entry = {
-    id: current.last_id + 1,
-    time: new Date().toISOString(),
+  return {
+    prepared: true,
     actor: event.actor,
     eventType: event.eventType,
     cardId: event.cardId ?? null,
-    details: detailsText,
+    details,
+    detailsText: canonicalJson(details),
   };
-  const hash = entryHash(current.last_hash, entry);
-  await tx.db
-    .insertInto('audit_log')
-    .values({
-      id: entry.id,
-      created_at: entry.time,
-      actor: entry.actor,
-      event_type: entry.eventType,
-      card_id: entry.cardId,
-      details: detailsText,
-      prev_hash: current.last_hash,
-      hash,
-    })
-    .execute();
-  await tx.db
+}
+
+// The statements of an append, compiled once (compiled-query.ts): appends run on every signature.
+const CHAIN_HEAD_FOR_APPEND = compiledQuery((db, _p, _shape, dialect) => {
+  const query = db.selectFrom('audit_chain_head').select(['last_id', 'last_hash']).where('id', '=', 1);
+  return dialect === 'postgres' ? query.forUpdate() : query;
+});
+const INSERT_ENTRIES = compiledQuery((db, p, shape) =>
+  db.insertInto('audit_log').values(
+    Array.from({ length: shape }, (_, i) => ({
+      id: p<number>(8 * i),
+      created_at: p<string>(8 * i + 1),
+      actor: p<string>(8 * i + 2),
+      event_type: p<string>(8 * i + 3),
+      card_id: p<string | null>(8 * i + 4),
+      details: p<string>(8 * i + 5),
+      prev_hash: p<Buffer>(8 * i + 6),
+      hash: p<Buffer>(8 * i + 7),
+    })),
+  ),
+);
+const UPDATE_CHAIN_HEAD = compiledQuery((db, p) =>
+  db
     .updateTable('audit_chain_head')
-    .set({ last_id: entry.id, last_hash: hash })
-    .where('id', '=', 1)
-    .execute();
-  return {
-    ...entry,
-    details: { ...details },
-    prevHash: current.last_hash.toString('hex'),
-    hash: hash.toString('hex'),
-  };
+    .set({ last_id: p<number>(0), last_hash: p<Buffer>(1) })
+    .where('id', '=', 1),
+);
+
+/** Appends an entry in the caller's transaction. */
+export async function appendAudit(tx: Tx, event: AuditEvent | PreparedAuditEvent): Promise<AuditEntry> {
+  return (await appendAudits(tx, [event]))[0]!;
+}
+
+/**
+ * Appends entries, in order, in the caller's transaction: one read of the chain head, one insert
+ * and one head update however many there are.
+ */
+export async function appendAudits(
+  tx: Tx,
+  events: readonly (AuditEvent | PreparedAuditEvent)[],
+): Promise<AuditEntry[]> {
+  if (events.length === 0) return [];
+  const prepared = events.map(prepareAuditEvent);
+  const [current] = (await CHAIN_HEAD_FOR_APPEND.execute(tx, [])).rows;
+  if (!current) throw new CardlinkError('ERR_STORAGE', 'audit chain head missing (run migrate)');
+  const time = new Date().toISOString();
+  let prevHash = current.last_hash;
+  let id = current.last_id;
+  const entries: AuditEntry[] = [];
+  const values: unknown[] = [];
+  for (const event of prepared) {
+    id++;
+    const entry = {
+      id,
+      time,
+      actor: event.actor,
+      eventType: event.eventType,
+      cardId: event.cardId,
+      details: event.detailsText,
+    };
+    const hash = entryHash(prevHash, entry);
+    values.push(id, time, entry.actor, entry.eventType, entry.cardId, event.detailsText, prevHash, hash);
+    entries.push({
+      ...entry,
+      details: { ...event.details },
+      prevHash: prevHash.toString('hex'),
+      hash: hash.toString('hex'),
+    });
+    prevHash = hash;
+  }
+  await INSERT_ENTRIES.execute(tx, values, prepared.length);
+  await UPDATE_CHAIN_HEAD.execute(tx, [id, prevHash]);
+  return entries;
 }
 
 /** The newest entry's id and hash: anchor it outside the database to detect a rewritten chain. */

@@ -19,11 +19,19 @@
  * - Durability: a transaction whose only writes are audit entries marked `lazy` (private-key
  *   operations) and the command's record commits with relaxed durability (storage.ts): it
  *   resolves without waiting for the disk. Any other write makes it wait, as does a checkpoint.
+ * - Lazy entries open no transaction. If nothing else is written, `finish` hands them and the
+ *   record to the batch of the current event loop turn (record-batch.ts), fenced there; a durable
+ *   write that follows opens the transaction as usual and they commit in it.
  * - Any error inside a write, and any error the card state reports with `fail()`, poisons the
  *   unit: nothing more commits and `finish` rethrows it.
  */
 import { CardStateError } from '../../apdu/piv/crypto/errors.js';
-import { appendAudit, type AuditEvent } from '../audit/audit-log.js';
+import {
+  appendAudits,
+  prepareAuditEvent,
+  type AuditEvent,
+  type PreparedAuditEvent,
+} from '../audit/audit-log.js';
 import {
   asBuffer,
   checkCardFence,
@@ -37,6 +45,7 @@ import {
   type Storage,
   type Tx,
 } from '../storage/index.js';
+import { recordBatcher } from './record-batch.js';
 
 /** The (session, sequence number) a recorded command is stored under (`applied_commands`). */
 export interface CommandRecording {
@@ -97,7 +106,7 @@ export class CommandUnit {
   private opening: Promise<OpenTransaction> | undefined;
   private provisional: Buffer | undefined;
   private hooks: (() => void)[] = [];
-  private audits: AuditEvent[] = [];
+  private audits: (AuditEvent | PreparedAuditEvent)[] = [];
   private wrote = false;
   /** The open transaction made a write that must be on disk before the command answers. */
   private durable = false;
@@ -147,6 +156,13 @@ export class CommandUnit {
    * losing their record to a power cut leaves the card consistent, and a retry signs again).
    */
   async audit(event: AuditEvent, options: { readonly lazy?: boolean } = {}): Promise<void> {
+    if (options.lazy === true && !this.open && !this.opening) {
+      // Opens nothing yet: if no durable write follows, it commits in a batch (record-batch.ts).
+      this.throwIfFailed();
+      this.audits.push(prepareAuditEvent(event));
+      this.wrote = true;
+      return;
+    }
     await this.writeWith(async () => {
       this.audits.push(event);
     }, options.lazy !== true);
@@ -194,6 +210,9 @@ export class CommandUnit {
   async finish(response?: Uint8Array, recordAlways = false): Promise<boolean> {
     try {
       this.throwIfFailed();
+      if (!this.open && !this.opening && this.provisional === undefined) {
+        return await this.finishInBatch(response, recordAlways);
+      }
       let recorded = false;
       if (this.recording && response !== undefined && (this.wrote || recordAlways)) {
         const bytes = Buffer.from(response);
@@ -208,6 +227,33 @@ export class CommandUnit {
       await this.rollback();
       throw error;
     }
+  }
+
+  /**
+   * `finish` for a unit that opened no transaction: what it leaves behind (lazy audit entries, the
+   * record) commits with those of other commands (record-batch.ts), fenced the same way.
+   */
+  private async finishInBatch(response: Uint8Array | undefined, recordAlways: boolean): Promise<boolean> {
+    const record =
+      this.recording && response !== undefined && (this.wrote || recordAlways)
+        ? { sessionId: this.recording.sessionId, seq: this.recording.seq, response: Buffer.from(response) }
+        : undefined;
+    const audits = this.audits;
+    const hooks = this.hooks;
+    this.audits = [];
+    this.hooks = [];
+    if (record === undefined && audits.length === 0) {
+      for (const hook of hooks) hook();
+      return false;
+    }
+    try {
+      await recordBatcher(this.storage).submit({ fence: this.fence, audits, record });
+    } catch (error) {
+      this.onRollback();
+      throw error;
+    }
+    for (const hook of hooks) hook();
+    return record !== undefined;
   }
 
   /** Rolls back the open transaction, if any. Never throws. */
@@ -275,9 +321,11 @@ export class CommandUnit {
 
   /** Appends the queued audit entries (head lock last), commits, then runs the hooks. */
   private async commitOpen(): Promise<void> {
-    const open = this.opening ? await this.opening : this.open;
+    let open = this.opening ? await this.opening : this.open;
+    // Lazy entries queued without a transaction (a checkpoint right after them): commit them now.
+    if (!open && this.audits.length > 0) open = await this.ensureOpen(false);
     if (!open) return;
-    for (const event of this.audits) await appendAudit(open.card.tx, event);
+    await appendAudits(open.card.tx, this.audits);
     this.audits = [];
     this.open = undefined;
     if (!this.durable) open.card.tx.relaxDurability();

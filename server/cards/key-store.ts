@@ -6,12 +6,11 @@
  *   card, slot and the card version this transaction gives the card), stores it with the public
  *   key and appends the audit entry. The session caches the prepared signer once it commits.
  * - sign / deriveSharedSecret: the first use in a session unseals the key and parses it into a
- *   prepared signer; later uses take it from the session cache. Every operation appends an
- *   audit entry (slot, algorithm, SHA-256 and length of the input, never the input) in a fenced
- *   transaction that commits before the result leaves the store: no signature without its
- *   audit entry, and none for a session that was taken over. (Batching the entries would save a
- *   commit per operation but could lose entries for results already released; a command run
- *   with `runCommand` shares that commit with its response record anyway.)
+ *   prepared signer; later uses take it from the session cache. Every operation queues an audit
+ *   entry (slot, algorithm, SHA-256 and length of the input, never the input) in the command's
+ *   unit, which commits it, fenced, before the result leaves the unit: no signature without its
+ *   audit entry, and none for a session that was taken over. The entries of operations that write
+ *   nothing else commit in batches with their command records (record-batch.ts).
  */
 import { createHash, createPrivateKey, type KeyObject } from 'node:crypto';
 import type {

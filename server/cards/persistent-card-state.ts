@@ -20,7 +20,9 @@
  * AsyncLocalStorage context instead of opening their own, so no transaction ever nests (on SQLite
  * it would wait for itself). A `seq` already recorded for the session answers the recorded
  * response without running `fn`. Commands of one state run one at a time; while one runs, a
- * store call from outside it is refused (`OutsideCommandError`) rather than racing it.
+ * store call from outside it is refused (`OutsideCommandError`) rather than racing it. A read that
+ * may come while commands run (the session's snapshot) goes through `exclusive(fn)`, queued
+ * between them.
  *
  * Reads (GET DATA, metadata, retry counters) use the storage directly outside a command and the
  * command's transaction inside one. Without `runCommand`, each store call is its own unit.
@@ -105,6 +107,12 @@ export interface PersistentCardState extends PivCardState {
     command: () => Promise<Uint8Array>,
     options?: CommandOptions,
   ): Promise<CommandOutcome>;
+  /**
+   * Runs `fn` between two commands, its store calls sharing one unit: a consistent read of the
+   * card (the session's snapshot) that never interleaves with a command and is never refused as
+   * an outside call. Refused from inside a command (it would wait for itself).
+   */
+  exclusive<T>(fn: () => Promise<T>): Promise<T>;
   /** Drops the session's cached keys and refuses further calls. Idempotent. */
   dispose(): void;
 }
@@ -193,9 +201,36 @@ class PersistentState implements PersistentCardState, StoreContext {
         new CardlinkError('ERR_INTERNAL', 'command sequence number must be a safe integer >= 0'),
       );
     }
-    const run = this.commandQueue.then(() =>
-      this.runOne({ sessionId: this.sessionId, seq }, command, options),
-    );
+    return this.enqueue(() => this.runOne({ sessionId: this.sessionId, seq }, command, options));
+  }
+
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    if (RUNNING_UNIT.getStore()?.state === this) {
+      return Promise.reject(
+        new CardlinkError('ERR_INTERNAL', 'exclusive cannot run inside a command', { cardId: this.cardId }),
+      );
+    }
+    return this.enqueue(async () => {
+      this.assertOpen();
+      const unit = this.newUnit(undefined);
+      this.running = unit;
+      try {
+        const result = await RUNNING_UNIT.run({ state: this, unit }, fn);
+        await unit.finish();
+        return result;
+      } catch (error) {
+        await unit.rollback();
+        this.noteFailure(error);
+        throw error;
+      } finally {
+        this.running = undefined;
+      }
+    });
+  }
+
+  /** Runs `task` after every command queued before it: one at a time per state. */
+  private enqueue<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.commandQueue.then(task);
     this.commandQueue = run.catch(() => undefined);
     return run;
   }

@@ -355,7 +355,8 @@ export class SessionService {
         return this.apdu(session, frame);
       case 'GET_SNAPSHOT': {
         const open = this.usableCard(session, frame.handle);
-        const snapshot = encodeSnapshot(await buildSnapshot(open.state));
+        // Between commands: a snapshot never sees half of one (and never runs inside it).
+        const snapshot = encodeSnapshot(await open.state.exclusive(() => buildSnapshot(open.state)));
         return {
           type: 'SNAPSHOT',
           id: frame.id,

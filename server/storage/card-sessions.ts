@@ -10,6 +10,7 @@
  * `recordCommand(session, seq, response)`. A client that resends `seq` after a reconnect gets the
  * recorded response from `findRecorded` instead of a second application.
  */
+import { compiledQuery } from './compiled-query.js';
 import { CommandAlreadyRecordedError, CardNotFoundError } from './errors.js';
 import { asBuffer, nowIso, type FencedCard } from './cards.js';
 import { isUniqueViolation, type Queryable, type Tx } from './storage.js';
@@ -102,6 +103,49 @@ export async function recordCommand(
     if (isUniqueViolation(error)) throw new CommandAlreadyRecordedError(sessionId, seq);
     throw error;
   }
+}
+
+/** One command response for `recordCommands`. */
+export interface CommandRecord {
+  readonly cardId: string;
+  readonly sessionId: string;
+  readonly seq: number;
+  readonly response: Uint8Array;
+}
+
+/** Inserts `shape` records (values: session, seq, card, response, time for each). */
+const RECORD_ROWS = compiledQuery((db, p, shape) =>
+  db
+    .insertInto('applied_commands')
+    .values(
+      Array.from({ length: shape }, (_, i) => ({
+        session_id: p<string>(5 * i),
+        seq: p<number>(5 * i + 1),
+        card_id: p<string>(5 * i + 2),
+        response: p<Buffer>(5 * i + 3),
+        created_at: p<string>(5 * i + 4),
+      })),
+    )
+    .onConflict((oc) => oc.columns(['session_id', 'seq']).doNothing())
+    .returning(['session_id', 'seq']),
+);
+
+/**
+ * `recordCommand` for several commands in one statement. A (session, seq) that is already
+ * recorded is left as it was, and so is the second of two in `records`: for each record, in
+ * order, whether it was refused, so the caller fails that command alone.
+ */
+export async function recordCommands(tx: Tx, records: readonly CommandRecord[]): Promise<boolean[]> {
+  if (records.length === 0) return [];
+  const now = nowIso();
+  const { rows: inserted } = await RECORD_ROWS.execute(
+    tx,
+    records.flatMap((r) => [r.sessionId, r.seq, r.cardId, asBuffer(r.response), now]),
+    records.length,
+  );
+  const done = new Set(inserted.map((row) => `${row.session_id} ${row.seq}`));
+  // The first of two equal keys took the insert; `delete` hands it to that one only.
+  return records.map((r) => !done.delete(`${r.sessionId} ${r.seq}`));
 }
 
 /** The recorded response of command `seq` of the session, if it was applied. */

@@ -8,6 +8,7 @@
  * the bump also locks the card's row until commit, so a concurrent claim waits for the write and
  * the write never lands after the claim.
  */
+import { compiledQuery } from './compiled-query.js';
 import { randomUUID } from 'node:crypto';
 import { CardNotFoundError, CardTakenOverError, StorageError } from './errors.js';
 import type { CardRow } from './schema.js';
@@ -204,6 +205,41 @@ export async function checkCardFence(tx: Tx, fence: CardFence): Promise<FencedCa
   const row = await query.executeTakeFirst();
   if (!row) throw await fenceFailure(tx, fence);
   return { cardId: fence.cardId, tenantId: row.tenant_id, version: row.version, tx };
+}
+
+/** The fence rows of `shape` cards (values: their ids, sorted), locked on PostgreSQL. */
+const FENCE_ROWS = compiledQuery((db, p, shape, dialect) => {
+  const query = db
+    .selectFrom('cards')
+    .select(['id', 'tenant_id', 'version', 'session_epoch'])
+    .where(
+      'id',
+      'in',
+      Array.from({ length: shape }, (_, i) => p<string>(i)),
+    )
+    .orderBy('id');
+  return dialect === 'postgres' ? query.forUpdate() : query;
+});
+
+/**
+ * `checkCardFence` for several cards in one statement (a batch of private-key operation records):
+ * for each fence, in order, the fenced card or the error its own check would have thrown. On
+ * PostgreSQL the rows are locked in id order, the same order any two batches take them in.
+ */
+export async function checkCardFences(
+  tx: Tx,
+  fences: readonly CardFence[],
+): Promise<(FencedCard | CardNotFoundError | CardTakenOverError)[]> {
+  const ids = [...new Set(fences.map((f) => f.cardId))].sort();
+  if (ids.length === 0) return [];
+  const { rows: found } = await FENCE_ROWS.execute(tx, ids, ids.length);
+  const rows = new Map(found.map((row) => [row.id, row]));
+  return fences.map((fence) => {
+    const row = rows.get(fence.cardId);
+    if (!row) return new CardNotFoundError(fence.cardId);
+    if (row.session_epoch !== fence.epoch) return new CardTakenOverError(fence.cardId, fence.epoch);
+    return { cardId: fence.cardId, tenantId: row.tenant_id, version: row.version, tx };
+  });
 }
 
 /**

@@ -28,6 +28,8 @@ export interface TestDaemonOptions {
   secondReader?: { friendlyName: string };
   /** Extra settings merged into the config file (timeouts, reconnect, log). */
   settings?: Record<string, unknown>;
+  /** Options for the daemon's node (a benchmark's `--cpu-prof`). */
+  nodeArgs?: string[];
 }
 
 export interface TestDaemon {
@@ -51,8 +53,12 @@ export interface TestDaemon {
   kill(): void;
 }
 
-export function cardlinkCli(args: string[], env: NodeJS.ProcessEnv = process.env): ChildProcess {
-  return spawn(process.execPath, [path.join(REPO_ROOT, 'dist', 'bin', 'main.js'), ...args], {
+export function cardlinkCli(
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+  nodeArgs: readonly string[] = [],
+): ChildProcess {
+  return spawn(process.execPath, [...nodeArgs, path.join(REPO_ROOT, 'dist', 'bin', 'main.js'), ...args], {
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -88,7 +94,7 @@ export async function startTestDaemon(options: TestDaemonOptions): Promise<TestD
       2,
     ),
   );
-  const child = cardlinkCli(['daemon', '--config', configFile]);
+  const child = cardlinkCli(['daemon', '--config', configFile], process.env, options.nodeArgs);
   let text = '';
   child.stdout!.on('data', (d: Buffer) => (text += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (text += d.toString()));

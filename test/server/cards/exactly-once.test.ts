@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { encodeCommandApdu, encodeTlv } from '../../../apdu/codec/index.js';
 import { padReferenceValue } from '../../../apdu/piv/reference-data.js';
+import { buildSnapshot } from '../../../apdu/piv/snapshot.js';
 import { openPersistentCardState } from '../../../server/cards/index.js';
 import { KeyProviderError, type KekProvider } from '../../../server/keys/kek-provider.js';
 import { findRecorded, referenceStatus, type Storage } from '../../../server/storage/index.js';
@@ -72,6 +73,37 @@ for (const kind of BACKENDS) {
     after(async () => {
       await backend.cleanup();
       await keys.cleanup();
+    });
+
+    it('serves a snapshot asked for while a command runs, after that command', async () => {
+      const created = await createTestCard(storage, kek);
+      const s = await openSession(storage, kek, created.cardId);
+      const order: string[] = [];
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      const command = s.state.runCommand(1, async () => {
+        order.push('command start');
+        // From inside the command it would wait for itself: refused instead.
+        await assert.rejects(
+          s.state.exclusive(async () => 1),
+          (e: Error & { code?: string }) => e.code === 'ERR_INTERNAL',
+        );
+        await gate;
+        const response = await s.card.transmit(verifyApdu('999999')); // a wrong PIN: one try gone
+        order.push('command end');
+        return response;
+      });
+      const snapshot = s.state.exclusive(async () => {
+        order.push('snapshot start');
+        return buildSnapshot(s.state);
+      });
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.deepEqual(order, ['command start'], 'the snapshot waits for the running command');
+      release();
+      assert.equal(sw((await command).response), '63C2');
+      const taken = await snapshot;
+      assert.deepEqual(order, ['command start', 'command end', 'snapshot start']);
+      assert.equal(taken.pinRetries?.remaining, 2, 'the snapshot sees the finished command');
     });
 
     it('answers a replayed wrong VERIFY from the record: one try consumed, the card not run again', async () => {

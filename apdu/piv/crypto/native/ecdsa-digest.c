@@ -10,8 +10,8 @@
  * JavaScript API (see ../native-ecdsa.ts):
  *   loadKey(pkcs8Der: Buffer): External   parses a PKCS#8 EC private key once
  *   signDigest(key: External, digest: Buffer): Buffer   DER ECDSA-Sig-Value
- * The key lives in OpenSSL memory (freed, and cleansed by OpenSSL, when the External is
- * collected); JavaScript keeps only the handle.
+ * The key and its signing context live in OpenSSL memory (freed, and cleansed by OpenSSL, when
+ * the External is collected); JavaScript keeps only the handle.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -34,10 +34,23 @@ static napi_value throw_error(napi_env env, const char *code, const char *messag
   return NULL;
 }
 
+/* A loaded key with its signing context, initialized once: EVP_PKEY_sign may be called on the
+ * same context again and again (each call draws a fresh nonce). */
+typedef struct {
+  EVP_PKEY *key;
+  EVP_PKEY_CTX *ctx;
+} key_handle;
+
+static void free_handle(key_handle *handle) {
+  EVP_PKEY_CTX_free(handle->ctx);
+  EVP_PKEY_free(handle->key);
+  free(handle);
+}
+
 static void free_key(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
-  EVP_PKEY_free((EVP_PKEY *)data);
+  free_handle((key_handle *)data);
 }
 
 static napi_value load_key(napi_env env, napi_callback_info info) {
@@ -66,9 +79,20 @@ static napi_value load_key(napi_env env, napi_callback_info info) {
     EVP_PKEY_free(key);
     return throw_error(env, "ERR_NATIVE_KEY", "key is not an EC key");
   }
-  napi_value external;
-  if (napi_create_external(env, key, free_key, NULL, &external) != napi_ok) {
+  key_handle *handle = calloc(1, sizeof *handle);
+  if (handle == NULL) {
     EVP_PKEY_free(key);
+    return throw_error(env, "ERR_NATIVE_MEMORY", "cannot allocate the key");
+  }
+  handle->key = key;
+  handle->ctx = EVP_PKEY_CTX_new(key, NULL);
+  if (handle->ctx == NULL || EVP_PKEY_sign_init(handle->ctx) != 1) {
+    free_handle(handle);
+    return throw_error(env, "ERR_NATIVE_KEY", "key cannot sign");
+  }
+  napi_value external;
+  if (napi_create_external(env, handle, free_key, NULL, &external) != napi_ok) {
+    free_handle(handle);
     return throw_error(env, "ERR_NATIVE_MEMORY", "cannot wrap the key");
   }
   if (napi_type_tag_object(env, external, &KEY_TAG) != napi_ok)
@@ -86,24 +110,20 @@ static napi_value sign_digest(napi_env env, napi_callback_info info) {
   bool tagged = false;
   if (type != napi_external || napi_check_object_type_tag(env, argv[0], &KEY_TAG, &tagged) != napi_ok || !tagged)
     return throw_error(env, "ERR_NATIVE_ARGUMENT", "first argument is not a key from loadKey");
-  EVP_PKEY *key = NULL;
-  napi_get_value_external(env, argv[0], (void **)&key);
+  key_handle *handle = NULL;
+  napi_get_value_external(env, argv[0], (void **)&handle);
   bool is_buffer = false;
   napi_is_buffer(env, argv[1], &is_buffer);
   if (!is_buffer) return throw_error(env, "ERR_NATIVE_ARGUMENT", "digest is not a Buffer");
   void *digest = NULL;
   size_t digest_length = 0;
   napi_get_buffer_info(env, argv[1], &digest, &digest_length);
-  if (key == NULL || digest_length == 0 || digest_length > MAX_DIGEST_BYTES)
+  if (handle == NULL || digest_length == 0 || digest_length > MAX_DIGEST_BYTES)
     return throw_error(env, "ERR_NATIVE_ARGUMENT", "digest must be 1..64 bytes");
 
   unsigned char signature[MAX_SIGNATURE_BYTES];
   size_t signature_length = sizeof signature;
-  EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(key, NULL);
-  int ok = ctx != NULL && EVP_PKEY_sign_init(ctx) == 1 &&
-           EVP_PKEY_sign(ctx, signature, &signature_length, (const unsigned char *)digest, digest_length) == 1;
-  EVP_PKEY_CTX_free(ctx);
-  if (!ok) return throw_error(env, "ERR_NATIVE_SIGN", "ECDSA signing failed");
+  if (EVP_PKEY_sign(handle->ctx, signature, &signature_length, (const unsigned char *)digest, digest_length) != 1) return throw_error(env, "ERR_NATIVE_SIGN", "ECDSA signing failed");
 
   napi_value result;
   if (napi_create_buffer_copy(env, signature_length, signature, NULL, &result) != napi_ok)
