@@ -215,13 +215,7 @@ class PersistentState implements PersistentCardState, StoreContext {
       const unit = this.newUnit(undefined);
       this.running = unit;
       try {
-        const result = await RUNNING_UNIT.run({ state: this, unit }, fn);
-        await unit.finish();
-        return result;
-      } catch (error) {
-        await unit.rollback();
-        this.noteFailure(error);
-        throw error;
+        return await this.inUnit(unit, () => RUNNING_UNIT.run({ state: this, unit }, fn));
       } finally {
         this.running = undefined;
       }
@@ -276,8 +270,13 @@ class PersistentState implements PersistentCardState, StoreContext {
     }
     if (this.running) throw new OutsideCommandError(this.cardId);
     const unit = this.newUnit(undefined);
+    return this.inUnit(unit, () => fn(unit));
+  }
+
+  /** Runs `fn` as the whole of `unit`: finished (committed) after it, rolled back if it fails. */
+  private async inUnit<T>(unit: CommandUnit, fn: () => Promise<T>): Promise<T> {
     try {
-      const result = await fn(unit);
+      const result = await fn();
       await unit.finish();
       return result;
     } catch (error) {
