@@ -124,9 +124,10 @@ class RecordBatcher {
           tx,
           recorded.map((i) => batch[i]!.record!),
         );
-        refused.forEach((no, k) => {
+        refused.forEach((wasRefused, k) => {
           const record = batch[recorded[k]!]!.record!;
-          if (no) outcomes[recorded[k]!] = new CommandAlreadyRecordedError(record.sessionId, record.seq);
+          if (wasRefused)
+            outcomes[recorded[k]!] = new CommandAlreadyRecordedError(record.sessionId, record.seq);
         });
         const audits = accepted.flatMap((i) => (outcomes[i] ? [] : batch[i]!.audits));
         await appendAudits(tx, audits);

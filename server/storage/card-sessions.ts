@@ -13,7 +13,7 @@
 import { compiledQuery } from './compiled-query.js';
 import { CommandAlreadyRecordedError, CardNotFoundError } from './errors.js';
 import { asBuffer, nowIso, type FencedCard } from './cards.js';
-import { isUniqueViolation, type Queryable, type Tx } from './storage.js';
+import type { Queryable, Tx } from './storage.js';
 
 export interface ClaimRequest {
   readonly cardId: string;
@@ -88,21 +88,8 @@ export async function recordCommand(
   seq: number,
   response: Uint8Array,
 ): Promise<void> {
-  try {
-    await card.tx.db
-      .insertInto('applied_commands')
-      .values({
-        session_id: sessionId,
-        seq,
-        card_id: card.cardId,
-        response: asBuffer(response),
-        created_at: nowIso(),
-      })
-      .execute();
-  } catch (error) {
-    if (isUniqueViolation(error)) throw new CommandAlreadyRecordedError(sessionId, seq);
-    throw error;
-  }
+  const [refused] = await recordCommands(card.tx, [{ cardId: card.cardId, sessionId, seq, response }]);
+  if (refused) throw new CommandAlreadyRecordedError(sessionId, seq);
 }
 
 /** One command response for `recordCommands`. */

@@ -196,15 +196,9 @@ export async function fenceCard(tx: Tx, fence: CardFence): Promise<FencedCard> {
  * the same transaction.
  */
 export async function checkCardFence(tx: Tx, fence: CardFence): Promise<FencedCard> {
-  let query = tx.db
-    .selectFrom('cards')
-    .select(['tenant_id', 'version'])
-    .where('id', '=', fence.cardId)
-    .where('session_epoch', '=', fence.epoch);
-  if (tx.dialect === 'postgres') query = query.forUpdate();
-  const row = await query.executeTakeFirst();
-  if (!row) throw await fenceFailure(tx, fence);
-  return { cardId: fence.cardId, tenantId: row.tenant_id, version: row.version, tx };
+  const [checked] = await checkCardFences(tx, [fence]);
+  if (checked instanceof Error) throw checked;
+  return checked!;
 }
 
 /** The fence rows of `shape` cards (values: their ids, sorted), locked on PostgreSQL. */
