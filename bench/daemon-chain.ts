@@ -27,6 +27,9 @@
  * 5. Token hand-over to card present in pcscd: `hand-over-token` on the control socket, timed until
  *    pcscd reports the card in slot 0 (a PC/SC status watcher started before the hand-over);
  *    `logout` and an empty reader between repetitions; `--handovers` repetitions.
+ * 6. The platform's floor, right after the loops (bench/support/wake-latency.ts): a bare TLS + ws
+ *    round trip between two processes, answered at once and after the client idled 1 ms. Each
+ *    hop of the chain whose receiver waited costs about the second.
  *
  * Writes bench/results/daemon-chain.json and prints a summary. Needs root (private pcscd).
  */
@@ -46,6 +49,7 @@ import {
   waitForCardPresent,
 } from '../daemon/reader/pcsc-presence.js';
 import { startCpuProfile } from './support/cpu-profile.js';
+import { measureWakeLatency, type WakeLatencyResult } from './support/wake-latency.js';
 import { createTestCard, startTestCardServer, type TestCardServer } from '../test/support/card-server.js';
 import { startTestDaemon, type TestDaemon } from '../test/support/daemon.js';
 import { OPENSC_PKCS11 } from '../test/support/local-card.js';
@@ -582,6 +586,13 @@ async function main(): Promise<void> {
 
     console.error('single APDUs through PC/SC without OpenSC (where the time goes)');
     const breakdown = await rawApduBreakdown(chain, Math.min(n, 200), warmup);
+    // In the same minutes as the loops: this VM's speed drifts by a factor of two within an hour.
+    console.error('platform floor: bare TLS + ws round trips between two processes');
+    const platform = await measureWakeLatency({
+      certFile: chain.cardServer.config.tls.certFile,
+      keyFile: chain.cardServer.config.tls.keyFile,
+      n: 1000,
+    });
 
     console.error(`pkcs11-tool --test --login: ${runs} runs at 0 ms, then at ${2 * WAN_ONE_WAY_MS} ms RTT`);
     try {
@@ -663,6 +674,7 @@ async function main(): Promise<void> {
         remote_round_trips: trips,
         sign_latency: latency,
         raw_apdu_latency: breakdown,
+        platform_round_trip: platform,
         pkcs11_test_login: {
           rtt_0ms: { ...testLan.value, remote_round_trips_per_run: round(testLan.trips / runs, 1) },
           [`rtt_${2 * WAN_ONE_WAY_MS}ms`]: {
@@ -709,6 +721,7 @@ function printSummary(r: {
     >;
     sign_latency: Record<string, { p50_ms: number; p99_ms: number; target_p50_ms: number; pass: boolean }>;
     raw_apdu_latency: Record<string, { p50_ms: number; p99_ms: number }>;
+    platform_round_trip: WakeLatencyResult;
     pkcs11_test_login: Record<string, { median_ms: number; failures: number }>;
     daemon_rss_mib: Record<string, number>;
     hand_over: { to_card_present_ms: { median: number; max: number } };
@@ -730,6 +743,10 @@ function printSummary(r: {
   lines.push('  single APDUs through PC/SC, no OpenSC (p50 / p99):');
   for (const [name, s] of Object.entries(r.results.raw_apdu_latency))
     lines.push(`         ${name}: ${s.p50_ms} / ${s.p99_ms} ms`);
+  const floor = r.results.platform_round_trip;
+  lines.push(
+    `  platform: bare TLS + ws round trip p50 ${floor.peer_busy.p50_ms} ms, ${floor.after_idle_1ms.p50_ms} ms when the peer idled 1 ms`,
+  );
   lines.push('  pkcs11-tool --test --login (median):');
   for (const [name, t] of Object.entries(r.results.pkcs11_test_login))
     lines.push(`         ${name}: ${t.median_ms} ms${t.failures ? ` (${t.failures} failed)` : ''}`);

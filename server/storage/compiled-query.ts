@@ -11,7 +11,7 @@
  * dialects keep one code path; only the values change between runs. A query whose shape depends on
  * a count (a multi-row insert) takes that count as `shape` and is compiled once for each count.
  */
-import { CompiledQuery, type Compilable, type Kysely, type QueryResult } from 'kysely';
+import type { Compilable, Kysely, QueryResult } from 'kysely';
 import type { Database } from './schema.js';
 import type { Queryable, SqlDialect } from './storage.js';
 
@@ -64,7 +64,7 @@ export function compiledQuery<R>(
         }
         return values[slot.index];
       });
-      return q.db.executeQuery<R>(CompiledQuery.raw(sql, parameters));
+      return q.executeCompiled<R>(sql, parameters);
     },
   };
 }

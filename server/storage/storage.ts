@@ -24,13 +24,22 @@ import { EventEmitter } from 'node:events';
 import { mkdirSync, openSync, closeSync, existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { Kysely, PostgresDialect, SqliteDialect, sql, type Transaction } from 'kysely';
+import {
+  CompiledQuery,
+  Kysely,
+  PostgresDialect,
+  SqliteDialect,
+  sql,
+  type QueryResult,
+  type Transaction,
+} from 'kysely';
 import pg from 'pg';
 import { CardlinkError } from '../../protocol/errors.js';
 import { parseDatabaseUrl, type DatabaseLocation } from './database-url.js';
 import { StorageError } from './errors.js';
 import type { Database } from './schema.js';
-import { withStatementCache } from './statement-cache.js';
+import { withStatementCache, type PreparingDatabase } from './statement-cache.js';
+import { BACKSTOP_WAL_PAGES, WalCheckpointer } from './wal-checkpoint.js';
 import { WalSync } from './wal-sync.js';
 
 export type SqlDialect = 'sqlite' | 'postgres';
@@ -65,6 +74,12 @@ export type CardClaimedListener = (event: CardClaimedEvent) => void;
 export interface Queryable {
   readonly db: Kysely<Database>;
   readonly dialect: SqlDialect;
+  /**
+   * Runs SQL already compiled for `dialect` (compiled-query.ts). Inside a SQLite transaction it
+   * goes straight to the prepared statement: the transaction holds the one connection, and
+   * Kysely's per-query executor cost more than the statements on the signing path.
+   */
+  executeCompiled<R>(sqlText: string, parameters: readonly unknown[]): Promise<QueryResult<R>>;
 }
 
 /** An open transaction, handed to the function given to `Storage.transaction`. */
@@ -90,6 +105,8 @@ export interface Storage extends Queryable {
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
   /** fsyncs this process made to make commits durable (SQLite's WAL; always 0 on PostgreSQL). */
   diskFlushes(): number;
+  /** WAL checkpoints run while the database was idle (wal-checkpoint.ts; always 0 on PostgreSQL). */
+  idleCheckpoints(): number;
   /** Subscribes to card claims; resolves once the subscription is live. Returns the unsubscribe. */
   onCardClaimed(listener: CardClaimedListener): Promise<() => Promise<void>>;
   close(): Promise<void>;
@@ -144,9 +161,16 @@ abstract class BaseStorage implements Storage {
     protected readonly onBackgroundError: (error: Error) => void,
   ) {}
 
+  executeCompiled<R>(sqlText: string, parameters: readonly unknown[]): Promise<QueryResult<R>> {
+    return this.db.executeQuery<R>(CompiledQuery.raw(sqlText, [...parameters]));
+  }
+
+  /** How a transaction runs compiled SQL on its own connection (`Tx.executeCompiled`). */
+  protected abstract compiledRunner(trx: Transaction<Database>): CompiledRunner;
   protected abstract publish(tx: TxImpl, event: CardClaimedEvent): Promise<void>;
   abstract onCardClaimed(listener: CardClaimedListener): Promise<() => Promise<void>>;
   abstract diskFlushes(): number;
+  abstract idleCheckpoints(): number;
   /** Called inside the transaction, after `fn`, when it relaxed its durability. */
   protected abstract beforeRelaxedCommit(tx: TxImpl): Promise<void>;
   /** Called after the commit: resolves once the transaction is as durable as it asked. */
@@ -158,11 +182,16 @@ abstract class BaseStorage implements Storage {
     let relaxed = false;
     try {
       result = await this.db.transaction().execute(async (trx) => {
-        const tx = new TxImpl(trx, this.dialect, hooks, this);
-        const value = await fn(tx);
-        relaxed = tx.relaxed;
-        if (relaxed) await this.beforeRelaxedCommit(tx);
-        return value;
+        const tx = new TxImpl(trx, this.dialect, hooks, this, this.compiledRunner(trx));
+        try {
+          const value = await fn(tx);
+          relaxed = tx.relaxed;
+          if (relaxed) await this.beforeRelaxedCommit(tx);
+          return value;
+        } finally {
+          // A query through a Tx kept past its transaction would run outside of it: refused.
+          tx.ended = true;
+        }
       });
       await this.afterCommitted(relaxed);
     } catch (error) {
@@ -189,15 +218,29 @@ abstract class BaseStorage implements Storage {
   }
 }
 
+/** Runs compiled SQL inside one open transaction. */
+type CompiledRunner = <R>(sqlText: string, parameters: readonly unknown[]) => Promise<QueryResult<R>>;
+
 class TxImpl implements Tx {
   relaxed = false;
+  ended = false;
 
   constructor(
     readonly db: Transaction<Database>,
     readonly dialect: SqlDialect,
     private readonly hooks: (() => void)[],
     private readonly storage: BaseStorage,
+    private readonly runCompiled: CompiledRunner,
   ) {}
+
+  executeCompiled<R>(sqlText: string, parameters: readonly unknown[]): Promise<QueryResult<R>> {
+    if (this.ended) {
+      return Promise.reject(
+        new StorageError('query on a transaction that has ended', { dialect: this.dialect }),
+      );
+    }
+    return this.runCompiled<R>(sqlText, parameters);
+  }
 
   afterCommit(fn: () => void): void {
     this.hooks.push(fn);
@@ -223,10 +266,42 @@ class SqliteStorage extends BaseStorage {
     db: Kysely<Database>,
     onBackgroundError: (error: Error) => void,
     private readonly database: BetterSqlite3.Database,
+    /** The statements Kysely prepares too (one cache for both ways in). */
+    private readonly statements: PreparingDatabase,
     /** Undefined for an in-memory database. */
     private readonly walSync: WalSync | undefined,
   ) {
     super(db, onBackgroundError);
+    this.checkpointer = walSync
+      ? new WalCheckpointer(
+          // Through the connection lock: never inside a transaction someone has open.
+          () =>
+            db.connection().execute(async () => {
+              database.pragma('wal_checkpoint(PASSIVE)');
+            }),
+          onBackgroundError,
+        )
+      : undefined;
+  }
+
+  private readonly checkpointer: WalCheckpointer | undefined;
+
+  idleCheckpoints(): number {
+    return this.checkpointer?.checkpoints ?? 0;
+  }
+
+  protected compiledRunner(): CompiledRunner {
+    // The transaction holds Kysely's one connection: nothing else runs on it until it ends.
+    return <R>(sqlText: string, parameters: readonly unknown[]) => {
+      try {
+        const statement = this.statements.prepare(sqlText);
+        if (statement.reader) return Promise.resolve({ rows: statement.all(parameters) as R[] });
+        const { changes } = statement.run(parameters);
+        return Promise.resolve({ rows: [], numAffectedRows: BigInt(changes) });
+      } catch (error) {
+        return Promise.reject(error as Error);
+      }
+    };
   }
 
   protected beforeRelaxedCommit(): Promise<void> {
@@ -239,12 +314,14 @@ class SqliteStorage extends BaseStorage {
 
   protected afterCommitted(relaxed: boolean): Promise<void> {
     if (!this.walSync) return Promise.resolve();
+    this.checkpointer?.noteCommit();
     if (!relaxed) return this.walSync.sync();
     this.walSync.syncSoon();
     return Promise.resolve();
   }
 
   override async close(): Promise<void> {
+    await this.checkpointer?.close();
     await this.walSync?.close();
     await super.close();
     // Kysely only closes a database it has used: release the file (and its exclusive lock) always.
@@ -285,6 +362,8 @@ function openSqlite(
     // off the event loop before a durable transaction resolves (a counted PIN try must survive a
     // power cut), shared by concurrent commits.
     database.pragma('synchronous = NORMAL');
+    // Checkpoints run when the server idles (wal-checkpoint.ts); this is the backstop.
+    database.pragma(`wal_autocheckpoint = ${BACKSTOP_WAL_PAGES}`);
     database.pragma('foreign_keys = ON');
     // Take the lock now, so a second process fails here and not at its first query.
     database.exec('BEGIN IMMEDIATE; COMMIT');
@@ -299,10 +378,12 @@ function openSqlite(
     );
   }
   const onBackgroundError = options.onBackgroundError ?? (() => undefined);
+  const statements = withStatementCache(database);
   return new SqliteStorage(
-    new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(database) }) }),
+    new Kysely<Database>({ dialect: new SqliteDialect({ database: statements }) }),
     onBackgroundError,
     database,
+    statements,
     location.memory ? undefined : new WalSync(location.path, onBackgroundError),
   );
 }
@@ -343,6 +424,11 @@ class PostgresStorage extends BaseStorage {
     super(db, onBackgroundError);
   }
 
+  protected compiledRunner(trx: Transaction<Database>): CompiledRunner {
+    return <R>(sqlText: string, parameters: readonly unknown[]) =>
+      trx.executeQuery<R>(CompiledQuery.raw(sqlText, [...parameters]));
+  }
+
   protected async beforeRelaxedCommit(tx: TxImpl): Promise<void> {
     // PostgreSQL's own per-transaction asynchronous commit: no inconsistency on a crash, the
     // commit may be lost for up to three times wal_writer_delay after a power cut.
@@ -354,6 +440,10 @@ class PostgresStorage extends BaseStorage {
   }
 
   diskFlushes(): number {
+    return 0;
+  }
+
+  idleCheckpoints(): number {
     return 0;
   }
 

@@ -1,12 +1,14 @@
 /**
  * Queries compiled once and run with new values (server/storage/compiled-query.ts), on SQLite and
  * PostgreSQL: the values land where their placeholders are, constants stay, each shape compiles its
- * own SQL, and a missing value is an error rather than a NULL.
+ * own SQL, and a missing value is an error rather than a NULL. Inside a transaction they run on
+ * the transaction's own connection (on SQLite straight on the prepared statement): they see its
+ * writes and the builder's, fail like the builder, and refuse a transaction that has ended.
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { compiledQuery } from '../../../server/storage/compiled-query.js';
-import type { Storage } from '../../../server/storage/index.js';
+import { isUniqueViolation, StorageError, type Storage, type Tx } from '../../../server/storage/index.js';
 import { BACKENDS, createBackend, type Backend } from './backends.js';
 
 const INSERT_TENANTS = compiledQuery((db, p, shape) =>
@@ -76,6 +78,53 @@ for (const kind of BACKENDS) {
         /roll back/,
       );
       assert.equal((await TENANTS_BY_ID.execute(storage, ['t-rolled-back'])).rows.length, 0);
+    });
+
+    it('shares the transaction with the query builder, both ways', async () => {
+      const seen = await storage.transaction(async (tx) => {
+        await tx.db
+          .insertInto('tenants')
+          .values({ id: 't-builder', name: 'b', created_at: '2026-01-01T00:00:00.000Z' })
+          .execute();
+        await INSERT_TENANTS.execute(tx, ['t-compiled', 'c']);
+        const byBuilder = await tx.db
+          .selectFrom('tenants')
+          .select('id')
+          .where('id', '=', 't-compiled')
+          .executeTakeFirst();
+        const byCompiled = await TENANTS_BY_ID.execute(tx, ['t-builder']);
+        return { byBuilder: byBuilder?.id, byCompiled: byCompiled.rows.map((r) => r.id) };
+      });
+      assert.deepEqual(seen, { byBuilder: 't-compiled', byCompiled: ['t-builder'] });
+    });
+
+    it('fails a constraint violation as the driver error, and the transaction rolls back', async () => {
+      let caught: unknown;
+      try {
+        await storage.transaction(async (tx) => {
+          await INSERT_TENANTS.execute(tx, ['t-dup-new', 'x']);
+          await INSERT_TENANTS.execute(tx, ['t-a', 'again']); // t-a exists
+        });
+      } catch (error) {
+        caught = error;
+      }
+      assert.ok(caught instanceof StorageError, `got ${String(caught)}`);
+      assert.ok(isUniqueViolation(caught.cause), 'the cause is the unique violation');
+      assert.equal((await TENANTS_BY_ID.execute(storage, ['t-dup-new'])).rows.length, 0);
+    });
+
+    it('refuses a transaction that has ended instead of running outside it', async () => {
+      let kept: Tx | undefined;
+      await storage.transaction(async (tx) => {
+        kept = tx;
+        await TENANTS_BY_ID.execute(tx, ['t-a']);
+      });
+      await assert.rejects(INSERT_TENANTS.execute(kept!, ['t-late', 'x']), (error: unknown) => {
+        assert.ok(error instanceof StorageError);
+        assert.match(error.message, /transaction that has ended/);
+        return true;
+      });
+      assert.equal((await TENANTS_BY_ID.execute(storage, ['t-late'])).rows.length, 0);
     });
 
     it('refuses too few values instead of binding NULL', async () => {

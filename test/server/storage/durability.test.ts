@@ -7,6 +7,11 @@ import BetterSqlite3 from 'better-sqlite3';
 import { sql } from 'kysely';
 import { withStatementCache } from '../../../server/storage/statement-cache.js';
 import { LAZY_SYNC_DELAY_MS, WalSync } from '../../../server/storage/wal-sync.js';
+import {
+  BACKSTOP_WAL_PAGES,
+  CHECKPOINT_IDLE_MS,
+  WalCheckpointer,
+} from '../../../server/storage/wal-checkpoint.js';
 import { getCard, migrate, openStorage, type Storage } from '../../../server/storage/index.js';
 import { createTestCard, openSession, CARD_PIN, pinBytes } from '../cards/support/card-fixture.js';
 import { tempKeyFileProvider } from './backends.js';
@@ -60,6 +65,56 @@ describe('WalSync', () => {
   });
 });
 
+describe('WalCheckpointer', () => {
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  it('checkpoints once the commits pause, never while they keep coming', async () => {
+    let runs = 0;
+    const idleMs = 60;
+    const checkpointer = new WalCheckpointer(
+      async () => {
+        runs++;
+      },
+      (e) => assert.fail(e),
+      idleMs,
+    );
+    // Commits every 10 ms for 4 idle periods: no checkpoint in between.
+    for (let i = 0; i < 24; i++) {
+      checkpointer.noteCommit();
+      await sleep(10);
+    }
+    assert.equal(runs, 0, 'no checkpoint while commits keep coming');
+    await eventually(() => runs === 1, 20 * idleMs, 'idle checkpoint');
+    await sleep(3 * idleMs);
+    assert.equal(runs, 1, 'nothing committed since: no second checkpoint');
+    assert.equal(checkpointer.checkpoints, 1);
+    checkpointer.noteCommit();
+    await eventually(() => runs === 2, 20 * idleMs, 'checkpoint after the next pause');
+    await checkpointer.close();
+  });
+
+  it('reports a failed checkpoint to the background handler and stops after close', async () => {
+    const errors: Error[] = [];
+    let runs = 0;
+    const checkpointer = new WalCheckpointer(
+      () => {
+        runs++;
+        return Promise.reject(new Error('disk full'));
+      },
+      (e) => errors.push(e),
+      20,
+    );
+    checkpointer.noteCommit();
+    await eventually(() => errors.length === 1, 2000, 'reported');
+    assert.match(errors[0]!.message, /disk full/);
+    assert.equal(checkpointer.checkpoints, 0, 'a failed checkpoint is not counted');
+    await checkpointer.close();
+    checkpointer.noteCommit();
+    await sleep(100);
+    assert.equal(runs, 1, 'nothing runs after close');
+  });
+});
+
 describe('statement cache', () => {
   it('prepares a query text once and evicts the least recently used beyond its size', () => {
     const database = new BetterSqlite3(':memory:');
@@ -91,6 +146,36 @@ describe('durability of SQLite transactions', () => {
     await storage.close();
     await keys.cleanup();
     await rm(dir, { recursive: true, force: true });
+  });
+
+  it('checkpoints the WAL when idle, not inside commits', async () => {
+    const [limit] = (await sql<{ wal_autocheckpoint: number }>`pragma wal_autocheckpoint`.execute(storage.db))
+      .rows;
+    assert.equal(limit?.wal_autocheckpoint, BACKSTOP_WAL_PAGES, 'commits checkpoint only past the backstop');
+    await storage.transaction(async (tx) => {
+      await sql`create table if not exists idle_t (x integer)`.execute(tx.db);
+    });
+    const before = storage.idleCheckpoints();
+    for (let i = 0; i < 20; i++) {
+      await storage.transaction(async (tx) => {
+        await sql`insert into idle_t (x) values (${i})`.execute(tx.db);
+      });
+    }
+    await eventually(() => storage.idleCheckpoints() > before, 20 * CHECKPOINT_IDLE_MS, 'idle checkpoint');
+    // The checkpoint copied every frame, so the next commit starts the WAL over: it holds only
+    // that commit's frames, not the twenty commits' (at least a frame each) before it.
+    await storage.transaction(async (tx) => {
+      await sql`insert into idle_t (x) values (${99})`.execute(tx.db);
+    });
+    const [after] = (
+      await sql<{ busy: number; log: number; checkpointed: number }>`pragma wal_checkpoint(passive)`.execute(
+        storage.db,
+      )
+    ).rows;
+    assert.equal(after?.busy, 0);
+    assert.ok(after!.log >= 1 && after!.log < 10, `the WAL restarted: ${after?.log} frames`);
+    const rows = await sql<{ n: number }>`select count(*) as n from idle_t`.execute(storage.db);
+    assert.equal(rows.rows[0]?.n, 21);
   });
 
   it('a transaction resolves after the WAL is fsynced; a relaxed one before, and is flushed soon', async () => {
