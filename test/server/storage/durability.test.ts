@@ -70,7 +70,8 @@ describe('WalCheckpointer', () => {
 
   it('checkpoints once the commits pause, never while they keep coming', async () => {
     let runs = 0;
-    const idleMs = 60;
+    // Far above the gaps between commits, so a slow machine does not see a pause that isn't one.
+    const idleMs = 250;
     const checkpointer = new WalCheckpointer(
       async () => {
         runs++;
@@ -78,10 +79,11 @@ describe('WalCheckpointer', () => {
       (e) => assert.fail(e),
       idleMs,
     );
-    // Commits every 10 ms for 4 idle periods: no checkpoint in between.
-    for (let i = 0; i < 24; i++) {
+    // Commits every 5 ms for longer than an idle period: no checkpoint in between.
+    const start = Date.now();
+    while (Date.now() - start < 2 * idleMs) {
       checkpointer.noteCommit();
-      await sleep(10);
+      await sleep(5);
     }
     assert.equal(runs, 0, 'no checkpoint while commits keep coming');
     await eventually(() => runs === 1, 20 * idleMs, 'idle checkpoint');
