@@ -291,18 +291,21 @@ class SqliteStorage extends BaseStorage {
   }
 
   protected compiledRunner(): CompiledRunner {
-    // The transaction holds Kysely's one connection: nothing else runs on it until it ends.
-    return <R>(sqlText: string, parameters: readonly unknown[]) => {
-      try {
-        const statement = this.statements.prepare(sqlText);
-        if (statement.reader) return Promise.resolve({ rows: statement.all(parameters) as R[] });
-        const { changes } = statement.run(parameters);
-        return Promise.resolve({ rows: [], numAffectedRows: BigInt(changes) });
-      } catch (error) {
-        return Promise.reject(error as Error);
-      }
-    };
+    return this.runOnConnection;
   }
+
+  /** Every SQLite transaction's runner: there is one connection, so one runner serves them all. */
+  private readonly runOnConnection: CompiledRunner = <R>(sqlText: string, parameters: readonly unknown[]) => {
+    // The transaction holds Kysely's one connection: nothing else runs on it until it ends.
+    try {
+      const statement = this.statements.prepare(sqlText);
+      if (statement.reader) return Promise.resolve({ rows: statement.all(parameters) as R[] });
+      const { changes } = statement.run(parameters);
+      return Promise.resolve({ rows: [], numAffectedRows: BigInt(changes) });
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
+  };
 
   protected beforeRelaxedCommit(): Promise<void> {
     return Promise.resolve();
