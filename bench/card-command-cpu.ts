@@ -15,35 +15,23 @@
  * Writes bench/results/card-command-cpu.json and prints it.
  */
 import { createHash } from 'node:crypto';
-import fs from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { encodeCommandApdu } from '../apdu/codec/index.js';
+import { padReferenceValue } from '../apdu/piv/reference-data.js';
 import { migrate, openStorage } from '../server/storage/index.js';
-import { createTestCard, openSession, CARD_PIN } from '../test/server/cards/support/card-fixture.js';
+import {
+  createTestCard,
+  openSession,
+  CARD_PIN,
+  pinBytes,
+} from '../test/server/cards/support/card-fixture.js';
 import { tempKeyFileProvider } from '../test/server/storage/backends.js';
-
-const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-
-const p256Sign = (digest: Buffer) =>
-  Buffer.concat([Buffer.from('0087119E267C2482008120', 'hex'), digest, Buffer.from([0])]);
-
-/** DigestInfo(SHA-256) in a PKCS#1 v1.5 block of 256 bytes, GENERAL AUTHENTICATE on 9A. */
-function rsaSign(digest: Buffer): Buffer {
-  const info = Buffer.concat([Buffer.from('3031300d060960864801650304020105000420', 'hex'), digest]);
-  const block = Buffer.concat([
-    Buffer.from([0, 1]),
-    Buffer.alloc(256 - 3 - info.length, 0xff),
-    Buffer.from([0]),
-    info,
-  ]);
-  const template = Buffer.concat([Buffer.from('7c820106820081820100', 'hex'), block]);
-  return Buffer.from(encodeCommandApdu({ cla: 0, ins: 0x87, p1: 0x07, p2: 0x9a, data: template, ne: 65536 }));
-}
+import { benchCommand, writeBenchResult } from './support/results.js';
+import { p256Command, pkcs1Block, rsaCommand } from './support/sign-commands.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { n: { type: 'string' }, rounds: { type: 'string' } } });
@@ -56,15 +44,13 @@ async function main(): Promise<void> {
     await migrate(storage);
     const created = await createTestCard(storage, keys.provider);
     const s = await openSession(storage, keys.provider, created.cardId);
-    const verify = Buffer.from(
-      encodeCommandApdu({
-        cla: 0,
-        ins: 0x20,
-        p1: 0,
-        p2: 0x80,
-        data: Buffer.concat([Buffer.from(CARD_PIN, 'latin1'), Buffer.alloc(8 - CARD_PIN.length, 0xff)]),
-      }),
-    );
+    const verify = encodeCommandApdu({
+      cla: 0,
+      ins: 0x20,
+      p1: 0,
+      p2: 0x80,
+      data: padReferenceValue(pinBytes(CARD_PIN)),
+    });
     let counter = 0;
     const digest = () => createHash('sha256').update(String(counter++)).digest();
     const run = async (apdu: Uint8Array): Promise<void> => {
@@ -76,8 +62,8 @@ async function main(): Promise<void> {
     };
     await run(verify);
     const operations: Record<string, () => Uint8Array> = {
-      sign_p256_9e: () => p256Sign(digest()),
-      sign_rsa2048_9a: () => rsaSign(digest()),
+      sign_p256_9e: () => p256Command(digest()),
+      sign_rsa2048_9a: () => rsaCommand(pkcs1Block(digest())),
       metadata_9e: () => Buffer.from('00F7009E00', 'hex'),
     };
     const results: Record<string, { wall_us_per_command: number; cpu_us_per_command: number }> = {};
@@ -103,17 +89,13 @@ async function main(): Promise<void> {
     }
     const result = {
       benchmark: 'card-command-cpu',
-      command: ['node', path.relative(REPO_ROOT, process.argv[1]!), ...process.argv.slice(2)].join(' '),
+      command: benchCommand(),
       date: new Date().toISOString(),
       machine: { cpus: os.cpus().length, node: process.version, kernel: os.release() },
       method: `runCommand + PivCard in one process, SQLite (WAL) in a temporary directory; ${n} commands per round (RSA ${Math.ceil(n / 5)}), ${rounds} rounds, median round`,
       results,
     };
-    const outDir = path.join(REPO_ROOT, 'bench', 'results');
-    fs.mkdirSync(outDir, { recursive: true });
-    const out = path.join(outDir, 'card-command-cpu.json');
-    fs.writeFileSync(`${out}.tmp`, `${JSON.stringify(result, null, 2)}\n`);
-    fs.renameSync(`${out}.tmp`, out);
+    writeBenchResult('card-command-cpu', result);
     console.log(JSON.stringify(result, null, 2));
   } finally {
     await storage.close();

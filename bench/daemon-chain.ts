@@ -55,10 +55,11 @@ import { startTestDaemon, type TestDaemon } from '../test/support/daemon.js';
 import { OPENSC_PKCS11 } from '../test/support/local-card.js';
 import { PcscClient } from '../test/support/pcsc-client.js';
 import { startTestIdp, type TestIdp } from '../test/support/oidc-provider.js';
-import { REPO_ROOT, startPcscd, type PcscdInstance } from '../test/support/pcscd.js';
+import { startPcscd, type PcscdInstance } from '../test/support/pcscd.js';
 import { startTcpProxy, type TcpProxy } from '../test/support/tcp-proxy.js';
 import type { Reply, Request, SignAlg, SignResult } from './support/p11-sign-loop.js';
 import { freePort } from '../test/support/free-port.js';
+import { benchCommand, writeBenchResult } from './support/results.js';
 
 const PIN = '424242';
 const PUK = '97531864';
@@ -658,7 +659,7 @@ async function main(): Promise<void> {
     pass.all = Object.entries(pass).every(([k, v]) => k === 'all' || v);
     const result = {
       benchmark: 'daemon-chain',
-      command: ['node', path.relative(REPO_ROOT, process.argv[1]!), ...process.argv.slice(2)].join(' '),
+      command: benchCommand(),
       date: new Date().toISOString(),
       machine: {
         cpus: os.cpus().length,
@@ -695,13 +696,9 @@ async function main(): Promise<void> {
       pass,
       total_seconds: round((performance.now() - started) / 1000, 1),
     };
-    const outDir = path.join(REPO_ROOT, 'bench', 'results');
-    fs.mkdirSync(outDir, { recursive: true });
-    const out = path.join(outDir, 'daemon-chain.json');
-    fs.writeFileSync(`${out}.tmp`, `${JSON.stringify(result, null, 2)}\n`);
-    fs.renameSync(`${out}.tmp`, out);
+    const out = writeBenchResult('daemon-chain', result);
     printSummary(result);
-    console.log(`written ${path.relative(REPO_ROOT, out)}`);
+    console.log(`written ${out}`);
   } catch (error) {
     console.error(chain.daemon.output().slice(-3000));
     throw error;

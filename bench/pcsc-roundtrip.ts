@@ -9,16 +9,15 @@
  * vsmartcard's vpcd in reversed mode (TCP loopback). Sharing one pcscd would let vpcd's reader
  * polling add jitter to our tail. Writes bench/results/pcsc-roundtrip.json and prints it.
  */
-import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { BridgeSocketClient } from '../daemon/reader/bridge-socket-client.js';
 import { waitForCardPresent } from '../daemon/reader/pcsc-presence.js';
 import { VpcdCardServer } from '../daemon/reader/vpcd-card-server.js';
 import { EchoCard, echoAtr } from '../test/support/echo-card.js';
 import { PcscClient, type PcscCard } from '../test/support/pcsc-client.js';
-import { REPO_ROOT, startPcscd } from '../test/support/pcscd.js';
+import { startPcscd } from '../test/support/pcscd.js';
+import { benchCommand, writeBenchResult } from './support/results.js';
 
 /** Measured round trips per transport unless --n says otherwise. */
 const DEFAULT_N = 2000;
@@ -104,14 +103,10 @@ async function main(): Promise<void> {
     warmup,
     node: process.version,
     date: new Date().toISOString(),
-    command: ['node', path.relative(REPO_ROOT, process.argv[1]!), ...process.argv.slice(2)].join(' '),
+    command: benchCommand(),
     host: { cpus: os.cpus().length, loadavg_1m: round(os.loadavg()[0]!) },
   };
-  const outDir = path.join(REPO_ROOT, 'bench', 'results');
-  fs.mkdirSync(outDir, { recursive: true });
-  const out = path.join(outDir, 'pcsc-roundtrip.json');
-  fs.writeFileSync(`${out}.tmp`, `${JSON.stringify(result, null, 2)}\n`);
-  fs.renameSync(`${out}.tmp`, out);
+  writeBenchResult('pcsc-roundtrip', result);
   console.log(JSON.stringify(result, null, 2));
 }
 

@@ -8,8 +8,6 @@
  * Writes bench/results/pkcs11-test-login.json.
  */
 import { spawn } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
 import { createMemoryCardState } from '../apdu/piv/memory-card-state.js';
 import { installDefaultObjects } from '../apdu/piv/objects/default-objects.js';
 import { provisionStandardKeys } from '../apdu/piv/provisioning.js';
@@ -18,8 +16,9 @@ import { BridgeSocketClient } from '../daemon/reader/bridge-socket-client.js';
 import { waitForCardPresent } from '../daemon/reader/pcsc-presence.js';
 import { VpcdCardServer } from '../daemon/reader/vpcd-card-server.js';
 import { VpcdPlaceholderCard } from '../daemon/reader/vpcd-placeholder-card.js';
-import { REPO_ROOT, startPcscd } from '../test/support/pcscd.js';
+import { startPcscd } from '../test/support/pcscd.js';
 import { OPENSC_PKCS11 } from '../test/support/local-card.js';
+import { writeBenchResult } from './support/results.js';
 
 const PIN = '24681357';
 const runs = Number(process.argv[2] ?? 3);
@@ -100,7 +99,6 @@ const result = {
   debian_vpcd_ms: { median: median(vpcd), all: vpcd },
   speedup: Number((median(vpcd) / median(bridge)).toFixed(1)),
 };
-const out = path.join(REPO_ROOT, 'bench', 'results', 'pkcs11-test-login.json');
-fs.writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);
+writeBenchResult('pkcs11-test-login', result);
 console.log(JSON.stringify(result, null, 2));
 process.exit(0);

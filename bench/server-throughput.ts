@@ -39,7 +39,6 @@ import {
   verify as cryptoVerify,
   type KeyObject,
 } from 'node:crypto';
-import fs from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -51,12 +50,18 @@ import vm from 'node:vm';
 import { p256 } from '@noble/curves/nist.js';
 import { createCard, parseCardProfile, type CreatedCard } from '../server/admin/index.js';
 import { startCpuProfile } from './support/cpu-profile.js';
+import { benchCommand, writeBenchResult } from './support/results.js';
+import {
+  P256_DIGEST_OFFSET,
+  p256Command,
+  pkcs1Block,
+  RSA_DIGEST_OFFSET,
+  rsaCommand,
+} from './support/sign-commands.js';
 import { measureTlsWsFloor } from './support/tls-ws-floor.js';
 import { startTestCardServer, TEST_TENANT, type TestCardServer } from '../test/support/card-server.js';
 import { startTestIdp, type TestIdp } from '../test/support/oidc-provider.js';
 import { newDeviceKey, SessionClient, type DeviceKey } from '../test/support/session-client.js';
-
-const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /** Concurrent signing sessions, unless --sessions says otherwise. */
 const DEFAULT_SESSIONS = 100;
@@ -98,8 +103,6 @@ const VERIFY_PIN = Buffer.concat([
   Buffer.from(PIN),
   Buffer.from('FFFF', 'hex'),
 ]);
-/** DigestInfo prefix of SHA-256 (RFC 8017 section 9.2, note 1). */
-const SHA256_DIGEST_INFO = Buffer.from('3031300d060960864801650304020105000420', 'hex');
 
 /** One card per session: only the two slots measured, no certificates (faster to create). */
 const BENCH_PROFILE = {
@@ -288,38 +291,6 @@ async function apdu(s: { client: SessionClient; handle: number }, command: Uint8
 function swOf(response: Uint8Array): number {
   return (response[response.length - 2]! << 8) | response[response.length - 1]!;
 }
-
-/** GENERAL AUTHENTICATE sign, P-256 on 9E: `00 87 11 9E 26 7C 24 82 00 81 20 <digest> 00`. */
-function p256Command(digest: Uint8Array): Buffer {
-  return Buffer.concat([
-    Buffer.from('008711' + '9E' + '26' + '7C24' + '8200' + '8120', 'hex'),
-    digest,
-    Buffer.of(0x00),
-  ]);
-}
-
-/** PKCS#1 v1.5 signature block of a SHA-256 digest for a 2048-bit modulus (RFC 8017 9.2). */
-function pkcs1Block(digest: Uint8Array): Buffer {
-  const t = Buffer.concat([SHA256_DIGEST_INFO, digest]);
-  const ps = Buffer.alloc(256 - 3 - t.length, 0xff);
-  return Buffer.concat([Buffer.of(0x00, 0x01), ps, Buffer.of(0x00), t]);
-}
-
-/**
- * GENERAL AUTHENTICATE sign, RSA-2048 on 9A, extended length (apdu/codec/command-apdu.ts parses
- * case 4E): `00 87 07 9A 00 01 0A 7C 82 01 06 82 00 81 82 01 00 <256> 00 00`.
- */
-function rsaCommand(block: Uint8Array): Buffer {
-  return Buffer.concat([
-    Buffer.from('0087079A' + '00010A' + '7C820106' + '8200' + '81820100', 'hex'),
-    block,
-    Buffer.of(0x00, 0x00),
-  ]);
-}
-
-/** Offset of the digest bytes inside the command built by p256Command / rsaCommand. */
-const P256_DIGEST_OFFSET = 11;
-const RSA_DIGEST_OFFSET = 7 + 4 + 2 + 4 + (256 - 32);
 
 async function signPhase(
   sessions: BenchSession[],
@@ -961,7 +932,7 @@ async function serverMain(): Promise<void> {
       total_s: round((performance.now() - runStart) / 1000, 1),
       node: process.version,
       date: new Date().toISOString(),
-      command: ['node', path.relative(REPO_ROOT, process.argv[1]!), ...process.argv.slice(2)].join(' '),
+      command: benchCommand(),
       host: {
         cpus: os.cpus().length,
         cpu_model: os.cpus()[0]?.model ?? 'unknown',
@@ -970,11 +941,7 @@ async function serverMain(): Promise<void> {
         ulimit_n: ulimitN(),
       },
     };
-    const outDir = path.join(REPO_ROOT, 'bench', 'results');
-    fs.mkdirSync(outDir, { recursive: true });
-    const out = path.join(outDir, 'server-throughput.json');
-    fs.writeFileSync(`${out}.tmp`, `${JSON.stringify(result, null, 2)}\n`);
-    fs.renameSync(`${out}.tmp`, out);
+    writeBenchResult('server-throughput', result);
     console.log(JSON.stringify(result, null, 2));
   } finally {
     if (clients && clients.child.exitCode === null) clients.child.kill();

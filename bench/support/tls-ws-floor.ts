@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import WebSocket, { WebSocketServer } from 'ws';
+import { nextMessage } from './child-message.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const OPEN_CONCURRENCY = 50;
@@ -64,13 +65,6 @@ export async function measureTlsWsFloor(options: {
   } finally {
     server.kill();
   }
-}
-
-function nextMessage<T>(child: ReturnType<typeof fork>): Promise<T> {
-  return new Promise((resolve, reject) => {
-    child.once('message', (m) => resolve(m as T));
-    child.once('exit', (code) => reject(new Error(`floor child exited ${code}`)));
-  });
 }
 
 function fullGc(): void {

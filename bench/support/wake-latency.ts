@@ -19,6 +19,7 @@ import https from 'node:https';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import WebSocket, { WebSocketServer } from 'ws';
+import { nextMessage } from './child-message.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const MESSAGE_BYTES = 64;
@@ -43,10 +44,7 @@ export async function measureWakeLatency(options: {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   try {
-    const port = await new Promise<number>((resolve, reject) => {
-      server.once('message', (m) => resolve(m as number));
-      server.once('exit', (code) => reject(new Error(`wake-latency server exited (${code})`)));
-    });
+    const port = await nextMessage<number>(server, 'wake-latency server');
     const ws = new WebSocket(`wss://127.0.0.1:${port}/`, {
       ca: fs.readFileSync(options.certFile),
       perMessageDeflate: false,
