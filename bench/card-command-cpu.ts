@@ -54,7 +54,7 @@ async function main(): Promise<void> {
     let counter = 0;
     const digest = () => createHash('sha256').update(String(counter++)).digest();
     const run = async (apdu: Uint8Array): Promise<void> => {
-      const { response } = await s.state.runCommand(s.nextSeq(), () => s.card.transmit(apdu), {
+      const { response } = await s.state.runCommand(s.nextSeq(), (view) => s.card.transmit(apdu, view), {
         firstAttempt: true,
       });
       const sw = (response[response.length - 2]! << 8) | response[response.length - 1]!;

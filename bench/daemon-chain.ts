@@ -54,7 +54,8 @@ import { createTestCard, startTestCardServer, type TestCardServer } from '../tes
 import { startTestDaemon, type TestDaemon } from '../test/support/daemon.js';
 import { OPENSC_PKCS11 } from '../test/support/local-card.js';
 import { PcscClient } from '../test/support/pcsc-client.js';
-import { startTestIdp, type TestIdp } from '../test/support/oidc-provider.js';
+import { startTestIdpProcess } from '../test/support/idp-process.js';
+import type { TestIdpClient } from '../test/support/oidc-provider.js';
 import { startPcscd, type PcscdInstance } from '../test/support/pcscd.js';
 import { startTcpProxy, type TcpProxy } from '../test/support/tcp-proxy.js';
 import type { Reply, Request, SignAlg, SignResult } from './support/p11-sign-loop.js';
@@ -229,7 +230,7 @@ const withTimeout = <T>(p: Promise<T>, ms: number, what: string): Promise<T> =>
 // --- the benchmark ---------------------------------------------------------------------------------
 
 interface Chain {
-  idp: TestIdp;
+  idp: TestIdpClient;
   dir: string;
   serverPort: number;
   proxy: TcpProxy;
@@ -356,7 +357,7 @@ async function rawApduBreakdown(chain: Chain, n: number, warmup: number) {
 
 /** Starts the chain piece by piece into `parts`, so that tearDown can stop what did start. */
 async function setUp(parts: Partial<Chain>): Promise<Chain> {
-  const idp = (parts.idp = await startTestIdp());
+  const idp = (parts.idp = await startTestIdpProcess());
   const dir = (parts.dir = await mkdtemp(path.join(os.tmpdir(), 'cardlink-bench-chain-')));
   const serverDir = path.join(dir, 'server');
   fs.mkdirSync(serverDir);
@@ -385,7 +386,7 @@ async function startBenchDaemon(
   dir: string,
   serverUrl: string,
   cardServer: TestCardServer,
-  idp: TestIdp,
+  idp: TestIdpClient,
   pcscd: PcscdInstance,
 ): Promise<TestDaemon> {
   const daemonDir = path.join(dir, 'daemon');

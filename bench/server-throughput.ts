@@ -60,7 +60,8 @@ import {
 } from './support/sign-commands.js';
 import { measureTlsWsFloor } from './support/tls-ws-floor.js';
 import { startTestCardServer, TEST_TENANT, type TestCardServer } from '../test/support/card-server.js';
-import { startTestIdp, type TestIdp } from '../test/support/oidc-provider.js';
+import { startTestIdpProcess } from '../test/support/idp-process.js';
+import type { TestIdpClient } from '../test/support/oidc-provider.js';
 import { newDeviceKey, SessionClient, type DeviceKey } from '../test/support/session-client.js';
 
 /** Concurrent signing sessions, unless --sessions says otherwise. */
@@ -539,7 +540,7 @@ class Clients {
 
 type ServerNode = TestCardServer;
 
-function startServer(dataDir: string, idp: TestIdp): Promise<ServerNode> {
+function startServer(dataDir: string, idp: TestIdpClient): Promise<ServerNode> {
   return startTestCardServer(dataDir, idp, {
     deviceRegistration: 'automatic',
     limits: {
@@ -657,7 +658,7 @@ function ulimitN(): string {
 /** Opens `count` authenticated idle sessions from the client process; the server's memory before and after. */
 async function measureIdle(
   node: ServerNode,
-  idp: TestIdp,
+  idp: TestIdpClient,
   clients: Clients,
   gc: () => void,
   count: number,
@@ -757,7 +758,7 @@ async function serverMain(): Promise<void> {
   const runStart = performance.now();
   const gc = exposeGc();
 
-  const idp = await startTestIdp();
+  const idp = await startTestIdpProcess();
   const dir = await mkdtemp(path.join(os.tmpdir(), 'cardlink-bench-throughput-'));
   let node: ServerNode | undefined;
   let clients: Clients | undefined;

@@ -67,26 +67,30 @@ export class PivCard {
     this.session = newSession();
   }
 
-  /** Processes one command APDU; resolves with the response APDU (data + SW1 SW2), never rejects. */
-  transmit(apdu: Uint8Array): Promise<Uint8Array> {
+  /**
+   * Processes one command APDU; resolves with the response APDU (data + SW1 SW2), never rejects.
+   * `state`: the persistent state this one command works on, when it is not the card's own (the
+   * card server passes the view of its running command, persistent-card-state.ts).
+   */
+  transmit(apdu: Uint8Array, state: PivCardState = this.state): Promise<Uint8Array> {
     if (!(apdu instanceof Uint8Array)) return Promise.resolve(statusOnly(SW.NO_PRECISE_DIAGNOSIS));
     // A copy (Buffer#slice would share memory): the caller may reuse its buffer while we wait.
     const bytes = Uint8Array.from(apdu);
     const session = this.session; // a reset while queued must not leak into the new session
-    const run = this.queue.then(() => this.process(bytes, session));
+    const run = this.queue.then(() => this.process(bytes, session, state));
     this.queue = run.catch(() => undefined);
     return run.catch(() => statusOnly(SW.NO_PRECISE_DIAGNOSIS));
   }
 
-  private async process(bytes: Uint8Array, session: Session): Promise<Uint8Array> {
+  private async process(bytes: Uint8Array, session: Session, state: PivCardState): Promise<Uint8Array> {
     try {
-      return await this.dispatch(bytes, session);
+      return await this.dispatch(bytes, session, state);
     } catch (e) {
       return statusOnly(statusFor(e));
     }
   }
 
-  private async dispatch(bytes: Uint8Array, session: Session): Promise<Uint8Array> {
+  private async dispatch(bytes: Uint8Array, session: Session, state: PivCardState): Promise<Uint8Array> {
     if (bytes.length < 4) throw new ApduError(SW.WRONG_LENGTH, 'command APDU shorter than its header');
     checkClass(bytes[0]!);
     const ins = bytes[1]!;
@@ -122,7 +126,7 @@ export class PivCard {
     if (ins === INS_GET_RESPONSE) return session.responseChain.getResponse(cmd);
     const handler = COMMAND_HANDLERS.get(ins);
     if (!handler) throw new ApduError(SW.INS_NOT_SUPPORTED, 'instruction not supported', { ins });
-    const ctx: CommandContext = { state: this.state, security: session.security, random: this.random };
+    const ctx: CommandContext = { state, security: session.security, random: this.random };
     const response = await handler(cmd, ctx);
     return session.responseChain.respond(response.data, response.sw, cmd.ne);
   }

@@ -5,7 +5,7 @@
  *   const epoch = await storage.transaction((tx) => claimCard(tx, { cardId, sessionId }));
  *   const state = await openPersistentCardState({ storage, kek, cardId, sessionId, epoch, actor });
  *   const card = new PivCard(state);
- *   const { response } = await state.runCommand(seq, () => card.transmit(apdu));
+ *   const { response } = await state.runCommand(seq, (view) => card.transmit(apdu, view));
  *   ...
  *   state.dispose(); // logout, takeover, close
  *
@@ -16,18 +16,21 @@
  * key-store.ts.
  *
  * Exactly-once: `runCommand(seq, fn)` runs one APDU's state changes and records its response in
- * one transaction (command-unit.ts). The store calls `fn` makes join that transaction through an
- * AsyncLocalStorage context instead of opening their own, so no transaction ever nests (on SQLite
- * it would wait for itself). A `seq` already recorded for the session answers the recorded
- * response without running `fn`. Commands of one state run one at a time; while one runs, a
- * store call from outside it is refused (`OutsideCommandError`) rather than racing it. A read that
- * may come while commands run (the session's snapshot) goes through `exclusive(fn)`, queued
- * between them.
+ * one transaction (command-unit.ts). `fn` gets a view of the state bound to that command: its
+ * store calls join the command's transaction instead of opening their own, so no transaction ever
+ * nests (on SQLite it would wait for itself). The unit is passed explicitly, not found through an
+ * AsyncLocalStorage: on Node 20 a live AsyncLocalStorage runs promise hooks on every promise of
+ * the process, which cost about a fifth of the server's time per signature. A `seq` already
+ * recorded for the session answers the recorded response without running `fn`. Commands of one
+ * state run one at a time; while one runs, a store call on the state itself (not on the command's
+ * view) is refused (`OutsideCommandError`) rather than racing it, and so is a call on a view whose
+ * command has ended. A read that may come while commands run (the session's snapshot) goes
+ * through `exclusive(fn)`, queued between them. Neither may be called from inside a command: it
+ * would wait for itself.
  *
  * Reads (GET DATA, metadata, retry counters) use the storage directly outside a command and the
  * command's transaction inside one. Without `runCommand`, each store call is its own unit.
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 import type {
   CardIdentity,
   DataObjectStore,
@@ -104,15 +107,14 @@ export interface PersistentCardState extends PivCardState {
    */
   runCommand(
     seq: number,
-    command: () => Promise<Uint8Array>,
+    command: (view: PivCardState) => Promise<Uint8Array>,
     options?: CommandOptions,
   ): Promise<CommandOutcome>;
   /**
-   * Runs `fn` between two commands, its store calls sharing one unit: a consistent read of the
-   * card (the session's snapshot) that never interleaves with a command and is never refused as
-   * an outside call. Refused from inside a command (it would wait for itself).
+   * Runs `fn` between two commands, its store calls (on the view it gets) sharing one unit: a
+   * consistent read of the card (the session's snapshot) that never interleaves with a command.
    */
-  exclusive<T>(fn: () => Promise<T>): Promise<T>;
+  exclusive<T>(fn: (view: PivCardState) => Promise<T>): Promise<T>;
   /** Drops the session's cached keys and refuses further calls. Idempotent. */
   dispose(): void;
 }
@@ -130,13 +132,6 @@ export async function openPersistentCardState(
   const identity: CardIdentity = Object.freeze({ serial: card.serial, guid: new Uint8Array(card.guid) });
   return new PersistentState(options, card.tenantId, identity);
 }
-
-/**
- * The command running in the current async context, and the state it belongs to. One storage for
- * every state: on Node 20 each live AsyncLocalStorage adds work to every promise the process
- * creates, so one per opened card made the whole server slower with each card ever opened.
- */
-const RUNNING_UNIT = new AsyncLocalStorage<{ readonly state: PersistentState; readonly unit: CommandUnit }>();
 
 class PersistentState implements PersistentCardState, StoreContext {
   readonly storage: Storage;
@@ -188,14 +183,9 @@ class PersistentState implements PersistentCardState, StoreContext {
 
   runCommand(
     seq: number,
-    command: () => Promise<Uint8Array>,
+    command: (view: PivCardState) => Promise<Uint8Array>,
     options: CommandOptions = {},
   ): Promise<CommandOutcome> {
-    if (RUNNING_UNIT.getStore()?.state === this) {
-      return Promise.reject(
-        new CardlinkError('ERR_INTERNAL', 'runCommand cannot be nested', { cardId: this.cardId }),
-      );
-    }
     if (!Number.isSafeInteger(seq) || seq < 0) {
       return Promise.reject(
         new CardlinkError('ERR_INTERNAL', 'command sequence number must be a safe integer >= 0'),
@@ -204,19 +194,16 @@ class PersistentState implements PersistentCardState, StoreContext {
     return this.enqueue(() => this.runOne({ sessionId: this.sessionId, seq }, command, options));
   }
 
-  exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    if (RUNNING_UNIT.getStore()?.state === this) {
-      return Promise.reject(
-        new CardlinkError('ERR_INTERNAL', 'exclusive cannot run inside a command', { cardId: this.cardId }),
-      );
-    }
+  exclusive<T>(fn: (view: PivCardState) => Promise<T>): Promise<T> {
     return this.enqueue(async () => {
       this.assertOpen();
       const unit = this.newUnit(undefined);
+      const view = new CommandView(this, unit);
       this.running = unit;
       try {
-        return await this.inUnit(unit, () => RUNNING_UNIT.run({ state: this, unit }, fn));
+        return await this.inUnit(unit, () => fn(view));
       } finally {
+        view.end();
         this.running = undefined;
       }
     });
@@ -231,7 +218,7 @@ class PersistentState implements PersistentCardState, StoreContext {
 
   private async runOne(
     recording: CommandRecording,
-    command: () => Promise<Uint8Array>,
+    command: (view: PivCardState) => Promise<Uint8Array>,
     options: CommandOptions,
   ): Promise<CommandOutcome> {
     this.assertOpen();
@@ -240,9 +227,11 @@ class PersistentState implements PersistentCardState, StoreContext {
       if (recorded) return { response: new Uint8Array(recorded), replayed: true, recorded: true };
     }
     const unit = this.newUnit(recording);
+    const view = new CommandView(this, unit);
     this.running = unit;
     try {
-      const response = await RUNNING_UNIT.run({ state: this, unit }, command);
+      const response = await command(view);
+      view.end(); // nothing the command left running may write after this
       const wasRecorded = await unit.finish(response, options.recordAlways ?? false);
       return { response, replayed: false, recorded: wasRecorded };
     } catch (error) {
@@ -250,24 +239,14 @@ class PersistentState implements PersistentCardState, StoreContext {
       this.noteFailure(error);
       throw error;
     } finally {
+      view.end();
       this.running = undefined;
     }
   }
 
+  /** A store call on the state itself: a unit of its own, refused while a command runs. */
   async call<T>(fn: (unit: CommandUnit) => Promise<T>): Promise<T> {
     this.assertOpen();
-    const running = RUNNING_UNIT.getStore();
-    const outer = running?.state === this ? running.unit : undefined;
-    if (outer) {
-      try {
-        return await fn(outer);
-      } catch (error) {
-        // The card turns every error into a status word; the command must still fail.
-        if (!isCardOutcome(error)) outer.fail(error);
-        this.noteFailure(error);
-        throw error;
-      }
-    }
     if (this.running) throw new OutsideCommandError(this.cardId);
     const unit = this.newUnit(undefined);
     return this.inUnit(unit, () => fn(unit));
@@ -307,13 +286,87 @@ class PersistentState implements PersistentCardState, StoreContext {
     return new CommandUnit(this.storage, this.fence, recording, () => this.cache.clear());
   }
 
-  private assertOpen(): void {
+  assertOpen(): void {
     if (this.closed) throw new CardStateClosedError(this.cardId);
   }
 
   /** A lost card (claimed by another session, deleted) ends this state. */
-  private noteFailure(error: unknown): void {
+  noteFailure(error: unknown): void {
     if (error instanceof CardTakenOverError || error instanceof CardNotFoundError) this.dispose();
+  }
+}
+
+/**
+ * The state as one command (or `exclusive` read) sees it: the same stores, every call joining the
+ * command's unit. Ended with its command; a call after that (work the command left running) is
+ * refused instead of writing outside the command's transaction.
+ */
+class CommandView implements PivCardState, StoreContext {
+  readonly references: ReferenceDataStore;
+  readonly keys: KeySlotStore;
+  readonly managementKey: ManagementKeyStore;
+  readonly objects: DataObjectStore;
+  private ended = false;
+
+  constructor(
+    private readonly owner: PersistentState,
+    private readonly unit: CommandUnit,
+  ) {
+    this.references = referenceStore(this);
+    this.keys = keyStore(this);
+    this.managementKey = managementKeyStore(this);
+    this.objects = objectStore(this);
+  }
+
+  get identity(): CardIdentity {
+    return this.owner.identity;
+  }
+  get storage(): Storage {
+    return this.owner.storage;
+  }
+  get kek(): KekProvider {
+    return this.owner.kek;
+  }
+  get fence(): CardFence {
+    return this.owner.fence;
+  }
+  get tenantId(): string {
+    return this.owner.tenantId;
+  }
+  get sessionId(): string {
+    return this.owner.sessionId;
+  }
+  get actor(): string {
+    return this.owner.actor;
+  }
+  get cache(): SessionCache {
+    return this.owner.cache;
+  }
+
+  end(): void {
+    this.ended = true;
+  }
+
+  async call<T>(fn: (unit: CommandUnit) => Promise<T>): Promise<T> {
+    this.owner.assertOpen();
+    if (this.ended) throw new OutsideCommandError(this.owner.cardId);
+    try {
+      return await fn(this.unit);
+    } catch (error) {
+      // The card turns every error into a status word; the command must still fail.
+      if (!isCardOutcome(error)) this.unit.fail(error);
+      this.owner.noteFailure(error);
+      throw error;
+    }
+  }
+
+  audit(
+    unit: CommandUnit,
+    eventType: string,
+    details: Record<string, unknown>,
+    options?: { readonly lazy?: boolean },
+  ): Promise<void> {
+    return this.owner.audit(unit, eventType, details, options);
   }
 }
 

@@ -356,7 +356,7 @@ export class SessionService {
       case 'GET_SNAPSHOT': {
         const open = this.usableCard(session, frame.handle);
         // Between commands: a snapshot never sees half of one (and never runs inside it).
-        const snapshot = encodeSnapshot(await open.state.exclusive(() => buildSnapshot(open.state)));
+        const snapshot = encodeSnapshot(await open.state.exclusive(buildSnapshot));
         return {
           type: 'SNAPSHOT',
           id: frame.id,
@@ -538,9 +538,13 @@ export class SessionService {
       // A request that is not a retransmission is new (answer() enforces the sequence): no
       // recorded response to look for.
       const firstAttempt = (frame.flags & FRAME_FLAG.RETRANSMIT) === 0;
-      const outcome = await open.state.runCommand(frame.id, () => open.card.transmit(frame.command), {
-        firstAttempt,
-      });
+      const outcome = await open.state.runCommand(
+        frame.id,
+        (view) => open.card.transmit(frame.command, view),
+        {
+          firstAttempt,
+        },
+      );
       return {
         type: 'APDU_RESULT',
         id: frame.id,

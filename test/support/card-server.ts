@@ -11,7 +11,7 @@ import { openServerResources, type ServerResources } from '../../server/config/s
 import { startCardServer, type RunningCardServer } from '../../server/http/card-server.js';
 import { loadOrCreateTlsPair, type TlsPair } from '../../server/tls/tls-pair.js';
 import { createCard, loadDefaultProfile, type CreatedCard } from '../../server/admin/index.js';
-import type { TestIdp } from './oidc-provider.js';
+import type { TestIdpClient } from './oidc-provider.js';
 
 export const TEST_TENANT = 'acme';
 
@@ -29,7 +29,7 @@ export interface TestCardServer {
  */
 export async function startTestCardServer(
   dataDir: string,
-  idp: TestIdp,
+  idp: Pick<TestIdpClient, 'issuer' | 'resource'>,
   settings: Record<string, unknown> = {},
 ): Promise<TestCardServer> {
   const configFile = path.join(dataDir, 'server.json');
@@ -72,7 +72,7 @@ export async function startTestCardServer(
 /** A card from the default profile for `subject` (default alice) of the test IdP, with known PIN and PUK. */
 export async function createTestCard(
   cardServer: TestCardServer,
-  idp: TestIdp,
+  idp: Pick<TestIdpClient, 'issuer' | 'resource'>,
   card: { pin: string; puk: string; label?: string; subject?: string },
 ): Promise<CreatedCard> {
   return createCard({

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ControlClient } from '../../daemon/control/control-client.js';
 import type { CardStatus, ControlEvent, DaemonStatus } from '../../daemon/control/control-protocol.js';
-import type { TestIdp } from './oidc-provider.js';
+import type { TestIdpClient } from './oidc-provider.js';
 import type { PcscdInstance } from './pcscd.js';
 import { REPO_ROOT } from './pcscd.js';
 
@@ -21,7 +21,7 @@ export interface TestDaemonOptions {
   serverUrl: string;
   /** PEM file of the server's (self-signed) certificate. */
   serverCaFile: string;
-  idp: TestIdp;
+  idp: TestIdpClient;
   pcscd: PcscdInstance;
   deviceName: string;
   /** Use pcscd's second cardlink reader (startPcscd's secondCardlink) instead of the first. */

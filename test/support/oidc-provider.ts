@@ -151,6 +151,12 @@ export interface TestIdp {
   close(): Promise<void>;
 }
 
+/** What the card server, the daemon's set-up and the benchmarks need of an IdP (also across processes: idp-process.ts). */
+export type TestIdpClient = Pick<
+  TestIdp,
+  'issuer' | 'resource' | 'clientId' | 'login' | 'approveDeviceCode' | 'mintAccessToken' | 'close'
+>;
+
 // oidc-provider ships no type declarations: the little used here is typed locally.
 interface Interaction {
   uid: string;

@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { encodeCommandApdu, encodeTlv } from '../../../apdu/codec/index.js';
 import { padReferenceValue } from '../../../apdu/piv/reference-data.js';
 import { buildSnapshot } from '../../../apdu/piv/snapshot.js';
+import type { PivCardState } from '../../../apdu/piv/card-state.js';
 import { openPersistentCardState } from '../../../server/cards/index.js';
 import { KeyProviderError, type KekProvider } from '../../../server/keys/kek-provider.js';
 import { findRecorded, referenceStatus, type Storage } from '../../../server/storage/index.js';
@@ -81,21 +82,16 @@ for (const kind of BACKENDS) {
       const order: string[] = [];
       let release!: () => void;
       const gate = new Promise<void>((resolve) => (release = resolve));
-      const command = s.state.runCommand(1, async () => {
+      const command = s.state.runCommand(1, async (view) => {
         order.push('command start');
-        // From inside the command it would wait for itself: refused instead.
-        await assert.rejects(
-          s.state.exclusive(async () => 1),
-          (e: Error & { code?: string }) => e.code === 'ERR_INTERNAL',
-        );
         await gate;
-        const response = await s.card.transmit(verifyApdu('999999')); // a wrong PIN: one try gone
+        const response = await s.card.transmit(verifyApdu('999999'), view); // a wrong PIN: one try gone
         order.push('command end');
         return response;
       });
-      const snapshot = s.state.exclusive(async () => {
+      const snapshot = s.state.exclusive(async (view) => {
         order.push('snapshot start');
-        return buildSnapshot(s.state);
+        return buildSnapshot(view);
       });
       await new Promise((resolve) => setTimeout(resolve, 20));
       assert.deepEqual(order, ['command start'], 'the snapshot waits for the running command');
@@ -110,9 +106,9 @@ for (const kind of BACKENDS) {
       const created = await createTestCard(storage, kek);
       const s = await openSession(storage, kek, created.cardId);
       let runs = 0;
-      const command = () => {
+      const command = (view: PivCardState) => {
         runs++;
-        return s.card.transmit(verifyApdu('999999'));
+        return s.card.transmit(verifyApdu('999999'), view);
       };
       const first = await s.state.runCommand(7, command);
       assert.equal(sw(first.response), '63C2');
@@ -142,7 +138,7 @@ for (const kind of BACKENDS) {
     it('refuses a recorded sequence number claimed as a first attempt, and changes nothing', async () => {
       const created = await createTestCard(storage, kek);
       const s = await openSession(storage, kek, created.cardId);
-      const command = () => s.card.transmit(verifyApdu('999999'));
+      const command = (view: PivCardState) => s.card.transmit(verifyApdu('999999'), view);
       const first = await s.state.runCommand(3, command, { firstAttempt: true });
       assert.deepEqual([sw(first.response), first.replayed], ['63C2', false]);
       // Skipping the lookup is only an optimisation: the record's primary key still refuses a rerun.
@@ -161,9 +157,9 @@ for (const kind of BACKENDS) {
       const s = await openSession(storage, kek, created.cardId);
       expectSw(await s.host.mutualAuth('AES192', CARD_MGMT_KEY), '9000');
       const seq = s.nextSeq();
-      const gen = await s.state.runCommand(seq, () => s.card.transmit(generateApdu(0x9e, 0x11)));
+      const gen = await s.state.runCommand(seq, (view) => s.card.transmit(generateApdu(0x9e, 0x11), view));
       assert.equal(sw(gen.response), '9000');
-      const replay = await s.state.runCommand(seq, () => s.card.transmit(generateApdu(0x9e, 0x11)));
+      const replay = await s.state.runCommand(seq, (view) => s.card.transmit(generateApdu(0x9e, 0x11), view));
       assert.deepEqual([replay.replayed, toHex(replay.response)], [true, toHex(gen.response)]);
       assert.equal((await auditOf(storage, created.cardId, 'key.generated')).length, 1);
       const info = await s.state.keys.info(0x9e);
@@ -174,10 +170,14 @@ for (const kind of BACKENDS) {
 
       const input = randomBytes(32);
       const signSeq = s.nextSeq();
-      const signed = await s.state.runCommand(signSeq, () => s.card.transmit(signApdu(0x9e, 0x11, input)));
+      const signed = await s.state.runCommand(signSeq, (view) =>
+        s.card.transmit(signApdu(0x9e, 0x11, input), view),
+      );
       assert.equal(sw(signed.response), '9000');
       const used = (await auditOf(storage, created.cardId, 'key.used')).length;
-      const resent = await s.state.runCommand(signSeq, () => s.card.transmit(signApdu(0x9e, 0x11, input)));
+      const resent = await s.state.runCommand(signSeq, (view) =>
+        s.card.transmit(signApdu(0x9e, 0x11, input), view),
+      );
       assert.deepEqual([resent.replayed, toHex(resent.response)], [true, toHex(signed.response)]);
       assert.equal((await auditOf(storage, created.cardId, 'key.used')).length, used);
       s.state.dispose();
@@ -186,7 +186,7 @@ for (const kind of BACKENDS) {
     it('records read-only commands only when asked to', async () => {
       const created = await createTestCard(storage, kek);
       const s = await openSession(storage, kek, created.cardId);
-      const getChuid = () => s.card.transmit(hex('00CB3FFF 05 5C035FC102 00'));
+      const getChuid = (view: PivCardState) => s.card.transmit(hex('00CB3FFF 05 5C035FC102 00'), view);
       const plain = await s.state.runCommand(100, getChuid);
       assert.deepEqual([sw(plain.response), plain.recorded], ['9000', false]);
       assert.equal(await findRecorded(storage, s.sessionId, 100), undefined);
@@ -202,19 +202,19 @@ for (const kind of BACKENDS) {
       const s = await openSession(storage, withFailingHmac(kek, failing), created.cardId);
       failing.on = true;
       await assert.rejects(
-        s.state.runCommand(50, () => s.card.transmit(verifyApdu(CARD_PIN))),
+        s.state.runCommand(50, (view) => s.card.transmit(verifyApdu(CARD_PIN), view)),
         (e: Error & { code?: string }) => e.code === 'ERR_KEY_PROVIDER',
       );
       failing.on = false;
       assert.equal((await referenceStatus(storage, created.cardId, 'pin')).remaining, 2, 'the try counted');
-      const replay = await s.state.runCommand(50, () => s.card.transmit(verifyApdu(CARD_PIN)));
+      const replay = await s.state.runCommand(50, (view) => s.card.transmit(verifyApdu(CARD_PIN), view));
       assert.deepEqual([replay.replayed, sw(replay.response)], [true, '63C2']);
       assert.equal(
         (await referenceStatus(storage, created.cardId, 'pin')).remaining,
         2,
         'not consumed again',
       );
-      const fresh = await s.state.runCommand(51, () => s.card.transmit(verifyApdu(CARD_PIN)));
+      const fresh = await s.state.runCommand(51, (view) => s.card.transmit(verifyApdu(CARD_PIN), view));
       assert.deepEqual([fresh.replayed, sw(fresh.response)], [false, '9000']);
       assert.equal((await referenceStatus(storage, created.cardId, 'pin')).remaining, 3);
       s.state.dispose();
@@ -225,9 +225,9 @@ for (const kind of BACKENDS) {
       const s = await openSession(storage, kek, created.cardId);
       const before = await s.state.objects.get(0x5fc108);
       await assert.rejects(
-        s.state.runCommand(60, async () => {
-          await s.state.keys.generate(0x85, 'ECCP256', 'never');
-          await s.state.objects.put(0x5fc108, hex('BC00'));
+        s.state.runCommand(60, async (view) => {
+          await view.keys.generate(0x85, 'ECCP256', 'never');
+          await view.objects.put(0x5fc108, hex('BC00'));
           throw new Error('the command failed after two writes');
         }),
         /failed after two writes/,
@@ -238,9 +238,9 @@ for (const kind of BACKENDS) {
       assert.equal(await findRecorded(storage, s.sessionId, 60), undefined);
 
       // The same writes in a command that succeeds land together, with the record.
-      const ok = await s.state.runCommand(61, async () => {
-        await s.state.keys.generate(0x85, 'ECCP256', 'never');
-        await s.state.objects.put(0x5fc108, hex('BC00'));
+      const ok = await s.state.runCommand(61, async (view) => {
+        await view.keys.generate(0x85, 'ECCP256', 'never');
+        await view.objects.put(0x5fc108, hex('BC00'));
         return hex('9000');
       });
       assert.equal(ok.recorded, true);
@@ -254,8 +254,8 @@ for (const kind of BACKENDS) {
       const s = await openSession(storage, kek, created.cardId);
       let release!: () => void;
       const gate = new Promise<void>((r) => (release = r));
-      const running = s.state.runCommand(70, async () => {
-        await s.state.objects.put(0x5fc108, hex('BC00'));
+      const running = s.state.runCommand(70, async (view) => {
+        await view.objects.put(0x5fc108, hex('BC00'));
         await gate;
         return hex('9000');
       });
@@ -267,6 +267,24 @@ for (const kind of BACKENDS) {
       release();
       assert.equal((await running).recorded, true);
       assert.equal(toHex((await s.state.objects.get(0x5fc108))!), 'BC00');
+      s.state.dispose();
+    });
+
+    it("refuses a command's view once the command has ended", async () => {
+      const created = await createTestCard(storage, kek);
+      const s = await openSession(storage, kek, created.cardId);
+      const before = await s.state.objects.get(0x5fc108);
+      let kept!: PivCardState;
+      await s.state.runCommand(80, async (view) => {
+        kept = view;
+        return hex('9000');
+      });
+      // Work a command left running must not write outside the command's transaction.
+      await assert.rejects(
+        kept.objects.put(0x5fc108, hex('BC00')),
+        (e: Error & { code?: string }) => e.code === 'ERR_INTERNAL',
+      );
+      assert.deepEqual(await s.state.objects.get(0x5fc108), before, 'nothing written');
       s.state.dispose();
     });
   });

@@ -282,9 +282,10 @@ for (const kind of BACKENDS) {
 
       const takenOver = (e: Error & { code?: string }) => e.code === 'ERR_CARD_TAKEN_OVER';
       await assert.rejects(
-        first.state.runCommand(first.nextSeq(), () =>
+        first.state.runCommand(first.nextSeq(), (view) =>
           first.card.transmit(
             Uint8Array.from([0x00, 0xdb, 0x3f, 0xff, 0x07, 0x5c, 0x03, 0x5f, 0xc1, 0x08, 0x53, 0x00]),
+            view,
           ),
         ),
         takenOver,

@@ -75,7 +75,8 @@ export async function openSession(storage: Storage, kek: KekProvider, cardId: st
   let seq = 0;
   const nextSeq = () => seq++;
   const host = new Host({
-    transmit: async (apdu) => (await state.runCommand(nextSeq(), () => card.transmit(apdu))).response,
+    transmit: async (apdu) =>
+      (await state.runCommand(nextSeq(), (view) => card.transmit(apdu, view))).response,
   });
   return { sessionId, epoch, state, card, host, directHost: new Host(card), nextSeq };
 }

@@ -36,12 +36,12 @@ const pins = [currentPin, otherPin];
 let seq = 0;
 for (let cycle = 0; ; cycle++) {
   const algorithm = cycle % 2 === 0 ? 'ECCP256' : 'RSA2048';
-  await state.runCommand(seq++, async () => {
-    await state.keys.generate(0x9a, algorithm, 'once');
+  await state.runCommand(seq++, async (view) => {
+    await view.keys.generate(0x9a, algorithm, 'once');
     return OK;
   });
-  await state.runCommand(seq++, async () => {
-    const outcome = await state.references.change('pin', bytes(pins[0]!), bytes(pins[1]!));
+  await state.runCommand(seq++, async (view) => {
+    const outcome = await view.references.change('pin', bytes(pins[0]!), bytes(pins[1]!));
     if (!outcome.ok) throw new Error('the child lost track of the PIN');
     return OK;
   });
