@@ -9,6 +9,25 @@ import { GENERATE_TAG, KEY_SIZE_BYTES } from './constants.js';
  * Yubico metadata (tag 04) carries the same TLVs.
  */
 export function publicKeyTemplateContent(algorithm: KeyAlgorithm, spki: Uint8Array): Uint8Array {
+  // Parsing the SPKI (createPublicKey + JWK export) cost about 0.25 ms of a GET METADATA, whose
+  // key rarely changes: the encoding is kept per algorithm and SPKI, a copy handed out each time.
+  const key = `${algorithm}:${Buffer.from(spki.buffer, spki.byteOffset, spki.byteLength).toString('base64')}`;
+  let content = TEMPLATE_CACHE.get(key);
+  if (content === undefined) {
+    content = encodeContent(algorithm, spki);
+    if (TEMPLATE_CACHE.size >= TEMPLATE_CACHE_ENTRIES) {
+      TEMPLATE_CACHE.delete(TEMPLATE_CACHE.keys().next().value!);
+    }
+    TEMPLATE_CACHE.set(key, content);
+  }
+  return content.slice();
+}
+
+/** Bounds the cache (oldest entry out first): a server holds many cards' keys. */
+const TEMPLATE_CACHE_ENTRIES = 1024;
+const TEMPLATE_CACHE = new Map<string, Uint8Array>();
+
+function encodeContent(algorithm: KeyAlgorithm, spki: Uint8Array): Uint8Array {
   const jwk = createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' }).export({
     format: 'jwk',
   });
