@@ -64,8 +64,12 @@ export class Daemon implements ControlHandler {
 
   static async start(config: DaemonConfig, logger: Logger): Promise<Daemon> {
     requireServerUrl(config);
-    const device = await loadOrCreateDeviceKey(config.stateDir);
-    if (device.created) logger.info('device key created', { file: device.file });
+    const device = await loadOrCreateDeviceKey(config.stateDir, config.deviceKeyStore);
+    if (device.keyringUnavailable)
+      logger.info('device key: the desktop keyring is not available, the key is kept in a file', {
+        reason: device.keyringUnavailable,
+      });
+    if (device.created) logger.info('device key created', { store: device.store, location: device.location });
     let reader: BridgeReader;
     try {
       reader = await BridgeReader.open({

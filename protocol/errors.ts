@@ -26,6 +26,7 @@ export type CardlinkErrorCode =
   | 'ERR_STORAGE'
   | 'ERR_KEY_PROVIDER'
   | 'ERR_KEY_FILE_INSECURE'
+  | 'ERR_DEVICE_KEY_UNAVAILABLE'
   | 'ERR_SEALED_KEY_INVALID'
   | 'ERR_CARD_NOT_FOUND'
   | 'ERR_CARD_TAKEN_OVER'
@@ -74,6 +75,7 @@ export function exitCodeFor(code: CardlinkErrorCode): number {
     case 'ERR_PCSCD_UNAVAILABLE':
     case 'ERR_READER_DRIVER_MISSING':
     case 'ERR_CONTROL_UNAVAILABLE':
+    case 'ERR_DEVICE_KEY_UNAVAILABLE':
       return 69; // EX_UNAVAILABLE
     case 'ERR_AUTH_TOKEN_INVALID':
     case 'ERR_DEVICE_PROOF_INVALID':

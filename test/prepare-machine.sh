@@ -7,7 +7,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 packages="pcscd libpcsclite-dev pkg-config make gcc g++ python3 opensc pcsc-tools vsmartcard-vpcd
   yubico-piv-tool softhsm2 libengine-pkcs11-openssl gnutls-bin openssl postgresql openssh-server
-  openssh-client"
+  openssh-client dbus-daemon gnome-keyring libglib2.0-bin"
 missing=$(for p in $packages; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"; done)
 if [ -n "$missing" ]; then
   echo "prepare-machine: installing $(echo $missing)"

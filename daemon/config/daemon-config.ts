@@ -28,6 +28,7 @@ import { sessionUrlFor } from '../../protocol/wire/session-url.js';
 import { DEFAULT_OIDC_SCOPE } from '../login/oidc-client-settings.js';
 import { controlRuntimeDirectory } from '../control/control-paths.js';
 import { DEFAULT_BRIDGE_SOCKET, DEFAULT_READER_NAME } from '../reader/serve-card.js';
+import { DEVICE_KEY_STORES, type DeviceKeyStoreSetting } from '../device/device-key.js';
 
 export interface DaemonConfig {
   /** The file the settings came from, if any (for `diag`). */
@@ -74,6 +75,8 @@ export interface DaemonConfig {
   readonly deviceName: string;
   /** Device key and other state that outlives a run (0700). */
   readonly stateDir: string;
+  /** Where a new device key goes: the desktop keyring when it can (auto), only there, or a file. */
+  readonly deviceKeyStore: DeviceKeyStoreSetting;
   /** Control socket and its secret (0700, per user). */
   readonly runtimeDir: string;
   readonly log: {
@@ -106,6 +109,7 @@ export const DAEMON_ENV: Readonly<Record<string, string>> = {
   CARDLINK_ISSUER: 'login.issuer',
   CARDLINK_CLIENT_ID: 'login.clientId',
   CARDLINK_DAEMON_STATE_DIR: 'stateDir',
+  CARDLINK_DEVICE_KEY_STORE: 'deviceKeyStore',
   CARDLINK_DAEMON_RUNTIME_DIR: 'runtimeDir',
   CARDLINK_READER_SOCKET: 'reader.bridgeSocket',
   CARDLINK_DAEMON_LOG_LEVEL: 'log.level',
@@ -119,6 +123,7 @@ const KNOWN_KEYS = new Set([
   'reconnect',
   'deviceName',
   'stateDir',
+  'deviceKeyStore',
   'runtimeDir',
   'log',
 ]);
@@ -286,6 +291,7 @@ export function loadDaemonConfig(
     reconnect,
     deviceName: last((s) => s.string('deviceName'))?.value ?? os.hostname(),
     stateDir,
+    deviceKeyStore: last((s) => s.oneOf('deviceKeyStore', DEVICE_KEY_STORES))?.value ?? 'auto',
     runtimeDir: pathSetting('runtimeDir') ?? controlRuntimeDirectory(env),
     log: {
       level: last((s) => s.oneOf('log.level', ['error', 'warn', 'info', 'debug'] as const))?.value ?? 'info',

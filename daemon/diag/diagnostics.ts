@@ -17,6 +17,7 @@ import type { DaemonConfig } from '../config/daemon-config.js';
 import { ControlClient } from '../control/control-client.js';
 import { controlPaths } from '../control/control-paths.js';
 import { DAEMON_VERSION } from '../daemon.js';
+import { DEVICE_KEY_FILE, DEVICE_KEY_KEYRING_MARKER } from '../device/device-key.js';
 
 /** Lines of the log included. */
 export const DIAG_LOG_LINES = 200;
@@ -152,15 +153,27 @@ function recentLog(file: string | undefined): string[] {
   }
 }
 
-export async function collectDiagnostics(config: DaemonConfig): Promise<Record<string, unknown>> {
-  const deviceKeyFile = path.join(config.stateDir, 'device-key.pem');
-  let deviceKey: unknown = { present: false };
-  try {
-    const stat = fs.statSync(deviceKeyFile);
-    deviceKey = { present: true, mode: (stat.mode & 0o777).toString(8) };
-  } catch {
-    // absent
+/**
+ * Where the device key is, by presence and file mode only. The keyring itself is not asked: that
+ * could pop up an unlock prompt, and the bundle must never carry key material anyway.
+ */
+function deviceKeyReport(config: DaemonConfig): Record<string, unknown> {
+  for (const [store, name] of [
+    ['file', DEVICE_KEY_FILE],
+    ['keyring', DEVICE_KEY_KEYRING_MARKER],
+  ] as const) {
+    try {
+      const stat = fs.statSync(path.join(config.stateDir, name));
+      return { setting: config.deviceKeyStore, store, present: true, mode: (stat.mode & 0o777).toString(8) };
+    } catch {
+      // not this store
+    }
   }
+  return { setting: config.deviceKeyStore, present: false };
+}
+
+export async function collectDiagnostics(config: DaemonConfig): Promise<Record<string, unknown>> {
+  const deviceKey = deviceKeyReport(config);
   return {
     generatedAt: new Date().toISOString(),
     versions: {

@@ -17,6 +17,8 @@ import { cardlinkCli, startTestDaemon, type TestDaemon } from '../support/daemon
 import { OPENSC_PKCS11 } from '../support/local-card.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-provider.js';
 import { startPcscd, type PcscdInstance } from '../support/pcscd.js';
+import { startSecretService, type SecretService } from '../support/secret-service.js';
+import { DEVICE_KEY_KEYRING_MARKER, KEYRING_SERVICE } from '../../daemon/device/device-key.js';
 
 const PINS = ['246810', '135791'];
 
@@ -26,6 +28,7 @@ describe("the daemon puts a user's two cards into two reader slots", () => {
   let cardServer: TestCardServer;
   let pcscd: PcscdInstance;
   let daemon: TestDaemon;
+  let keyring: SecretService;
   const cardIds: string[] = [];
 
   const run = async (cmd: string, args: string[]): Promise<string> => {
@@ -55,7 +58,9 @@ describe("the daemon puts a user's two cards into two reader slots", () => {
       cardIds.push(card.cardId);
     }
     pcscd = await startPcscd({ cardlink: { slots: 4, friendlyName: 'cardlink Daemon Reader' } });
+    keyring = await startSecretService(dir);
     daemon = await startTestDaemon({
+      keyringBus: keyring.address,
       dir: path.join(dir, 'daemon'),
       serverUrl: `https://127.0.0.1:${cardServer.server.port}/`,
       serverCaFile: cardServer.config.tls.certFile,
@@ -71,6 +76,7 @@ describe("the daemon puts a user's two cards into two reader slots", () => {
     await daemon?.stop();
     await pcscd?.stop();
     await cardServer?.stop();
+    await keyring?.close();
     await idp?.close();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
@@ -99,6 +105,22 @@ describe("the daemon puts a user's two cards into two reader slots", () => {
     );
     assert.deepEqual(new Set(status.cards.map((c) => c.cardId)), new Set(cardIds));
     assert.equal(status.cards[0]!.readerName, pcscd.readerName(0));
+  });
+
+  it('the device key that proved this device to the server is in the desktop keyring, not in a file', async () => {
+    const stateDir = path.join(dir, 'daemon', 'state');
+    const marker = JSON.parse(fs.readFileSync(path.join(stateDir, DEVICE_KEY_KEYRING_MARKER), 'utf8')) as {
+      account: string;
+    };
+    assert.ok(!fs.readdirSync(stateDir).some((name) => name.endsWith('.pem')), 'no key file');
+    const created = fs
+      .readFileSync(path.join(dir, 'daemon', 'daemon.log'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+      .find((entry) => entry['message'] === 'device key created');
+    assert.equal(created?.['store'], 'keyring', daemon.output().slice(-2000));
+    assert.equal(created?.['location'], `keyring: ${KEYRING_SERVICE} / ${marker.account}`);
   });
 
   it('pkcs11-tool sees two PIV tokens', async () => {

@@ -30,7 +30,16 @@ export interface TestDaemonOptions {
   settings?: Record<string, unknown>;
   /** Options for the daemon's node (a benchmark's `--cpu-prof`). */
   nodeArgs?: string[];
+  /**
+   * The D-Bus session bus of a test keyring (test/support/secret-service.ts) for the device key.
+   * Without it the daemon sees no keyring at all (never the desktop's of whoever runs the tests)
+   * and keeps its key in a file.
+   */
+  keyringBus?: string;
 }
+
+/** A session bus address where nothing listens. */
+const NO_SESSION_BUS = 'unix:path=/nonexistent/cardlink-test-bus';
 
 export interface TestDaemon {
   readonly configFile: string;
@@ -94,7 +103,11 @@ export async function startTestDaemon(options: TestDaemonOptions): Promise<TestD
       2,
     ),
   );
-  const child = cardlinkCli(['daemon', '--config', configFile], process.env, options.nodeArgs);
+  const child = cardlinkCli(
+    ['daemon', '--config', configFile],
+    { ...process.env, DBUS_SESSION_BUS_ADDRESS: options.keyringBus ?? NO_SESSION_BUS },
+    options.nodeArgs,
+  );
   let text = '';
   child.stdout!.on('data', (d: Buffer) => (text += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (text += d.toString()));

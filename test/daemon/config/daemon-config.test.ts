@@ -83,6 +83,7 @@ describe('loadDaemonConfig defaults', () => {
     assert.deepEqual(c.reconnect, { initialDelayMs: 500, maxDelayMs: 30_000 });
     assert.deepEqual(c.reconnect, { ...DEFAULT_RECONNECT });
     assert.equal(c.deviceName, os.hostname());
+    assert.equal(c.deviceKeyStore, 'auto');
     assert.equal(c.runtimeDir, path.join(dir, 'run', 'cardlink'));
     assert.ok(path.isAbsolute(c.stateDir));
     assert.equal(path.basename(c.stateDir), 'daemon');
@@ -134,7 +135,7 @@ describe('loadDaemonConfig defaults', () => {
       const top = key.split('.')[0]!;
       // An unknown top-level key would be refused; a known one passes (the values here are valid).
       assert.ok(
-        ['server', 'login', 'reader', 'stateDir', 'runtimeDir', 'log'].includes(top),
+        ['server', 'login', 'reader', 'stateDir', 'deviceKeyStore', 'runtimeDir', 'log'].includes(top),
         `${key} has a file key`,
       );
     }
@@ -312,6 +313,16 @@ describe('loadDaemonConfig refuses bad values, naming key and source', () => {
     assert.throws(
       () => load({ config: level }),
       configError('log.level', level, /must be one of error, warn, info, debug/),
+    );
+  });
+
+  it('deviceKeyStore is auto, keyring or file, from the file or CARDLINK_DEVICE_KEY_STORE', () => {
+    assert.equal(load({ config: writeConfig({ deviceKeyStore: 'file' }, 'k1.json') }).deviceKeyStore, 'file');
+    assert.equal(load({}, { CARDLINK_DEVICE_KEY_STORE: 'keyring' }).deviceKeyStore, 'keyring');
+    const bad = writeConfig({ deviceKeyStore: 'tpm' }, 'k2.json');
+    assert.throws(
+      () => load({ config: bad }),
+      configError('deviceKeyStore', bad, /must be one of auto, keyring, file/),
     );
   });
 

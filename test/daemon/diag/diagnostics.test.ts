@@ -10,7 +10,11 @@ import { loadDaemonConfig, type DaemonConfig } from '../../../daemon/config/daem
 import { controlPaths } from '../../../daemon/control/control-paths.js';
 import type { ControlHandler, DaemonStatus } from '../../../daemon/control/control-protocol.js';
 import { ControlServer } from '../../../daemon/control/control-server.js';
-import { DEVICE_KEY_FILE, loadOrCreateDeviceKey } from '../../../daemon/device/device-key.js';
+import {
+  DEVICE_KEY_FILE,
+  DEVICE_KEY_KEYRING_MARKER,
+  loadOrCreateDeviceKey,
+} from '../../../daemon/device/device-key.js';
 import {
   collectDiagnostics,
   DIAG_LATENCY_SAMPLES,
@@ -213,7 +217,7 @@ describe('collectDiagnostics', () => {
     assert.equal(daemon.running, false);
     assert.equal(typeof daemon.error, 'string');
     assert.deepEqual(bundle['server'], { configured: false });
-    assert.deepEqual(bundle['deviceKey'], { present: false });
+    assert.deepEqual(bundle['deviceKey'], { setting: 'auto', present: false });
     assert.deepEqual(bundle['reader'], {
       driverSocket: path.join(dir, 'bridge.sock'),
       driverSocketPresent: false,
@@ -252,15 +256,28 @@ describe('collectDiagnostics', () => {
     assert.deepEqual((await collectDiagnostics(configWith()))['log'], []);
   });
 
-  it('reports the device key by presence and mode, never its content', async () => {
-    const config = configWith();
-    const key = await loadOrCreateDeviceKey(config.stateDir);
-    assert.equal(key.file, path.join(config.stateDir, DEVICE_KEY_FILE));
+  it('reports the device key by store, presence and mode, never its content', async () => {
+    const config = configWith({ deviceKeyStore: 'file' });
+    const key = await loadOrCreateDeviceKey(config.stateDir, config.deviceKeyStore);
+    assert.equal(key.location, path.join(config.stateDir, DEVICE_KEY_FILE));
     const bundle = await collectDiagnostics(config);
-    assert.deepEqual(bundle['deviceKey'], { present: true, mode: '600' });
-    const pem = fs.readFileSync(key.file, 'utf8');
+    assert.deepEqual(bundle['deviceKey'], { setting: 'file', store: 'file', present: true, mode: '600' });
+    const pem = fs.readFileSync(key.location, 'utf8');
     const body = pem.split('\n')[1]!;
     assert.ok(!JSON.stringify(bundle).includes(body));
+  });
+
+  it('reports a key in the keyring by its marker, without asking the keyring', async () => {
+    const config = configWith();
+    fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+    fs.writeFileSync(path.join(config.stateDir, DEVICE_KEY_KEYRING_MARKER), '{}', { mode: 0o600 });
+    const bundle = await collectDiagnostics(config);
+    assert.deepEqual(bundle['deviceKey'], { setting: 'auto', store: 'keyring', present: true, mode: '600' });
+  });
+
+  it('reports no device key before the first start', async () => {
+    const bundle = await collectDiagnostics(configWith({ deviceKeyStore: 'keyring' }));
+    assert.deepEqual(bundle['deviceKey'], { setting: 'keyring', present: false });
   });
 
   it('asks a running daemon for its status over the control socket', async () => {
