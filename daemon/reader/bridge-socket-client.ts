@@ -22,6 +22,8 @@ import { isPlausibleAtr, MAX_ATR_BYTES, transmitSafely, type VirtualCard } from 
 
 /** How long connect() waits for the socket and the driver's WELCOME. */
 export const BRIDGE_CONNECT_TIMEOUT_MS = 5000;
+/** How long remove() lets the card finish the APDU it is answering before REMOVE goes out anyway. */
+export const REMOVE_AFTER_ANSWER_MS = 200;
 
 export interface BridgeSocketClientOptions {
   /** The driver's socket: the path part of DEVICENAME. */
@@ -33,8 +35,10 @@ export interface BridgeSocketClientOptions {
 
 interface SlotEntry {
   card: VirtualCard;
-  /** REMOVE sent, REMOVED not yet received: messages for this slot are stale. */
+  /** remove() called: messages for this slot from now on are stale. */
   removing: boolean;
+  /** REMOVE written: not even the answer to the APDU in progress may follow it. */
+  removeSent: boolean;
   /** Resolves when the driver confirms the removal (or the connection ends). */
   removed?: Promise<void>;
   resolveRemoved?: () => void;
@@ -209,12 +213,17 @@ export class BridgeSocketClient extends EventEmitter<BridgeSocketClientEvents> {
         { slot },
       );
     }
-    this.slots[slot] = { card, removing: false, queue: Promise.resolve() };
+    this.slots[slot] = { card, removing: false, removeSent: false, queue: Promise.resolve() };
     this.socket.write(encodeMessage(MessageType.INSERT, slot, atr));
     this.logger?.info('card inserted', { slot });
   }
 
-  /** Removes the card in `slot`; resolves when the driver confirms (no APDU reaches it after that). */
+  /**
+   * Removes the card in `slot`; resolves when the driver confirms (no APDU reaches it after that).
+   * An APDU the card is answering gets its answer first, so the program that sent it sees a status
+   * word (6F00 from a command the daemon gave up) rather than a removal error; waiting for it is
+   * bounded by REMOVE_AFTER_ANSWER_MS.
+   */
   remove(slot: number): Promise<void> {
     this.checkSlot(slot);
     const entry = this.slots[slot];
@@ -224,11 +233,20 @@ export class BridgeSocketClient extends EventEmitter<BridgeSocketClientEvents> {
     entry.removed = new Promise<void>((resolve) => {
       entry.resolveRemoved = resolve;
     });
-    if (this.closed) {
-      this.clearSlot(slot);
-    } else {
-      this.socket.write(encodeMessage(MessageType.REMOVE, slot));
-    }
+    let bound: NodeJS.Timeout | undefined;
+    const answered = new Promise<void>((resolve) => {
+      bound = setTimeout(resolve, REMOVE_AFTER_ANSWER_MS);
+      void entry.queue.then(resolve);
+    });
+    void answered.then(() => {
+      clearTimeout(bound);
+      entry.removeSent = true;
+      if (this.closed) {
+        this.clearSlot(slot);
+      } else {
+        this.socket.write(encodeMessage(MessageType.REMOVE, slot));
+      }
+    });
     return entry.removed;
   }
 
@@ -303,7 +321,7 @@ export class BridgeSocketClient extends EventEmitter<BridgeSocketClientEvents> {
         if (!entry) return; // a REMOVE is in flight: the driver fails this transmit itself
         this.enqueue(entry, async () => {
           const response = await transmitSafely(entry.card, payload, MAX_PAYLOAD_BYTES);
-          if (this.live(slot) === entry)
+          if (this.slots[slot] === entry && !entry.removeSent && !this.closed)
             this.socket.write(encodeMessage(MessageType.RESPONSE, slot, response));
         });
         return;

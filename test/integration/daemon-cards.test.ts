@@ -7,29 +7,23 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { waitForCardAbsent, waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
-import { createTestCard, startTestCardServer, type TestCardServer } from '../support/card-server.js';
-import { cardlinkCli, startTestDaemon, type TestDaemon } from '../support/daemon.js';
+import { cardlinkCli, type TestDaemon } from '../support/daemon.js';
+import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
 import { OPENSC_PKCS11 } from '../support/local-card.js';
-import { startTestIdp, type TestIdp } from '../support/oidc-provider.js';
-import { startPcscd, type PcscdInstance } from '../support/pcscd.js';
-import { startSecretService, type SecretService } from '../support/secret-service.js';
+import type { PcscdInstance } from '../support/pcscd.js';
 import { DEVICE_KEY_KEYRING_MARKER, KEYRING_SERVICE } from '../../daemon/device/device-key.js';
 
 const PINS = ['246810', '135791'];
 
 describe("the daemon puts a user's two cards into two reader slots", () => {
-  let idp: TestIdp;
+  let stack: DaemonStack;
   let dir: string;
-  let cardServer: TestCardServer;
   let pcscd: PcscdInstance;
   let daemon: TestDaemon;
-  let keyring: SecretService;
-  const cardIds: string[] = [];
+  let cardIds: readonly string[];
 
   const run = async (cmd: string, args: string[]): Promise<string> => {
     try {
@@ -45,40 +39,19 @@ describe("the daemon puts a user's two cards into two reader slots", () => {
   const p11 = (args: string[]) => run('pkcs11-tool', ['--module', OPENSC_PKCS11, ...args]);
 
   before(async () => {
-    idp = await startTestIdp();
-    dir = await mkdtemp(path.join(tmpdir(), 'cardlink-daemon-cards-'));
-    fs.mkdirSync(path.join(dir, 'server'));
-    cardServer = await startTestCardServer(path.join(dir, 'server'), idp);
-    for (const [i, pin] of PINS.entries()) {
-      const card = await createTestCard(cardServer, idp, {
-        label: `alice card ${i + 1}`,
-        pin,
-        puk: '97531864',
-      });
-      cardIds.push(card.cardId);
-    }
-    pcscd = await startPcscd({ cardlink: { slots: 4, friendlyName: 'cardlink Daemon Reader' } });
-    keyring = await startSecretService(dir);
-    daemon = await startTestDaemon({
-      keyringBus: keyring.address,
-      dir: path.join(dir, 'daemon'),
-      serverUrl: `https://127.0.0.1:${cardServer.server.port}/`,
-      serverCaFile: cardServer.config.tls.certFile,
-      idp,
-      pcscd,
-      deviceName: 'alice-laptop',
+    stack = await startDaemonStack({
+      name: 'daemon-cards',
+      cards: PINS.map((pin, i) => ({ label: `alice card ${i + 1}`, pin, puk: '97531864' })),
+      pcscd: { cardlink: { slots: 4, friendlyName: 'cardlink Daemon Reader' } },
+      daemon: { deviceName: 'alice-laptop' },
+      keyring: true,
+      login: true,
     });
-    await daemon.login('alice');
-    await daemon.waitForCards((cards) => cards.filter((c) => c.state === 'inserted').length === 2);
+    ({ dir, pcscd, daemon, cardIds } = stack);
   });
 
   after(async () => {
-    await daemon?.stop();
-    await pcscd?.stop();
-    await cardServer?.stop();
-    await keyring?.close();
-    await idp?.close();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await stack?.stop();
   });
 
   it('`cardlink status --json` shows the session, the user and both cards in slots 0 and 1', async () => {
@@ -108,13 +81,13 @@ describe("the daemon puts a user's two cards into two reader slots", () => {
   });
 
   it('the device key that proved this device to the server is in the desktop keyring, not in a file', async () => {
-    const stateDir = path.join(dir, 'daemon', 'state');
+    const stateDir = path.join(stack.daemonDir, 'state');
     const marker = JSON.parse(fs.readFileSync(path.join(stateDir, DEVICE_KEY_KEYRING_MARKER), 'utf8')) as {
       account: string;
     };
     assert.ok(!fs.readdirSync(stateDir).some((name) => name.endsWith('.pem')), 'no key file');
-    const created = fs
-      .readFileSync(path.join(dir, 'daemon', 'daemon.log'), 'utf8')
+    const created = stack
+      .daemonLog()
       .split('\n')
       .filter(Boolean)
       .map((line) => JSON.parse(line) as Record<string, unknown>)

@@ -7,19 +7,15 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { waitForCardAbsent, waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
-import { createTestCard, startTestCardServer, type TestCardServer } from '../support/card-server.js';
 import { startTestDaemon, type TestDaemon } from '../support/daemon.js';
 import { OPENSC_PKCS11 } from '../support/local-card.js';
-import { startTestIdp, type TestIdp } from '../support/oidc-provider.js';
 import { PcscClient, type PcscCard } from '../support/pcsc-client.js';
-import { startPcscd, type PcscdInstance } from '../support/pcscd.js';
-import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.js';
-import { freePort } from '../support/free-port.js';
+import type { PcscdInstance } from '../support/pcscd.js';
+import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
+import type { TcpProxy } from '../support/tcp-proxy.js';
 
 const PIN = '424242';
 const SECOND_READER = 'cardlink Second Reader';
@@ -44,11 +40,8 @@ function pinRetriesRemaining(metadata: Buffer): number {
 }
 
 describe('daemon faults: cut connection, server restart, takeover', () => {
-  let idp: TestIdp;
+  let stack: DaemonStack;
   let dir: string;
-  let serverDir: string;
-  let serverPort: number;
-  let cardServer: TestCardServer;
   let proxy: TcpProxy;
   let pcscd: PcscdInstance;
   let daemon: TestDaemon;
@@ -90,39 +83,26 @@ describe('daemon faults: cut connection, server restart, takeover', () => {
   };
 
   before(async () => {
-    idp = await startTestIdp();
-    dir = await mkdtemp(path.join(tmpdir(), 'cardlink-daemon-faults-'));
-    serverDir = path.join(dir, 'server');
-    fs.mkdirSync(serverDir);
-    // The daemon connects through the proxy, so the server's public URL (which the device proof
-    // signs) names the proxy; the server itself listens on a fixed port across its restart.
-    serverPort = await freePort();
-    proxy = await startTcpProxy({ targetHost: '127.0.0.1', targetPort: serverPort });
-    cardServer = await startTestCardServer(serverDir, idp, {
-      listen: { host: '127.0.0.1', port: serverPort },
-      publicUrl: `https://127.0.0.1:${proxy.port}/`,
-      deviceRegistration: 'automatic',
-    });
-    await createTestCard(cardServer, idp, { label: 'alice card', pin: PIN, puk: '97531864' });
-    pcscd = await startPcscd({
-      cardlink: { slots: 2, friendlyName: 'cardlink Faults Reader' },
-      secondCardlink: { slots: 2, friendlyName: SECOND_READER },
-    });
-    daemon = await startTestDaemon({
-      dir: path.join(dir, 'daemon-a'),
-      serverUrl: `https://127.0.0.1:${proxy.port}/`,
-      serverCaFile: cardServer.config.tls.certFile,
-      idp,
-      pcscd,
-      deviceName: 'alice-laptop',
-      settings: {
-        reconnect: { initialDelayMs: 100, maxDelayMs: 1000 },
-        timeouts: { graceSeconds: 60, commandSeconds: 20 },
+    stack = await startDaemonStack({
+      name: 'daemon-faults',
+      proxy: true,
+      server: { deviceRegistration: 'automatic' },
+      cards: [{ label: 'alice card', pin: PIN, puk: '97531864' }],
+      pcscd: {
+        cardlink: { slots: 2, friendlyName: 'cardlink Faults Reader' },
+        secondCardlink: { slots: 2, friendlyName: SECOND_READER },
       },
+      daemon: {
+        deviceName: 'alice-laptop',
+        settings: {
+          reconnect: { initialDelayMs: 100, maxDelayMs: 1000 },
+          timeouts: { graceSeconds: 60, commandSeconds: 20 },
+        },
+      },
+      login: true,
     });
-    await daemon.login('alice');
-    await daemon.waitForCards((cards) => cards.some((c) => c.state === 'inserted'));
-    await waitForCardPresent(pcscd.readerName(0));
+    ({ dir, pcscd, daemon } = stack);
+    proxy = stack.proxy!;
     fs.writeFileSync(path.join(dir, 'data'), 'signed through faults');
     await run('pkcs11-tool', [
       '--module',
@@ -153,12 +133,7 @@ describe('daemon faults: cut connection, server restart, takeover', () => {
 
   after(async () => {
     await pcsc?.close();
-    await daemon?.stop();
-    await pcscd?.stop();
-    await cardServer?.stop();
-    await proxy?.close();
-    await idp?.close();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await stack?.stop();
   });
 
   it('a cut while a wrong-PIN VERIFY is in flight costs exactly one PIN try', async () => {
@@ -178,7 +153,7 @@ describe('daemon faults: cut connection, server restart, takeover', () => {
       );
       assert.ok(proxy.acceptedConnections > accepted, 'the daemon reconnected');
       assert.equal(pinRetriesRemaining(await card.transmit(PIN_METADATA)), before - 1);
-      assert.match(fs.readFileSync(path.join(dir, 'daemon-a', 'daemon.log'), 'utf8'), /session resumed/);
+      assert.match(stack.daemonLog(), /session resumed/);
     } finally {
       await card.disconnect();
     }
@@ -188,8 +163,7 @@ describe('daemon faults: cut connection, server restart, takeover', () => {
     const events = await daemon.events();
     try {
       assert.match(await signOnce('before'), /Verified OK/);
-      await cardServer.stop();
-      cardServer = await startTestCardServer(serverDir, idp);
+      await stack.restartServer();
       // The daemon notices, cannot resume (the old process's sessions are gone), opens a new one.
       const deadline = Date.now() + 20_000;
       while (!events.seen.some((e) => e.event === 'connected') && Date.now() < deadline)
@@ -215,12 +189,7 @@ describe('daemon faults: cut connection, server restart, takeover', () => {
 
   it('a second daemon logging into the card takes it over; the first one says by whom', async () => {
     const second = await startTestDaemon({
-      dir: path.join(dir, 'daemon-b'),
-      serverUrl: `https://127.0.0.1:${proxy.port}/`,
-      serverCaFile: cardServer.config.tls.certFile,
-      idp,
-      pcscd,
-      deviceName: 'alice-desktop',
+      ...stack.daemonOptions(path.join(dir, 'daemon-b'), 'alice-desktop'),
       secondReader: { friendlyName: SECOND_READER },
     });
     try {

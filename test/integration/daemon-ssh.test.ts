@@ -8,14 +8,11 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createTestCard, startTestCardServer, type TestCardServer } from '../support/card-server.js';
-import { startTestDaemon, type TestDaemon } from '../support/daemon.js';
+import type { TestDaemon } from '../support/daemon.js';
+import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
 import { OPENSC_PKCS11 } from '../support/local-card.js';
-import { startTestIdp, type TestIdp } from '../support/oidc-provider.js';
-import { startPcscd, type PcscdInstance } from '../support/pcscd.js';
+import type { PcscdInstance } from '../support/pcscd.js';
 import { startSshd, type SshdInstance } from '../support/sshd.js';
 
 const PIN = '246810';
@@ -51,9 +48,8 @@ function runCommand(cmd: string, args: string[], env: NodeJS.ProcessEnv, cwd: st
 }
 
 describe('ssh logs into sshd with the key on a cardlink card (OpenSC PKCS#11)', () => {
-  let idp: TestIdp;
+  let stack: DaemonStack;
   let dir: string;
-  let cardServer: TestCardServer;
   let pcscd: PcscdInstance;
   let daemon: TestDaemon;
   let sshd: SshdInstance;
@@ -116,21 +112,14 @@ describe('ssh logs into sshd with the key on a cardlink card (OpenSC PKCS#11)', 
   };
 
   before(async () => {
-    idp = await startTestIdp();
-    dir = await mkdtemp(path.join(tmpdir(), 'cardlink-daemon-ssh-'));
-    fs.mkdirSync(path.join(dir, 'server'));
-    cardServer = await startTestCardServer(path.join(dir, 'server'), idp);
-    await createTestCard(cardServer, idp, { label: 'alice ssh card', pin: PIN, puk: '97531864' });
-    pcscd = await startPcscd({ cardlink: { slots: 4, friendlyName: 'cardlink Daemon Reader' } });
-    daemon = await startTestDaemon({
-      dir: path.join(dir, 'daemon'),
-      serverUrl: `https://127.0.0.1:${cardServer.server.port}/`,
-      serverCaFile: cardServer.config.tls.certFile,
-      idp,
-      pcscd,
-      deviceName: 'alice-laptop',
+    stack = await startDaemonStack({
+      name: 'daemon-ssh',
+      cards: [{ label: 'alice ssh card', pin: PIN, puk: '97531864' }],
+      pcscd: { cardlink: { slots: 4, friendlyName: 'cardlink Daemon Reader' } },
+      daemon: { deviceName: 'alice-laptop' },
+      login: true,
     });
-    await daemon.login('alice');
+    ({ dir, pcscd, daemon } = stack);
     const cards = await daemon.waitForCards((cs) => cs.some((c) => c.state === 'inserted'));
     const slot = cards.find((c) => c.state === 'inserted')?.slot;
     if (slot === undefined) assert.fail(`no slot for the inserted card: ${JSON.stringify(cards)}`);
@@ -168,11 +157,7 @@ describe('ssh logs into sshd with the key on a cardlink card (OpenSC PKCS#11)', 
 
   after(async () => {
     await sshd?.stop();
-    await daemon?.stop();
-    await pcscd?.stop();
-    await cardServer?.stop();
-    await idp?.close();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await stack?.stop();
   });
 
   /** The prompts ssh passed to SSH_ASKPASS, one a line. */

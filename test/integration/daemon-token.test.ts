@@ -5,54 +5,37 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { decodeJwt } from 'jose';
 import { waitForCardAbsent, waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
-import { createTestCard, startTestCardServer, type TestCardServer } from '../support/card-server.js';
-import { startTestDaemon, type TestDaemon } from '../support/daemon.js';
-import { startTestIdp, type TestIdp } from '../support/oidc-provider.js';
-import { startPcscd, type PcscdInstance } from '../support/pcscd.js';
+import type { TestDaemon } from '../support/daemon.js';
+import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
+import type { TestIdp } from '../support/oidc-provider.js';
+import type { PcscdInstance } from '../support/pcscd.js';
 
 const TTL_SECONDS = 10;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const expiryOf = (token: string) => decodeJwt(token).exp!;
 
 describe('the daemon and access token lifetime', () => {
+  let stack: DaemonStack;
   let idp: TestIdp;
-  let dir: string;
-  let cardServer: TestCardServer;
   let pcscd: PcscdInstance;
   let daemon: TestDaemon;
 
   before(async () => {
-    idp = await startTestIdp({ accessTokenTtlSeconds: TTL_SECONDS });
-    dir = await mkdtemp(path.join(tmpdir(), 'cardlink-daemon-token-'));
-    fs.mkdirSync(path.join(dir, 'server'));
-    cardServer = await startTestCardServer(path.join(dir, 'server'), idp, {
-      clockToleranceSeconds: 0,
-      limits: { tokenWarningSeconds: 5 },
+    stack = await startDaemonStack({
+      name: 'daemon-token',
+      idp: { accessTokenTtlSeconds: TTL_SECONDS },
+      server: { clockToleranceSeconds: 0, limits: { tokenWarningSeconds: 5 } },
+      cards: [{ pin: '111222', puk: '33344455' }],
+      pcscd: { cardlink: { slots: 2, friendlyName: 'cardlink Token Reader' } },
+      daemon: { deviceName: 'alice-laptop' },
     });
-    await createTestCard(cardServer, idp, { pin: '111222', puk: '33344455' });
-    pcscd = await startPcscd({ cardlink: { slots: 2, friendlyName: 'cardlink Token Reader' } });
-    daemon = await startTestDaemon({
-      dir: path.join(dir, 'daemon'),
-      serverUrl: `https://127.0.0.1:${cardServer.server.port}/`,
-      serverCaFile: cardServer.config.tls.certFile,
-      idp,
-      pcscd,
-      deviceName: 'alice-laptop',
-    });
+    ({ idp, pcscd, daemon } = stack);
   });
 
   after(async () => {
-    await daemon?.stop();
-    await pcscd?.stop();
-    await cardServer?.stop();
-    await idp?.close();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await stack?.stop();
   });
 
   it('a fresh token handed over before expiry renews the session; the card stays', async () => {
@@ -89,7 +72,7 @@ describe('the daemon and access token lifetime', () => {
     assert.equal(status.state, 'connected');
     assert.ok(status.tokenExpiresAt! > loggedIn, 'the session runs on a refreshed token');
     assert.equal(status.cards[0]!.state, 'inserted');
-    assert.match(fs.readFileSync(path.join(dir, 'daemon', 'daemon.log'), 'utf8'), /access token refreshed/);
+    assert.match(stack.daemonLog(), /access token refreshed/);
   });
 
   it('a token that expires without renewal takes the card out of the reader', async () => {

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { promisify } from 'node:util';
 import { CardlinkError } from '../../../protocol/errors.js';
-import { BridgeSocketClient } from '../../../daemon/reader/bridge-socket-client.js';
+import { BridgeSocketClient, REMOVE_AFTER_ANSWER_MS } from '../../../daemon/reader/bridge-socket-client.js';
 import {
   encodeMessage,
   MessageDecoder,
@@ -326,6 +326,24 @@ describe('reader bridge through pcscd', () => {
     await failed;
     assert.ok(Date.now() - t0 < PROMPT_MS);
     assert.ok(p.running());
+  });
+
+  it('a card removed while it answers an APDU gets that answer out first, then leaves', async () => {
+    const p = await start();
+    const c = await BridgeSocketClient.connect({ socketPath: p.socketPath });
+    // Answers within REMOVE_AFTER_ANSWER_MS, as a remote command the daemon aborts does.
+    const card = new EchoCard({ delayMs: REMOVE_AFTER_ANSWER_MS / 4 });
+    c.insert(0, card);
+    await waitForCardPresent(p.readerName(0));
+    const conn = await (await pcsc()).connect(p.readerName(0));
+    const pending = conn.transmit(COUNTER);
+    while (card.transmitCount === 0) await new Promise((r) => setTimeout(r, 5));
+    const removed = c.remove(0);
+    assert.equal(counterValue(await pending), 1, 'the program got the card answer, not a removal error');
+    await removed;
+    await waitForCardAbsent(p.readerName(0), PROMPT_MS);
+    assert.equal(c.isOccupied(0), false);
+    await c.close();
   });
 
   it('only one bridge client at a time: a second one is refused as busy', async () => {
