@@ -37,6 +37,14 @@ describe("the daemon puts a user's two cards into two reader slots", () => {
     }
   };
   const p11 = (args: string[]) => run('pkcs11-tool', ['--module', OPENSC_PKCS11, ...args]);
+  /** `bin/cardlink <args> --config <the daemon's>`: its exit code and stdout. */
+  const cli = async (...args: string[]): Promise<{ code: unknown; stdout: string }> => {
+    const child = cardlinkCli([...args, '--config', daemon.configFile]);
+    let stdout = '';
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    const code = await new Promise((resolve) => child.once('exit', resolve));
+    return { code, stdout };
+  };
 
   before(async () => {
     stack = await startDaemonStack({
@@ -55,10 +63,7 @@ describe("the daemon puts a user's two cards into two reader slots", () => {
   });
 
   it('`cardlink status --json` shows the session, the user and both cards in slots 0 and 1', async () => {
-    const child = cardlinkCli(['status', '--json', '--config', daemon.configFile]);
-    let text = '';
-    child.stdout!.on('data', (d: Buffer) => (text += d.toString()));
-    const code = await new Promise((resolve) => child.once('exit', resolve));
+    const { code, stdout: text } = await cli('status', '--json');
     assert.equal(code, 0, text);
     const status = JSON.parse(text) as {
       state: string;
@@ -94,6 +99,51 @@ describe("the daemon puts a user's two cards into two reader slots", () => {
       .find((entry) => entry['message'] === 'device key created');
     assert.equal(created?.['store'], 'keyring', daemon.output().slice(-2000));
     assert.equal(created?.['location'], `keyring: ${KEYRING_SERVICE} / ${marker.account}`);
+  });
+
+  it('`cardlink status` and `cardlink cards` say where each card is, in words', async () => {
+    const status = await cli('status');
+    assert.equal(status.code, 0, status.stdout);
+    assert.match(status.stdout, /^state: connected$/m);
+    assert.match(status.stdout, /^user: alice$/m);
+    const cards = await cli('cards');
+    assert.equal(cards.code, 0, cards.stdout);
+    for (const [i, cardId] of cardIds.entries())
+      assert.ok(
+        cards.stdout.includes(`alice card ${i + 1} (${cardId}): in "${pcscd.readerName(i)}"`),
+        cards.stdout,
+      );
+  });
+
+  it('`cardlink diag` writes a 0600 bundle with the daemon, reader, server and log, and no token or key', async () => {
+    // A token this test knows, handed over as the tray would: the bundle must not hold it.
+    const token = (await stack.idp.login()).accessToken;
+    await daemon.handOver(token);
+    const file = path.join(dir, 'diag.json');
+    const { code, stdout } = await cli('diag', '--output', file);
+    assert.equal(code, 0, stdout);
+    assert.equal(fs.statSync(file).mode & 0o777, 0o600);
+    const text = fs.readFileSync(file, 'utf8');
+    const bundle = JSON.parse(text) as {
+      versions: Record<string, string>;
+      daemon: { running: boolean; status: { state: string; cards: unknown[] } };
+      reader: { driverSocketPresent: boolean };
+      server: { reachable: boolean; medianMs: number };
+      deviceKey: { store: string };
+      log: string[];
+    };
+    assert.equal(bundle.daemon.running, true);
+    assert.equal(bundle.daemon.status.state, 'connected');
+    assert.equal(bundle.daemon.status.cards.length, 2);
+    assert.equal(bundle.reader.driverSocketPresent, true);
+    assert.equal(bundle.server.reachable, true);
+    assert.ok(bundle.server.medianMs > 0);
+    assert.equal(bundle.deviceKey.store, 'keyring');
+    assert.ok(bundle.log.length > 0);
+    assert.match(bundle.versions['node']!, /^v\d+/);
+    for (const part of token.split('.')) assert.ok(!text.includes(part), 'no part of the access token');
+    assert.doesNotMatch(text, /eyJ[\w-]{10,}\.eyJ[\w-]{10,}/, 'no JWT at all');
+    assert.doesNotMatch(text, /PRIVATE KEY/);
   });
 
   it('pkcs11-tool sees two PIV tokens', async () => {
@@ -181,5 +231,17 @@ describe("the daemon puts a user's two cards into two reader slots", () => {
     await daemon.waitForCards((cards) => cards.filter((c) => c.state === 'inserted').length === 2);
     await waitForCardPresent(pcscd.readerName(0), 10_000);
     assert.equal((await daemon.status()).state, 'connected');
+  });
+
+  // Last: the daemon stays logged out.
+  it('`cardlink logout` takes both cards out and ends the session', async () => {
+    const { code, stdout } = await cli('logout');
+    assert.equal(code, 0, stdout);
+    assert.match(stdout, /^Logged out\.$/m);
+    await waitForCardAbsent(pcscd.readerName(0), 10_000);
+    await waitForCardAbsent(pcscd.readerName(1), 10_000);
+    const status = await daemon.status();
+    assert.equal(status.state, 'logged-out');
+    assert.deepEqual(status.cards, []);
   });
 });
