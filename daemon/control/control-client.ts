@@ -1,16 +1,18 @@
 /**
  * The tray's and the CLI's side of the control socket (docs/daemon-control.md, "Control socket"):
- * connects, authenticates with the secret file's secret, sends requests and emits the daemon's
- * events.
+ * connects, proves it knows the secret file's secret (after the daemon has proved it), sends
+ * requests and emits the daemon's events.
  *
- * Before it sends anything (the secret, later tokens) it checks that the socket's directory is
- * private to the current user: a socket someone else could have put there is not the daemon.
+ * Before it connects it checks that the socket's directory is private to the current user: a
+ * socket someone else could have put there is not the daemon. The handshake checks it again: what
+ * cannot prove the secret gets nothing, neither the secret nor, later, a token.
  */
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { dirname } from 'node:path';
 import { CardlinkError } from '../../protocol/errors.js';
-import { checkPrivateDirectory, controlPaths, readControlSecret } from './control-paths.js';
+import { checkPrivateDirectory, controlPaths, isNamedPipePath, readControlSecret } from './control-paths.js';
+import { controlProof, isControlProof, newControlNonce } from './control-proof.js';
 import {
   CONTROL_HANDSHAKE_TIMEOUT_MS,
   CONTROL_PROTOCOL_VERSION,
@@ -118,7 +120,8 @@ export class ControlClient extends EventEmitter<ControlClientEvents> {
     });
     const { socketPath, secretFile } = paths;
     try {
-      await checkPrivateDirectory(dirname(socketPath));
+      // A named pipe (Windows) has no directory: the secret's is the one to check.
+      await checkPrivateDirectory(dirname(isNamedPipePath(socketPath) ? secretFile : socketPath));
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw notRunning(socketPath, 'ENOENT');
       throw error;
@@ -145,7 +148,7 @@ export class ControlClient extends EventEmitter<ControlClientEvents> {
       }
       throw error;
     }
-    return ControlClient.handshake(socket, socketPath, secret, options);
+    return ControlClient.handshake(socket, socketPath, secretFile, secret, options);
   }
 
   /** Whether the connection has ended. */
@@ -237,8 +240,9 @@ export class ControlClient extends EventEmitter<ControlClientEvents> {
         this.closeError = remoteError(message.code, message.message);
         this.socket.destroy();
         return;
+      case 'challenge':
       case 'hello-ok':
-        this.protocolError(new CardlinkError('ERR_CONTROL_PROTOCOL', 'hello-ok sent twice'));
+        this.protocolError(new CardlinkError('ERR_CONTROL_PROTOCOL', `${message.type} after the handshake`));
         return;
     }
   }
@@ -261,10 +265,14 @@ export class ControlClient extends EventEmitter<ControlClientEvents> {
     this.emit('close', this.closeError);
   }
 
-  /** Sends the hello and waits for hello-ok (or the daemon's refusal). */
+  /**
+   * The handshake: hello with our nonce; the daemon's challenge must prove the secret before our
+   * auth proves it back; then hello-ok (or the daemon's refusal). The secret never leaves this side.
+   */
   private static handshake(
     socket: net.Socket,
     socketPath: string,
+    secretFile: string,
     secret: string,
     options: ControlClientOptions,
   ): Promise<ControlClient> {
@@ -315,55 +323,73 @@ export class ControlClient extends EventEmitter<ControlClientEvents> {
             ),
         ),
       );
-      socket.on('data', (chunk: Buffer) => {
-        if (settled) return;
-        const { lines, error } = decoder.push(chunk);
-        const [first, ...rest] = lines;
-        if (first === undefined) {
-          if (error) fail(error);
-          return;
-        }
-        let message: DaemonMessage | undefined;
-        try {
-          message = parseDaemonLine(first);
-        } catch (err) {
-          fail(err as CardlinkError);
-          return;
-        }
+      const clientNonce = newControlNonce();
+      let daemonNonce: string | undefined;
+      /** One handshake line; true once hello-ok came (the lines after it are the client's). */
+      const onHandshakeLine = (line: string): boolean => {
+        const message = parseDaemonLine(line);
         if (message?.type === 'error') {
           // The daemon closes next; report its reason, not the close.
           refusal = remoteError(message.code, message.message);
-          fail(refusal);
-          return;
+          throw refusal;
         }
-        if (message?.type !== 'hello-ok') {
-          fail(
-            new CardlinkError('ERR_CONTROL_PROTOCOL', 'the daemon did not answer the hello with hello-ok'),
-          );
-          return;
-        }
-        if (message.version !== CONTROL_PROTOCOL_VERSION) {
-          fail(
-            new CardlinkError(
+        if (daemonNonce === undefined) {
+          if (message?.type !== 'challenge')
+            throw new CardlinkError(
               'ERR_CONTROL_PROTOCOL',
-              `the daemon speaks control protocol version ${message.version}`,
-              {
-                version: message.version,
-              },
-            ),
+              'the daemon did not answer the hello with a challenge',
+            );
+          // Nothing worth having is sent before the other side has shown it knows the secret.
+          if (!isControlProof(message.proof, secret, 'daemon', clientNonce, message.nonce))
+            throw new CardlinkError(
+              'ERR_CONTROL_AUTH',
+              `what answers on ${socketPath} cannot prove it knows the secret in ${secretFile}: ` +
+                'it is not the cardlink daemon that wrote that file',
+              { socket: socketPath, path: secretFile },
+            );
+          daemonNonce = message.nonce;
+          const proof = controlProof(secret, 'client', clientNonce, daemonNonce);
+          socket.write(encodeControlLine({ type: 'auth', proof }));
+          return false;
+        }
+        if (message?.type !== 'hello-ok')
+          throw new CardlinkError(
+            'ERR_CONTROL_PROTOCOL',
+            'the daemon did not end the handshake with hello-ok',
           );
+        if (message.version !== CONTROL_PROTOCOL_VERSION)
+          throw new CardlinkError(
+            'ERR_CONTROL_PROTOCOL',
+            `the daemon speaks control protocol version ${message.version}`,
+            { version: message.version },
+          );
+        return true;
+      };
+      socket.on('data', (chunk: Buffer) => {
+        if (settled) return;
+        const { lines, error } = decoder.push(chunk);
+        for (let i = 0; i < lines.length; i++) {
+          let done: boolean;
+          try {
+            done = onHandshakeLine(lines[i]!);
+          } catch (err) {
+            fail(err as CardlinkError);
+            return;
+          }
+          if (!done) continue;
+          if (error) {
+            fail(error);
+            return;
+          }
+          settled = true;
+          clearTimeout(timer);
+          socket.removeAllListeners();
+          resolve(new ControlClient(socket, decoder, socketPath, lines.slice(i + 1)));
           return;
         }
-        if (error) {
-          fail(error);
-          return;
-        }
-        settled = true;
-        clearTimeout(timer);
-        socket.removeAllListeners();
-        resolve(new ControlClient(socket, decoder, socketPath, rest));
+        if (error) fail(error);
       });
-      socket.write(encodeControlLine({ type: 'hello', secret, client: options.clientName }));
+      socket.write(encodeControlLine({ type: 'hello', client: options.clientName, nonce: clientNonce }));
     });
   }
 }

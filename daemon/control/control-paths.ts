@@ -8,10 +8,16 @@
  *
  * The secret is CONTROL_SECRET_BYTES random bytes, base64url, followed by LF; the daemon writes a
  * new one at each start (mode 0600, temporary file + rename) and removes it when it stops.
+ *
+ * On Windows the socket is a named pipe, `\\.\pipe\cardlink-control-<16 hex>` (named after the
+ * user's runtime directory), and the secret sits in `%LOCALAPPDATA%\cardlink`, which the profile's
+ * ACLs keep to the user. There are no POSIX owners or mode bits to check there, and any user may
+ * create a pipe of a given name while the daemon is down: the handshake's mutual proof of the secret
+ * (control-proof.ts) is what keeps a client from talking to such a squatter.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsConstants, promises as fs } from 'node:fs';
-import { basename, dirname, isAbsolute, join } from 'node:path';
+import { basename, dirname, isAbsolute, join, win32 } from 'node:path';
 import { CardlinkError } from '../../protocol/errors.js';
 import { CONTROL_SECRET_BYTES } from './control-protocol.js';
 
@@ -37,8 +43,22 @@ export interface ControlPathOptions {
   socketPath?: string;
   /** Replaces the secret file (tests). */
   secretFile?: string;
-  /** Environment to read XDG_RUNTIME_DIR from (default process.env). */
+  /** Environment to read XDG_RUNTIME_DIR (LOCALAPPDATA on Windows) from (default process.env). */
   env?: NodeJS.ProcessEnv;
+  /** Default process.platform (tests give win32). */
+  platform?: NodeJS.Platform;
+}
+
+/** Prefix of a Windows named pipe path; such a "socket" has no file and no directory of its own. */
+const NAMED_PIPE_PREFIX = '\\\\.\\pipe\\';
+
+export function isNamedPipePath(path: string): boolean {
+  return path.startsWith(NAMED_PIPE_PREFIX);
+}
+
+/** Whether files here have POSIX owners and mode bits to check (not on Windows: ACLs there). */
+export function hasPosixPermissions(platform: NodeJS.Platform = process.platform): boolean {
+  return platform !== 'win32';
 }
 
 function currentUid(): number {
@@ -51,8 +71,23 @@ function currentUid(): number {
   return process.getuid();
 }
 
-/** `$XDG_RUNTIME_DIR/cardlink` when XDG_RUNTIME_DIR is set to an absolute path, else `/tmp/cardlink-<uid>`. */
-export function controlRuntimeDirectory(env: NodeJS.ProcessEnv = process.env): string {
+/**
+ * `$XDG_RUNTIME_DIR/cardlink` when XDG_RUNTIME_DIR is set to an absolute path, else
+ * `/tmp/cardlink-<uid>`; on Windows `%LOCALAPPDATA%\cardlink`.
+ */
+export function controlRuntimeDirectory(
+  env: NodeJS.ProcessEnv = process.env,
+  platform: NodeJS.Platform = process.platform,
+): string {
+  if (platform === 'win32') {
+    const local = env.LOCALAPPDATA;
+    if (!local || !win32.isAbsolute(local))
+      throw new CardlinkError(
+        'ERR_CONTROL_UNAVAILABLE',
+        'LOCALAPPDATA is not set to an absolute path: there is no per-user place for the control secret',
+      );
+    return win32.join(local, CONTROL_DIRECTORY_NAME);
+  }
   const xdg = env.XDG_RUNTIME_DIR;
   if (xdg && isAbsolute(xdg)) return join(xdg, CONTROL_DIRECTORY_NAME);
   return `/tmp/cardlink-${currentUid()}`;
@@ -60,7 +95,17 @@ export function controlRuntimeDirectory(env: NodeJS.ProcessEnv = process.env): s
 
 /** The socket and secret paths, with the options' replacements applied. */
 export function controlPaths(options: ControlPathOptions = {}): ControlPaths {
-  const runtimeDir = options.runtimeDir ?? controlRuntimeDirectory(options.env);
+  const platform = options.platform ?? process.platform;
+  const runtimeDir = options.runtimeDir ?? controlRuntimeDirectory(options.env, platform);
+  if (platform === 'win32') {
+    // One pipe per user: its name comes from the user's own runtime directory.
+    const id = createHash('sha256').update(runtimeDir.toLowerCase()).digest('hex').slice(0, 16);
+    return {
+      runtimeDir,
+      socketPath: options.socketPath ?? `${NAMED_PIPE_PREFIX}cardlink-control-${id}`,
+      secretFile: options.secretFile ?? win32.join(runtimeDir, CONTROL_SECRET_NAME),
+    };
+  }
   return {
     runtimeDir,
     socketPath: options.socketPath ?? join(runtimeDir, CONTROL_SOCKET_NAME),
@@ -83,6 +128,7 @@ function octal(mode: number): string {
 export async function checkPrivateDirectory(dir: string): Promise<void> {
   const st = await fs.lstat(dir);
   if (!st.isDirectory()) throw insecure(dir, 'must be a directory (symlinks are not followed)');
+  if (!hasPosixPermissions()) return;
   const uid = currentUid();
   if (st.uid !== uid) {
     throw insecure(dir, `is owned by uid ${st.uid}, not by the current user (uid ${uid})`, {
@@ -152,10 +198,12 @@ export async function readControlSecret(file: string): Promise<string> {
   try {
     const st = await fh.stat();
     if (!st.isFile()) throw insecure(file, 'must be a regular file');
-    const uid = currentUid();
-    if (st.uid !== uid)
-      throw insecure(file, `is owned by uid ${st.uid}, not by the current user (uid ${uid})`);
-    if ((st.mode & 0o077) !== 0) throw insecure(file, `has mode ${octal(st.mode)}; it must be 0600`);
+    if (hasPosixPermissions()) {
+      const uid = currentUid();
+      if (st.uid !== uid)
+        throw insecure(file, `is owned by uid ${st.uid}, not by the current user (uid ${uid})`);
+      if ((st.mode & 0o077) !== 0) throw insecure(file, `has mode ${octal(st.mode)}; it must be 0600`);
+    }
     if (st.size > MAX_SECRET_FILE_BYTES) {
       throw new CardlinkError('ERR_CONTROL_AUTH', `${file}: not a control secret (too large)`, {
         path: file,

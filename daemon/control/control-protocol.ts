@@ -3,22 +3,24 @@
  * (docs/daemon-control.md, "Control socket"; keep that page and this file in step).
  *
  * JSON lines: one JSON object per line, UTF-8, each line ended by LF and at most
- * MAX_CONTROL_LINE_BYTES long. The client's first line is a hello with the secret from the secret
- * file; then it sends requests and the daemon answers each with a response carrying the same id,
- * and pushes events to every authenticated client.
+ * MAX_CONTROL_LINE_BYTES long. A handshake first (hello, challenge, auth, hello-ok: both sides
+ * prove they know the secret file's secret, the daemon first, and the secret itself never crosses
+ * the socket; control-proof.ts); then the client sends requests and the daemon answers each with a
+ * response carrying the same id, and pushes events to every authenticated client.
  *
  * The daemon is strict about what it accepts (unknown fields and wrong types are refused, naming the
  * field); clients ignore fields and events they do not know, so a newer daemon can add them.
  */
 import { CardlinkError, type CardlinkErrorCode } from '../../protocol/errors.js';
+import { isControlNonce } from './control-proof.js';
 
-/** Version of this protocol, sent in hello-ok. */
-export const CONTROL_PROTOCOL_VERSION = 1;
+/** Version of this protocol, sent in hello-ok. 2: the secret is proved, never sent. */
+export const CONTROL_PROTOCOL_VERSION = 2;
 
 /** Longest line either side accepts, in bytes of UTF-8 without the LF; a longer one closes the connection. */
 export const MAX_CONTROL_LINE_BYTES = 64 * 1024;
 
-/** How long the daemon waits for a client's hello after it connects, in milliseconds. */
+/** How long the daemon waits for a client's whole handshake after it connects, in milliseconds. */
 export const CONTROL_HANDSHAKE_TIMEOUT_MS = 5000;
 
 /** Length of the shared secret in bytes (before base64url: 43 characters). */
@@ -163,8 +165,21 @@ export type ControlEvent = {
 
 export interface HelloMessage {
   type: 'hello';
-  secret: string;
   client: string;
+  nonce: string;
+}
+
+/** The daemon's answer to hello: its nonce and its proof of the secret over both nonces. */
+export interface ChallengeMessage {
+  type: 'challenge';
+  nonce: string;
+  proof: string;
+}
+
+/** The client's proof of the secret, once it has checked the daemon's. */
+export interface AuthMessage {
+  type: 'auth';
+  proof: string;
 }
 
 export interface HelloOkMessage {
@@ -192,8 +207,8 @@ export interface ErrorMessage {
   message: string;
 }
 
-export type ClientMessage = HelloMessage | RequestMessage;
-export type DaemonMessage = HelloOkMessage | ResponseMessage | EventMessage | ErrorMessage;
+export type ClientMessage = HelloMessage | AuthMessage | RequestMessage;
+export type DaemonMessage = ChallengeMessage | HelloOkMessage | ResponseMessage | EventMessage | ErrorMessage;
 
 /** Serialises one message as a line (JSON never contains a raw LF, so the line cannot split). */
 export function encodeControlLine(message: ClientMessage | DaemonMessage): string {
@@ -299,25 +314,39 @@ export interface RawRequest {
 
 /**
  * Parses a client's first line. Anything but a well-formed hello throws ERR_CONTROL_AUTH (the daemon
- * accepts nothing else before it).
+ * accepts nothing else before the handshake is done).
  */
 export function parseHello(line: string): HelloMessage {
-  const auth = (message: string) => new CardlinkError('ERR_CONTROL_AUTH', message);
+  const value = handshakeLine(line, 'hello', ['type', 'client', 'nonce']);
+  if (!isValidClientName(value.client)) {
+    throw authError(`hello: client must be 1 to ${MAX_CLIENT_NAME_LENGTH} printable ASCII characters`);
+  }
+  if (!isControlNonce(value.nonce)) throw authError('hello: nonce must be 32 bytes of base64url');
+  return { type: 'hello', client: value.client, nonce: value.nonce };
+}
+
+/** Parses the client's second line: its auth. Anything else throws ERR_CONTROL_AUTH. */
+export function parseAuth(line: string): AuthMessage {
+  const value = handshakeLine(line, 'auth', ['type', 'proof']);
+  if (typeof value.proof !== 'string') throw authError('auth: proof must be a string');
+  return { type: 'auth', proof: value.proof };
+}
+
+function authError(message: string): CardlinkError {
+  return new CardlinkError('ERR_CONTROL_AUTH', message);
+}
+
+/** A handshake line of `type` with only `fields`; ERR_CONTROL_AUTH otherwise. */
+function handshakeLine(line: string, type: string, fields: readonly string[]): Record<string, unknown> {
   let value: Record<string, unknown>;
   try {
     value = parseJsonObject(line);
   } catch {
-    throw auth('the first message must be a hello');
+    throw authError(`expected the ${type} of the handshake`);
   }
-  if (value.type !== 'hello') throw auth('the first message must be a hello');
-  checkFields(value, ['type', 'secret', 'client'], (f) =>
-    auth(`hello: unexpected field "${f.slice(0, 64)}"`),
-  );
-  if (typeof value.secret !== 'string') throw auth('hello: secret must be a string');
-  if (!isValidClientName(value.client)) {
-    throw auth(`hello: client must be 1 to ${MAX_CLIENT_NAME_LENGTH} printable ASCII characters`);
-  }
-  return { type: 'hello', secret: value.secret, client: value.client };
+  if (value.type !== type) throw authError(`expected the ${type} of the handshake`);
+  checkFields(value, fields, (f) => authError(`${type}: unexpected field "${f.slice(0, 64)}"`));
+  return value;
 }
 
 /**
@@ -326,7 +355,8 @@ export function parseHello(line: string): HelloMessage {
  */
 export function parseClientLine(line: string): RawRequest {
   const value = parseJsonObject(line);
-  if (value.type === 'hello') throw protocolError('hello may only be sent once, first');
+  if (value.type === 'hello' || value.type === 'auth')
+    throw protocolError(`${value.type} may only be sent once, in the handshake`);
   if (value.type !== 'request') throw protocolError('unknown message type');
   checkFields(value, ['type', 'id', 'method', 'params'], (f) =>
     protocolError(`request: unexpected field "${f.slice(0, 64)}"`),
@@ -427,6 +457,10 @@ function errorInfo(value: unknown, where: string): ControlErrorInfo {
 export function parseDaemonLine(line: string): DaemonMessage | undefined {
   const value = parseJsonObject(line);
   switch (value.type) {
+    case 'challenge':
+      if (!isControlNonce(value.nonce)) throw protocolError('challenge: nonce must be 32 bytes of base64url');
+      if (typeof value.proof !== 'string') throw protocolError('challenge: proof must be a string');
+      return { type: 'challenge', nonce: value.nonce, proof: value.proof };
     case 'hello-ok':
       if (typeof value.version !== 'number') throw protocolError('hello-ok: version must be a number');
       return { type: 'hello-ok', version: value.version };

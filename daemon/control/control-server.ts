@@ -1,19 +1,25 @@
 /**
  * The daemon's side of the control socket (docs/daemon-control.md, "Control socket"): listens on a
- * Unix socket in the private runtime directory, authenticates each client with the secret file's
- * secret, runs its requests on a ControlHandler and pushes events to every authenticated client.
+ * Unix socket in the private runtime directory, authenticates each client by its proof of the
+ * secret file's secret (after proving it first), runs its requests on a ControlHandler and pushes
+ * events to every authenticated client.
  *
  * Secrets stay out of the log: neither the control secret nor any hand-over-token param is ever
  * written to a log line, and errors the handler throws reach the client only as a CardlinkError's
  * code and message (anything else becomes a generic ERR_INTERNAL).
  */
-import { timingSafeEqual } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
 import { CardlinkError, type CardlinkErrorCode } from '../../protocol/errors.js';
 import type { Logger } from '../../protocol/log.js';
-import { ensurePrivateDirectory, generateControlSecret, writeControlSecret } from './control-paths.js';
+import {
+  ensurePrivateDirectory,
+  generateControlSecret,
+  isNamedPipePath,
+  writeControlSecret,
+} from './control-paths.js';
+import { controlProof, isControlProof, newControlNonce } from './control-proof.js';
 import {
   CONTROL_HANDSHAKE_TIMEOUT_MS,
   CONTROL_PROTOCOL_VERSION,
@@ -23,6 +29,7 @@ import {
   MAX_CONTROL_IN_FLIGHT,
   MAX_CONTROL_LINE_BYTES,
   parseClientLine,
+  parseAuth,
   parseHello,
   validateRequest,
   type ControlErrorInfo,
@@ -62,6 +69,8 @@ interface Connection {
   readonly inFlight: Set<number>;
   authenticated: boolean;
   client: string | undefined;
+  /** After a valid hello: the nonces the client's auth must prove the secret over. */
+  handshake: { clientNonce: string; daemonNonce: string } | undefined;
   closing: boolean;
   timer: NodeJS.Timeout | undefined;
 }
@@ -126,7 +135,7 @@ export class ControlServer {
   private readonly handshakeTimeoutMs: number;
   private readonly server: net.Server;
   private readonly connections = new Set<Connection>();
-  private secret: Buffer | undefined;
+  private secret: string | undefined;
   private socketIno: number | undefined;
   private closing: Promise<void> | undefined;
 
@@ -146,11 +155,16 @@ export class ControlServer {
    * runs, ERR_KEY_FILE_INSECURE when a directory is not private.
    */
   static async start(options: ControlServerOptions): Promise<ControlServer> {
-    const socketDir = dirname(options.socketPath);
     const secretDir = dirname(options.secretFile);
-    await ensurePrivateDirectory(socketDir);
-    if (secretDir !== socketDir) await ensurePrivateDirectory(secretDir);
-    await clearStaleSocket(options.socketPath);
+    // A Windows named pipe has no directory and leaves nothing behind when its daemon dies.
+    if (!isNamedPipePath(options.socketPath)) {
+      const socketDir = dirname(options.socketPath);
+      await ensurePrivateDirectory(socketDir);
+      if (secretDir !== socketDir) await ensurePrivateDirectory(secretDir);
+      await clearStaleSocket(options.socketPath);
+    } else {
+      await ensurePrivateDirectory(secretDir);
+    }
     const server = new ControlServer(options);
     await server.listen();
     return server;
@@ -191,14 +205,16 @@ export class ControlServer {
   /** Removes the socket and secret file, unless another daemon has put its own there since. */
   private async removeOwnFiles(): Promise<void> {
     try {
-      const st = await fs.lstat(this.socketPath);
-      if (st.isSocket() && st.ino === this.socketIno) await fs.rm(this.socketPath, { force: true });
+      if (!isNamedPipePath(this.socketPath)) {
+        const st = await fs.lstat(this.socketPath);
+        if (st.isSocket() && st.ino === this.socketIno) await fs.rm(this.socketPath, { force: true });
+      }
     } catch {
       // already gone
     }
     try {
       const text = (await fs.readFile(this.secretFile, 'utf8')).trim();
-      if (this.secret && text === this.secret.toString('utf8')) await fs.rm(this.secretFile, { force: true });
+      if (this.secret && text === this.secret) await fs.rm(this.secretFile, { force: true });
     } catch {
       // already gone
     }
@@ -228,12 +244,14 @@ export class ControlServer {
     });
     this.server.on('error', (err) => this.logger?.error('control socket error', { error: err }));
     try {
-      await fs.chmod(this.socketPath, 0o600);
-      this.socketIno = (await fs.lstat(this.socketPath)).ino;
+      if (!isNamedPipePath(this.socketPath)) {
+        await fs.chmod(this.socketPath, 0o600);
+        this.socketIno = (await fs.lstat(this.socketPath)).ino;
+      }
       // Written once the socket is ours: a daemon that lost the race never overwrites the winner's secret.
       const secret = generateControlSecret();
       await writeControlSecret(this.secretFile, secret);
-      this.secret = Buffer.from(secret, 'utf8');
+      this.secret = secret;
     } catch (error) {
       await this.close();
       throw error;
@@ -252,12 +270,14 @@ export class ControlServer {
       inFlight: new Set(),
       authenticated: false,
       client: undefined,
+      handshake: undefined,
       closing: false,
       timer: undefined,
     };
     this.connections.add(c);
     c.timer = setTimeout(
-      () => this.fail(c, 'ERR_CONTROL_AUTH', `no hello within ${this.handshakeTimeoutMs} ms`),
+      () =>
+        this.fail(c, 'ERR_CONTROL_AUTH', `the handshake did not finish within ${this.handshakeTimeoutMs} ms`),
       this.handshakeTimeoutMs,
     );
     socket.on('data', (chunk: Buffer) => this.onData(c, chunk));
@@ -287,7 +307,8 @@ export class ControlServer {
 
   private onLine(c: Connection, line: string): void {
     if (!c.authenticated) {
-      this.onHello(c, line);
+      if (c.handshake) this.onAuth(c, c.handshake, line);
+      else this.onHello(c, line);
       return;
     }
     let request;
@@ -324,6 +345,7 @@ export class ControlServer {
     void this.run(c, id, valid);
   }
 
+  /** The client's hello: answer with our nonce and our proof of the secret (the daemon proves first). */
   private onHello(c: Connection, line: string): void {
     let hello;
     try {
@@ -334,18 +356,39 @@ export class ControlServer {
       this.fail(c, 'ERR_CONTROL_AUTH', e.message);
       return;
     }
-    const given = Buffer.from(hello.secret, 'utf8');
-    const expected = this.secret;
-    if (!expected || given.length !== expected.length || !timingSafeEqual(given, expected)) {
-      this.logger?.warn('control client refused', { reason: 'wrong secret', client: hello.client });
+    const secret = this.secret;
+    if (!secret) {
+      this.fail(c, 'ERR_CONTROL_UNAVAILABLE', 'the daemon is still starting');
+      return;
+    }
+    const daemonNonce = newControlNonce();
+    c.client = hello.client;
+    c.handshake = { clientNonce: hello.nonce, daemonNonce };
+    const proof = controlProof(secret, 'daemon', hello.nonce, daemonNonce);
+    this.write(c, encodeControlLine({ type: 'challenge', nonce: daemonNonce, proof }));
+  }
+
+  /** The client's auth: its proof of the secret over both nonces. */
+  private onAuth(c: Connection, nonces: { clientNonce: string; daemonNonce: string }, line: string): void {
+    let auth;
+    try {
+      auth = parseAuth(line);
+    } catch (error) {
+      const e = error as CardlinkError;
+      this.logger?.warn('control client refused', { reason: e.message, client: c.client ?? '' });
+      this.fail(c, 'ERR_CONTROL_AUTH', e.message);
+      return;
+    }
+    if (!isControlProof(auth.proof, this.secret ?? '', 'client', nonces.clientNonce, nonces.daemonNonce)) {
+      this.logger?.warn('control client refused', { reason: 'wrong secret', client: c.client ?? '' });
       this.fail(c, 'ERR_CONTROL_AUTH', 'wrong control secret');
       return;
     }
     clearTimeout(c.timer);
     c.timer = undefined;
     c.authenticated = true;
-    c.client = hello.client;
-    this.logger?.info('control client authenticated', { client: hello.client });
+    c.handshake = undefined;
+    this.logger?.info('control client authenticated', { client: c.client ?? '' });
     this.write(c, encodeControlLine({ type: 'hello-ok', version: CONTROL_PROTOCOL_VERSION }));
   }
 

@@ -19,6 +19,8 @@ import {
   CONTROL_SOCKET_NAME,
   controlPaths,
   controlRuntimeDirectory,
+  hasPosixPermissions,
+  isNamedPipePath,
   ensurePrivateDirectory,
   readControlSecret,
 } from '../../../daemon/control/control-paths.js';
@@ -33,6 +35,7 @@ import {
   type TokenHandover,
 } from '../../../daemon/control/control-protocol.js';
 import { ControlServer } from '../../../daemon/control/control-server.js';
+import { controlProof, newControlNonce } from '../../../daemon/control/control-proof.js';
 
 const CARDS: CardStatus[] = [
   { cardId: 'c1', label: 'Work', slot: 0, readerName: 'cardlink Virtual Reader 00 00', state: 'inserted' },
@@ -179,10 +182,25 @@ describe('control socket', () => {
     peers.push(p);
     return p;
   }
+  /** hello, the daemon's challenge (its proof checked), our auth with `secret`: the daemon's answer to that. */
+  async function handshake(p: RawPeer, secret: string, client = 'raw'): Promise<unknown> {
+    const nonce = newControlNonce();
+    p.send({ type: 'hello', client, nonce });
+    const challenge = (await p.line(0)) as { type: string; nonce: string; proof: string };
+    assert.equal(challenge.type, 'challenge');
+    const real = await readControlSecret(secretFile);
+    assert.equal(challenge.proof, controlProof(real, 'daemon', nonce, challenge.nonce), "the daemon's proof");
+    p.send({ type: 'auth', proof: controlProof(secret, 'client', nonce, challenge.nonce) });
+    return p.line(1);
+  }
+  /** A raw peer past the handshake; its line 0 is the hello-ok (the challenge is dropped). */
   async function authedPeer(): Promise<RawPeer> {
     const p = await peer();
-    p.send({ type: 'hello', secret: await readControlSecret(secretFile), client: 'raw' });
-    assert.deepEqual(await p.line(0), { type: 'hello-ok', version: CONTROL_PROTOCOL_VERSION });
+    assert.deepEqual(await handshake(p, await readControlSecret(secretFile)), {
+      type: 'hello-ok',
+      version: CONTROL_PROTOCOL_VERSION,
+    });
+    p.lines.shift();
     return p;
   }
 
@@ -247,23 +265,65 @@ describe('control socket', () => {
     const wrong = (good[0] === 'A' ? 'B' : 'A') + good.slice(1);
     for (const secret of [wrong, 'short', '']) {
       const p = await peer();
-      p.send({ type: 'hello', secret, client: 'evil' });
+      const answer = (await handshake(p, secret, 'evil')) as { type: string; code: string };
       p.send({ type: 'request', id: 1, method: 'status' });
-      const answer = (await p.line(0)) as { type: string; code: string };
       assert.equal(answer.type, 'error');
       assert.equal(answer.code, 'ERR_CONTROL_AUTH');
       await p.closed;
-      assert.equal(p.lines.length, 1);
+      assert.equal(p.lines.length, 2, 'the challenge, then the refusal');
     }
-    // Through the client: a secret file with the wrong secret.
+    // Version 1's hello, the secret itself in it, is refused without an answer beyond the error.
+    const legacy = await peer();
+    legacy.send({ type: 'hello', secret: good, client: 'old' });
+    assert.equal(((await legacy.line(0)) as { code: string }).code, 'ERR_CONTROL_AUTH');
+    await legacy.closed;
+    // Through the client: a secret file with another secret. The client finds out from the
+    // daemon's proof, before it proves anything itself.
     const other = join(dir, 'other.secret');
     await fs.writeFile(other, `${wrong}\n`, { mode: 0o600 });
     await assert.rejects(
       ControlClient.connect({ socketPath, secretFile: other, clientName: 'cli' }),
-      isCode('ERR_CONTROL_AUTH'),
+      isCode('ERR_CONTROL_AUTH', /cannot prove it knows the secret/),
     );
     assert.deepEqual(handler.calls, []);
     assert.equal(server!.clientCount, 0);
+  });
+
+  it('a client that reached a squatter instead of the daemon sends it neither the secret nor a proof', async () => {
+    // What a local process that took the socket path (or, on Windows, the pipe name) would see.
+    await fs.mkdir(runDir, { mode: 0o700 });
+    await fs.chmod(runDir, 0o700);
+    const secret = 'x'.repeat(43);
+    await fs.writeFile(secretFile, `${secret}\n`, { mode: 0o600 });
+    let received = '';
+    const squatter = net.createServer((s) => {
+      s.on('data', (d: Buffer) => {
+        received += d.toString('utf8');
+        // It answers like a daemon, but cannot make the proof.
+        s.write(
+          `${JSON.stringify({ type: 'challenge', nonce: newControlNonce(), proof: 'A'.repeat(43) })}\n`,
+        );
+      });
+      s.on('error', () => {});
+    });
+    await new Promise<void>((resolve) => squatter.listen(socketPath, resolve));
+    try {
+      await assert.rejects(
+        ControlClient.connect({ socketPath, secretFile, clientName: 'cli' }),
+        isCode('ERR_CONTROL_AUTH', /cannot prove it knows the secret/),
+      );
+      const lines = received
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { type: string });
+      assert.deepEqual(
+        lines.map((l) => l.type),
+        ['hello'],
+      );
+      assert.ok(!received.includes(secret), 'the secret never crossed the socket');
+    } finally {
+      await new Promise((resolve) => squatter.close(resolve));
+    }
   });
 
   it('refuses a request before the hello', async () => {
@@ -276,14 +336,19 @@ describe('control socket', () => {
     assert.deepEqual(handler.calls, []);
   });
 
-  it('refuses a hello with extra fields or a bad client name', async () => {
+  it('refuses a hello with extra fields, a bad client name or nonce, and an auth before the hello', async () => {
     await startServer();
     const secret = await readControlSecret(secretFile);
+    const nonce = newControlNonce();
     for (const hello of [
-      { type: 'hello', secret, client: 'x', extra: 1 },
-      { type: 'hello', secret, client: '' },
-      { type: 'hello', secret, client: 'bad\nname' },
-      { type: 'hello', secret },
+      { type: 'hello', client: 'x', nonce, extra: 1 },
+      { type: 'hello', client: '', nonce },
+      { type: 'hello', client: 'bad\nname', nonce },
+      { type: 'hello', nonce },
+      { type: 'hello', client: 'x' },
+      { type: 'hello', client: 'x', nonce: 'short' },
+      { type: 'hello', client: 'x', nonce: `${nonce.slice(1)}=` },
+      { type: 'auth', proof: controlProof(secret, 'client', nonce, nonce) },
     ]) {
       const p = await peer();
       p.send(hello);
@@ -292,7 +357,7 @@ describe('control socket', () => {
     }
   });
 
-  it('closes with an error on malformed JSON, an unknown type or a second hello', async () => {
+  it('closes with an error on malformed JSON, an unknown type or a second hello or auth', async () => {
     await startServer();
     for (const bad of [
       '{"type":"request",\n',
@@ -306,10 +371,15 @@ describe('control socket', () => {
       assert.deepEqual([answer.type, answer.code], ['error', 'ERR_CONTROL_PROTOCOL'], bad);
       await p.closed;
     }
-    const p = await authedPeer();
-    p.send({ type: 'hello', secret: await readControlSecret(secretFile), client: 'again' });
-    assert.equal(((await p.line(1)) as { code: string }).code, 'ERR_CONTROL_PROTOCOL');
-    await p.closed;
+    for (const again of [
+      { type: 'hello', client: 'again', nonce: newControlNonce() },
+      { type: 'auth', proof: 'x' },
+    ]) {
+      const p = await authedPeer();
+      p.send(again);
+      assert.equal(((await p.line(1)) as { code: string }).code, 'ERR_CONTROL_PROTOCOL');
+      await p.closed;
+    }
   });
 
   it('closes on a line longer than the limit, before and after the hello', async () => {
@@ -332,15 +402,21 @@ describe('control socket', () => {
     await after.closed;
   });
 
-  it('drops a connection that sends no hello in time', async () => {
+  it('drops a connection that does not finish the handshake in time', async () => {
     await startServer({ handshakeTimeoutMs: 100 });
     const p = await peer();
     const started = Date.now();
     const answer = (await p.line(0)) as { type: string; code: string; message: string };
     assert.deepEqual([answer.type, answer.code], ['error', 'ERR_CONTROL_AUTH']);
-    assert.match(answer.message, /no hello/);
+    assert.match(answer.message, /handshake did not finish within 100 ms/);
     await p.closed;
     assert.ok(Date.now() - started < 2000);
+    // A hello alone does not stop the clock.
+    const halfway = await peer();
+    halfway.send({ type: 'hello', client: 'slow', nonce: newControlNonce() });
+    assert.equal(((await halfway.line(0)) as { type: string }).type, 'challenge');
+    assert.equal(((await halfway.line(1)) as { code: string }).code, 'ERR_CONTROL_AUTH');
+    await halfway.closed;
     // An authenticated client is not affected by the timeout.
     const c = await client();
     await new Promise((r) => setTimeout(r, 200));
@@ -369,11 +445,13 @@ describe('control socket', () => {
     await c2.request('status');
     assert.deepEqual(got1, events);
     assert.deepEqual(got2, events);
-    // The waiting connection saw nothing: its first line is the hello-ok.
-    waiting.send({ type: 'hello', secret: await readControlSecret(secretFile), client: 'late' });
-    assert.deepEqual(await waiting.line(0), { type: 'hello-ok', version: 1 });
+    // The waiting connection saw nothing: its first lines are the handshake's.
+    assert.deepEqual(await handshake(waiting, await readControlSecret(secretFile), 'late'), {
+      type: 'hello-ok',
+      version: CONTROL_PROTOCOL_VERSION,
+    });
     server!.broadcast({ event: 'error', data: { code: 'ERR_IDP_UNAVAILABLE', message: 'idp down' } });
-    assert.deepEqual(await waiting.line(1), {
+    assert.deepEqual(await waiting.line(2), {
       type: 'event',
       event: 'error',
       data: { code: 'ERR_IDP_UNAVAILABLE', message: 'idp down' },
@@ -491,7 +569,7 @@ describe('control socket', () => {
       isCode('ERR_CONTROL_PARAMS'),
     );
     const p = await peer();
-    p.send({ type: 'hello', secret: `${secret.slice(1)}x`, client: 'evil' });
+    await handshake(p, `${secret.slice(1)}x`, 'evil');
     await p.closed;
     await server!.close();
     const log = text();
@@ -641,5 +719,31 @@ describe('control paths', () => {
       socketPath: '/x/control.sock',
       secretFile: '/y/s',
     });
+  });
+
+  it('on Windows: a named pipe per user and the secret in %LOCALAPPDATA%\\cardlink', () => {
+    const alice = controlPaths({
+      platform: 'win32',
+      env: { LOCALAPPDATA: 'C:\\Users\\alice\\AppData\\Local' },
+    });
+    assert.equal(alice.runtimeDir, 'C:\\Users\\alice\\AppData\\Local\\cardlink');
+    assert.equal(alice.secretFile, 'C:\\Users\\alice\\AppData\\Local\\cardlink\\control.secret');
+    assert.match(alice.socketPath, /^\\\\\.\\pipe\\cardlink-control-[0-9a-f]{16}$/);
+    assert.ok(isNamedPipePath(alice.socketPath));
+    assert.ok(!isNamedPipePath('/run/user/7/cardlink/control.sock'));
+    // The same user always finds the same pipe (case does not matter on Windows); another user, another.
+    const again = controlPaths({
+      platform: 'win32',
+      env: { LOCALAPPDATA: 'c:\\users\\ALICE\\AppData\\Local' },
+    });
+    assert.equal(again.socketPath, alice.socketPath);
+    const bob = controlPaths({ platform: 'win32', env: { LOCALAPPDATA: 'C:\\Users\\bob\\AppData\\Local' } });
+    assert.notEqual(bob.socketPath, alice.socketPath);
+    assert.throws(
+      () => controlPaths({ platform: 'win32', env: {} }),
+      isCode('ERR_CONTROL_UNAVAILABLE', /LOCALAPPDATA/),
+    );
+    assert.equal(hasPosixPermissions('win32'), false);
+    assert.equal(hasPosixPermissions('linux'), true);
   });
 });
