@@ -7,6 +7,7 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CardlinkError } from '../../protocol/errors.js';
+import { hasPosixPermissions } from '../control/control-paths.js';
 import { deviceKeyOf, type DeviceKey } from './device-key-material.js';
 
 export const DEVICE_KEY_FILE = 'device-key.pem';
@@ -23,7 +24,7 @@ export function deviceKeyFileIn(stateDir: string): string {
 export function readDeviceKeyFile(file: string): DeviceKey {
   const stat = fs.lstatSync(file);
   if (!stat.isFile()) throw insecure(file, 'is not a regular file');
-  if ((stat.mode & 0o077) !== 0)
+  if (hasPosixPermissions() && (stat.mode & 0o077) !== 0)
     throw insecure(
       file,
       `is readable by other users (mode ${(stat.mode & 0o777).toString(8)}); run chmod 600 on it`,

@@ -16,6 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { AsyncEntry } from '@napi-rs/keyring';
 import { CardlinkError } from '../../protocol/errors.js';
+import { hasPosixPermissions } from '../control/control-paths.js';
 import { deviceKeyOf, type DeviceKey } from './device-key-material.js';
 
 export const DEVICE_KEY_KEYRING_MARKER = 'device-key.keyring';
@@ -74,7 +75,7 @@ export function readKeyringMarker(file: string): KeyringMarker {
   const bad = (why: string) => unavailable(`${file} ${why}; delete it to enrol a new device key`, { file });
   const stat = fs.lstatSync(file);
   if (!stat.isFile() || stat.size > MAX_MARKER_BYTES) throw bad('is not a cardlink keyring marker');
-  if ((stat.mode & 0o077) !== 0)
+  if (hasPosixPermissions() && (stat.mode & 0o077) !== 0)
     throw new CardlinkError(
       'ERR_KEY_FILE_INSECURE',
       `${file} is writable or readable by other users (mode ${(stat.mode & 0o777).toString(8)}); run chmod 600 on it`,
