@@ -9,6 +9,7 @@
  * - `keyring`: the desktop keyring only; start-up fails when it cannot be used.
  * - `file`: the file only.
  */
+import fs from 'node:fs';
 import { CardlinkError } from '../../protocol/errors.js';
 import { ensurePrivateDirectory } from '../control/control-paths.js';
 import { createDeviceKeyFile, deviceKeyFileIn, readDeviceKeyFile } from './device-key-file.js';
@@ -19,7 +20,6 @@ import {
   readDeviceKeyFromKeyring,
 } from './device-key-keyring.js';
 import type { DeviceKey } from './device-key-material.js';
-import fs from 'node:fs';
 
 export type { DeviceKey, DeviceKeyStoreKind } from './device-key-material.js';
 export { DEVICE_KEY_FILE } from './device-key-file.js';
