@@ -94,6 +94,11 @@ describe('the daemon and access token lifetime', () => {
         events.seen.some((e) => e.event === 'card-removed'),
         JSON.stringify(events.seen),
       );
+      // The tray hears why, as an error event.
+      assert.ok(
+        events.seen.some((e) => e.event === 'error' && e.data.code === 'ERR_AUTH_TOKEN_INVALID'),
+        JSON.stringify(events.seen),
+      );
     } finally {
       await events.close();
     }
