@@ -4,8 +4,8 @@
  * requests and emits the daemon's events.
  *
  * Before it connects it checks that the socket's directory is private to the current user: a
- * socket someone else could have put there is not the daemon. The handshake checks it again: what
- * cannot prove the secret gets nothing, neither the secret nor, later, a token.
+ * socket someone else could have put there is not the daemon. The handshake is the second check:
+ * what cannot prove the secret gets nothing, neither the secret nor, later, a token.
  */
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
