@@ -3,12 +3,13 @@
  * directory owned by the user. An existing file that others could read is refused rather than used
  * (a copied key would let another local user pass the device proof).
  */
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { generateKeyPairSync } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CardlinkError } from '../../protocol/errors.js';
 import { hasPosixPermissions } from '../control/control-paths.js';
 import { deviceKeyOf, type DeviceKey } from './device-key-material.js';
+import { linkNewPrivateFile } from './link-private-file.js';
 
 export const DEVICE_KEY_FILE = 'device-key.pem';
 
@@ -35,28 +36,11 @@ export function readDeviceKeyFile(file: string): DeviceKey {
 }
 
 /**
- * Generates a key into `file` (0600, fsynced, linked into place so a reader never sees half a key)
- * unless another start got there first; returns the key the file then holds.
+ * Generates a key into `file` (linkNewPrivateFile: 0600, never half a key) unless another start got
+ * there first; returns the key the file then holds.
  */
 export function createDeviceKeyFile(file: string): DeviceKey {
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-  const pem = privateKey.export({ type: 'pkcs8', format: 'pem' });
-  // A random name: a crashed earlier start may have left its temp file behind.
-  const temp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
-  const fd = fs.openSync(temp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
-  try {
-    fs.writeSync(fd, String(pem));
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  try {
-    // link() fails if another start won the race; then its key is the one.
-    fs.linkSync(temp, file);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-  } finally {
-    fs.rmSync(temp, { force: true });
-  }
+  linkNewPrivateFile(file, String(privateKey.export({ type: 'pkcs8', format: 'pem' })));
   return readDeviceKeyFile(file);
 }

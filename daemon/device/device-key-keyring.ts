@@ -18,6 +18,7 @@ import type { AsyncEntry } from '@napi-rs/keyring';
 import { CardlinkError } from '../../protocol/errors.js';
 import { hasPosixPermissions } from '../control/control-paths.js';
 import { deviceKeyOf, type DeviceKey } from './device-key-material.js';
+import { linkNewPrivateFile } from './link-private-file.js';
 
 export const DEVICE_KEY_KEYRING_MARKER = 'device-key.keyring';
 export const KEYRING_SERVICE = 'cardlink device key';
@@ -146,24 +147,16 @@ export async function createDeviceKeyInKeyring(stateDir: string): Promise<Device
   } finally {
     der.fill(0);
   }
+  // Our entry goes unless our marker names it; when another start linked its marker first, its
+  // key is this device's.
   const forget = () => entry.deleteCredential(AbortSignal.timeout(KEYRING_TIMEOUT_MS)).catch(() => undefined);
-  const temp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
+  let linked: boolean;
   try {
-    const fd = fs.openSync(temp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
-    try {
-      fs.writeSync(fd, `${JSON.stringify(marker)}\n`);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.linkSync(temp, file);
+    linked = linkNewPrivateFile(file, `${JSON.stringify(marker)}\n`);
   } catch (error) {
-    // Our entry goes either way: no marker names it.
     await forget();
-    // EEXIST: another start linked its marker first, and its key is this device's.
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-  } finally {
-    fs.rmSync(temp, { force: true });
+    throw error;
   }
+  if (!linked) await forget();
   return readDeviceKeyFromKeyring(stateDir);
 }

@@ -9,7 +9,7 @@ export interface DeviceKey {
   /** DER SubjectPublicKeyInfo, as sent in AUTH. */
   readonly spki: Uint8Array;
   readonly store: DeviceKeyStoreKind;
-  /** The file, or the keyring entry ("Secret Service: <service> / <account>"); never the key. */
+  /** The file, or the keyring entry ("keyring: <service> / <account>"); never the key. */
   readonly location: string;
 }
 
