@@ -1,21 +1,24 @@
 /**
- * `cardlink admin audit`: entries of the hash-chained audit log matching a filter, and the
- * chain's verification. The query is itself audited.
+ * `cardlink admin audit`: entries of the hash-chained audit log matching a filter, the chain's
+ * verification and the export of entries as JSON lines. Each of them is itself audited.
  */
+import type { Writable } from 'node:stream';
 import {
   verifyChain,
   appendAudit,
+  auditEntryOf,
+  exportJsonLines,
   type AuditEntry,
   type AuditFilter,
   type ChainVerification,
 } from '../audit/audit-log.js';
-import type { Storage } from '../storage/index.js';
+import { listAuditRows, type Storage } from '../storage/index.js';
 import { ADMIN_AUDIT_EVENTS, DEFAULT_ADMIN_ACTOR } from './admin-common.js';
 import { ProfileError } from './profile.js';
 
 /** Entries returned when the caller sets no limit. */
 export const DEFAULT_AUDIT_QUERY_LIMIT = 100;
-/** Most entries one query returns (use `exportJsonLines` for the whole log). */
+/** Most entries one query returns (use `exportAudit` for the whole log). */
 export const MAX_AUDIT_QUERY_LIMIT = 10_000;
 
 export interface AuditQueryResult {
@@ -38,25 +41,8 @@ export async function queryAudit(options: {
   if (!Number.isInteger(limit) || limit < 1 || limit > MAX_AUDIT_QUERY_LIMIT) {
     throw new ProfileError('limit', `must be an integer from 1 to ${MAX_AUDIT_QUERY_LIMIT}`);
   }
-  let query = storage.db.selectFrom('audit_log').selectAll();
-  if (filter.fromId !== undefined) query = query.where('id', '>=', filter.fromId);
-  if (filter.toId !== undefined) query = query.where('id', '<=', filter.toId);
-  if (filter.cardId !== undefined) query = query.where('card_id', '=', filter.cardId);
-  if (filter.eventType !== undefined) query = query.where('event_type', '=', filter.eventType);
-  if (filter.actor !== undefined) query = query.where('actor', '=', filter.actor);
-  if (filter.since !== undefined) query = query.where('created_at', '>=', filter.since);
-  if (filter.until !== undefined) query = query.where('created_at', '<=', filter.until);
-  const rows = await query.orderBy('id', 'desc').limit(limit).execute();
-  const entries = rows.reverse().map((row): AuditEntry => ({
-    id: row.id,
-    time: row.created_at,
-    actor: row.actor,
-    eventType: row.event_type,
-    cardId: row.card_id,
-    details: JSON.parse(row.details) as Record<string, unknown>,
-    prevHash: row.prev_hash.toString('hex'),
-    hash: row.hash.toString('hex'),
-  }));
+  const rows = await listAuditRows(storage, filter, { limit, newestFirst: true });
+  const entries = rows.reverse().map(auditEntryOf);
   const chain = options.verify === false ? undefined : await verifyChain(storage);
   await storage.transaction((tx) =>
     appendAudit(tx, {
@@ -71,4 +57,47 @@ export async function queryAudit(options: {
     }),
   );
   return { entries, ...(chain ? { chain } : {}) };
+}
+
+/** Verifies the whole chain (`verifyChain`) and audits the check with its outcome. */
+export async function verifyAudit(options: { storage: Storage; actor?: string }): Promise<ChainVerification> {
+  const { storage } = options;
+  const result = await verifyChain(storage);
+  await storage.transaction((tx) =>
+    appendAudit(tx, {
+      actor: options.actor ?? DEFAULT_ADMIN_ACTOR,
+      eventType: ADMIN_AUDIT_EVENTS.auditVerified,
+      details: result.ok
+        ? { ok: true, count: result.count }
+        : { ok: false, count: result.count, firstBadId: result.firstBadId, reason: result.reason },
+    }),
+  );
+  return result;
+}
+
+/**
+ * Writes every entry matching `filter` to `stream` as JSON lines with their hashes
+ * (`exportJsonLines`), then audits the export. Returns the number written.
+ */
+export async function exportAudit(options: {
+  storage: Storage;
+  stream: Writable;
+  filter?: AuditFilter;
+  actor?: string;
+}): Promise<number> {
+  const { storage } = options;
+  const filter = options.filter ?? {};
+  const written = await exportJsonLines(storage, options.stream, filter);
+  await storage.transaction((tx) =>
+    appendAudit(tx, {
+      actor: options.actor ?? DEFAULT_ADMIN_ACTOR,
+      eventType: ADMIN_AUDIT_EVENTS.auditExported,
+      details: {
+        count: written,
+        ...(filter.cardId !== undefined ? { filterCardId: filter.cardId } : {}),
+        ...(filter.eventType !== undefined ? { filterEventType: filter.eventType } : {}),
+      },
+    }),
+  );
+  return written;
 }

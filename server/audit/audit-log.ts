@@ -12,7 +12,7 @@
  * Appends happen inside the caller's transaction (the event commits with the state change it
  * describes, or not at all) and are serialized on the chain head row (`SELECT ... FOR UPDATE` on
  * PostgreSQL; SQLite runs one transaction at a time anyway), so the chain never forks. Take the
- * head lock last in a transaction: it is held until commit.
+ * head lock last in a transaction: it is held until commit. The SQL is server/storage/audit.ts.
  *
  * Details never carry secrets: no PIN, PUK, key, token or payload. `append` refuses raw bytes and
  * member names that say "secret"; for private-key operations use `privateKeyOperationDetails`
@@ -22,8 +22,15 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { CardlinkError } from '../../protocol/errors.js';
+import {
+  insertAuditRows,
+  listAuditRows,
+  lockAuditChainHead,
+  readAuditChainHead,
+  type AuditFilter,
+  type AuditRowValues,
+} from '../storage/audit.js';
 import { AUDIT_GENESIS_HASH } from '../storage/migrations.js';
-import { compiledQuery } from '../storage/compiled-query.js';
 import type { AuditLogRow } from '../storage/schema.js';
 import type { Queryable, Tx } from '../storage/storage.js';
 import { canonicalJson } from './canonical-json.js';
@@ -90,17 +97,8 @@ export type ChainVerification =
       readonly count: number;
     };
 
-export interface AuditFilter {
-  readonly cardId?: string;
-  readonly eventType?: string;
-  readonly actor?: string;
-  /** Inclusive id range. */
-  readonly fromId?: number;
-  readonly toId?: number;
-  /** Inclusive ISO 8601 time range. */
-  readonly since?: string;
-  readonly until?: string;
-}
+/** Which entries `exportJsonLines` (and `cardlink admin audit`) return. */
+export type { AuditFilter };
 
 /** The hash of an entry given its predecessor's hash. */
 export function entryHash(
@@ -171,32 +169,6 @@ export function prepareAuditEvent(event: AuditEvent | PreparedAuditEvent): Prepa
   };
 }
 
-// The statements of an append, compiled once (compiled-query.ts): appends run on every signature.
-const CHAIN_HEAD_FOR_APPEND = compiledQuery((db, _p, _shape, dialect) => {
-  const query = db.selectFrom('audit_chain_head').select(['last_id', 'last_hash']).where('id', '=', 1);
-  return dialect === 'postgres' ? query.forUpdate() : query;
-});
-const INSERT_ENTRIES = compiledQuery((db, p, shape) =>
-  db.insertInto('audit_log').values(
-    Array.from({ length: shape }, (_, i) => ({
-      id: p<number>(8 * i),
-      created_at: p<string>(8 * i + 1),
-      actor: p<string>(8 * i + 2),
-      event_type: p<string>(8 * i + 3),
-      card_id: p<string | null>(8 * i + 4),
-      details: p<string>(8 * i + 5),
-      prev_hash: p<Buffer>(8 * i + 6),
-      hash: p<Buffer>(8 * i + 7),
-    })),
-  ),
-);
-const UPDATE_CHAIN_HEAD = compiledQuery((db, p) =>
-  db
-    .updateTable('audit_chain_head')
-    .set({ last_id: p<number>(0), last_hash: p<Buffer>(1) })
-    .where('id', '=', 1),
-);
-
 /** Appends an entry in the caller's transaction. */
 export async function appendAudit(tx: Tx, event: AuditEvent | PreparedAuditEvent): Promise<AuditEntry> {
   return (await appendAudits(tx, [event]))[0]!;
@@ -212,13 +184,13 @@ export async function appendAudits(
 ): Promise<AuditEntry[]> {
   if (events.length === 0) return [];
   const prepared = events.map(prepareAuditEvent);
-  const [current] = (await CHAIN_HEAD_FOR_APPEND.execute(tx, [])).rows;
+  const current = await lockAuditChainHead(tx);
   if (!current) throw new CardlinkError('ERR_STORAGE', 'audit chain head missing (run migrate)');
   const time = new Date().toISOString();
-  let prevHash = current.last_hash;
-  let id = current.last_id;
+  let prevHash = current.lastHash;
+  let id = current.lastId;
   const entries: AuditEntry[] = [];
-  const values: unknown[] = [];
+  const rows: AuditRowValues[] = [];
   for (const event of prepared) {
     id++;
     const entry = {
@@ -230,7 +202,7 @@ export async function appendAudits(
       details: event.detailsText,
     };
     const hash = entryHash(prevHash, entry);
-    values.push(id, time, entry.actor, entry.eventType, entry.cardId, event.detailsText, prevHash, hash);
+    rows.push({ ...entry, prevHash, hash });
     entries.push({
       ...entry,
       details: { ...event.details },
@@ -239,20 +211,15 @@ export async function appendAudits(
     });
     prevHash = hash;
   }
-  await INSERT_ENTRIES.execute(tx, values, prepared.length);
-  await UPDATE_CHAIN_HEAD.execute(tx, [id, prevHash]);
+  await insertAuditRows(tx, rows);
   return entries;
 }
 
 /** The newest entry's id and hash: anchor it outside the database to detect a rewritten chain. */
 export async function auditChainHead(q: Queryable): Promise<{ lastId: number; lastHash: string }> {
-  const head = await q.db
-    .selectFrom('audit_chain_head')
-    .select(['last_id', 'last_hash'])
-    .where('id', '=', 1)
-    .executeTakeFirst();
+  const head = await readAuditChainHead(q);
   if (!head) throw new CardlinkError('ERR_STORAGE', 'audit chain head missing (run migrate)');
-  return { lastId: head.last_id, lastHash: head.last_hash.toString('hex') };
+  return { lastId: head.lastId, lastHash: head.lastHash.toString('hex') };
 }
 
 /** Recomputes the whole chain up to the head as it was when the check began. */
@@ -261,24 +228,13 @@ export async function verifyChain(
   options: { batchSize?: number } = {},
 ): Promise<ChainVerification> {
   const batchSize = options.batchSize ?? AUDIT_READ_BATCH;
-  const head = await q.db
-    .selectFrom('audit_chain_head')
-    .select(['last_id', 'last_hash'])
-    .where('id', '=', 1)
-    .executeTakeFirst();
+  const head = await readAuditChainHead(q);
   if (!head) throw new CardlinkError('ERR_STORAGE', 'audit chain head missing (run migrate)');
   let expectedId = 1;
   let prevHash: Buffer = AUDIT_GENESIS_HASH;
   let count = 0;
   for (;;) {
-    const rows = await q.db
-      .selectFrom('audit_log')
-      .selectAll()
-      .where('id', '>=', expectedId)
-      .where('id', '<=', head.last_id)
-      .orderBy('id')
-      .limit(batchSize)
-      .execute();
+    const rows = await listAuditRows(q, { fromId: expectedId, toId: head.lastId }, { limit: batchSize });
     if (rows.length === 0) break;
     for (const row of rows) {
       if (row.id !== expectedId) return { ok: false, firstBadId: expectedId, reason: 'missing', count };
@@ -298,10 +254,10 @@ export async function verifyChain(
       count++;
     }
   }
-  if (expectedId - 1 !== head.last_id)
+  if (expectedId - 1 !== head.lastId)
     return { ok: false, firstBadId: expectedId, reason: 'truncated', count };
-  if (!prevHash.equals(head.last_hash))
-    return { ok: false, firstBadId: head.last_id, reason: 'head-mismatch', count };
+  if (!prevHash.equals(head.lastHash))
+    return { ok: false, firstBadId: head.lastId, reason: 'head-mismatch', count };
   return { ok: true, count, headHash: prevHash.toString('hex') };
 }
 
@@ -314,20 +270,16 @@ export async function exportJsonLines(
   stream: Writable,
   filter: AuditFilter = {},
 ): Promise<number> {
-  let afterId = (filter.fromId ?? 1) - 1;
+  let afterId: number | undefined;
   let written = 0;
   for (;;) {
-    let query = q.db.selectFrom('audit_log').selectAll().where('id', '>', afterId);
-    if (filter.toId !== undefined) query = query.where('id', '<=', filter.toId);
-    if (filter.cardId !== undefined) query = query.where('card_id', '=', filter.cardId);
-    if (filter.eventType !== undefined) query = query.where('event_type', '=', filter.eventType);
-    if (filter.actor !== undefined) query = query.where('actor', '=', filter.actor);
-    if (filter.since !== undefined) query = query.where('created_at', '>=', filter.since);
-    if (filter.until !== undefined) query = query.where('created_at', '<=', filter.until);
-    const rows = await query.orderBy('id').limit(AUDIT_READ_BATCH).execute();
+    const rows = await listAuditRows(q, filter, {
+      limit: AUDIT_READ_BATCH,
+      ...(afterId !== undefined ? { afterId } : {}),
+    });
     if (rows.length === 0) break;
     for (const row of rows) {
-      if (!stream.write(JSON.stringify(toEntry(row)) + '\n')) await once(stream, 'drain');
+      if (!stream.write(JSON.stringify(auditEntryOf(row)) + '\n')) await once(stream, 'drain');
       written++;
     }
     afterId = rows[rows.length - 1]!.id;
@@ -335,7 +287,8 @@ export async function exportJsonLines(
   return written;
 }
 
-function toEntry(row: AuditLogRow): AuditEntry {
+/** An entry as read from the database, its hashes in hex. */
+export function auditEntryOf(row: AuditLogRow): AuditEntry {
   return {
     id: row.id,
     time: row.created_at,

@@ -10,3 +10,4 @@ export * from './card-keys.js';
 export * from './card-objects.js';
 export * from './reference-data.js';
 export * from './identities.js';
+export * from './audit.js';
