@@ -11,3 +11,4 @@ export * from './card-objects.js';
 export * from './reference-data.js';
 export * from './identities.js';
 export * from './audit.js';
+export * from './wrapped-keys.js';

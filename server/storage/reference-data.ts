@@ -159,3 +159,26 @@ export async function setReference(
       ${sql.ref(c.remaining)} = ${limit}, updated_at = ${nowIso()}
     where id = ${card.cardId}`.execute(card.tx.db);
 }
+
+/** A card's stored PIN and PUK verifiers (server/keys/pin-verifier.ts), never the values. */
+export interface ReferenceVerifiers {
+  readonly cardId: string;
+  readonly pin: Buffer;
+  readonly puk: Buffer;
+}
+
+/** Up to `limit` cards' verifiers in card id order, after `afterCardId` when given. */
+export async function listReferenceVerifiers(
+  q: Queryable,
+  limit: number,
+  afterCardId?: string,
+): Promise<ReferenceVerifiers[]> {
+  const rows = await q.db
+    .selectFrom('cards')
+    .select(['id', 'pin_verifier', 'puk_verifier'])
+    .$if(afterCardId !== undefined, (qb) => qb.where('id', '>', afterCardId!))
+    .orderBy('id')
+    .limit(limit)
+    .execute();
+  return rows.map((r) => ({ cardId: r.id, pin: r.pin_verifier, puk: r.puk_verifier }));
+}
