@@ -11,47 +11,22 @@ import { AUDIT_EVENTS, appendAudit } from '../audit/audit-log.js';
 import type { KekProvider } from '../keys/kek-provider.js';
 import { createPinVerifier } from '../keys/pin-verifier.js';
 import {
+  countCardKeys,
   deleteCard as deleteCardRows,
   getCard,
+  listCardSummaries,
+  listUserSummaries,
   lockCardForAdmin,
   setReference,
+  type CardSummary,
   type Storage,
+  type UserSummary,
 } from '../storage/index.js';
 import { ADMIN_AUDIT_EVENTS, DEFAULT_ADMIN_ACTOR } from './admin-common.js';
 import { randomDigits } from './create-card.js';
 import { checkReferenceValue, ProfileError, type ReferencePolicy } from './profile.js';
 
-export interface UserSummary {
-  readonly id: string;
-  readonly tenantId: string;
-  readonly issuer: string;
-  readonly subject: string;
-  readonly createdAt: string;
-  readonly cards: number;
-}
-
-export interface CardSummary {
-  readonly id: string;
-  readonly tenantId: string;
-  readonly userId: string;
-  readonly issuer: string;
-  readonly subject: string;
-  readonly label: string;
-  readonly serial: number;
-  readonly pinRetries: { readonly remaining: number; readonly limit: number };
-  readonly pukRetries: { readonly remaining: number; readonly limit: number };
-  readonly managementKeyAlgorithm: string;
-  readonly slots: readonly {
-    readonly slot: number;
-    readonly algorithm: string;
-    readonly pinPolicy: string;
-    readonly origin: string;
-  }[];
-  /** The session holding the card, if any. */
-  readonly sessionId: string | null;
-  readonly createdAt: string;
-  readonly updatedAt: string;
-}
+export type { CardSummary, UserSummary };
 
 /** Users, optionally of one tenant, with their number of cards. */
 export async function listUsers(options: {
@@ -60,30 +35,10 @@ export async function listUsers(options: {
   actor?: string;
 }): Promise<UserSummary[]> {
   const { storage } = options;
-  let query = storage.db
-    .selectFrom('users')
-    .leftJoin('cards', 'cards.user_id', 'users.id')
-    .select((eb) => [
-      'users.id',
-      'users.tenant_id',
-      'users.issuer',
-      'users.subject',
-      'users.created_at',
-      eb.fn.count<number>('cards.id').as('cards'),
-    ])
-    .groupBy(['users.id', 'users.tenant_id', 'users.issuer', 'users.subject', 'users.created_at'])
-    .orderBy('users.created_at')
-    .orderBy('users.id');
-  if (options.tenant !== undefined) query = query.where('users.tenant_id', '=', options.tenant);
-  const rows = await query.execute();
-  const users = rows.map((r) => ({
-    id: r.id,
-    tenantId: r.tenant_id,
-    issuer: r.issuer,
-    subject: r.subject,
-    createdAt: r.created_at,
-    cards: Number(r.cards),
-  }));
+  const users = await listUserSummaries(
+    storage,
+    options.tenant !== undefined ? { tenant: options.tenant } : {},
+  );
   await storage.transaction((tx) =>
     appendAudit(tx, {
       actor: options.actor ?? DEFAULT_ADMIN_ACTOR,
@@ -103,67 +58,11 @@ export async function listCards(options: {
   actor?: string;
 }): Promise<CardSummary[]> {
   const { storage } = options;
-  let query = storage.db
-    .selectFrom('cards')
-    .innerJoin('users', 'users.id', 'cards.user_id')
-    .select([
-      'cards.id',
-      'cards.tenant_id',
-      'cards.user_id',
-      'users.issuer',
-      'users.subject',
-      'cards.label',
-      'cards.serial',
-      'cards.pin_retries_remaining',
-      'cards.pin_retries_limit',
-      'cards.puk_retries_remaining',
-      'cards.puk_retries_limit',
-      'cards.mgmt_algorithm',
-      'cards.session_id',
-      'cards.created_at',
-      'cards.updated_at',
-    ])
-    .orderBy('cards.created_at')
-    .orderBy('cards.id');
-  if (options.tenant !== undefined) query = query.where('cards.tenant_id', '=', options.tenant);
-  if (options.userId !== undefined) query = query.where('cards.user_id', '=', options.userId);
-  if (options.user !== undefined) {
-    query = query
-      .where('users.issuer', '=', options.user.issuer)
-      .where('users.subject', '=', options.user.subject);
-  }
-  const rows = await query.execute();
-  const keys =
-    rows.length === 0
-      ? []
-      : await storage.db
-          .selectFrom('card_keys')
-          .select(['card_id', 'slot', 'algorithm', 'pin_policy', 'origin'])
-          .where(
-            'card_id',
-            'in',
-            rows.map((r) => r.id),
-          )
-          .orderBy('slot')
-          .execute();
-  const cards = rows.map((r): CardSummary => ({
-    id: r.id,
-    tenantId: r.tenant_id,
-    userId: r.user_id,
-    issuer: r.issuer,
-    subject: r.subject,
-    label: r.label,
-    serial: r.serial,
-    pinRetries: { remaining: r.pin_retries_remaining, limit: r.pin_retries_limit },
-    pukRetries: { remaining: r.puk_retries_remaining, limit: r.puk_retries_limit },
-    managementKeyAlgorithm: r.mgmt_algorithm,
-    slots: keys
-      .filter((k) => k.card_id === r.id)
-      .map((k) => ({ slot: k.slot, algorithm: k.algorithm, pinPolicy: k.pin_policy, origin: k.origin })),
-    sessionId: r.session_id,
-    createdAt: r.created_at,
-    updatedAt: r.updated_at,
-  }));
+  const cards = await listCardSummaries(storage, {
+    ...(options.tenant !== undefined ? { tenant: options.tenant } : {}),
+    ...(options.userId !== undefined ? { userId: options.userId } : {}),
+    ...(options.user !== undefined ? { user: options.user } : {}),
+  });
   await storage.transaction((tx) =>
     appendAudit(tx, {
       actor: options.actor ?? DEFAULT_ADMIN_ACTOR,
@@ -225,11 +124,7 @@ export async function deleteCard(options: {
   const { storage, cardId } = options;
   await storage.transaction(async (tx) => {
     const card = await getCard(tx, cardId);
-    const keys = await tx.db
-      .selectFrom('card_keys')
-      .select((eb) => eb.fn.countAll<number>().as('n'))
-      .where('card_id', '=', cardId)
-      .executeTakeFirst();
+    const slotKeys = await countCardKeys(tx, cardId);
     await deleteCardRows(tx, cardId);
     await appendAudit(tx, {
       actor: options.actor ?? DEFAULT_ADMIN_ACTOR,
@@ -239,7 +134,7 @@ export async function deleteCard(options: {
         label: card.label,
         serial: card.serial,
         userId: card.userId,
-        slotKeysDeleted: Number(keys?.n ?? 0),
+        slotKeysDeleted: slotKeys,
       },
     });
   });

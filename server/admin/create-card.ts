@@ -41,6 +41,7 @@ import {
   ensureUser,
   findTenant,
   INITIAL_CARD_VERSION,
+  isSerialTaken,
   MANAGEMENT_KEY_SLOT,
   newCardId,
   putCardKey,
@@ -308,20 +309,15 @@ function commonName(label: string, slot: number): string {
 }
 
 async function checkSerialFree(tx: Tx, serial: number): Promise<number> {
-  const taken = await tx.db.selectFrom('cards').select('id').where('serial', '=', serial).executeTakeFirst();
-  if (taken) throw new ProfileError('serial', 'already used by another card', { serial });
+  if (await isSerialTaken(tx, serial))
+    throw new ProfileError('serial', 'already used by another card', { serial });
   return serial;
 }
 
 async function freeSerial(tx: Tx): Promise<number> {
   for (let i = 0; i < SERIAL_ATTEMPTS; i++) {
     const serial = randomInt(1, SERIAL_LIMIT);
-    const taken = await tx.db
-      .selectFrom('cards')
-      .select('id')
-      .where('serial', '=', serial)
-      .executeTakeFirst();
-    if (!taken) return serial;
+    if (!(await isSerialTaken(tx, serial))) return serial;
   }
   throw new ProfileError('serial', 'no free serial found; try again');
 }

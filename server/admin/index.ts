@@ -5,3 +5,5 @@ export * from './create-card.js';
 export * from './card-admin.js';
 export * from './kek-admin.js';
 export * from './audit-query.js';
+export * from './session-admin.js';
+export * from './device-admin.js';

@@ -33,11 +33,10 @@ import {
   type PreparedAuditEvent,
 } from '../audit/audit-log.js';
 import {
-  asBuffer,
   checkCardFence,
   fenceCard,
-  nowIso,
   recordCommand,
+  replaceRecordedResponse,
   StorageError,
   type CardFence,
   type FencedCard,
@@ -308,13 +307,7 @@ export class CommandUnit {
       await recordCommand(card, sessionId, seq, response);
       return;
     }
-    const result = await card.tx.db
-      .updateTable('applied_commands')
-      .set({ response: asBuffer(response), created_at: nowIso() })
-      .where('session_id', '=', sessionId)
-      .where('seq', '=', seq)
-      .executeTakeFirst();
-    if (Number(result.numUpdatedRows) !== 1) {
+    if (!(await replaceRecordedResponse(card, sessionId, seq, response))) {
       throw new StorageError('provisional command record vanished', { sessionId, seq });
     }
   }

@@ -7,7 +7,6 @@ import { createPrivateKey } from 'node:crypto';
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { sql } from 'kysely';
 import { WebSocketServer } from 'ws';
 import type { Logger } from '../../protocol/log.js';
 import { SESSION_PATH } from '../../protocol/wire/limits.js';
@@ -15,7 +14,7 @@ import { createTokenValidator } from '../auth/token-validator.js';
 import type { ServerConfig } from '../config/server-config.js';
 import { sessionUrlFor } from '../../protocol/wire/session-url.js';
 import type { KekProvider } from '../keys/kek-provider.js';
-import type { Storage } from '../storage/storage.js';
+import { pingDatabase, type Storage } from '../storage/storage.js';
 import { Connection } from '../session/connection.js';
 import { SessionService } from '../session/session-service.js';
 import type { TlsPair } from '../tls/tls-pair.js';
@@ -104,8 +103,7 @@ export async function startCardServer(options: CardServerOptions): Promise<Runni
       return reply(res, 405, { error: 'method not allowed' });
     if (path === '/healthz') return reply(res, 200, { status: 'ok' });
     if (path === '/readyz') {
-      void sql`select 1`
-        .execute(storage.db)
+      void pingDatabase(storage)
         .then(() => reply(res, 200, { status: 'ready' }))
         .catch(() => reply(res, 503, { status: 'database unavailable' }));
       return;

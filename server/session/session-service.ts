@@ -24,7 +24,13 @@ import { CardStateClosedError } from '../cards/errors.js';
 import { openPersistentCardState } from '../cards/persistent-card-state.js';
 import type { ServerConfig } from '../config/server-config.js';
 import type { KekProvider } from '../keys/kek-provider.js';
-import { claimCard, endSession, acknowledgeCommands } from '../storage/card-sessions.js';
+import {
+  claimCard,
+  endSession,
+  acknowledgeCommands,
+  findClaim,
+  listCardsWithClaim,
+} from '../storage/card-sessions.js';
 import { findCard } from '../storage/cards.js';
 import { CardTakenOverError } from '../storage/errors.js';
 import {
@@ -389,49 +395,26 @@ export class SessionService {
   }
 
   private async listCards(session: LogicalSession, frame: FrameOf<'LIST_CARDS'>): Promise<Frame> {
-    // One query: each card with the device of its claim, when that claim has not ended.
-    const rows = await this.options.storage.db
-      .selectFrom('cards')
-      .leftJoin('sessions', (join) =>
-        join.onRef('sessions.id', '=', 'cards.session_id').on('sessions.ended_at', 'is', null),
-      )
-      .leftJoin('devices', 'devices.id', 'sessions.device_id')
-      .select(['cards.id', 'cards.label', 'sessions.id as claimId', 'devices.name'])
-      .where('cards.user_id', '=', session.user.id)
-      .orderBy('cards.created_at')
-      .execute();
+    const rows = await listCardsWithClaim(this.options.storage, session.user.id);
     const cards = rows.map((r) => ({
-      cardId: r.id,
+      cardId: r.cardId,
       label: r.label,
-      openOn: r.claimId ? claimDeviceName(r.claimId, r.name) : '',
+      openOn: r.claimId ? claimDeviceName(r.claimId, r.deviceName) : '',
     }));
     return { type: 'CARDS', id: frame.id, flags: 0, cards };
   }
 
-  /** The claim (a `sessions` row) with its device's name, by claim id or by the epoch it made. */
-  private findClaim(by: { claimId: string } | { cardId: string; epoch: number }) {
-    let query = this.options.storage.db
-      .selectFrom('sessions')
-      .leftJoin('devices', 'devices.id', 'sessions.device_id')
-      .select(['sessions.id', 'sessions.ended_at', 'devices.name']);
-    query =
-      'claimId' in by
-        ? query.where('sessions.id', '=', by.claimId)
-        : query.where('sessions.card_id', '=', by.cardId).where('sessions.epoch', '=', by.epoch);
-    return query.executeTakeFirst();
-  }
-
   /** Name of the device holding an open claim, '' when the claim has ended. */
   private async holderName(claimId: string): Promise<string> {
-    const row = await this.findClaim({ claimId });
-    return row && row.ended_at === null ? claimDeviceName(row.id, row.name) : '';
+    const claim = await findClaim(this.options.storage, { claimId });
+    return claim && claim.endedAt === null ? claimDeviceName(claim.id, claim.deviceName) : '';
   }
 
   /** Name of the device whose claim made `epoch`. */
   private async claimerName(cardId: string, epoch: number): Promise<string> {
     try {
-      const row = await this.findClaim({ cardId, epoch });
-      return (row && claimDeviceName(row.id, row.name)) || 'another device';
+      const claim = await findClaim(this.options.storage, { cardId, epoch });
+      return (claim && claimDeviceName(claim.id, claim.deviceName)) || 'another device';
     } catch {
       return 'another device';
     }

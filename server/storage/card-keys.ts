@@ -57,6 +57,16 @@ export async function listCardKeys(q: Queryable, cardId: string): Promise<CardKe
   return rows.map(toRecord);
 }
 
+/** How many slots of the card hold a key. */
+export async function countCardKeys(q: Queryable, cardId: string): Promise<number> {
+  const row = await q.db
+    .selectFrom('card_keys')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('card_id', '=', cardId)
+    .executeTakeFirst();
+  return Number(row?.n ?? 0);
+}
+
 /** Stores (or replaces) the slot's key. */
 export async function putCardKey(card: FencedCard, key: NewCardKey): Promise<void> {
   assertKeyVersion(card, key.key);

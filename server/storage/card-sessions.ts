@@ -65,6 +65,71 @@ export async function claimCard(tx: Tx, request: ClaimRequest): Promise<number> 
   return epoch;
 }
 
+/** Ids of the card's sessions that have not ended, oldest first. */
+export async function listLiveSessionIds(q: Queryable, cardId: string): Promise<string[]> {
+  const rows = await q.db
+    .selectFrom('sessions')
+    .select('id')
+    .where('card_id', '=', cardId)
+    .where('ended_at', 'is', null)
+    .orderBy('created_at')
+    .orderBy('id')
+    .execute();
+  return rows.map((r) => r.id);
+}
+
+/** A claim (a `sessions` row) with the name of the device that made it. */
+export interface ClaimRecord {
+  /** The claim's (session's) id. */
+  readonly id: string;
+  readonly endedAt: string | null;
+  /** Null for a claim without a device (an administrator's) or whose device is gone. */
+  readonly deviceName: string | null;
+}
+
+/** The claim by its id, or the one that made the card's `epoch`. */
+export async function findClaim(
+  q: Queryable,
+  by: { claimId: string } | { cardId: string; epoch: number },
+): Promise<ClaimRecord | undefined> {
+  let query = q.db
+    .selectFrom('sessions')
+    .leftJoin('devices', 'devices.id', 'sessions.device_id')
+    .select(['sessions.id', 'sessions.ended_at', 'devices.name']);
+  query =
+    'claimId' in by
+      ? query.where('sessions.id', '=', by.claimId)
+      : query.where('sessions.card_id', '=', by.cardId).where('sessions.epoch', '=', by.epoch);
+  const row = await query.executeTakeFirst();
+  return row ? { id: row.id, endedAt: row.ended_at, deviceName: row.name } : undefined;
+}
+
+/** A user's card with its open claim, if any. */
+export interface CardWithClaim {
+  readonly cardId: string;
+  readonly label: string;
+  /** The claim holding the card, when it has not ended. */
+  readonly claimId: string | null;
+  /** That claim's device name (null without a device). */
+  readonly deviceName: string | null;
+}
+
+/** The user's cards, oldest first, each with the device of its claim when that has not ended. */
+export async function listCardsWithClaim(q: Queryable, userId: string): Promise<CardWithClaim[]> {
+  // One query: the LIST_CARDS request runs it at every daemon start.
+  const rows = await q.db
+    .selectFrom('cards')
+    .leftJoin('sessions', (join) =>
+      join.onRef('sessions.id', '=', 'cards.session_id').on('sessions.ended_at', 'is', null),
+    )
+    .leftJoin('devices', 'devices.id', 'sessions.device_id')
+    .select(['cards.id', 'cards.label', 'sessions.id as claimId', 'devices.name'])
+    .where('cards.user_id', '=', userId)
+    .orderBy('cards.created_at')
+    .execute();
+  return rows.map((r) => ({ cardId: r.id, label: r.label, claimId: r.claimId, deviceName: r.name }));
+}
+
 /** Marks the session ended and forgets its recorded responses. Its epoch stays fenced. */
 export async function endSession(tx: Tx, sessionId: string): Promise<void> {
   await tx.db.deleteFrom('applied_commands').where('session_id', '=', sessionId).execute();
@@ -90,6 +155,26 @@ export async function recordCommand(
 ): Promise<void> {
   const [refused] = await recordCommands(card.tx, [{ cardId: card.cardId, sessionId, seq, response }]);
   if (refused) throw new CommandAlreadyRecordedError(sessionId, seq);
+}
+
+/**
+ * Replaces the recorded response of command `seq` (a provisional record, see
+ * server/cards/command-unit.ts `checkpoint`), in the fenced card's transaction. Returns false when
+ * there was no such record.
+ */
+export async function replaceRecordedResponse(
+  card: FencedCard,
+  sessionId: string,
+  seq: number,
+  response: Uint8Array,
+): Promise<boolean> {
+  const result = await card.tx.db
+    .updateTable('applied_commands')
+    .set({ response: asBuffer(response), created_at: nowIso() })
+    .where('session_id', '=', sessionId)
+    .where('seq', '=', seq)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) === 1;
 }
 
 /** One command response for `recordCommands`. */

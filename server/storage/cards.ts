@@ -171,6 +171,23 @@ export async function listCardsOfUser(q: Queryable, userId: string): Promise<Car
   return rows.map(toCardRecord);
 }
 
+/** True when a card already has `serial` (serials are unique). */
+export async function isSerialTaken(q: Queryable, serial: number): Promise<boolean> {
+  const row = await q.db.selectFrom('cards').select('id').where('serial', '=', serial).executeTakeFirst();
+  return row !== undefined;
+}
+
+/**
+ * Locks the card's row until `tx` ends (PostgreSQL `FOR UPDATE`; SQLite runs one transaction at a
+ * time) without changing it, so that what is read next about the card stays as it is until the
+ * transaction's own writes. Returns false when there is no such card.
+ */
+export async function lockCardRow(tx: Tx, cardId: string): Promise<boolean> {
+  let query = tx.db.selectFrom('cards').select('id').where('id', '=', cardId);
+  if (tx.dialect === 'postgres') query = query.forUpdate();
+  return (await query.executeTakeFirst()) !== undefined;
+}
+
 /**
  * Fences a session's write: bumps the card's version if `fence.epoch` is still the card's session
  * epoch, else throws `CardTakenOverError` (or `CardNotFoundError`). Call it first in the

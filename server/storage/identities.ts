@@ -90,6 +90,10 @@ export async function approveDevice(tx: Tx, deviceId: string): Promise<DeviceRow
     .executeTakeFirst();
 }
 
+export async function findDevice(q: Queryable, deviceId: string): Promise<DeviceRow | undefined> {
+  return q.db.selectFrom('devices').selectAll().where('id', '=', deviceId).executeTakeFirst();
+}
+
 export async function findDeviceByThumbprint(
   q: Queryable,
   thumbprint: string,

@@ -12,3 +12,4 @@ export * from './reference-data.js';
 export * from './identities.js';
 export * from './audit.js';
 export * from './wrapped-keys.js';
+export * from './listings.js';

@@ -125,6 +125,11 @@ export async function openStorage(url: string, options: OpenStorageOptions = {})
   return location.dialect === 'sqlite' ? openSqlite(location, options) : openPostgres(location, options);
 }
 
+/** Resolves when the database answers a trivial query (a readiness probe); rejects when it does not. */
+export async function pingDatabase(q: Queryable): Promise<void> {
+  await sql`select 1`.execute(q.db);
+}
+
 /** True when `error` is a unique or primary-key violation, on either database. */
 export function isUniqueViolation(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
