@@ -1,4 +1,8 @@
-/** The functions behind `cardlink admin` (the CLI wiring lives elsewhere). */
+/**
+ * The administrator's actions behind `cardlink admin`: each takes the storage (and, where it
+ * needs one, the KEK provider) and arguments, audits itself and returns plain data. The CLI
+ * (server/cli/admin/) only wires options to them and formats the result.
+ */
 export * from './admin-common.js';
 export * from './profile.js';
 export * from './create-card.js';

@@ -1,4 +1,7 @@
-/** The card server's persistence: one Kysely code path over SQLite and PostgreSQL. */
+/**
+ * The card server's persistence: one Kysely code path over SQLite and PostgreSQL, and the home of
+ * every database query (eslint.config.js refuses them anywhere else in the product).
+ */
 export * from './database-url.js';
 export * from './errors.js';
 export * from './schema.js';
