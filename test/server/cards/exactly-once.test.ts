@@ -82,8 +82,11 @@ for (const kind of BACKENDS) {
       const order: string[] = [];
       let release!: () => void;
       const gate = new Promise<void>((resolve) => (release = resolve));
+      let started!: () => void;
+      const commandStarted = new Promise<void>((resolve) => (started = resolve));
       const command = s.state.runCommand(1, async (view) => {
         order.push('command start');
+        started();
         await gate;
         const response = await s.card.transmit(verifyApdu('999999'), view); // a wrong PIN: one try gone
         order.push('command end');
@@ -93,7 +96,10 @@ for (const kind of BACKENDS) {
         order.push('snapshot start');
         return buildSnapshot(view);
       });
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      // Wait for the command to be inside its unit (a loaded machine may take long to get there),
+      // then give the snapshot time it would need to overtake it.
+      await commandStarted;
+      await new Promise((resolve) => setTimeout(resolve, 50));
       assert.deepEqual(order, ['command start'], 'the snapshot waits for the running command');
       release();
       assert.equal(sw((await command).response), '63C2');
