@@ -4,7 +4,7 @@
  * host, localhost and 127.0.0.1) and its SHA-256 fingerprint printed, so a client can pin it. The
  * key also signs card snapshots (protocol/wire/snapshot-signature.ts), which takes RSA or EC keys.
  */
-import { KeyObject, randomBytes, webcrypto, X509Certificate } from 'node:crypto';
+import { KeyObject, webcrypto, X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
@@ -15,6 +15,7 @@ import {
   KeyUsageFlags,
   KeyUsagesExtension,
   Name,
+  randomSerialNumber,
   SubjectAlternativeNameExtension,
   SubjectKeyIdentifierExtension,
   X509CertificateGenerator,
@@ -23,8 +24,6 @@ import { ConfigError } from '../config/server-config.js';
 
 /** Validity of a generated certificate. */
 export const SELF_SIGNED_VALIDITY_DAYS = 730;
-/** Serial number size: 16 random bytes, positive (RFC 5280 section 4.1.2.2 allows up to 20). */
-const SERIAL_BYTES = 16;
 /** Start of validity this far in the past, so a client whose clock is slightly behind accepts it. */
 const NOT_BEFORE_SLACK_MS = 60_000;
 /** WebCrypto parameters of the generated key and its signatures. */
@@ -54,12 +53,10 @@ async function selfSigned(hosts: readonly string[]): Promise<{ cert: string; key
     'sign',
     'verify',
   ])) as webcrypto.CryptoKeyPair;
-  const serial = randomBytes(SERIAL_BYTES);
-  serial[0] = (serial[0]! & 0x7f) | 0x40; // positive, and exactly 16 bytes long in DER
   const now = Date.now();
   const certificate = await X509CertificateGenerator.createSelfSigned(
     {
-      serialNumber: serial.toString('hex'),
+      serialNumber: randomSerialNumber(),
       // JSON form, so a host is never parsed as a distinguished name; UTF8String (RFC 5280 4.1.2.6).
       name: new Name([
         { CN: [{ utf8String: hosts[0] ?? 'localhost' }] },

@@ -1,4 +1,4 @@
-import { createPublicKey, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
+import { createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
 import type { KeyAlgorithm } from '../card-state.js';
 import { CardStateError } from '../crypto/errors.js';
 import { isEcAlgorithm, keyAlgorithmOf } from '../crypto/key-algorithms.js';
@@ -7,6 +7,7 @@ import {
   BasicConstraintsExtension,
   KeyUsagesExtension,
   Name,
+  randomSerialNumber,
   SubjectKeyIdentifierExtension,
   X509CertificateGenerator,
 } from './x509-toolkit.js';
@@ -26,8 +27,6 @@ export const DEFAULT_CERTIFICATE_VALIDITY_DAYS = 365;
 export const MAX_CERTIFICATE_VALIDITY_DAYS = 11000;
 /** Longest common name, RFC 5280 Appendix A (ub-common-name). */
 export const MAX_COMMON_NAME_LENGTH = 64;
-/** Serial number size: 16 random bytes, positive; RFC 5280 section 4.1.2.2 allows up to 20. */
-export const CERTIFICATE_SERIAL_BYTES = 16;
 
 /** KeyUsage bit numbers, RFC 5280 section 4.2.1.3. */
 export const KEY_USAGE = {
@@ -92,14 +91,12 @@ export async function createSelfSignedCertificate(
   const notBefore = new Date(Math.floor((options.notBefore ?? new Date()).getTime() / 1000) * 1000);
   const notAfter = new Date(notBefore.getTime() + validityDays * 86_400_000);
 
-  const serial = randomBytes(CERTIFICATE_SERIAL_BYTES);
-  serial[0] = (serial[0]! & 0x7f) | 0x40; // positive, and exactly 16 bytes long in DER
   // UTF8String, as RFC 5280 section 4.1.2.6 asks of new certificates (a plain string would be parsed as a DN).
   const name = new Name([{ CN: [{ utf8String: cn }] }]);
   const signer = cardSigningKey(publicKey, options.sign);
   const certificate = await X509CertificateGenerator.create(
     {
-      serialNumber: serial.toString('hex'),
+      serialNumber: randomSerialNumber(),
       subject: name,
       issuer: name,
       notBefore,
