@@ -52,7 +52,7 @@ async function runServer(args: ServerArgs): Promise<void> {
     ...(config.log.file ? { file: config.log.file } : {}),
   });
   const resources = await openServerResources(config);
-  const tls = loadOrCreateTlsPair(config.tls.certFile, config.tls.keyFile, [config.listen.host]);
+  const tls = await loadOrCreateTlsPair(config.tls.certFile, config.tls.keyFile, [config.listen.host]);
   if (tls.generated) {
     process.stdout.write(`cardlink server: generated a self-signed TLS certificate ${config.tls.certFile}\n`);
   }

@@ -1,16 +1,34 @@
 /**
  * The server's TLS certificate and key. An administrator gives their own pair; for local use a
- * self-signed pair is generated on first start (ECDSA P-256, 2 years, SAN = the listen host and
- * localhost) and its SHA-256 fingerprint printed, so a client can pin it.
+ * self-signed pair is generated on first start (ECDSA P-256 with SHA-256, 2 years, SAN = the listen
+ * host, localhost and 127.0.0.1) and its SHA-256 fingerprint printed, so a client can pin it. The
+ * key also signs card snapshots (protocol/wire/snapshot-signature.ts), which takes RSA or EC keys.
  */
-import { generateKeyPairSync, randomBytes, X509Certificate } from 'node:crypto';
+import { KeyObject, webcrypto, X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
+import { isIP } from 'node:net';
 import path from 'node:path';
-import forge from 'node-forge';
+import {
+  BasicConstraintsExtension,
+  ExtendedKeyUsage,
+  ExtendedKeyUsageExtension,
+  KeyUsageFlags,
+  KeyUsagesExtension,
+  Name,
+  randomSerialNumber,
+  SubjectAlternativeNameExtension,
+  SubjectKeyIdentifierExtension,
+  X509CertificateGenerator,
+} from '../../apdu/piv/certificates/x509-toolkit.js';
 import { ConfigError } from '../config/server-config.js';
 
 /** Validity of a generated certificate. */
 export const SELF_SIGNED_VALIDITY_DAYS = 730;
+/** Start of validity this far in the past, so a client whose clock is slightly behind accepts it. */
+const NOT_BEFORE_SLACK_MS = 60_000;
+/** WebCrypto parameters of the generated key and its signatures. */
+const KEY_ALGORITHM = { name: 'ECDSA', namedCurve: 'P-256' } as const;
+const SIGNING_ALGORITHM = { name: 'ECDSA', hash: 'SHA-256' } as const;
 
 export interface TlsPair {
   readonly cert: string;
@@ -25,41 +43,43 @@ export function certificateFingerprint(pem: string): string {
   return new X509Certificate(pem).fingerprint256;
 }
 
-function isIp(host: string): boolean {
-  return /^\d{1,3}(\.\d{1,3}){3}$/.test(host) || host.includes(':');
-}
-
 /**
- * A self-signed certificate for `hosts`. node-forge builds and signs the certificate with an RSA
- * key; node:crypto makes the key (forge's own key generation is slow).
+ * A self-signed certificate for `hosts` (the first is the common name) with a new P-256 key,
+ * built with the X.509 toolkit (docs/x509.md) on node's WebCrypto. The key usage is
+ * digitalSignature only: an ECDSA key signs the TLS handshake and never encrypts a key.
  */
-function selfSigned(hosts: readonly string[]): { cert: string; key: string } {
-  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const keyPem = privateKey.export({ type: 'pkcs1', format: 'pem' }).toString();
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = forge.pki.publicKeyFromPem(publicKey.export({ type: 'spki', format: 'pem' }).toString());
-  // RFC 5280 4.1.2.2: positive, at most 20 bytes.
-  cert.serialNumber = `01${randomBytes(15).toString('hex')}`;
-  const now = new Date();
-  cert.validity.notBefore = new Date(now.getTime() - 60_000);
-  cert.validity.notAfter = new Date(now.getTime() + SELF_SIGNED_VALIDITY_DAYS * 86_400_000);
-  const subject = [
-    { name: 'commonName', value: hosts[0] ?? 'localhost' },
-    { name: 'organizationName', value: 'cardlink server (self-signed)' },
-  ];
-  cert.setSubject(subject);
-  cert.setIssuer(subject);
-  cert.setExtensions([
-    { name: 'basicConstraints', cA: false },
-    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true },
-    { name: 'extKeyUsage', serverAuth: true },
+async function selfSigned(hosts: readonly string[]): Promise<{ cert: string; key: string }> {
+  const keys = (await webcrypto.subtle.generateKey(KEY_ALGORITHM, true, [
+    'sign',
+    'verify',
+  ])) as webcrypto.CryptoKeyPair;
+  const now = Date.now();
+  const certificate = await X509CertificateGenerator.createSelfSigned(
     {
-      name: 'subjectAltName',
-      altNames: hosts.map((h) => (isIp(h) ? { type: 7, ip: h } : { type: 2, value: h })),
+      serialNumber: randomSerialNumber(),
+      // JSON form, so a host is never parsed as a distinguished name; UTF8String (RFC 5280 4.1.2.6).
+      name: new Name([
+        { CN: [{ utf8String: hosts[0] ?? 'localhost' }] },
+        { O: [{ utf8String: 'cardlink server (self-signed)' }] },
+      ]),
+      notBefore: new Date(now - NOT_BEFORE_SLACK_MS),
+      notAfter: new Date(now + SELF_SIGNED_VALIDITY_DAYS * 86_400_000),
+      keys,
+      signingAlgorithm: SIGNING_ALGORITHM,
+      extensions: [
+        new BasicConstraintsExtension(false, undefined, true),
+        new KeyUsagesExtension(KeyUsageFlags.digitalSignature, true),
+        new ExtendedKeyUsageExtension([ExtendedKeyUsage.serverAuth]),
+        new SubjectAlternativeNameExtension(
+          hosts.map((h) => ({ type: isIP(h) ? ('ip' as const) : ('dns' as const), value: h })),
+        ),
+        await SubjectKeyIdentifierExtension.create(keys.publicKey, false, webcrypto),
+      ],
     },
-  ]);
-  cert.sign(forge.pki.privateKeyFromPem(keyPem), forge.md.sha256.create());
-  return { cert: forge.pki.certificateToPem(cert), key: keyPem };
+    webcrypto,
+  );
+  const key = KeyObject.from(keys.privateKey).export({ type: 'pkcs8', format: 'pem' }).toString();
+  return { cert: certificate.toString('pem') + '\n', key };
 }
 
 /** Writes `data` to `file` with `mode`, atomically (a crash leaves the old file or none). */
@@ -73,7 +93,11 @@ function writePrivate(file: string, data: string, mode: number): void {
  * Loads the pair, or generates a self-signed one when neither file exists. One file without the
  * other is a configuration error (never overwritten).
  */
-export function loadOrCreateTlsPair(certFile: string, keyFile: string, hosts: readonly string[]): TlsPair {
+export async function loadOrCreateTlsPair(
+  certFile: string,
+  keyFile: string,
+  hosts: readonly string[],
+): Promise<TlsPair> {
   const haveCert = fs.existsSync(certFile);
   const haveKey = fs.existsSync(keyFile);
   if (haveCert !== haveKey) {
@@ -85,7 +109,7 @@ export function loadOrCreateTlsPair(certFile: string, keyFile: string, hosts: re
     );
   }
   if (!haveCert) {
-    const pair = selfSigned([...new Set([...hosts, 'localhost', '127.0.0.1'])]);
+    const pair = await selfSigned([...new Set([...hosts, 'localhost', '127.0.0.1'])]);
     fs.mkdirSync(path.dirname(keyFile), { recursive: true, mode: 0o700 });
     fs.mkdirSync(path.dirname(certFile), { recursive: true, mode: 0o700 });
     writePrivate(keyFile, pair.key, 0o600);

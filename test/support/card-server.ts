@@ -49,7 +49,7 @@ export async function startTestCardServer(
   }
   const config = loadServerConfig({ config: configFile }, {});
   const resources = await openServerResources(config);
-  const tls = loadOrCreateTlsPair(config.tls.certFile, config.tls.keyFile, ['127.0.0.1']);
+  const tls = await loadOrCreateTlsPair(config.tls.certFile, config.tls.keyFile, ['127.0.0.1']);
   const server = await startCardServer({
     config,
     storage: resources.storage,

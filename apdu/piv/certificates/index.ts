@@ -1,3 +1,3 @@
-export * from './der.js';
+export * from './card-key-crypto.js';
 export * from './self-signed.js';
 export * from './piv-certificate-object.js';

@@ -1,36 +1,25 @@
-import { createHash, createPublicKey, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
-import { concatBytes, parseTlvAt, parseTlvList } from '../../codec/ber-tlv.js';
+import { createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
 import type { KeyAlgorithm } from '../card-state.js';
 import { CardStateError } from '../crypto/errors.js';
-import { CURVES, RSA_MODULUS_BITS, isEcAlgorithm, keyAlgorithmOf } from '../crypto/key-algorithms.js';
+import { isEcAlgorithm, keyAlgorithmOf } from '../crypto/key-algorithms.js';
+import { cardSigningKey, type CertificateSigner } from './card-key-crypto.js';
 import {
-  derBitString,
-  derBoolean,
-  derExplicit,
-  derNamedBitString,
-  derNull,
-  derOctetString,
-  derOid,
-  derSequence,
-  derSet,
-  derSmallInteger,
-  derTime,
-  derUnsignedInteger,
-  derUtf8String,
-} from './der.js';
+  BasicConstraintsExtension,
+  KeyUsagesExtension,
+  Name,
+  randomSerialNumber,
+  SubjectKeyIdentifierExtension,
+  X509CertificateGenerator,
+} from './x509-toolkit.js';
+
+export type { CertificateSigner } from './card-key-crypto.js';
 
 /**
- * Self-signed X.509 v3 certificates (RFC 5280) for a slot's key, signed through a callback so the
- * private key never leaves the key store:
- * - RSA: the callback gets the modulus-sized EMSA-PKCS1-v1_5 block (RFC 8017 section 9.2) built
- *   here, and returns the raw private-key operation on it (KeySlotStore.sign).
- * - EC: the callback gets the SHA-256 (P-256) or SHA-384 (P-384) hash of the TBSCertificate and
- *   returns a DER ECDSA signature (KeySlotStore.sign).
- * The result is checked against the public key before it is returned.
+ * Self-signed X.509 v3 certificates (RFC 5280) for a slot's key, built with the X.509 toolkit
+ * (docs/x509.md) and signed through a callback so the private key never leaves the key store
+ * (card-key-crypto.ts says what the callback receives). The result is checked against the public
+ * key before it is returned.
  */
-
-/** Receives the block or hash to sign, returns the signature as the key store produces it. */
-export type CertificateSigner = (input: Uint8Array) => Promise<Uint8Array>;
 
 /** Validity of a certificate when the caller gives none (one year, as Yubico's tools use). */
 export const DEFAULT_CERTIFICATE_VALIDITY_DAYS = 365;
@@ -38,30 +27,6 @@ export const DEFAULT_CERTIFICATE_VALIDITY_DAYS = 365;
 export const MAX_CERTIFICATE_VALIDITY_DAYS = 11000;
 /** Longest common name, RFC 5280 Appendix A (ub-common-name). */
 export const MAX_COMMON_NAME_LENGTH = 64;
-/** Serial number size: 16 random bytes, positive; RFC 5280 section 4.1.2.2 allows up to 20. */
-export const CERTIFICATE_SERIAL_BYTES = 16;
-
-/** Object identifiers used in the certificate. */
-const OID = {
-  /** RFC 8017 Appendix C / RFC 4055 section 5. */
-  sha256WithRSAEncryption: '1.2.840.113549.1.1.11',
-  /** RFC 5758 section 3.2. */
-  ecdsaWithSha256: '1.2.840.10045.4.3.2',
-  ecdsaWithSha384: '1.2.840.10045.4.3.3',
-  /** RFC 5280 section 4.1.2.4 / X.520 id-at-commonName. */
-  commonName: '2.5.4.3',
-  /** RFC 5280 section 4.2.1.9. */
-  basicConstraints: '2.5.29.19',
-  /** RFC 5280 section 4.2.1.3. */
-  keyUsage: '2.5.29.15',
-  /** RFC 5280 section 4.2.1.2. */
-  subjectKeyIdentifier: '2.5.29.14',
-} as const;
-
-/** DigestInfo prefix for SHA-256, RFC 8017 section 9.2 note 1. */
-const SHA256_DIGEST_INFO_PREFIX = Uint8Array.from(
-  Buffer.from('3031300d060960864801650304020105000420', 'hex'),
-);
 
 /** KeyUsage bit numbers, RFC 5280 section 4.2.1.3. */
 export const KEY_USAGE = {
@@ -114,9 +79,11 @@ export async function createSelfSignedCertificate(
   if (!Number.isInteger(validityDays) || validityDays < 1 || validityDays > MAX_CERTIFICATE_VALIDITY_DAYS) {
     throw new CardStateError('INPUT_RANGE', 'validity must be 1..11000 days', { validityDays });
   }
+  // A copy: the toolkit reads the bytes as an ArrayBuffer, and a Buffer may be a view into a pool.
+  const spki = Uint8Array.from(options.publicKeySpki);
   let publicKey: KeyObject;
   try {
-    publicKey = createPublicKey({ key: Buffer.from(options.publicKeySpki), format: 'der', type: 'spki' });
+    publicKey = createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' });
   } catch {
     throw new CardStateError('KEY_INVALID', 'not a SubjectPublicKeyInfo', { slot: options.slot });
   }
@@ -124,28 +91,28 @@ export async function createSelfSignedCertificate(
   const notBefore = new Date(Math.floor((options.notBefore ?? new Date()).getTime() / 1000) * 1000);
   const notAfter = new Date(notBefore.getTime() + validityDays * 86_400_000);
 
-  const signatureAlgorithm = signatureAlgorithmFor(algorithm);
-  const name = derSequence(derSet(derSequence(derOid(OID.commonName), derUtf8String(cn))));
-  const serial = randomBytes(CERTIFICATE_SERIAL_BYTES);
-  serial[0] = (serial[0]! & 0x7f) | 0x40; // positive, and exactly 16 bytes long in DER
-  const extensions = derSequence(
-    extension(OID.basicConstraints, true, derSequence()), // cA FALSE (the DEFAULT, so omitted)
-    extension(OID.keyUsage, true, derNamedBitString(keyUsageForSlot(options.slot, algorithm))),
-    extension(OID.subjectKeyIdentifier, false, derOctetString(subjectKeyIdentifier(options.publicKeySpki))),
+  // UTF8String, as RFC 5280 section 4.1.2.6 asks of new certificates (a plain string would be parsed as a DN).
+  const name = new Name([{ CN: [{ utf8String: cn }] }]);
+  const signer = cardSigningKey(publicKey, options.sign);
+  const certificate = await X509CertificateGenerator.create(
+    {
+      serialNumber: randomSerialNumber(),
+      subject: name,
+      issuer: name,
+      notBefore,
+      notAfter,
+      publicKey: spki,
+      signingKey: signer.keys.privateKey,
+      signingAlgorithm: signer.signingAlgorithm,
+      extensions: [
+        new BasicConstraintsExtension(false, undefined, true), // cA FALSE, critical
+        new KeyUsagesExtension(keyUsageFlags(keyUsageForSlot(options.slot, algorithm)), true),
+        await SubjectKeyIdentifierExtension.create(spki, false, signer.crypto), // RFC 5280 4.2.1.2 method 1
+      ],
+    },
+    signer.crypto,
   );
-  const tbs = derSequence(
-    derExplicit(0, derSmallInteger(2)), // v3
-    derUnsignedInteger(serial),
-    signatureAlgorithm,
-    name,
-    derSequence(derTime(notBefore), derTime(notAfter)),
-    name,
-    options.publicKeySpki,
-    derExplicit(3, extensions),
-  );
-
-  const signature = await options.sign(signingInput(algorithm, tbs));
-  const der = derSequence(tbs, signatureAlgorithm, derBitString(signature));
+  const der = new Uint8Array(certificate.rawData);
 
   let verified = false;
   try {
@@ -162,44 +129,7 @@ export async function createSelfSignedCertificate(
   return der;
 }
 
-function signatureAlgorithmFor(algorithm: KeyAlgorithm): Uint8Array {
-  if (algorithm === 'ECCP256') return derSequence(derOid(OID.ecdsaWithSha256));
-  if (algorithm === 'ECCP384') return derSequence(derOid(OID.ecdsaWithSha384));
-  return derSequence(derOid(OID.sha256WithRSAEncryption), derNull());
-}
-
-/** What the key store signs: the padded block for RSA, the hash for EC. */
-function signingInput(algorithm: KeyAlgorithm, tbs: Uint8Array): Uint8Array {
-  if (isEcAlgorithm(algorithm)) {
-    return new Uint8Array(createHash(CURVES[algorithm].hash).update(tbs).digest());
-  }
-  const digestInfo = concatBytes([SHA256_DIGEST_INFO_PREFIX, createHash('sha256').update(tbs).digest()]);
-  return emsaPkcs1v15(digestInfo, RSA_MODULUS_BITS[algorithm] / 8);
-}
-
-/** EMSA-PKCS1-v1_5 (RFC 8017 section 9.2 step 5): 00 01 FF..FF 00 || DigestInfo, `k` bytes. */
-export function emsaPkcs1v15(digestInfo: Uint8Array, k: number): Uint8Array {
-  if (digestInfo.length > k - 11)
-    throw new CardStateError('INPUT_LENGTH', 'DigestInfo too long for the modulus');
-  const em = new Uint8Array(k).fill(0xff);
-  em[0] = 0x00;
-  em[1] = 0x01;
-  em[k - digestInfo.length - 1] = 0x00;
-  em.set(digestInfo, k - digestInfo.length);
-  return em;
-}
-
-function extension(oid: string, critical: boolean, value: Uint8Array): Uint8Array {
-  return critical
-    ? derSequence(derOid(oid), derBoolean(true), derOctetString(value))
-    : derSequence(derOid(oid), derOctetString(value)); // critical FALSE is the DEFAULT, omitted in DER
-}
-
-/** RFC 5280 section 4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING's value. */
-function subjectKeyIdentifier(spki: Uint8Array): Uint8Array {
-  // SPKI = SEQUENCE { AlgorithmIdentifier, BIT STRING }; already checked by createPublicKey.
-  const [, bitString] = parseTlvList(parseTlvAt(spki).tlv.value);
-  if (!bitString) throw new CardStateError('KEY_INVALID', 'SubjectPublicKeyInfo without a key');
-  // skip the BIT STRING's unused-bits byte
-  return new Uint8Array(createHash('sha1').update(bitString.value.subarray(1)).digest());
+/** The toolkit's KeyUsageFlags: bit n of RFC 5280's named bit list is the flag 1 << n. */
+function keyUsageFlags(bits: readonly number[]): number {
+  return bits.reduce((flags, bit) => flags | (1 << bit), 0);
 }

@@ -305,7 +305,7 @@ describe('collectDiagnostics', () => {
   });
 
   it('times the health endpoint of a configured server, trusting server.caFile', async () => {
-    const tls = loadOrCreateTlsPair(
+    const tls = await loadOrCreateTlsPair(
       path.join(dir, 'tls', 'server.crt'),
       path.join(dir, 'tls', 'server.key'),
       ['127.0.0.1'],

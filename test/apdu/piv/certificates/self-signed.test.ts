@@ -10,7 +10,6 @@ import { prepareSigner } from '../../../../apdu/piv/crypto/private-key-operation
 import { CardStateError } from '../../../../apdu/piv/crypto/errors.js';
 import {
   createSelfSignedCertificate,
-  emsaPkcs1v15,
   keyUsageForSlot,
   KEY_USAGE,
 } from '../../../../apdu/piv/certificates/self-signed.js';
@@ -174,11 +173,5 @@ describe('self-signed certificates', () => {
     assert.deepEqual(keyUsageForSlot(0x9d, 'ECCP384'), [KEY_USAGE.keyAgreement]);
     assert.deepEqual(keyUsageForSlot(0x85, 'ECCP256'), [KEY_USAGE.keyAgreement]);
     assert.deepEqual(keyUsageForSlot(0x9e, 'ECCP256'), [KEY_USAGE.digitalSignature]);
-  });
-
-  it('pads EMSA-PKCS1-v1_5 blocks', () => {
-    const em = emsaPkcs1v15(Uint8Array.of(0xaa, 0xbb), 16);
-    assert.equal(Buffer.from(em).toString('hex'), '0001ffffffffffffffffffffff00aabb');
-    assert.throws(() => emsaPkcs1v15(new Uint8Array(6), 16), reason('INPUT_LENGTH'));
   });
 });
