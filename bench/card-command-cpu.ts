@@ -21,6 +21,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { encodeCommandApdu } from '../apdu/codec/index.js';
+import { INS, KEY_REF, VERIFY_P1 } from '../apdu/piv/constants.js';
 import { padReferenceValue } from '../apdu/piv/reference-data.js';
 import { migrate, openStorage } from '../server/storage/index.js';
 import {
@@ -46,9 +47,9 @@ async function main(): Promise<void> {
     const s = await openSession(storage, keys.provider, created.cardId);
     const verify = encodeCommandApdu({
       cla: 0,
-      ins: 0x20,
-      p1: 0,
-      p2: 0x80,
+      ins: INS.VERIFY,
+      p1: VERIFY_P1.VERIFY,
+      p2: KEY_REF.PIN,
       data: padReferenceValue(pinBytes(CARD_PIN)),
     });
     let counter = 0;

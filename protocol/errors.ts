@@ -7,6 +7,17 @@
  * token or APDU payload into a message or a context.
  */
 export type CardlinkErrorCode =
+  /** ApduError codes, one per ISO 7816-4 status word class (apdu/codec/apdu-error.ts). */
+  | 'ERR_APDU_WARNING'
+  | 'ERR_APDU_EXECUTION_ERROR'
+  | 'ERR_APDU_WRONG_LENGTH'
+  | 'ERR_APDU_CLA_FUNCTION_NOT_SUPPORTED'
+  | 'ERR_APDU_COMMAND_NOT_ALLOWED'
+  | 'ERR_APDU_WRONG_PARAMETERS'
+  | 'ERR_APDU_WRONG_LE'
+  | 'ERR_APDU_INS_NOT_SUPPORTED'
+  | 'ERR_APDU_CLA_NOT_SUPPORTED'
+  | 'ERR_APDU_NO_PRECISE_DIAGNOSIS'
   | 'ERR_APDU_MALFORMED'
   | 'ERR_TLV_MALFORMED'
   | 'ERR_CONFIG_INVALID'

@@ -43,6 +43,11 @@ export function swVerifyFailed(triesLeft: number): StatusWord {
   return SW.VERIFY_FAILED_00 | Math.max(0, Math.min(15, triesLeft));
 }
 
+/** x of a `63Cx` (verification failed, x tries left); undefined for any other status word. */
+export function verifyTriesLeft(sw: StatusWord): number | undefined {
+  return (sw & 0xfff0) === SW.VERIFY_FAILED_00 ? sw & 0x0f : undefined;
+}
+
 /** `61xx` for `remaining` bytes still to fetch; 256 or more is reported as `6100`. */
 export function swBytesRemaining(remaining: number): StatusWord {
   return SW.BYTES_REMAINING_00 | (remaining >= 256 ? 0 : remaining);
@@ -55,8 +60,8 @@ export function describeStatusWord(sw: StatusWord): string {
     NAMES.get(sw) ??
     ((sw & 0xff00) === 0x6100
       ? 'BYTES_REMAINING'
-      : (sw & 0xfff0) === 0x63c0
-        ? `VERIFY_FAILED (${sw & 0x0f} tries left)`
+      : verifyTriesLeft(sw) !== undefined
+        ? `VERIFY_FAILED (${verifyTriesLeft(sw)} tries left)`
         : (sw & 0xff00) === 0x6c00
           ? 'WRONG_LE'
           : 'UNKNOWN');

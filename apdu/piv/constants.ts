@@ -1,4 +1,4 @@
-import type { KeyAlgorithm, ManagementKeyAlgorithm, PinPolicy } from './card-state.js';
+import type { KeyAlgorithm, KeyOrigin, ManagementKeyAlgorithm, PinPolicy } from './card-state.js';
 
 /**
  * Numbers of the PIV card application, each next to the table it comes from.
@@ -55,6 +55,12 @@ export const INS = {
   YK_SET_MANAGEMENT_KEY: 0xff,
 } as const;
 
+/**
+ * P1 of VERIFY (SP 800-73-4 Part 2 section 3.2.1): 00 verifies (or, without data, asks for the
+ * status); FF with no data resets the reference's security status.
+ */
+export const VERIFY_P1 = { VERIFY: 0x00, RESET_STATUS: 0xff } as const;
+
 /** Key references (SP 800-73-4 Part 1 Table 4b, SP 800-73-4 Part 2 Table 4). */
 export const KEY_REF = {
   /** Global PIN: not implemented by cardlink. */
@@ -76,16 +82,19 @@ export const KEY_REF = {
   RETIRED_LAST: 0x95,
 } as const;
 
-/** Private-key slots: 9A, 9C, 9D, 9E and the retired key management keys 82..95. */
+/** Number of retired key management slots, 82..95 (SP 800-73-4 Part 1 Table 4b). */
+export const RETIRED_SLOT_COUNT = KEY_REF.RETIRED_LAST - KEY_REF.RETIRED_FIRST + 1;
+
+/**
+ * Private-key slots: 9A, 9C, 9D, 9E and the retired key management keys 82..95 (SP 800-73-4 Part 1
+ * Table 4b). The one list every key store, the card and the admin tools check a slot against.
+ */
 export const KEY_SLOTS: readonly number[] = Object.freeze([
   KEY_REF.PIV_AUTHENTICATION,
   KEY_REF.DIGITAL_SIGNATURE,
   KEY_REF.KEY_MANAGEMENT,
   KEY_REF.CARD_AUTHENTICATION,
-  ...Array.from(
-    { length: KEY_REF.RETIRED_LAST - KEY_REF.RETIRED_FIRST + 1 },
-    (_, i) => KEY_REF.RETIRED_FIRST + i,
-  ),
+  ...Array.from({ length: RETIRED_SLOT_COUNT }, (_, i) => KEY_REF.RETIRED_FIRST + i),
 ]);
 
 export function isKeySlot(reference: number): boolean {
@@ -95,6 +104,50 @@ export function isKeySlot(reference: number): boolean {
 export function isRetiredSlot(reference: number): boolean {
   return reference >= KEY_REF.RETIRED_FIRST && reference <= KEY_REF.RETIRED_LAST;
 }
+
+/** Position of a retired slot: 1 for 82 ("Retired Key Management Key 1") .. 20 for 95. */
+export function retiredSlotNumber(reference: number): number {
+  if (!isRetiredSlot(reference)) throw new RangeError('not a retired key management slot');
+  return reference - KEY_REF.RETIRED_FIRST + 1;
+}
+
+/**
+ * Human name of a key slot (SP 800-73-4 Part 1 Table 4b, without the trailing "Key"), as
+ * certificate common names carry it: "PIV Authentication", "Retired Key 3", ...
+ */
+export function keySlotTitle(reference: number): string {
+  switch (reference) {
+    case KEY_REF.PIV_AUTHENTICATION:
+      return 'PIV Authentication';
+    case KEY_REF.DIGITAL_SIGNATURE:
+      return 'Digital Signature';
+    case KEY_REF.KEY_MANAGEMENT:
+      return 'Key Management';
+    case KEY_REF.CARD_AUTHENTICATION:
+      return 'Card Authentication';
+    default:
+      return isRetiredSlot(reference)
+        ? `Retired Key ${retiredSlotNumber(reference)}`
+        : `Key ${reference.toString(16)}`;
+  }
+}
+
+/** Private-key algorithms cardlink implements (SP 800-78-5 Table 6-2; ids in KEY_ALGORITHM_ID). */
+export const KEY_ALGORITHMS: readonly KeyAlgorithm[] = Object.freeze([
+  'RSA2048',
+  'RSA3072',
+  'ECCP256',
+  'ECCP384',
+]);
+
+/**
+ * When a slot's private key needs the PIN. SP 800-73-4 fixes it per slot (Part 1 Table 4b access
+ * rules); the Yubico extensions make it a per-key choice, and cardlink implements these three.
+ */
+export const PIN_POLICIES: readonly PinPolicy[] = Object.freeze(['never', 'once', 'always']);
+
+/** How a slot's key came to be (Yubico GET METADATA tag 03). */
+export const KEY_ORIGINS: readonly KeyOrigin[] = Object.freeze(['generated', 'imported']);
 
 /** Asymmetric algorithm identifiers (SP 800-78-5 Table 6-2). */
 export const KEY_ALGORITHM_ID: Readonly<Record<KeyAlgorithm, number>> = {
@@ -147,15 +200,11 @@ export function managementAlgorithmFromId(id: number): ManagementKeyAlgorithm | 
 }
 
 /**
- * Algorithms advertised in the SELECT answer (tag AC, SP 800-73-4 Part 2 Table 3). The secure
- * messaging cipher suites 27/2E are never advertised: cardlink does not implement SM.
+ * Algorithms advertised in the SELECT answer (tag AC, SP 800-73-4 Part 2 Table 3): every key
+ * algorithm cardlink implements. The secure messaging cipher suites 27/2E are never advertised:
+ * cardlink does not implement SM.
  */
-export const ADVERTISED_ALGORITHMS: readonly KeyAlgorithm[] = Object.freeze([
-  'RSA2048',
-  'RSA3072',
-  'ECCP256',
-  'ECCP384',
-]);
+export const ADVERTISED_ALGORITHMS: readonly KeyAlgorithm[] = KEY_ALGORITHMS;
 
 /** Tags of the dynamic authentication template (SP 800-73-4 Part 2 Table 7). */
 export const DYN_AUTH = {

@@ -1,19 +1,10 @@
-import {
-  createHash,
-  createHmac,
-  createPrivateKey,
-  randomBytes,
-  timingSafeEqual,
-  type KeyObject,
-} from 'node:crypto';
+import { createHash, createHmac, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import type {
   CardIdentity,
   DataObjectStore,
-  KeyAlgorithm,
   KeySlotStore,
   ManagementKeyAlgorithm,
   ManagementKeyStore,
-  PinPolicy,
   PivCardState,
   ReferenceDataStore,
   ReferenceKind,
@@ -21,48 +12,45 @@ import type {
   SlotKeyInfo,
   VerifyOutcome,
 } from './card-state.js';
+import {
+  checkDataObjectTag,
+  checkDataObjectValue,
+  checkKeyAlgorithm,
+  checkKeySlot,
+  checkPinPolicy,
+  copySlotKeyInfo,
+  importedPrivateKey,
+  slotKeyInfo,
+} from './card-state-rules.js';
 import { CardStateError } from './crypto/errors.js';
-import { keyAlgorithmOf } from './crypto/key-algorithms.js';
 import { generateKeyPair, spkiOf } from './crypto/key-generation.js';
 import { decryptBlocks, encryptBlocks, validateManagementKey } from './crypto/management-key.js';
 import { deriveSharedSecret, prepareSigner, type PreparedSigner } from './crypto/private-key-operations.js';
-
-export { CardStateError, type CardStateErrorReason } from './crypto/errors.js';
+import { GUID_BYTES } from './objects/chuid.js';
+import {
+  canonicalReferenceValue,
+  checkReferenceKind,
+  DEFAULT_RETRY_LIMIT,
+  MAX_RETRY_LIMIT,
+  referenceCandidate,
+} from './reference-data.js';
 
 /**
  * A PIV card's whole state in memory, for local cards and tests. Nothing persists; secrets are
  * held only as PIN/PUK verifiers (HMAC-SHA-256 under a random salt), node:crypto KeyObjects and the
  * management key bytes. No secret has a default: PIN, PUK and management key are mandatory.
  *
+ * It defines no PIV rule of its own: slots, algorithms, PIN policies, the PKCS#8 import check and
+ * data object limits come from `card-state-rules.ts`, PIN/PUK lengths, padding and retry limits
+ * from `reference-data.ts`, exactly as the server's persistent stores take them. It exports no
+ * constant (a test keeps it so).
+ *
  * Every call runs to completion without awaiting anything in the middle, so concurrent calls never
  * interleave: each is all-or-nothing, and N concurrent wrong PINs consume exactly N tries.
  */
 
-/** Shortest PIN/PUK, in bytes, without the 0xFF padding (SP 800-73-4 Part 2 section 2.4.3). */
-export const REFERENCE_DATA_MIN_BYTES = 6;
-/** Longest PIN/PUK, in bytes; also the padded length on the wire (SP 800-73-4 Part 2 section 2.4.3). */
-export const REFERENCE_DATA_MAX_BYTES = 8;
-/** The PIN pad byte (SP 800-73-4 Part 2 section 2.4.3); trailing pad bytes are not part of the value. */
-export const REFERENCE_DATA_PAD_BYTE = 0xff;
-/** Tries before the PIN or PUK blocks when the options give none (the YubiKey default too). */
-export const DEFAULT_RETRY_LIMIT = 3;
-/** Largest retry limit: the counter travels in one byte (Yubico SET PIN RETRIES, INS FA). */
-export const MAX_RETRY_LIMIT = 255;
-/** Largest data object value the memory store keeps (a sanity bound; the card may enforce less). */
-export const MAX_DATA_OBJECT_BYTES = 16 * 1024;
 /** Bytes of the random salt each PIN/PUK verifier is keyed with. */
 const VERIFIER_SALT_BYTES = 32;
-
-/** Key slots a PIV card holds keys in: 9A, 9C, 9D, 9E and the retired key management slots 82..95 (SP 800-73-4 Part 1 Table 4b). */
-export const PIV_KEY_SLOTS: readonly number[] = Object.freeze([
-  0x9a,
-  0x9c,
-  0x9d,
-  0x9e,
-  ...Array.from({ length: 0x95 - 0x82 + 1 }, (_, i) => 0x82 + i),
-]);
-
-const PIN_POLICIES: readonly PinPolicy[] = ['never', 'once', 'always'];
 
 export interface MemoryCardStateOptions {
   /** 6..8 bytes, with or without trailing 0xFF padding. */
@@ -184,13 +172,13 @@ function referenceStore(s: Internals): ReferenceDataStore {
     },
     async change(kind, current, next) {
       const r = referenceOf(s, kind);
-      const canonicalNext = canonicalReferenceData(next); // refused before any try is consumed
+      const canonicalNext = canonicalReferenceValue(next); // refused before any try is consumed
       const outcome = consumeAndCompare(r, current);
       if (outcome.ok) setVerifier(r, canonicalNext);
       return outcome;
     },
     async unblockPin(puk, newPin) {
-      const canonicalPin = canonicalReferenceData(newPin);
+      const canonicalPin = canonicalReferenceValue(newPin);
       const outcome = consumeAndCompare(s.references.puk, puk);
       if (outcome.ok) {
         setVerifier(s.references.pin, canonicalPin);
@@ -202,22 +190,16 @@ function referenceStore(s: Internals): ReferenceDataStore {
 }
 
 function referenceOf(s: Internals, kind: ReferenceKind): Reference {
-  if (kind !== 'pin' && kind !== 'puk') {
-    throw new CardStateError('INPUT_RANGE', 'unknown reference kind', { kind: String(kind) });
-  }
+  checkReferenceKind(kind);
   return s.references[kind];
 }
 
 /** The try is consumed before the comparison and given back on success; blocked compares nothing. */
 function consumeAndCompare(r: Reference, candidate: Uint8Array): VerifyOutcome {
-  if (!(candidate instanceof Uint8Array) || candidate.length > REFERENCE_DATA_MAX_BYTES) {
-    throw new CardStateError('REFERENCE_DATA_LENGTH', 'PIN/PUK candidate longer than 8 bytes', {
-      length: candidate instanceof Uint8Array ? candidate.length : -1,
-    });
-  }
+  const value = referenceCandidate(candidate);
   if (r.remaining <= 0) return { ok: false, remaining: 0 };
   r.remaining -= 1;
-  const digest = verifierDigest(r.salt, stripPadding(candidate));
+  const digest = verifierDigest(r.salt, value);
   if (timingSafeEqual(digest, r.digest)) {
     r.remaining = r.limit;
     return { ok: true };
@@ -227,7 +209,7 @@ function consumeAndCompare(r: Reference, candidate: Uint8Array): VerifyOutcome {
 
 function newReference(value: Uint8Array, limit: number): Reference {
   const r: Reference = { remaining: limit, limit, salt: Buffer.alloc(0), digest: Buffer.alloc(0) };
-  setVerifier(r, canonicalReferenceData(value));
+  setVerifier(r, canonicalReferenceValue(value));
   return r;
 }
 
@@ -238,28 +220,6 @@ function setVerifier(r: Reference, canonical: Uint8Array): void {
 
 function verifierDigest(salt: Buffer, value: Uint8Array): Buffer {
   return createHmac('sha256', salt).update(value).digest();
-}
-
-/** The value without its 0xFF padding, checked to be 6..8 bytes. */
-function canonicalReferenceData(value: Uint8Array): Uint8Array {
-  if (!(value instanceof Uint8Array) || value.length > REFERENCE_DATA_MAX_BYTES) {
-    throw new CardStateError('REFERENCE_DATA_LENGTH', 'PIN/PUK must be 6 to 8 bytes', {
-      length: value instanceof Uint8Array ? value.length : -1,
-    });
-  }
-  const canonical = stripPadding(value);
-  if (canonical.length < REFERENCE_DATA_MIN_BYTES) {
-    throw new CardStateError('REFERENCE_DATA_LENGTH', 'PIN/PUK must be 6 to 8 bytes', {
-      length: canonical.length,
-    });
-  }
-  return canonical;
-}
-
-function stripPadding(value: Uint8Array): Uint8Array {
-  let end = value.length;
-  while (end > 0 && value[end - 1] === REFERENCE_DATA_PAD_BYTE) end--;
-  return value.subarray(0, end);
 }
 
 function retryLimit(value: number | undefined, option: string): number {
@@ -274,7 +234,7 @@ function retryLimit(value: number | undefined, option: string): number {
 
 function keyStore(s: Internals): KeySlotStore {
   const entryOf = (slot: number): SlotEntry => {
-    checkSlot(slot);
+    checkKeySlot(slot);
     const entry = s.slots.get(slot);
     if (!entry) throw new CardStateError('SLOT_EMPTY', 'no key in slot', { slot });
     return entry;
@@ -282,38 +242,27 @@ function keyStore(s: Internals): KeySlotStore {
   const install = (slot: number, privateKey: KeyObject, info: SlotKeyInfo): SlotKeyInfo => {
     const signer = prepareSigner(privateKey);
     s.slots.set(slot, { info, privateKey, signer });
-    return copyInfo(info);
+    return copySlotKeyInfo(info);
   };
   return {
     async info(slot) {
-      checkSlot(slot);
+      checkKeySlot(slot);
       const entry = s.slots.get(slot);
-      return entry ? copyInfo(entry.info) : undefined;
+      return entry ? copySlotKeyInfo(entry.info) : undefined;
     },
     async generate(slot, algorithm, pinPolicy) {
-      checkSlot(slot);
+      checkKeySlot(slot);
+      checkKeyAlgorithm(algorithm);
       checkPinPolicy(pinPolicy);
       const { privateKey, publicKeySpki } = await generateKeyPair(algorithm);
-      return install(slot, privateKey, freezeInfo(algorithm, publicKeySpki, pinPolicy, 'generated'));
+      return install(slot, privateKey, slotKeyInfo(algorithm, publicKeySpki, pinPolicy, 'generated'));
     },
     async importKey(slot, algorithm, pkcs8, pinPolicy) {
-      checkSlot(slot);
+      checkKeySlot(slot);
+      checkKeyAlgorithm(algorithm);
       checkPinPolicy(pinPolicy);
-      let privateKey: KeyObject;
-      try {
-        privateKey = createPrivateKey({ key: Buffer.from(pkcs8), format: 'der', type: 'pkcs8' });
-      } catch {
-        throw new CardStateError('KEY_INVALID', 'not a PKCS#8 private key', { slot });
-      }
-      const actual = keyAlgorithmOf(privateKey);
-      if (actual !== algorithm) {
-        throw new CardStateError('KEY_TYPE_MISMATCH', 'imported key is of another algorithm', {
-          slot,
-          algorithm,
-          actual,
-        });
-      }
-      return install(slot, privateKey, freezeInfo(algorithm, spkiOf(privateKey), pinPolicy, 'imported'));
+      const privateKey = importedPrivateKey(slot, algorithm, pkcs8);
+      return install(slot, privateKey, slotKeyInfo(algorithm, spkiOf(privateKey), pinPolicy, 'imported'));
     },
     async sign(slot, input) {
       return new Uint8Array(entryOf(slot).signer.sign(input));
@@ -322,33 +271,6 @@ function keyStore(s: Internals): KeySlotStore {
       return new Uint8Array(deriveSharedSecret(entryOf(slot).privateKey, peerPoint));
     },
   };
-}
-
-function checkSlot(slot: number): void {
-  if (!PIV_KEY_SLOTS.includes(slot)) {
-    throw new CardStateError('SLOT_INVALID', 'not a PIV key slot', {
-      slot: Number.isInteger(slot) ? slot : -1,
-    });
-  }
-}
-
-function checkPinPolicy(policy: PinPolicy): void {
-  if (!PIN_POLICIES.includes(policy)) {
-    throw new CardStateError('INPUT_RANGE', 'unknown PIN policy', { policy: String(policy) });
-  }
-}
-
-function freezeInfo(
-  algorithm: KeyAlgorithm,
-  publicKeySpki: Uint8Array,
-  pinPolicy: PinPolicy,
-  origin: SlotKeyInfo['origin'],
-): SlotKeyInfo {
-  return Object.freeze({ algorithm, publicKeySpki: new Uint8Array(publicKeySpki), pinPolicy, origin });
-}
-
-function copyInfo(info: SlotKeyInfo): SlotKeyInfo {
-  return { ...info, publicKeySpki: new Uint8Array(info.publicKeySpki) };
 }
 
 // --- Management key ----------------------------------------------------------------------------
@@ -378,30 +300,16 @@ function managementKeyStore(s: Internals): ManagementKeyStore {
 function objectStore(s: Internals): DataObjectStore {
   return {
     async get(tag) {
-      checkTag(tag);
+      checkDataObjectTag(tag);
       return copyOf(s.objects.get(tag));
     },
     async put(tag, value) {
-      checkTag(tag);
-      if (!(value instanceof Uint8Array) || value.length > MAX_DATA_OBJECT_BYTES) {
-        throw new CardStateError('OBJECT_INVALID', 'data object too large', {
-          tag,
-          length: value instanceof Uint8Array ? value.length : -1,
-          limit: MAX_DATA_OBJECT_BYTES,
-        });
-      }
+      checkDataObjectTag(tag);
+      checkDataObjectValue(tag, value);
       if (value.length === 0) s.objects.delete(tag);
       else s.objects.set(tag, new Uint8Array(value));
     },
   };
-}
-
-function checkTag(tag: number): void {
-  if (!Number.isInteger(tag) || tag <= 0 || tag > 0xffffff) {
-    throw new CardStateError('OBJECT_INVALID', 'data object tag must be 1 to 3 bytes', {
-      tag: Number.isFinite(tag) ? tag : -1,
-    });
-  }
 }
 
 // --- Identity ----------------------------------------------------------------------------------
@@ -416,8 +324,8 @@ function serialOf(serial: number | undefined): number {
 }
 
 function guidOf(guid: Uint8Array | undefined): Uint8Array {
-  if (guid === undefined) return new Uint8Array(randomBytes(16));
-  if (!(guid instanceof Uint8Array) || guid.length !== 16) {
+  if (guid === undefined) return new Uint8Array(randomBytes(GUID_BYTES));
+  if (!(guid instanceof Uint8Array) || guid.length !== GUID_BYTES) {
     throw new CardStateError('INPUT_LENGTH', 'GUID must be 16 bytes');
   }
   return new Uint8Array(guid);

@@ -1,7 +1,9 @@
 import type { KeyAlgorithm, PinPolicy, PivCardState, SlotKeyInfo } from './card-state.js';
 import { createSelfSignedCertificate, MAX_COMMON_NAME_LENGTH } from './certificates/self-signed.js';
 import { certificateObjectTag, encodeCertificateObject } from './certificates/piv-certificate-object.js';
+import { KEY_REF, keySlotTitle } from './constants.js';
 import { CardStateError } from './crypto/errors.js';
+import { defaultPinPolicy } from './key-policy.js';
 
 /**
  * Puts a fresh key and a self-signed certificate into each of the four standard PIV slots, as an
@@ -15,17 +17,21 @@ interface StandardSlot {
   /** Shown in the certificate's common name. */
   readonly label: string;
   readonly algorithm: KeyAlgorithm;
-  /** The slot's usual PIN policy (the YubiKey defaults, SP 800-73-4 Part 1 section 3.1). */
+  /** The slot's usual PIN policy (`defaultPinPolicy`). */
   readonly pinPolicy: PinPolicy;
 }
 
-/** The standard slots with their default algorithm and PIN policy. */
+/** The standard slots with their default algorithm, their title and their usual PIN policy. */
 export const STANDARD_SLOTS: readonly StandardSlot[] = Object.freeze([
-  { slot: 0x9a, label: 'PIV Authentication', algorithm: 'RSA2048', pinPolicy: 'once' },
-  { slot: 0x9c, label: 'Digital Signature', algorithm: 'ECCP256', pinPolicy: 'always' },
-  { slot: 0x9d, label: 'Key Management', algorithm: 'RSA2048', pinPolicy: 'once' },
-  { slot: 0x9e, label: 'Card Authentication', algorithm: 'ECCP256', pinPolicy: 'never' },
+  standardSlot(KEY_REF.PIV_AUTHENTICATION, 'RSA2048'),
+  standardSlot(KEY_REF.DIGITAL_SIGNATURE, 'ECCP256'),
+  standardSlot(KEY_REF.KEY_MANAGEMENT, 'RSA2048'),
+  standardSlot(KEY_REF.CARD_AUTHENTICATION, 'ECCP256'),
 ]);
+
+function standardSlot(slot: number, algorithm: KeyAlgorithm): StandardSlot {
+  return Object.freeze({ slot, label: keySlotTitle(slot), algorithm, pinPolicy: defaultPinPolicy(slot) });
+}
 
 /** Common name prefix when the options give none. */
 export const DEFAULT_SUBJECT = 'cardlink';

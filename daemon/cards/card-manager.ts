@@ -12,7 +12,7 @@
  * finds it again after a reconnect.
  */
 import { EventEmitter } from 'node:events';
-import { FrontCard } from '../../apdu/piv/front-card.js';
+import { FrontCard } from './front-card.js';
 import { decodeSnapshot } from '../../apdu/piv/snapshot.js';
 import { CardlinkError } from '../../protocol/errors.js';
 import type { Logger } from '../../protocol/log.js';

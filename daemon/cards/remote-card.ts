@@ -4,7 +4,7 @@
  * sessions) a command fails at once, so the host gets 6F00 instead of waiting; a command waiting
  * for the server when the card leaves the reader fails at once too.
  */
-import type { RemoteCardLink } from '../../apdu/piv/front-card.js';
+import type { RemoteCardLink } from './front-card.js';
 import { decodeSnapshot, type CardSnapshot } from '../../apdu/piv/snapshot.js';
 import { CardlinkError } from '../../protocol/errors.js';
 import { FRAME_FLAG, type Frame } from '../../protocol/wire/frames.js';

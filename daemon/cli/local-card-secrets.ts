@@ -5,6 +5,12 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import { CardlinkError } from '../../protocol/errors.js';
 import type { ManagementKeyAlgorithm } from '../../apdu/piv/card-state.js';
+import { MANAGEMENT_KEY_BYTES } from '../../apdu/piv/constants.js';
+import {
+  REFERENCE_DATA_MAX_BYTES,
+  REFERENCE_DATA_MIN_BYTES,
+  REFERENCE_DATA_PAD_BYTE,
+} from '../../apdu/piv/reference-data.js';
 
 export interface LocalCardSecrets {
   pin: Uint8Array;
@@ -14,12 +20,6 @@ export interface LocalCardSecrets {
   generated: { pin: boolean; puk: boolean; managementKey: boolean };
 }
 
-const KEY_LENGTHS: Record<ManagementKeyAlgorithm, number> = {
-  '3DES': 24,
-  AES128: 16,
-  AES192: 24,
-  AES256: 32,
-};
 /** The algorithm a management key of each length gets when none is named (24 bytes: AES-192, as current YubiKeys). */
 const DEFAULT_ALGORITHM_BY_LENGTH: Record<number, ManagementKeyAlgorithm> = {
   16: 'AES128',
@@ -29,7 +29,7 @@ const DEFAULT_ALGORITHM_BY_LENGTH: Record<number, ManagementKeyAlgorithm> = {
 
 function referenceData(option: string, value: string): Uint8Array {
   const bytes = new TextEncoder().encode(value);
-  if (bytes.length < 6 || bytes.length > 8) {
+  if (bytes.length < REFERENCE_DATA_MIN_BYTES || bytes.length > REFERENCE_DATA_MAX_BYTES) {
     throw new CardlinkError(
       'ERR_CONFIG_INVALID',
       `--${option} must be 6 to 8 characters (got ${bytes.length})`,
@@ -38,7 +38,7 @@ function referenceData(option: string, value: string): Uint8Array {
       },
     );
   }
-  if (bytes.includes(0xff))
+  if (bytes.includes(REFERENCE_DATA_PAD_BYTE))
     throw new CardlinkError('ERR_CONFIG_INVALID', `--${option} must not contain byte FF`, { option });
   return bytes;
 }
@@ -61,7 +61,7 @@ export function resolveLocalCardSecrets(args: {
   let algorithm: ManagementKeyAlgorithm;
   if (args.mgmtKey === undefined) {
     algorithm = args.mgmtKeyAlgorithm ?? 'AES192';
-    key = randomBytes(KEY_LENGTHS[algorithm]);
+    key = randomBytes(MANAGEMENT_KEY_BYTES[algorithm]);
   } else {
     if (!/^([0-9a-fA-F]{2})+$/.test(args.mgmtKey)) {
       throw new CardlinkError('ERR_CONFIG_INVALID', '--mgmt-key must be hexadecimal', { option: 'mgmt-key' });
@@ -69,10 +69,10 @@ export function resolveLocalCardSecrets(args: {
     key = Uint8Array.from(Buffer.from(args.mgmtKey, 'hex'));
     const fallback = DEFAULT_ALGORITHM_BY_LENGTH[key.length];
     algorithm = args.mgmtKeyAlgorithm ?? fallback ?? 'AES192';
-    if (key.length !== KEY_LENGTHS[algorithm]) {
+    if (key.length !== MANAGEMENT_KEY_BYTES[algorithm]) {
       throw new CardlinkError(
         'ERR_CONFIG_INVALID',
-        `--mgmt-key must be ${KEY_LENGTHS[algorithm]} bytes for ${algorithm} (got ${key.length})`,
+        `--mgmt-key must be ${MANAGEMENT_KEY_BYTES[algorithm]} bytes for ${algorithm} (got ${key.length})`,
         { option: 'mgmt-key' },
       );
     }

@@ -5,9 +5,11 @@
 import type { CommandModule } from 'yargs';
 import { createMemoryCardState } from '../../apdu/piv/memory-card-state.js';
 import { installDefaultObjects } from '../../apdu/piv/objects/default-objects.js';
-import { provisionStandardKeys } from '../../apdu/piv/provisioning.js';
+import { provisionStandardKeys, STANDARD_SLOTS } from '../../apdu/piv/provisioning.js';
 import { PivCard } from '../../apdu/piv/piv-card.js';
 import type { KeyAlgorithm, ManagementKeyAlgorithm } from '../../apdu/piv/card-state.js';
+import { KEY_ALGORITHMS } from '../../apdu/piv/constants.js';
+import { DEFAULT_RETRY_LIMIT } from '../../apdu/piv/reference-data.js';
 import { CardlinkError } from '../../protocol/errors.js';
 import { resolveLocalCardSecrets, type LocalCardSecrets } from './local-card-secrets.js';
 import {
@@ -48,8 +50,7 @@ function describeGenerated(secrets: LocalCardSecrets): string {
   return `Generated for this card (shown once, kept nowhere):\n${lines.join('\n')}\n`;
 }
 
-const KEY_ALGORITHMS: readonly KeyAlgorithm[] = ['RSA2048', 'RSA3072', 'ECCP256', 'ECCP384'];
-const PROVISIONED_SLOTS = [0x9a, 0x9c, 0x9d, 0x9e];
+const PROVISIONED_SLOTS = STANDARD_SLOTS.map((s) => s.slot);
 
 /** `9a=RSA3072` -> { 0x9a: 'RSA3072' } */
 export function parseSlotAlgorithms(values: readonly string[]): Partial<Record<number, KeyAlgorithm>> {
@@ -92,8 +93,16 @@ export const localCardCommand: CommandModule<object, LocalCardArgs> = {
         choices: ['3DES', 'AES128', 'AES192', 'AES256'] as const,
         describe: 'management key algorithm (default: from the key length; 24 bytes = AES192)',
       })
-      .option('pin-retries', { type: 'number', default: 3, describe: 'PIN tries before it blocks (1-15)' })
-      .option('puk-retries', { type: 'number', default: 3, describe: 'PUK tries before it blocks (1-15)' })
+      .option('pin-retries', {
+        type: 'number',
+        default: DEFAULT_RETRY_LIMIT,
+        describe: 'PIN tries before it blocks (1-15)',
+      })
+      .option('puk-retries', {
+        type: 'number',
+        default: DEFAULT_RETRY_LIMIT,
+        describe: 'PUK tries before it blocks (1-15)',
+      })
       .option('with-keys', {
         type: 'boolean',
         default: false,

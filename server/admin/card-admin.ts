@@ -7,6 +7,7 @@
  *   `ERR_CARD_TAKEN_OVER`) instead of overwriting the new PIN.
  * - delete: crypto-shred, see `deleteCard` in server/storage/cards.ts.
  */
+import { REFERENCE_DATA_MAX_BYTES, REFERENCE_DATA_MIN_BYTES } from '../../apdu/piv/reference-data.js';
 import { AUDIT_EVENTS, appendAudit } from '../audit/audit-log.js';
 import type { KekProvider } from '../keys/kek-provider.js';
 import { createPinVerifier } from '../keys/pin-verifier.js';
@@ -143,9 +144,9 @@ export async function deleteCard(options: {
 /** The PIN policy stored with the card's profile, or SP 800-73-4's 6..8 digits. */
 function pinPolicyOf(profile: unknown): ReferencePolicy {
   const p = (profile as { pin?: Partial<ReferencePolicy> } | null)?.pin;
-  const min = Number.isInteger(p?.minLength) ? p!.minLength! : 6;
-  const max = Number.isInteger(p?.maxLength) ? p!.maxLength! : 8;
-  if (min < 6 || max > 8 || min > max)
+  const min = Number.isInteger(p?.minLength) ? p!.minLength! : REFERENCE_DATA_MIN_BYTES;
+  const max = Number.isInteger(p?.maxLength) ? p!.maxLength! : REFERENCE_DATA_MAX_BYTES;
+  if (min < REFERENCE_DATA_MIN_BYTES || max > REFERENCE_DATA_MAX_BYTES || min > max)
     throw new ProfileError('pin', "the card's stored profile has an invalid PIN policy");
   const generated = Number.isInteger(p?.generatedLength) ? p!.generatedLength! : max;
   return {

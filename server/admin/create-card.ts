@@ -24,6 +24,7 @@ import {
   createSelfSignedCertificate,
   MAX_COMMON_NAME_LENGTH,
 } from '../../apdu/piv/certificates/self-signed.js';
+import { isRetiredSlot, keySlotTitle, retiredSlotNumber } from '../../apdu/piv/constants.js';
 import { generateKeyPair } from '../../apdu/piv/crypto/key-generation.js';
 import { MANAGEMENT_KEY_CIPHERS, validateManagementKey } from '../../apdu/piv/crypto/management-key.js';
 import { prepareSigner } from '../../apdu/piv/crypto/private-key-operations.js';
@@ -58,7 +59,6 @@ import {
   parseCardProfile,
   profileToJson,
   ProfileError,
-  slotTitle,
   type CardProfile,
   type ReferencePolicy,
 } from './profile.js';
@@ -294,8 +294,8 @@ function cardObjects(
     if (!s.certificate) continue;
     objects.set(certificateObjectTag(s.slot)!, encodeCertificateObject(s.certificate));
     // Key History rule of key-history.ts: the position of the highest retired slot with key and certificate.
-    if (s.slot >= 0x82 && s.slot <= 0x95)
-      retiredWithCertificates = Math.max(retiredWithCertificates, s.slot - 0x82 + 1);
+    if (isRetiredSlot(s.slot))
+      retiredWithCertificates = Math.max(retiredWithCertificates, retiredSlotNumber(s.slot));
   }
   objects.set(OBJECT_TAG.KEY_HISTORY, encodeKeyHistory(retiredWithCertificates));
   return [...objects];
@@ -303,7 +303,7 @@ function cardObjects(
 
 /** `<label> <slot title>`, the label shortened to fit RFC 5280's 64 characters. */
 function commonName(label: string, slot: number): string {
-  const title = slotTitle(slot);
+  const title = keySlotTitle(slot);
   const room = MAX_COMMON_NAME_LENGTH - title.length - 1;
   return `${label.slice(0, room).trimEnd()} ${title}`;
 }

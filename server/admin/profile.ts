@@ -32,15 +32,16 @@ import {
 } from '../../apdu/piv/certificates/self-signed.js';
 import {
   isKeySlot,
-  isRetiredSlot,
   KEY_ALGORITHM_ID,
   MANAGEMENT_ALGORITHM_ID,
+  PIN_POLICIES,
 } from '../../apdu/piv/constants.js';
+import { defaultPinPolicy } from '../../apdu/piv/key-policy.js';
 import {
   MAX_RETRY_LIMIT,
   REFERENCE_DATA_MAX_BYTES,
   REFERENCE_DATA_MIN_BYTES,
-} from '../../apdu/piv/memory-card-state.js';
+} from '../../apdu/piv/reference-data.js';
 import { CardlinkError } from '../../protocol/errors.js';
 
 /** Longest card label (it also prefixes certificate common names, RFC 5280 ub-common-name 64). */
@@ -85,13 +86,6 @@ export class ProfileError extends CardlinkError {
   }
 }
 
-/** The usual PIN policy of a slot (the YubiKey defaults; SP 800-73-4 Part 1 section 3.1). */
-export function defaultPinPolicy(slot: number): PinPolicy {
-  if (slot === 0x9c) return 'always';
-  if (slot === 0x9e) return 'never';
-  return 'once';
-}
-
 /** Checks and normalises a parsed JSON profile. `fallbackName` names it when it has no `name`. */
 export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardProfile {
   const root = objectAt(value, 'profile');
@@ -122,7 +116,7 @@ export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardP
     const pinPolicy =
       s.pinPolicy === undefined
         ? defaultPinPolicy(slot)
-        : (oneOf(s.pinPolicy, `${field}.pinPolicy`, ['never', 'once', 'always']) as PinPolicy);
+        : (oneOf(s.pinPolicy, `${field}.pinPolicy`, PIN_POLICIES) as PinPolicy);
     const certificate = s.certificate === undefined ? true : bool(s.certificate, `${field}.certificate`);
     return Object.freeze({ slot, algorithm, pinPolicy, certificate });
   });
@@ -302,20 +296,4 @@ function slotNumber(value: unknown, field: string): number {
     throw new ProfileError(field, 'must be a PIV key slot: 9A, 9C, 9D, 9E or 82..95 (hex)');
   }
   return slot;
-}
-
-/** Human name of a slot, for certificate common names (SP 800-73-4 Part 1 Table 4b). */
-export function slotTitle(slot: number): string {
-  switch (slot) {
-    case 0x9a:
-      return 'PIV Authentication';
-    case 0x9c:
-      return 'Digital Signature';
-    case 0x9d:
-      return 'Key Management';
-    case 0x9e:
-      return 'Card Authentication';
-    default:
-      return isRetiredSlot(slot) ? `Retired Key ${slot - 0x82 + 1}` : `Key ${slot.toString(16)}`;
-  }
 }

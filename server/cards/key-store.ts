@@ -20,11 +20,19 @@ import type {
   PinPolicy,
   SlotKeyInfo,
 } from '../../apdu/piv/card-state.js';
+import {
+  checkKeyAlgorithm,
+  checkKeySlot,
+  checkPinPolicy,
+  copySlotKeyInfo,
+  importedPrivateKey,
+  slotKeyInfo,
+} from '../../apdu/piv/card-state-rules.js';
+import { KEY_ALGORITHMS, KEY_ORIGINS, PIN_POLICIES } from '../../apdu/piv/constants.js';
 import { CardStateError } from '../../apdu/piv/crypto/errors.js';
 import { keyAlgorithmOf } from '../../apdu/piv/crypto/key-algorithms.js';
 import { generateKeyPair, spkiOf } from '../../apdu/piv/crypto/key-generation.js';
 import { deriveSharedSecret, prepareSigner } from '../../apdu/piv/crypto/private-key-operations.js';
-import { PIV_KEY_SLOTS } from '../../apdu/piv/memory-card-state.js';
 import { AUDIT_EVENTS, privateKeyOperationDetails } from '../audit/audit-log.js';
 import { SealedKeyInvalidError } from '../keys/kek-provider.js';
 import { sealSecret, unsealSecret } from '../keys/sealing.js';
@@ -36,24 +44,20 @@ import { keyLocation, slotName, type StoreContext } from './store-context.js';
 /** Touch policy stored with every key: cardlink has no touch sensor (Yubico policy "never"). */
 export const STORED_TOUCH_POLICY = 'never';
 
-const KEY_ALGORITHMS: readonly KeyAlgorithm[] = ['RSA2048', 'RSA3072', 'ECCP256', 'ECCP384'];
-const PIN_POLICIES: readonly PinPolicy[] = ['never', 'once', 'always'];
-const ORIGINS: readonly KeyOrigin[] = ['generated', 'imported'];
-
 export function keyStore(ctx: StoreContext): KeySlotStore {
   return {
     info(slot) {
       return ctx.call(async (unit) => {
-        checkSlot(slot);
+        checkKeySlot(slot);
         const info = await slotInfo(ctx, unit, slot);
-        return info ? copyInfo(info) : undefined;
+        return info ? copySlotKeyInfo(info) : undefined;
       });
     },
 
     generate(slot, algorithm, pinPolicy) {
       return ctx.call(async (unit) => {
-        checkSlot(slot);
-        checkAlgorithm(algorithm);
+        checkKeySlot(slot);
+        checkKeyAlgorithm(algorithm);
         checkPinPolicy(pinPolicy);
         const { privateKey, publicKeySpki } = await generateKeyPair(algorithm);
         return storeKey(
@@ -61,43 +65,30 @@ export function keyStore(ctx: StoreContext): KeySlotStore {
           unit,
           slot,
           privateKey,
-          freezeInfo(algorithm, publicKeySpki, pinPolicy, 'generated'),
+          slotKeyInfo(algorithm, publicKeySpki, pinPolicy, 'generated'),
         );
       });
     },
 
     importKey(slot, algorithm, pkcs8, pinPolicy) {
       return ctx.call(async (unit) => {
-        checkSlot(slot);
-        checkAlgorithm(algorithm);
+        checkKeySlot(slot);
+        checkKeyAlgorithm(algorithm);
         checkPinPolicy(pinPolicy);
-        let privateKey: KeyObject;
-        try {
-          privateKey = createPrivateKey({ key: Buffer.from(pkcs8), format: 'der', type: 'pkcs8' });
-        } catch {
-          throw new CardStateError('KEY_INVALID', 'not a PKCS#8 private key', { slot });
-        }
-        const actual = keyAlgorithmOf(privateKey);
-        if (actual !== algorithm) {
-          throw new CardStateError('KEY_TYPE_MISMATCH', 'imported key is of another algorithm', {
-            slot,
-            algorithm,
-            actual,
-          });
-        }
+        const privateKey = importedPrivateKey(slot, algorithm, pkcs8);
         return storeKey(
           ctx,
           unit,
           slot,
           privateKey,
-          freezeInfo(algorithm, spkiOf(privateKey), pinPolicy, 'imported'),
+          slotKeyInfo(algorithm, spkiOf(privateKey), pinPolicy, 'imported'),
         );
       });
     },
 
     sign(slot, input) {
       return ctx.call(async (unit) => {
-        checkSlot(slot);
+        checkKeySlot(slot);
         const key = await privateKeyOf(ctx, unit, slot);
         const result = key.signer.sign(input); // refuses bad input before anything is written
         await ctx.audit(
@@ -112,7 +103,7 @@ export function keyStore(ctx: StoreContext): KeySlotStore {
 
     deriveSharedSecret(slot, peerPoint) {
       return ctx.call(async (unit) => {
-        checkSlot(slot);
+        checkKeySlot(slot);
         const key = await privateKeyOf(ctx, unit, slot);
         const secret = deriveSharedSecret(key.privateKey, peerPoint);
         await ctx.audit(
@@ -174,7 +165,7 @@ async function storeKey(
   } finally {
     pkcs8.fill(0);
   }
-  return copyInfo(info);
+  return copySlotKeyInfo(info);
 }
 
 async function slotInfo(
@@ -221,45 +212,14 @@ function infoOf(row: CardKeyRecord): SlotKeyInfo {
   const algorithm = row.algorithm as KeyAlgorithm;
   const pinPolicy = row.pinPolicy as PinPolicy;
   const origin = row.origin as KeyOrigin;
-  if (!KEY_ALGORITHMS.includes(algorithm) || !PIN_POLICIES.includes(pinPolicy) || !ORIGINS.includes(origin)) {
+  if (
+    !KEY_ALGORITHMS.includes(algorithm) ||
+    !PIN_POLICIES.includes(pinPolicy) ||
+    !KEY_ORIGINS.includes(origin)
+  ) {
     throw new SealedKeyInvalidError('key row holds an unknown algorithm, policy or origin', {
       slot: row.slot,
     });
   }
-  return freezeInfo(algorithm, row.publicKeySpki, pinPolicy, origin);
-}
-
-function checkSlot(slot: number): void {
-  if (!PIV_KEY_SLOTS.includes(slot)) {
-    throw new CardStateError('SLOT_INVALID', 'not a PIV key slot', {
-      slot: Number.isInteger(slot) ? slot : -1,
-    });
-  }
-}
-
-function checkAlgorithm(algorithm: KeyAlgorithm): void {
-  if (!KEY_ALGORITHMS.includes(algorithm)) {
-    throw new CardStateError('UNSUPPORTED_ALGORITHM', 'unsupported key algorithm', {
-      algorithm: String(algorithm),
-    });
-  }
-}
-
-function checkPinPolicy(policy: PinPolicy): void {
-  if (!PIN_POLICIES.includes(policy)) {
-    throw new CardStateError('INPUT_RANGE', 'unknown PIN policy', { policy: String(policy) });
-  }
-}
-
-function freezeInfo(
-  algorithm: KeyAlgorithm,
-  publicKeySpki: Uint8Array,
-  pinPolicy: PinPolicy,
-  origin: KeyOrigin,
-): SlotKeyInfo {
-  return Object.freeze({ algorithm, publicKeySpki: new Uint8Array(publicKeySpki), pinPolicy, origin });
-}
-
-function copyInfo(info: SlotKeyInfo): SlotKeyInfo {
-  return { ...info, publicKeySpki: new Uint8Array(info.publicKeySpki) };
+  return slotKeyInfo(algorithm, row.publicKeySpki, pinPolicy, origin);
 }

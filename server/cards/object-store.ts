@@ -3,8 +3,8 @@
  * stored in the clear; a write is fenced and audited with the tag and length.
  */
 import type { DataObjectStore } from '../../apdu/piv/card-state.js';
-import { CardStateError } from '../../apdu/piv/crypto/errors.js';
-import { getCardObject, MAX_CARD_OBJECT_BYTES, putCardObject } from '../storage/index.js';
+import { checkDataObjectTag, checkDataObjectValue } from '../../apdu/piv/card-state-rules.js';
+import { getCardObject, putCardObject } from '../storage/index.js';
 import type { StoreContext } from './store-context.js';
 
 /** Audit event of a data object write (PUT DATA, Key History refresh). */
@@ -14,21 +14,15 @@ export function objectStore(ctx: StoreContext): DataObjectStore {
   return {
     get(tag) {
       return ctx.call(async (unit) => {
-        checkTag(tag);
+        checkDataObjectTag(tag);
         const value = await getCardObject(await unit.reader(), ctx.fence.cardId, tag);
         return value === undefined ? undefined : new Uint8Array(value);
       });
     },
     put(tag, value) {
       return ctx.call(async (unit) => {
-        checkTag(tag);
-        if (!(value instanceof Uint8Array) || value.length > MAX_CARD_OBJECT_BYTES) {
-          throw new CardStateError('OBJECT_INVALID', 'data object too large', {
-            tag,
-            length: value instanceof Uint8Array ? value.length : -1,
-            limit: MAX_CARD_OBJECT_BYTES,
-          });
-        }
+        checkDataObjectTag(tag);
+        checkDataObjectValue(tag, value);
         await unit.write(async (card) => {
           await putCardObject(card, tag, value);
           await ctx.audit(unit, OBJECT_WRITTEN_EVENT, {
@@ -39,12 +33,4 @@ export function objectStore(ctx: StoreContext): DataObjectStore {
       });
     },
   };
-}
-
-function checkTag(tag: number): void {
-  if (!Number.isInteger(tag) || tag <= 0 || tag > 0xffffff) {
-    throw new CardStateError('OBJECT_INVALID', 'data object tag must be 1 to 3 bytes', {
-      tag: Number.isFinite(tag) ? tag : -1,
-    });
-  }
 }

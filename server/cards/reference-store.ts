@@ -8,6 +8,8 @@
  * provider), outside any transaction; (3) one transaction with the outcome: on a match the counter
  * is restored (and the new PIN/PUK set), the audit entry says what happened. Concurrent wrong
  * tries each cost one decrement; a crash or provider error in (2) leaves the try counted.
+ * Lengths, padding and the kind check are the card's rules (`apdu/piv/reference-data.ts`), the
+ * same the in-memory state applies.
  */
 import { statusOnly, SW, swVerifyFailed } from '../../apdu/codec/index.js';
 import type {
@@ -16,12 +18,11 @@ import type {
   RetryStatus,
   VerifyOutcome,
 } from '../../apdu/piv/card-state.js';
-import { CardStateError } from '../../apdu/piv/crypto/errors.js';
 import {
-  REFERENCE_DATA_MAX_BYTES,
-  REFERENCE_DATA_MIN_BYTES,
-  REFERENCE_DATA_PAD_BYTE,
-} from '../../apdu/piv/memory-card-state.js';
+  canonicalReferenceValue,
+  checkReferenceKind,
+  referenceCandidate,
+} from '../../apdu/piv/reference-data.js';
 import { AUDIT_EVENTS } from '../audit/audit-log.js';
 import { checkPinVerifier, createPinVerifier } from '../keys/pin-verifier.js';
 import {
@@ -47,7 +48,7 @@ export function referenceStore(ctx: StoreContext): ReferenceDataStore {
   return {
     status(kind) {
       return ctx.call(async (unit): Promise<RetryStatus> => {
-        checkKind(kind);
+        checkReferenceKind(kind);
         const r = await referenceStatus(await unit.reader(), ctx.fence.cardId, kind);
         return { remaining: r.remaining, limit: r.limit };
       });
@@ -55,8 +56,8 @@ export function referenceStore(ctx: StoreContext): ReferenceDataStore {
 
     verify(kind, candidate) {
       return ctx.call(async (unit) => {
-        checkKind(kind);
-        const value = candidateValue(candidate);
+        checkReferenceKind(kind);
+        const value = referenceCandidate(candidate);
         return tryReference(ctx, unit, kind, value, () =>
           ctx.audit(unit, AUDIT_EVENTS.pinVerified, { reference: kind }),
         );
@@ -65,9 +66,9 @@ export function referenceStore(ctx: StoreContext): ReferenceDataStore {
 
     change(kind, current, next) {
       return ctx.call(async (unit) => {
-        checkKind(kind);
-        const value = candidateValue(current);
-        const canonicalNext = canonicalValue(next); // refused before any try is consumed
+        checkReferenceKind(kind);
+        const value = referenceCandidate(current);
+        const canonicalNext = canonicalReferenceValue(next); // refused before any try is consumed
         // Made before the try: no key provider call while a transaction is open.
         const verifier = await createPinVerifier(ctx.kek, { cardId: ctx.fence.cardId, kind }, canonicalNext);
         return tryReference(ctx, unit, kind, value, async (card) => {
@@ -79,8 +80,8 @@ export function referenceStore(ctx: StoreContext): ReferenceDataStore {
 
     unblockPin(puk, newPin) {
       return ctx.call(async (unit) => {
-        const value = candidateValue(puk);
-        const canonicalPin = canonicalValue(newPin);
+        const value = referenceCandidate(puk);
+        const canonicalPin = canonicalReferenceValue(newPin);
         const verifier = await createPinVerifier(
           ctx.kek,
           { cardId: ctx.fence.cardId, kind: 'pin' },
@@ -133,37 +134,4 @@ async function tryReference(
     await onMatch(card);
   });
   return { ok: true };
-}
-
-function checkKind(kind: ReferenceKind): void {
-  if (kind !== 'pin' && kind !== 'puk') {
-    throw new CardStateError('INPUT_RANGE', 'unknown reference kind', { kind: String(kind) });
-  }
-}
-
-/** A candidate without its padding; longer than 8 bytes is refused before any try is consumed. */
-function candidateValue(candidate: Uint8Array): Uint8Array {
-  if (!(candidate instanceof Uint8Array) || candidate.length > REFERENCE_DATA_MAX_BYTES) {
-    throw new CardStateError('REFERENCE_DATA_LENGTH', 'PIN/PUK candidate longer than 8 bytes', {
-      length: candidate instanceof Uint8Array ? candidate.length : -1,
-    });
-  }
-  return stripPadding(candidate);
-}
-
-/** A new PIN/PUK without its padding, checked to be 6..8 bytes. */
-export function canonicalValue(value: Uint8Array): Uint8Array {
-  const canonical = candidateValue(value);
-  if (canonical.length < REFERENCE_DATA_MIN_BYTES) {
-    throw new CardStateError('REFERENCE_DATA_LENGTH', 'PIN/PUK must be 6 to 8 bytes', {
-      length: canonical.length,
-    });
-  }
-  return canonical;
-}
-
-function stripPadding(value: Uint8Array): Uint8Array {
-  let end = value.length;
-  while (end > 0 && value[end - 1] === REFERENCE_DATA_PAD_BYTE) end--;
-  return value.subarray(0, end);
 }

@@ -3,12 +3,13 @@
  * of tag 53 as the card returns it; they are public (GET DATA needs no PIN for most), so they are
  * stored in the clear.
  */
+import { MAX_DATA_OBJECT_BYTES } from '../../apdu/piv/card-state-rules.js';
 import { StorageError } from './errors.js';
 import { asBuffer, nowIso, type FencedCard } from './cards.js';
 import type { Queryable } from './storage.js';
 
-/** Largest object value stored, in bytes (a certificate object with chain fits easily). */
-export const MAX_CARD_OBJECT_BYTES = 16 * 1024;
+/** Largest object value stored: the card states' limit (a certificate object with chain fits easily). */
+export const MAX_CARD_OBJECT_BYTES = MAX_DATA_OBJECT_BYTES;
 
 export async function getCardObject(q: Queryable, cardId: string, tag: number): Promise<Buffer | undefined> {
   const row = await q.db

@@ -8,6 +8,8 @@
  * the bump also locks the card's row until commit, so a concurrent claim waits for the write and
  * the write never lands after the claim.
  */
+import { KEY_REF } from '../../apdu/piv/constants.js';
+import { GUID_BYTES } from '../../apdu/piv/objects/chuid.js';
 import { compiledQuery } from './compiled-query.js';
 import { randomUUID } from 'node:crypto';
 import { CardNotFoundError, CardTakenOverError, StorageError } from './errors.js';
@@ -87,11 +89,11 @@ export interface NewCard {
 /** The state version of a new card (and the key version its first management key is sealed with). */
 export const INITIAL_CARD_VERSION = 0;
 
-/** PIV key reference of the card management key, SP 800-73-4 Part 1, Table 4b. */
-export const MANAGEMENT_KEY_SLOT = 0x9b;
+/** PIV key reference of the card management key (9B): the slot its sealed key is bound to. */
+export const MANAGEMENT_KEY_SLOT = KEY_REF.CARD_MANAGEMENT;
 
-/** Bytes in a card GUID (the CHUID's GUID field, SP 800-73-4 Part 1, Table 9). */
-export const CARD_GUID_LENGTH = 16;
+/** Bytes in a card GUID (the CHUID's GUID field). */
+export const CARD_GUID_LENGTH = GUID_BYTES;
 
 export function newCardId(): string {
   return randomUUID();

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { FrontCard } from '../../apdu/piv/front-card.js';
+import { FrontCard } from '../../daemon/cards/front-card.js';
 import { decodeSnapshot } from '../../apdu/piv/snapshot.js';
 import { BridgeSocketClient } from '../../daemon/reader/bridge-socket-client.js';
 import { waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';

@@ -1,6 +1,6 @@
 import { ApduError, SW, type CommandApdu } from '../../codec/index.js';
 import { ok, type CommandContext, type CommandResponse } from '../command-context.js';
-import { parseReferenceField, REFERENCE_FIELD_BYTES, referenceKindOf } from '../reference-data.js';
+import { parseReferenceField, REFERENCE_DATA_MAX_BYTES, referenceKindOf } from '../reference-data.js';
 import { failIfWrong } from './verify.js';
 
 /**
@@ -12,13 +12,13 @@ export async function changeReferenceData(cmd: CommandApdu, ctx: CommandContext)
   if (cmd.p1 !== 0x00)
     throw new ApduError(SW.INCORRECT_P1P2, 'CHANGE REFERENCE DATA P1 must be 00', { p1: cmd.p1 });
   const kind = referenceKindOf(cmd.p2);
-  if (cmd.data.length !== 2 * REFERENCE_FIELD_BYTES) {
+  if (cmd.data.length !== 2 * REFERENCE_DATA_MAX_BYTES) {
     throw new ApduError(SW.INCORRECT_DATA, 'CHANGE REFERENCE DATA takes two 8-byte fields', {
       length: cmd.data.length,
     });
   }
-  const current = parseReferenceField(cmd.data.subarray(0, REFERENCE_FIELD_BYTES));
-  const next = parseReferenceField(cmd.data.subarray(REFERENCE_FIELD_BYTES));
+  const current = parseReferenceField(cmd.data.subarray(0, REFERENCE_DATA_MAX_BYTES));
+  const next = parseReferenceField(cmd.data.subarray(REFERENCE_DATA_MAX_BYTES));
   const outcome = await ctx.state.references.change(kind, current, next);
   if (!outcome.ok) ctx.security.unverify(kind);
   failIfWrong(kind, outcome);

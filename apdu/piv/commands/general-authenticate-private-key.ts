@@ -3,6 +3,7 @@ import type { PinPolicy } from '../card-state.js';
 import { ok, type CommandContext, type CommandResponse } from '../command-context.js';
 import { DYN_AUTH, isKeySlot, KEY_ALGORITHM_ID, keyAlgorithmFromId } from '../constants.js';
 import { parseDynamicAuthTemplate } from '../dynamic-auth.js';
+import { SW_NO_KEY_IN_SLOT } from '../status-mapping.js';
 
 /**
  * Private-key operations with GENERAL AUTHENTICATE (SP 800-73-4 Part 2 section 3.2.4 and
@@ -24,7 +25,7 @@ export async function usePrivateKey(cmd: CommandApdu, ctx: CommandContext): Prom
   const algorithm = keyAlgorithmFromId(cmd.p1);
   if (algorithm === undefined) throw new ApduError(SW.INCORRECT_DATA, 'not a key algorithm', { p1: cmd.p1 });
   const info = await ctx.state.keys.info(slot);
-  if (!info) throw new ApduError(SW.REFERENCE_NOT_FOUND, 'no key in slot', { slot });
+  if (!info) throw new ApduError(SW_NO_KEY_IN_SLOT, 'no key in slot', { slot });
   if (info.algorithm !== algorithm) {
     throw new ApduError(SW.INCORRECT_DATA, 'algorithm does not match the key in the slot', {
       slot,
@@ -32,7 +33,7 @@ export async function usePrivateKey(cmd: CommandApdu, ctx: CommandContext): Prom
       expected: KEY_ALGORITHM_ID[info.algorithm],
     });
   }
-  checkPinPolicy(info.pinPolicy, ctx);
+  enforcePinPolicy(info.pinPolicy, ctx);
 
   const items = parseDynamicAuthTemplate(cmd.data);
   const response = items.get(DYN_AUTH.RESPONSE);
@@ -55,7 +56,7 @@ export async function usePrivateKey(cmd: CommandApdu, ctx: CommandContext): Prom
   return ok(encodeTlv(DYN_AUTH.TEMPLATE, encodeTlv(DYN_AUTH.RESPONSE, result)));
 }
 
-function checkPinPolicy(policy: PinPolicy, ctx: CommandContext): void {
+function enforcePinPolicy(policy: PinPolicy, ctx: CommandContext): void {
   const s = ctx.security;
   const satisfied =
     policy === 'never' ? true : policy === 'once' ? s.pinVerified : s.pinVerified && s.pinAlwaysArmed;

@@ -13,6 +13,7 @@ import {
 } from '../constants.js';
 import { yubicoPinPolicyByte } from '../key-policy.js';
 import { publicKeyTemplateContent } from '../public-key-template.js';
+import { SW_NO_KEY_IN_SLOT } from '../status-mapping.js';
 
 /**
  * GET METADATA (Yubico extension, INS F7, firmware 5.3+): `00 F7 00 <reference>`, no
@@ -53,7 +54,7 @@ export async function getMetadata(cmd: CommandApdu, ctx: CommandContext): Promis
   if (!isKeySlot(ref))
     throw new ApduError(SW.REFERENCE_NOT_FOUND, 'no metadata for this reference', { p2: ref });
   const info = await ctx.state.keys.info(ref);
-  if (!info) throw new ApduError(SW.REFERENCE_NOT_FOUND, 'no key in slot', { slot: ref });
+  if (!info) throw new ApduError(SW_NO_KEY_IN_SLOT, 'no key in slot', { slot: ref });
   return ok(
     concatBytes([
       tlv1(METADATA_TAG.ALGORITHM, KEY_ALGORITHM_ID[info.algorithm]),

@@ -1,7 +1,7 @@
 import { ApduError, SW, type CommandApdu } from '../../codec/index.js';
 import { ok, type CommandContext, type CommandResponse } from '../command-context.js';
 import { KEY_REF } from '../constants.js';
-import { parseReferenceField, REFERENCE_FIELD_BYTES } from '../reference-data.js';
+import { parseReferenceField, REFERENCE_DATA_MAX_BYTES } from '../reference-data.js';
 import { failIfWrong } from './verify.js';
 
 /**
@@ -15,13 +15,13 @@ export async function resetRetryCounter(cmd: CommandApdu, ctx: CommandContext): 
     throw new ApduError(SW.INCORRECT_P1P2, 'RESET RETRY COUNTER P1 must be 00', { p1: cmd.p1 });
   if (cmd.p2 !== KEY_REF.PIN)
     throw new ApduError(SW.REFERENCE_NOT_FOUND, 'only the PIN can be reset', { p2: cmd.p2 });
-  if (cmd.data.length !== 2 * REFERENCE_FIELD_BYTES) {
+  if (cmd.data.length !== 2 * REFERENCE_DATA_MAX_BYTES) {
     throw new ApduError(SW.INCORRECT_DATA, 'RESET RETRY COUNTER takes two 8-byte fields', {
       length: cmd.data.length,
     });
   }
-  const puk = parseReferenceField(cmd.data.subarray(0, REFERENCE_FIELD_BYTES));
-  const newPin = parseReferenceField(cmd.data.subarray(REFERENCE_FIELD_BYTES));
+  const puk = parseReferenceField(cmd.data.subarray(0, REFERENCE_DATA_MAX_BYTES));
+  const newPin = parseReferenceField(cmd.data.subarray(REFERENCE_DATA_MAX_BYTES));
   const outcome = await ctx.state.references.unblockPin(puk, newPin);
   if (!outcome.ok) ctx.security.unverify('puk');
   failIfWrong('puk', outcome);

@@ -1,6 +1,7 @@
 import { ApduError, SW, swVerifyFailed, type CommandApdu } from '../../codec/index.js';
 import type { ReferenceKind, VerifyOutcome } from '../card-state.js';
 import { ok, type CommandContext, type CommandResponse } from '../command-context.js';
+import { VERIFY_P1 } from '../constants.js';
 import { parseReferenceField, referenceKindOf } from '../reference-data.js';
 
 /**
@@ -16,15 +17,12 @@ import { parseReferenceField, referenceKindOf } from '../reference-data.js';
  * - A field that is not 8 bytes of 6..8 value bytes + FF padding: `6A80`, no try consumed.
  */
 
-const P1_VERIFY = 0x00;
-const P1_RESET_STATUS = 0xff;
-
 export async function verify(cmd: CommandApdu, ctx: CommandContext): Promise<CommandResponse> {
-  if (cmd.p1 !== P1_VERIFY && cmd.p1 !== P1_RESET_STATUS) {
+  if (cmd.p1 !== VERIFY_P1.VERIFY && cmd.p1 !== VERIFY_P1.RESET_STATUS) {
     throw new ApduError(SW.INCORRECT_P1P2, 'VERIFY P1 must be 00 or FF', { p1: cmd.p1 });
   }
   const kind = referenceKindOf(cmd.p2);
-  if (cmd.p1 === P1_RESET_STATUS) {
+  if (cmd.p1 === VERIFY_P1.RESET_STATUS) {
     if (cmd.data.length !== 0) throw new ApduError(SW.INCORRECT_DATA, 'VERIFY P1=FF takes no data');
     ctx.security.unverify(kind);
     return ok();

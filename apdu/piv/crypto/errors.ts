@@ -2,7 +2,8 @@ import { CardlinkError } from '../../../protocol/errors.js';
 
 /**
  * Why a card-state or PIV crypto operation refused its input. Stable strings: the PIV card maps
- * them to status words (for instance `INPUT_LENGTH` -> 6A80, `SLOT_EMPTY` -> 6A82), tests match them.
+ * them to status words in `status-mapping.ts` (for instance `INPUT_LENGTH` -> 6A80, `SLOT_EMPTY`
+ * -> 6A88 as SP 800-73-4 Part 2 section 3.2.4 asks), tests match them.
  */
 export type CardStateErrorReason =
   /** Input of the wrong length (RSA block, ECDSA digest, cipher block, EC point, PIN/PUK). */
@@ -19,7 +20,7 @@ export type CardStateErrorReason =
   | 'KEY_INVALID'
   /** A slot number that holds no key in PIV (not 9A, 9C, 9D, 9E, 82..95). */
   | 'SLOT_INVALID'
-  /** The slot holds no key. */
+  /** The slot holds no key (`6A88`, SW_NO_KEY_IN_SLOT). */
   | 'SLOT_EMPTY'
   /** A data object tag outside 1..3 bytes, or a value over the store's size limit. */
   | 'OBJECT_INVALID'

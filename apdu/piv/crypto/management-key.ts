@@ -1,5 +1,6 @@
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import type { ManagementKeyAlgorithm } from '../card-state.js';
+import { MANAGEMENT_BLOCK_BYTES, MANAGEMENT_KEY_BYTES } from '../constants.js';
 import { CardStateError } from './errors.js';
 
 /**
@@ -17,13 +18,24 @@ interface CipherSpec {
   readonly blockBytes: number;
 }
 
-/** SP 800-78-5 Table 6-1: algorithm ids 03 (3DES, 3-key, SP 800-67), 08/0A/0C (AES, FIPS 197). */
+/**
+ * SP 800-78-5 Table 6-1: algorithm ids 03 (3DES, 3-key, SP 800-67), 08/0A/0C (AES, FIPS 197).
+ * Key and block lengths are those of `constants.ts`.
+ */
 export const MANAGEMENT_KEY_CIPHERS: Readonly<Record<ManagementKeyAlgorithm, CipherSpec>> = {
-  '3DES': { cipher: 'des-ede3', keyBytes: 24, blockBytes: 8 },
-  AES128: { cipher: 'aes-128-ecb', keyBytes: 16, blockBytes: 16 },
-  AES192: { cipher: 'aes-192-ecb', keyBytes: 24, blockBytes: 16 },
-  AES256: { cipher: 'aes-256-ecb', keyBytes: 32, blockBytes: 16 },
+  '3DES': cipherSpec('3DES', 'des-ede3'),
+  AES128: cipherSpec('AES128', 'aes-128-ecb'),
+  AES192: cipherSpec('AES192', 'aes-192-ecb'),
+  AES256: cipherSpec('AES256', 'aes-256-ecb'),
 };
+
+function cipherSpec(algorithm: ManagementKeyAlgorithm, cipher: string): CipherSpec {
+  return {
+    cipher,
+    keyBytes: MANAGEMENT_KEY_BYTES[algorithm],
+    blockBytes: MANAGEMENT_BLOCK_BYTES[algorithm],
+  };
+}
 
 /**
  * Longest input of one cipher call. The challenge-response uses one block; a few more are allowed

@@ -1,6 +1,6 @@
 import { concatBytes, encodeTlv, findTlv, parseTlvList } from '../../codec/ber-tlv.js';
 import type { PivCardState } from '../card-state.js';
-import { KEY_REF } from '../constants.js';
+import { KEY_REF, RETIRED_SLOT_COUNT } from '../constants.js';
 import { OBJECT_TAG, retiredCertificateTag } from './catalogue.js';
 
 /**
@@ -25,9 +25,6 @@ export const KEY_HISTORY_TAG = {
   OFF_CARD_CERT_URL: 0xf3,
   ERROR_DETECTION_CODE: 0xfe,
 } as const;
-
-/** Number of retired key management slots (82..95). */
-export const RETIRED_SLOT_COUNT = KEY_REF.RETIRED_LAST - KEY_REF.RETIRED_FIRST + 1;
 
 export function encodeKeyHistory(keysWithOnCardCerts: number, keysWithOffCardCerts = 0): Uint8Array {
   for (const n of [keysWithOnCardCerts, keysWithOffCardCerts]) {

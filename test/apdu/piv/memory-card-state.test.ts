@@ -9,11 +9,11 @@ import {
   randomBytes,
 } from 'node:crypto';
 import fc from 'fast-check';
+import { KEY_SLOTS } from '../../../apdu/piv/constants.js';
+import { CardStateError } from '../../../apdu/piv/crypto/errors.js';
 import {
-  CardStateError,
   createMemoryCardState,
   memoryStateFingerprint,
-  PIV_KEY_SLOTS,
   type MemoryCardStateOptions,
 } from '../../../apdu/piv/memory-card-state.js';
 import type { PivCardState } from '../../../apdu/piv/card-state.js';
@@ -208,7 +208,7 @@ describe('memory card state: keys', () => {
 
   it('refuses unknown slots, empty slots and unknown PIN policies', async () => {
     const s = newState();
-    assert.equal(PIV_KEY_SLOTS.length, 24);
+    assert.equal(KEY_SLOTS.length, 24);
     await assert.rejects(s.keys.generate(0x9b, 'ECCP256', 'never'), reason('SLOT_INVALID'));
     await assert.rejects(s.keys.generate(0x96, 'ECCP256', 'never'), reason('SLOT_INVALID'));
     await assert.rejects(s.keys.info(0x81), reason('SLOT_INVALID'));

@@ -1,7 +1,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate, createPublicKey } from 'node:crypto';
-import { createMemoryCardState, CardStateError } from '../../../apdu/piv/memory-card-state.js';
+import { CardStateError } from '../../../apdu/piv/crypto/errors.js';
+import { createMemoryCardState } from '../../../apdu/piv/memory-card-state.js';
 import { provisionStandardKeys } from '../../../apdu/piv/provisioning.js';
 import { decodeCertificateObject } from '../../../apdu/piv/certificates/piv-certificate-object.js';
 import type { PivCardState } from '../../../apdu/piv/card-state.js';

@@ -3,7 +3,7 @@
  * sends every other command to the real card (on the card server) as ONE complete command.
  *
  * Local, no round trip: SELECT, GET VERSION, GET SERIAL, GET DATA of public containers
- * (snapshot.ts), the non-final parts of a command chain (CLA bit 0x10; answered 9000 and
+ * (`apdu/piv/snapshot.ts`), the non-final parts of a command chain (CLA bit 0x10; answered 9000 and
  * assembled here) and GET RESPONSE of an answer already received (kept here). A reset is
  * answered locally too and reported to the card with the next remote command.
  * Remote, one round trip each: VERIFY, GENERAL AUTHENTICATE, CHANGE REFERENCE DATA, RESET RETRY
@@ -13,21 +13,29 @@
  *
  * Like PivCard it is a VirtualCard (`atr`, `reset()`, `transmit()`); `transmit` never rejects.
  */
-import { ApduError, SW, type StatusWord } from '../codec/index.js';
-import { CommandChainAssembler, INS_GET_RESPONSE, ResponseChainer } from '../codec/chaining.js';
+import { ApduError, SW, swVerifyFailed, verifyTriesLeft, type StatusWord } from '../../apdu/codec/index.js';
+import { CommandChainAssembler, INS_GET_RESPONSE, ResponseChainer } from '../../apdu/codec/chaining.js';
 import {
   encodeCommandApdu,
   EXTENDED_MAX,
   parseCommandApdu,
   type CommandApdu,
-} from '../codec/command-apdu.js';
-import { statusOnly } from '../codec/response-apdu.js';
-import { PIV_CARD_ATR } from './atr.js';
-import type { PivCardState } from './card-state.js';
-import { DATA_TAG, INS } from './constants.js';
-import { COMMAND_HANDLERS } from './commands/index.js';
-import { PivCard } from './piv-card.js';
-import { isPublicObject, type CardSnapshot } from './snapshot.js';
+} from '../../apdu/codec/command-apdu.js';
+import { statusOnly } from '../../apdu/codec/response-apdu.js';
+import { PIV_CARD_ATR } from '../../apdu/piv/atr.js';
+import type {
+  CardIdentity,
+  DataObjectStore,
+  KeySlotStore,
+  ManagementKeyStore,
+  PivCardState,
+  ReferenceDataStore,
+} from '../../apdu/piv/card-state.js';
+import { DATA_TAG, INS, KEY_REF, VERIFY_P1 } from '../../apdu/piv/constants.js';
+import { COMMAND_HANDLERS } from '../../apdu/piv/commands/index.js';
+import { GUID_BYTES } from '../../apdu/piv/objects/chuid.js';
+import { PivCard } from '../../apdu/piv/piv-card.js';
+import { isPublicObject, type CardSnapshot } from '../../apdu/piv/snapshot.js';
 
 /** The real card, somewhere else. */
 export interface RemoteCardLink {
@@ -50,9 +58,6 @@ const CHANGES_PUBLIC_DATA = new Set<number>([
   INS.YK_IMPORT_KEY,
 ]);
 
-/** Key reference of the PIV Card Application PIN (SP 800-73-4 Part 1 Table 4). */
-const PIN_REFERENCE = 0x80;
-
 /** Counts of commands by where they were answered (for diagnostics and the round-trip benchmark). */
 export interface FrontCardCounters {
   local: number;
@@ -60,23 +65,52 @@ export interface FrontCardCounters {
   snapshotFetches: number;
 }
 
-/** A read-only state over the snapshot: enough for SELECT, GET DATA, GET SERIAL, GET VERSION. */
-function snapshotState(get: () => CardSnapshot): PivCardState {
-  const refuse = (): never => {
-    throw new ApduError(SW.NO_PRECISE_DIAGNOSIS, 'not available from the snapshot');
+/** Every store call the snapshot cannot answer: the local card answers `6F00`. */
+async function notFromSnapshot(): Promise<never> {
+  throw new ApduError(SW.NO_PRECISE_DIAGNOSIS, 'not available from the snapshot');
+}
+
+/**
+ * The card state the front's local PivCard runs on: the snapshot's serial and public containers,
+ * read-only. `isLocal` sends it only SELECT, GET VERSION, GET SERIAL and GET DATA of public
+ * containers, which need nothing else; every other store call is refused (`6F00`), never faked.
+ */
+class SnapshotCardState implements PivCardState {
+  readonly objects: DataObjectStore;
+  readonly references: ReferenceDataStore = {
+    status: notFromSnapshot,
+    verify: notFromSnapshot,
+    change: notFromSnapshot,
+    unblockPin: notFromSnapshot,
   };
-  return {
-    get identity() {
-      return { serial: get().serial, guid: new Uint8Array(16) };
-    },
-    objects: {
-      get: async (tag: number) => get().objects.get(tag),
-      put: async () => refuse(),
-    },
-    references: { status: refuse, verify: refuse, change: refuse, unblockPin: refuse },
-    keys: { info: refuse, generate: refuse, importKey: refuse, sign: refuse, deriveSharedSecret: refuse },
-    managementKey: { algorithm: refuse, encryptBlock: refuse, decryptBlock: refuse, replace: refuse },
-  } as unknown as PivCardState;
+  readonly keys: KeySlotStore = {
+    info: notFromSnapshot,
+    generate: notFromSnapshot,
+    importKey: notFromSnapshot,
+    sign: notFromSnapshot,
+    deriveSharedSecret: notFromSnapshot,
+  };
+  readonly managementKey: ManagementKeyStore = {
+    algorithm: notFromSnapshot,
+    encryptBlock: notFromSnapshot,
+    decryptBlock: notFromSnapshot,
+    replace: notFromSnapshot,
+  };
+
+  constructor(private readonly current: () => CardSnapshot) {
+    this.objects = {
+      get: async (tag) => this.current().objects.get(tag),
+      put: notFromSnapshot,
+    };
+  }
+
+  /**
+   * The snapshot carries no GUID, and no command reads one (the CHUID and CCC holding it come from
+   * the snapshot's containers): a zero GUID of the right length.
+   */
+  get identity(): CardIdentity {
+    return { serial: this.current().serial, guid: new Uint8Array(GUID_BYTES) };
+  }
 }
 
 export class FrontCard {
@@ -99,7 +133,7 @@ export class FrontCard {
   ) {
     this.current = snapshot;
     this.pinRetries = snapshot.pinRetries?.remaining;
-    this.local = new PivCard(snapshotState(() => this.current));
+    this.local = new PivCard(new SnapshotCardState(() => this.current));
   }
 
   get snapshot(): CardSnapshot {
@@ -190,25 +224,31 @@ export class FrontCard {
 
   /** The status word of an empty VERIFY of the PIN, when this front knows it. */
   private cachedPinStatus(cmd: CommandApdu): StatusWord | undefined {
-    if (cmd.ins !== INS.VERIFY || cmd.p1 !== 0x00 || cmd.p2 !== PIN_REFERENCE || cmd.data.length !== 0)
+    if (
+      cmd.ins !== INS.VERIFY ||
+      cmd.p1 !== VERIFY_P1.VERIFY ||
+      cmd.p2 !== KEY_REF.PIN ||
+      cmd.data.length !== 0
+    )
       return undefined;
     if (this.pinRetries === undefined || this.pinVerified === undefined) return undefined;
     if (this.pinRetries === 0) return SW.AUTH_METHOD_BLOCKED;
-    return this.pinVerified ? SW.OK : 0x63c0 | Math.min(this.pinRetries, 15);
+    return this.pinVerified ? SW.OK : swVerifyFailed(this.pinRetries);
   }
 
   /** Follows the PIN's state through the card's answers, so empty VERIFYs need no round trip. */
   private notePinAnswer(cmd: CommandApdu, sw: StatusWord): void {
-    if (cmd.ins === INS.VERIFY && cmd.p2 === PIN_REFERENCE) {
+    if (cmd.ins === INS.VERIFY && cmd.p2 === KEY_REF.PIN) {
       const limit = this.current.pinRetries?.limit;
-      if (cmd.p1 === 0xff) {
+      const triesLeft = verifyTriesLeft(sw);
+      if (cmd.p1 === VERIFY_P1.RESET_STATUS) {
         if (sw === SW.OK) this.pinVerified = false;
       } else if (sw === SW.OK) {
         this.pinVerified = true;
         this.pinRetries = limit; // a correct PIN restores the counter
-      } else if ((sw & 0xfff0) === 0x63c0) {
+      } else if (triesLeft !== undefined) {
         this.pinVerified = false;
-        this.pinRetries = sw & 0x0f;
+        this.pinRetries = triesLeft;
       } else if (sw === SW.AUTH_METHOD_BLOCKED) {
         this.pinVerified = false;
         this.pinRetries = 0;
