@@ -1,5 +1,7 @@
 import { concatBytes, encodeTlv, findTlv, parseTlvList } from '../../codec/ber-tlv.js';
+import { KEY_REF, isRetiredSlot } from '../constants.js';
 import { CardStateError } from '../crypto/errors.js';
+import { OBJECT_TAG, retiredCertificateTag } from '../objects/catalogue.js';
 
 /**
  * The PIV certificate data objects (SP 800-73-4 Part 1 Appendix A, the X.509 certificate containers):
@@ -14,22 +16,18 @@ export const CERT_INFO_UNCOMPRESSED = 0x00;
 
 /** SP 800-73-4 Part 1 Table 3: certificate object of each key slot. */
 const STANDARD_CERT_OBJECTS: ReadonlyMap<number, number> = new Map([
-  [0x9a, 0x5fc105], // X.509 Certificate for PIV Authentication
-  [0x9c, 0x5fc10a], // X.509 Certificate for Digital Signature
-  [0x9d, 0x5fc10b], // X.509 Certificate for Key Management
-  [0x9e, 0x5fc101], // X.509 Certificate for Card Authentication
+  [KEY_REF.PIV_AUTHENTICATION, OBJECT_TAG.CERT_PIV_AUTHENTICATION],
+  [KEY_REF.DIGITAL_SIGNATURE, OBJECT_TAG.CERT_DIGITAL_SIGNATURE],
+  [KEY_REF.KEY_MANAGEMENT, OBJECT_TAG.CERT_KEY_MANAGEMENT],
+  [KEY_REF.CARD_AUTHENTICATION, OBJECT_TAG.CERT_CARD_AUTHENTICATION],
 ]);
-/** Retired key management slots 82..95 map to objects 5FC10D..5FC120 (SP 800-73-4 Part 1 Table 3). */
-const RETIRED_FIRST_SLOT = 0x82;
-const RETIRED_LAST_SLOT = 0x95;
-const RETIRED_FIRST_OBJECT = 0x5fc10d;
 
 /** The data object tag holding the certificate of `slot`; undefined for a slot with none. */
 export function certificateObjectTag(slot: number): number | undefined {
   const standard = STANDARD_CERT_OBJECTS.get(slot);
   if (standard !== undefined) return standard;
-  if (slot >= RETIRED_FIRST_SLOT && slot <= RETIRED_LAST_SLOT)
-    return RETIRED_FIRST_OBJECT + (slot - RETIRED_FIRST_SLOT);
+  // Retired key management slots 82..95 map to objects 5FC10D..5FC120.
+  if (isRetiredSlot(slot)) return retiredCertificateTag(slot - KEY_REF.RETIRED_FIRST);
   return undefined;
 }
 

@@ -1,5 +1,6 @@
 import { createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
 import type { KeyAlgorithm } from '../card-state.js';
+import { KEY_REF, isRetiredSlot } from '../constants.js';
 import { CardStateError } from '../crypto/errors.js';
 import { isEcAlgorithm, keyAlgorithmOf } from '../crypto/key-algorithms.js';
 import { cardSigningKey, type CertificateSigner } from './card-key-crypto.js';
@@ -58,8 +59,8 @@ export interface SelfSignedCertificateOptions {
  * management: keyEncipherment for RSA, keyAgreement for EC.
  */
 export function keyUsageForSlot(slot: number, algorithm: KeyAlgorithm): number[] {
-  if (slot === 0x9c) return [KEY_USAGE.digitalSignature, KEY_USAGE.nonRepudiation];
-  if (slot === 0x9d || (slot >= 0x82 && slot <= 0x95)) {
+  if (slot === KEY_REF.DIGITAL_SIGNATURE) return [KEY_USAGE.digitalSignature, KEY_USAGE.nonRepudiation];
+  if (slot === KEY_REF.KEY_MANAGEMENT || isRetiredSlot(slot)) {
     return [isEcAlgorithm(algorithm) ? KEY_USAGE.keyAgreement : KEY_USAGE.keyEncipherment];
   }
   return [KEY_USAGE.digitalSignature];
