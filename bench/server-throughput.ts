@@ -545,6 +545,8 @@ function startServer(dataDir: string, idp: TestIdpClient): Promise<ServerNode> {
     deviceRegistration: 'automatic',
     limits: {
       maxConnections: 20_000,
+      // Every benchmark client connects from 127.0.0.1.
+      maxSocketsPerAddress: 21_000,
       // Closed benchmark sessions end at once instead of waiting for a RESUME.
       resumeGraceSeconds: 0,
       // Idle connections must outlive the memory measurement.

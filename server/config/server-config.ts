@@ -65,6 +65,17 @@ export interface ServerConfig {
     readonly maxConnections: number;
     /** Handshake (HELLO..AUTH_OK) must finish within this. */
     readonly handshakeTimeoutSeconds: number;
+    // Below HTTP and WebSocket: TCP and TLS sockets (docs/connection-limits.md).
+    /** Open TCP sockets at once, any kind; more are closed at accept. Default maxConnections + 1000. */
+    readonly maxSockets: number;
+    /** Open TCP sockets at once from one source address (IPv6: one /64); more are closed at accept. */
+    readonly maxSocketsPerAddress: number;
+    /** The TLS handshake must finish within this after the TCP accept. */
+    readonly tlsHandshakeTimeoutSeconds: number;
+    /** A request's headers must all arrive within this. */
+    readonly headersTimeoutSeconds: number;
+    /** A socket that is no WebSocket and has no request in progress for this long is closed. */
+    readonly socketIdleTimeoutSeconds: number;
   };
   readonly log: { readonly level: 'error' | 'warn' | 'info' | 'debug'; readonly file?: string | undefined };
 }
@@ -100,7 +111,15 @@ export const DEFAULT_LIMITS: ServerConfig['limits'] = Object.freeze({
   tokenWarningSeconds: 60,
   maxConnections: 10_000,
   handshakeTimeoutSeconds: 10,
+  maxSockets: 11_000,
+  maxSocketsPerAddress: 256,
+  tlsHandshakeTimeoutSeconds: 10,
+  headersTimeoutSeconds: 10,
+  socketIdleTimeoutSeconds: 20,
 });
+
+/** Sockets beyond `maxConnections` that `maxSockets` leaves by default for handshakes and probes. */
+const SOCKETS_BEYOND_CONNECTIONS = 1_000;
 
 function defaultDataDir(): string {
   const state = process.env['XDG_STATE_HOME'] || path.join(os.homedir(), '.local', 'state');
@@ -249,13 +268,35 @@ export function loadServerConfig(
     tokenWarningSeconds: [0, 3_600],
     maxConnections: [1, 1_000_000],
     handshakeTimeoutSeconds: [1, 300],
+    maxSockets: [1, 1_000_000],
+    maxSocketsPerAddress: [1, 1_000_000],
+    tlsHandshakeTimeoutSeconds: [1, 120],
+    headersTimeoutSeconds: [1, 300],
+    socketIdleTimeoutSeconds: [1, 3_600],
   };
+  const limitSources: Partial<Record<keyof ServerConfig['limits'], string>> = {};
   for (const [name, [min, max]] of Object.entries(limitRanges) as [
     keyof ServerConfig['limits'],
     [number, number],
   ][]) {
     const v = last((s) => s.int(`limits.${name}`, min, max));
-    if (v) (limits as Record<string, number>)[name] = v.value;
+    if (v) {
+      (limits as Record<string, number>)[name] = v.value;
+      limitSources[name] = v.source;
+    }
+  }
+  // Every WebSocket is a socket: fewer sockets than connections would quietly lower maxConnections.
+  if (limitSources.maxSockets === undefined) {
+    limits.maxSockets = Math.min(
+      limits.maxConnections + SOCKETS_BEYOND_CONNECTIONS,
+      limitRanges.maxSockets[1],
+    );
+  } else if (limits.maxSockets < limits.maxConnections) {
+    throw new ConfigError(
+      'limits.maxSockets',
+      limitSources.maxSockets,
+      `must be at least limits.maxConnections (${limits.maxConnections})`,
+    );
   }
 
   return Object.freeze({

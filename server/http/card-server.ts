@@ -18,6 +18,8 @@ import { pingDatabase, type Storage } from '../storage/storage.js';
 import { Connection } from '../session/connection.js';
 import { SessionService } from '../session/session-service.js';
 import type { TlsPair } from '../tls/tls-pair.js';
+import { guardConnections, listenerTimeouts } from './connection-guard.js';
+import { refuse, reply } from './responses.js';
 
 /** Interval of WebSocket pings that find dead peers (a live one answers with a pong). */
 export const HEARTBEAT_INTERVAL_MS = 30_000;
@@ -38,18 +40,9 @@ export interface RunningCardServer {
   readonly service: SessionService;
   /** Open WebSocket connections. */
   connections(): number;
+  /** Open TCP sockets: WebSockets, HTTP requests, and those still in the TLS handshake. */
+  sockets(): number;
   close(): Promise<void>;
-}
-
-function reply(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    'Content-Type': 'application/json; charset=utf-8',
-    'Content-Length': Buffer.byteLength(text),
-    'X-Content-Type-Options': 'nosniff',
-    'Cache-Control': 'no-store',
-  });
-  res.end(text);
 }
 
 export async function startCardServer(options: CardServerOptions): Promise<RunningCardServer> {
@@ -58,16 +51,20 @@ export async function startCardServer(options: CardServerOptions): Promise<Runni
     cert: options.tls.cert,
     key: options.tls.key,
     minVersion: 'TLSv1.2',
-    // Slow or idle HTTP clients must not hold sockets open.
-    requestTimeout: 10_000,
-    headersTimeout: 10_000,
+    // Slow, idle or too many sockets must not hold file descriptors (docs/connection-limits.md).
+    ...listenerTimeouts(config.limits),
   });
+  const guard = guardConnections(server, config.limits, logger);
   const wss = new WebSocketServer({
     noServer: true,
     perMessageDeflate: false, // ~240 KiB per connection when on, and compression over secrets (CRIME)
     maxPayload: config.limits.maxFrameBytes,
     clientTracking: true,
   });
+  // ws's own refusals (bad WebSocket headers), answered by us so they carry the same headers.
+  wss.on('wsClientError', (_error, socket, req) =>
+    req.method === 'GET' ? refuse(socket, 400, { 'Sec-WebSocket-Version': '13' }) : refuse(socket, 405),
+  );
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -113,14 +110,10 @@ export async function startCardServer(options: CardServerOptions): Promise<Runni
 
   server.on('upgrade', (req, socket, head) => {
     const path = (req.url ?? '/').split('?')[0];
-    if (path !== SESSION_PATH) {
-      socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
-      return;
-    }
-    if (wss.clients.size >= config.limits.maxConnections) {
-      socket.end('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
-      return;
-    }
+    if (path !== SESSION_PATH) return refuse(socket, 404);
+    if (wss.clients.size >= config.limits.maxConnections) return refuse(socket, 503);
+    // From here the session's handshake and idle timeouts (server/session/connection.ts) apply.
+    guard.release(socket);
     wss.handleUpgrade(req, socket, head, (ws) => {
       const peer = `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`;
       alive.set(ws, true);
@@ -155,6 +148,7 @@ export async function startCardServer(options: CardServerOptions): Promise<Runni
     sessionUrl,
     service,
     connections: () => wss.clients.size,
+    sockets: () => guard.sockets(),
     async close() {
       clearInterval(heartbeat);
       for (const ws of wss.clients) ws.close(1001, 'server shutting down');
@@ -163,6 +157,7 @@ export async function startCardServer(options: CardServerOptions): Promise<Runni
         server.close(() => resolve());
         server.closeAllConnections();
       });
+      guard.close();
       wss.close();
     },
   };
