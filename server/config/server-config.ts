@@ -65,6 +65,13 @@ export interface ServerConfig {
     readonly maxConnections: number;
     /** Handshake (HELLO..AUTH_OK) must finish within this. */
     readonly handshakeTimeoutSeconds: number;
+    /** Failed sign-in throttle (per address; per user for device proofs): docs/security-model.md. */
+    readonly authFreeFailures: number;
+    readonly authThrottleMaxSeconds: number;
+    readonly authFailureHalfLifeSeconds: number;
+    readonly authThrottleMaxEntries: number;
+    /** Lines of one repeated log message per minute; the rest are counted in one summary line. */
+    readonly logRepeatsPerMinute: number;
   };
   readonly log: { readonly level: 'error' | 'warn' | 'info' | 'debug'; readonly file?: string | undefined };
 }
@@ -100,6 +107,11 @@ export const DEFAULT_LIMITS: ServerConfig['limits'] = Object.freeze({
   tokenWarningSeconds: 60,
   maxConnections: 10_000,
   handshakeTimeoutSeconds: 10,
+  authFreeFailures: 20,
+  authThrottleMaxSeconds: 300,
+  authFailureHalfLifeSeconds: 600,
+  authThrottleMaxEntries: 10_000,
+  logRepeatsPerMinute: 20,
 });
 
 function defaultDataDir(): string {
@@ -249,6 +261,11 @@ export function loadServerConfig(
     tokenWarningSeconds: [0, 3_600],
     maxConnections: [1, 1_000_000],
     handshakeTimeoutSeconds: [1, 300],
+    authFreeFailures: [1, 1_000],
+    authThrottleMaxSeconds: [1, 86_400],
+    authFailureHalfLifeSeconds: [10, 86_400],
+    authThrottleMaxEntries: [100, 1_000_000],
+    logRepeatsPerMinute: [1, 10_000],
   };
   for (const [name, [min, max]] of Object.entries(limitRanges) as [
     keyof ServerConfig['limits'],
