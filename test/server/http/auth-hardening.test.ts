@@ -98,7 +98,11 @@ describe('a session is established whole or not at all', () => {
   before(async () => {
     idp = await startTestIdp();
     dir = await mkdtemp(path.join(tmpdir(), 'cardlink-auth-hardening-'));
-    node = await startTestCardServer(dir, idp, { limits: { resumeGraceSeconds: 30 } });
+    // Every device approved at once: these tests use a new device key each.
+    node = await startTestCardServer(dir, idp, {
+      deviceRegistration: 'automatic',
+      limits: { resumeGraceSeconds: 30 },
+    });
     cardId = (await createTestCard(node, idp, { pin: '123456', puk: '12345678' })).cardId;
   });
   after(async () => {
@@ -226,6 +230,31 @@ describe('a session is established whole or not at all', () => {
     assert.equal(codeOf(renewed), 'TOKEN_RENEWED');
     assert.equal((renewed as { tokenExpiresAt: number }).tokenExpiresAt, later);
     again.close();
+  });
+
+  it('an OPEN_CARD whose CARD_OPENED cannot be encoded releases its claim: the card is not left open', async () => {
+    const client = await login(node, (await idp.login()).accessToken, newDeviceKey());
+    const service = node.server.service as unknown as { encodeAnswer(frame: Frame): Uint8Array };
+    const encodeAnswer = Object.getPrototypeOf(service).encodeAnswer as (frame: Frame) => Uint8Array;
+    const restore = inject(node, 'encodeAnswer', (frame: Frame) => {
+      if (frame.type === 'CARD_OPENED') throw new RangeError('injected: the answer does not encode');
+      return encodeAnswer.call(service, frame);
+    });
+    try {
+      const failed = await client.request({ type: 'OPEN_CARD', cardId, takeOver: true });
+      assert.equal(codeOf(failed), 'ERR_INTERNAL');
+    } finally {
+      restore();
+    }
+    const cards = await client.request({ type: 'LIST_CARDS' });
+    assert.deepEqual(
+      (cards as { cards: { cardId: string; openOn: string }[] }).cards.map((c) => [c.cardId, c.openOn]),
+      [[cardId, '']],
+    );
+    // Not busy: nobody holds it, so it opens without taking it over.
+    const opened = await client.request({ type: 'OPEN_CARD', cardId, takeOver: false });
+    assert.equal(codeOf(opened), 'CARD_OPENED');
+    client.close();
   });
 
   it("OPEN_CARD of another user's card and of a card that does not exist answer the same", async () => {
