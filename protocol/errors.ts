@@ -28,6 +28,7 @@ export type CardlinkErrorCode =
   | 'ERR_SLOT_UNAVAILABLE'
   | 'ERR_CARD_STATE'
   | 'ERR_AUTH_TOKEN_INVALID'
+  | 'ERR_AUTH_THROTTLED'
   | 'ERR_DEVICE_PROOF_INVALID'
   | 'ERR_IDP_UNAVAILABLE'
   | 'ERR_LOGIN_DENIED'
@@ -88,6 +89,8 @@ export function exitCodeFor(code: CardlinkErrorCode): number {
     case 'ERR_CONTROL_UNAVAILABLE':
     case 'ERR_DEVICE_KEY_UNAVAILABLE':
       return 69; // EX_UNAVAILABLE
+    case 'ERR_AUTH_THROTTLED':
+      return 75; // EX_TEMPFAIL: too many failed sign-ins, try again later
     case 'ERR_AUTH_TOKEN_INVALID':
     case 'ERR_DEVICE_PROOF_INVALID':
     case 'ERR_LOGIN_DENIED':

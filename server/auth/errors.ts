@@ -22,7 +22,10 @@ export type TokenRejectReason =
   | 'expired'
   /** `nbf` is in the future (beyond the clock tolerance). */
   | 'not_yet_valid'
-  /** A required claim is missing or has the wrong type (`sub`, `exp`), or `typ` is wrong. */
+  /**
+   * A required claim is missing or has the wrong type (`sub`, `exp`), a time claim (`exp`, `iat`,
+   * `nbf`) is not whole seconds within u32, or `typ` is wrong.
+   */
   | 'invalid_claim';
 
 export class TokenRejectedError extends CardlinkError {
@@ -66,5 +69,23 @@ export class DeviceProofError extends CardlinkError {
     super('ERR_DEVICE_PROOF_INVALID', message, { reason }, options);
     this.name = 'DeviceProofError';
     this.reason = reason;
+  }
+}
+
+/**
+ * Too many failed sign-ins from this source address (or device proofs for this user): the attempt
+ * is refused before any token is looked at. `retryAfterSeconds` says when to try again.
+ */
+export class AuthThrottledError extends CardlinkError {
+  constructor(
+    readonly retryAfterSeconds: number,
+    readonly scope: 'address' | 'user',
+  ) {
+    super(
+      'ERR_AUTH_THROTTLED',
+      `too many failed sign-ins ${scope === 'address' ? 'from this address' : 'for this user'}; try again in ${retryAfterSeconds} s`,
+      { scope, retryAfterSeconds },
+    );
+    this.name = 'AuthThrottledError';
   }
 }

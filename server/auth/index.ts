@@ -4,3 +4,4 @@ export * from './errors.js';
 export * from './issuer-keys.js';
 export * from './token-validator.js';
 export * from './device-proof.js';
+export * from './failure-throttle.js';

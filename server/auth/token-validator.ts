@@ -9,14 +9,17 @@
  * 3. the issuer publishes a key for its `kid` and `alg` (issuer-keys.ts: refetch on unknown kid,
  *    rate-limited);
  * 4. the signature verifies, `aud` contains this server's audience, `exp` is present and not past and
- *    `nbf` (if present) not ahead, both with a small clock tolerance, and `sub` is a non-empty string.
+ *    `nbf` (if present) not ahead, both with a small clock tolerance, and `sub` is a non-empty string;
+ * 5. `exp`, and `iat` and `nbf` when present, are whole seconds that fit the protocol's u32 times
+ *    (AUTH_OK, RESUME_OK and TOKEN_RENEWED carry the expiry): a token the IdP signed with a time the
+ *    session could not report is refused here, not half-way through opening a session.
  *
  * We validate the access token, never the ID token: only the access token is meant for us (its `aud`
  * is the card server); an ID token's `aud` is the client.
  */
 import { createHash, type KeyObject } from 'node:crypto';
 import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
-import { MAX_ACCESS_TOKEN_BYTES } from '../../protocol/wire/limits.js';
+import { MAX_ACCESS_TOKEN_BYTES, U32_MAX } from '../../protocol/wire/limits.js';
 import { TokenRejectedError } from './errors.js';
 import {
   ALLOWED_TOKEN_ALGORITHMS,
@@ -164,6 +167,7 @@ export function createTokenValidator(options: TokenValidatorOptions): TokenValid
     if (typeof sub !== 'string' || sub.length === 0 || sub.length > MAX_SUBJECT_LENGTH) {
       throw new TokenRejectedError('invalid_claim', 'the token has no usable sub', { claim: 'sub' });
     }
+    checkTimeClaims(payload);
     return {
       issuer: keys.trusted.issuer,
       subject: sub,
@@ -189,6 +193,24 @@ export function createTokenValidator(options: TokenValidatorOptions): TokenValid
     validate,
     fetchCount: (issuer) => issuers.get(issuer)?.fetches ?? 0,
   };
+}
+
+/**
+ * Refuses `exp`, `iat` or `nbf` that is not a whole number of seconds from 0 to U32_MAX (RFC 7519
+ * allows fractions; no IdP we know writes them, and the protocol carries whole u32 seconds).
+ */
+function checkTimeClaims(payload: JWTPayload): void {
+  for (const claim of ['exp', 'iat', 'nbf'] as const) {
+    const value = payload[claim];
+    if (value === undefined && claim !== 'exp') continue;
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > U32_MAX) {
+      throw new TokenRejectedError(
+        'invalid_claim',
+        `the token's ${claim} is not a whole number of seconds from 1970 to 2106`,
+        { claim },
+      );
+    }
+  }
 }
 
 /** The reason for a jose verification error; signature failures are handled by the caller. */

@@ -76,6 +76,13 @@ export interface ServerConfig {
     readonly headersTimeoutSeconds: number;
     /** A socket that is no WebSocket and has no request in progress for this long is closed. */
     readonly socketIdleTimeoutSeconds: number;
+    /** Failed sign-in throttle (per address; per user for device proofs): docs/security-model.md. */
+    readonly authFreeFailures: number;
+    readonly authThrottleMaxSeconds: number;
+    readonly authFailureHalfLifeSeconds: number;
+    readonly authThrottleMaxEntries: number;
+    /** Lines of one repeated log message per minute; the rest are counted in one summary line. */
+    readonly logRepeatsPerMinute: number;
   };
   readonly log: { readonly level: 'error' | 'warn' | 'info' | 'debug'; readonly file?: string | undefined };
 }
@@ -116,6 +123,11 @@ export const DEFAULT_LIMITS: ServerConfig['limits'] = Object.freeze({
   tlsHandshakeTimeoutSeconds: 10,
   headersTimeoutSeconds: 10,
   socketIdleTimeoutSeconds: 20,
+  authFreeFailures: 20,
+  authThrottleMaxSeconds: 300,
+  authFailureHalfLifeSeconds: 600,
+  authThrottleMaxEntries: 10_000,
+  logRepeatsPerMinute: 20,
 });
 
 /** Sockets beyond `maxConnections` that `maxSockets` leaves by default for handshakes and probes. */
@@ -273,6 +285,11 @@ export function loadServerConfig(
     tlsHandshakeTimeoutSeconds: [1, 120],
     headersTimeoutSeconds: [1, 300],
     socketIdleTimeoutSeconds: [1, 3_600],
+    authFreeFailures: [1, 1_000],
+    authThrottleMaxSeconds: [1, 86_400],
+    authFailureHalfLifeSeconds: [10, 86_400],
+    authThrottleMaxEntries: [100, 1_000_000],
+    logRepeatsPerMinute: [1, 10_000],
   };
   const limitSources: Partial<Record<keyof ServerConfig['limits'], string>> = {};
   for (const [name, [min, max]] of Object.entries(limitRanges) as [

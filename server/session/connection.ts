@@ -3,6 +3,13 @@
  * the handshake timeout), enforces sequence, direction and in-flight limits, and hands requests
  * to the SessionService. Anything malformed closes the connection with a close code and reason
  * (docs/protocol.md, "Closing"); a request that merely fails gets an ERROR frame.
+ *
+ * The handshake commits nothing until its answer is known to encode (SessionService.establish);
+ * whatever goes wrong while a session is being established closes the connection, and the
+ * session, if it was registered, is ended: a connection is either refused and closed, or open on
+ * a session that was answered.
+ *
+ * Lines a peer can cause once per connection go through the service's repeated-log limiter.
  */
 import { randomBytes } from 'node:crypto';
 import type WebSocket from 'ws';
@@ -13,10 +20,10 @@ import { CLOSE, closeForFrameFault } from '../../protocol/wire/close-codes.js';
 import { decodeFrame, encodeFrame } from '../../protocol/wire/frame-codec.js';
 import { FRAME_SENDER, type Frame } from '../../protocol/wire/frames.js';
 import { chooseProtocolVersion, NONCE_BYTES } from '../../protocol/wire/limits.js';
-import { IdpUnavailableError, TokenRejectedError } from '../auth/errors.js';
+import { AuthThrottledError, IdpUnavailableError, TokenRejectedError } from '../auth/errors.js';
 import type { ServerConfig } from '../config/server-config.js';
 import type { FrameSink, LogicalSession } from './logical-session.js';
-import { RequestError, type SessionService } from './session-service.js';
+import { RequestError, type PendingSession, type SessionService } from './session-service.js';
 
 /** Frames valid only before AUTH_OK / RESUME_OK. */
 const HANDSHAKE_FRAMES: ReadonlySet<string> = new Set(['HELLO', 'AUTH', 'RESUME']);
@@ -28,6 +35,17 @@ interface CloseInfo {
   readonly reason: string;
 }
 
+/** A server fault (RFC 6455 1011). */
+const SERVER_ERROR: CloseInfo = { code: 1011, reason: 'server error' };
+/** Come back later (RFC 6455 1013): the IdP is unreachable, or sign-ins from here are throttled. */
+const TRY_AGAIN_LATER: CloseInfo = { code: 1013, reason: 'try again later' };
+
+/** The address part of `peer` ("address:port", as the listener names it). */
+function addressOf(peer: string): string {
+  const colon = peer.lastIndexOf(':');
+  return colon > 0 ? peer.slice(0, colon) : peer;
+}
+
 export class Connection implements FrameSink {
   private phase: Phase = 'hello';
   private readonly nonce = new Uint8Array(randomBytes(NONCE_BYTES));
@@ -37,14 +55,19 @@ export class Connection implements FrameSink {
   private handshakeTimer: NodeJS.Timeout | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
   private lastFrameAt = Date.now();
+  /** The peer's address, without the port: what the sign-in throttle counts by. */
+  private readonly address: string;
 
   constructor(
     private readonly ws: WebSocket,
     private readonly service: SessionService,
     private readonly config: ServerConfig,
-    private readonly log: Logger,
+    // Unused: every line a connection writes is one a peer can repeat, so it goes through the
+    // service's limiter (service.repeatedLog) instead.
+    log: Logger,
     private readonly peer: string,
   ) {
+    this.address = addressOf(peer);
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
     ws.on('close', () => this.onClosed());
@@ -62,11 +85,14 @@ export class Connection implements FrameSink {
     try {
       bytes = encodeFrame(frame, { maxFrameBytes: this.config.limits.maxFrameBytes });
     } catch (error) {
-      // An answer that does not fit the frame limit (a huge card list): say so, keep serving.
-      this.log.error('cannot encode an answer', {
+      this.service.repeatedLog.log('error', 'cannot encode an answer', {
+        peer: this.peer,
         frameType: frame.type,
         error: error instanceof Error ? error.message : String(error),
       });
+      // Before the session is open there is nothing to keep serving: refuse and close.
+      if (this.phase !== 'open') return this.refuseAuth(error);
+      // An answer that does not fit the frame limit (a huge card list): say so, keep serving.
       bytes = encodeFrame({
         type: 'ERROR',
         id: frame.id,
@@ -75,6 +101,11 @@ export class Connection implements FrameSink {
         message: 'the answer does not fit in a frame',
       });
     }
+    this.sendBytes(bytes);
+  }
+
+  private sendBytes(bytes: Uint8Array): void {
+    if (this.phase === 'closed' || this.ws.readyState !== this.ws.OPEN) return;
     this.ws.send(bytes);
   }
 
@@ -87,7 +118,7 @@ export class Connection implements FrameSink {
 
   private fail(info: CloseInfo, detail?: string): void {
     if (this.phase !== 'closed') {
-      this.log.info('closing connection', {
+      this.service.repeatedLog.log('info', 'closing connection', {
         peer: this.peer,
         code: info.code,
         reason: info.reason,
@@ -176,53 +207,40 @@ export class Connection implements FrameSink {
       return this.fail(CLOSE.PROTOCOL_VIOLATION, 'AUTH or RESUME expected');
     }
     this.phase = 'authenticating';
+    let pending: PendingSession;
     try {
-      if (frame.type === 'AUTH') {
-        const { session, resumeToken } = await this.service.authenticate(frame, this.nonce, this.version);
-        if (this.phase !== 'authenticating')
-          return void this.service.endSession(session, 'connection closed during AUTH');
-        this.begin(session);
-        this.send({
-          type: 'AUTH_OK',
-          id: 0,
-          flags: 0,
-          userId: session.user.id,
-          deviceId: session.device.id,
-          deviceStatus: session.device.status,
-          sessionId: session.id,
-          resumeToken,
-          tokenExpiresAt: Math.floor(session.tokenExpiresAt.getTime() / 1000),
-        });
-      } else {
-        const { session, resumeToken } = this.service.resume(frame, this.nonce, this.version);
-        this.begin(session);
-        this.send({
-          type: 'RESUME_OK',
-          id: 0,
-          flags: 0,
-          sessionId: session.id,
-          resumeToken,
-          lastReceivedSequence: session.lastReceived,
-          tokenExpiresAt: Math.floor(session.tokenExpiresAt.getTime() / 1000),
-        });
-      }
+      pending =
+        frame.type === 'AUTH'
+          ? await this.service.authenticate(frame, this.nonce, this.version, this.address)
+          : this.service.resume(frame, this.nonce, this.version, this.address);
     } catch (error) {
-      this.refuseAuth(error);
+      return this.refuseAuth(error);
     }
-  }
-
-  private begin(session: LogicalSession): void {
+    // Closed (or timed out) during AUTH: nothing was committed, so there is nothing to undo.
+    if (this.phase !== 'authenticating') return;
+    try {
+      this.service.establish(pending, this, (old) =>
+        old.close(CLOSE.TAKEN_OVER.code, CLOSE.TAKEN_OVER.reason),
+      );
+    } catch (error) {
+      return this.refuseAuth(error);
+    }
     clearTimeout(this.handshakeTimer);
-    this.session = session;
+    this.session = pending.session;
     this.phase = 'open';
-    this.service.attach(session, this, (old) => old.close(CLOSE.TAKEN_OVER.code, CLOSE.TAKEN_OVER.reason));
+    this.sendBytes(pending.answer);
+    this.service.flushMissedPushes(pending.session, this);
   }
 
-  /** Tells the client why (an ERROR with a stable code), then closes: nothing secret in either. */
+  /**
+   * Tells the client why (an ERROR with a stable code), then closes: nothing secret in either.
+   * Also the end of any failure while a session is established, whatever threw.
+   */
   private refuseAuth(error: unknown): void {
+    if (this.phase === 'closed') return;
     let code = 'ERR_INTERNAL';
     let message = 'internal error';
-    let close: CloseInfo = { code: 1011, reason: 'server error' };
+    let close: CloseInfo = SERVER_ERROR;
     // A refused token, resume or device proof (DeviceProofError, or the transcript's own check).
     if (
       error instanceof TokenRejectedError ||
@@ -232,19 +250,24 @@ export class Connection implements FrameSink {
       code = error.code;
       message = error.message;
       close = CLOSE.AUTH_FAILED;
+    } else if (error instanceof AuthThrottledError) {
+      code = error.code;
+      message = error.message;
+      close = TRY_AGAIN_LATER;
     } else if (error instanceof IdpUnavailableError) {
       code = error.code;
       message = 'the identity provider is unreachable; try again';
-      close = { code: 1013, reason: 'try again later' };
+      close = TRY_AGAIN_LATER;
     } else {
-      this.log.error('authentication failed unexpectedly', {
+      this.service.repeatedLog.log('error', 'authentication failed unexpectedly', {
         peer: this.peer,
         error: error instanceof Error ? error.message : String(error),
       });
     }
     const reason = error instanceof CardlinkError ? String(error.context['reason'] ?? error.code) : 'error';
-    this.log.info('authentication refused', { peer: this.peer, code, reason });
-    this.send({ type: 'ERROR', id: 0, flags: 0, code, message });
+    this.service.repeatedLog.log('info', 'authentication refused', { peer: this.peer, code, reason });
+    // Straight to the socket: an ERROR with a stable code and a short message always encodes.
+    this.sendBytes(encodeFrame({ type: 'ERROR', id: 0, flags: 0, code, message }));
     this.close(close.code, close.reason);
   }
 

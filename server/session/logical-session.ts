@@ -11,6 +11,11 @@ import type { PersistentCardState } from '../cards/persistent-card-state.js';
 /** Bytes of a resume token. */
 export const RESUME_TOKEN_BYTES = 32;
 
+/** A fresh random resume token (not yet the session's: see LogicalSession.adoptResumeToken). */
+export function newResumeToken(): Uint8Array {
+  return new Uint8Array(randomBytes(RESUME_TOKEN_BYTES));
+}
+
 export interface SessionUser {
   readonly id: string;
   readonly tenantId: string;
@@ -73,9 +78,17 @@ export class LogicalSession {
 
   /** A new resume token; the previous one stops working. */
   issueResumeToken(): Uint8Array {
-    const token = randomBytes(RESUME_TOKEN_BYTES);
+    const token = newResumeToken();
+    this.adoptResumeToken(token);
+    return token;
+  }
+
+  /**
+   * Makes `token` (from newResumeToken) the one RESUME needs; the previous one stops working. Done
+   * only once the answer that carries it is known to encode, so a failed answer spends nothing.
+   */
+  adoptResumeToken(token: Uint8Array): void {
     this.resumeHash = createHash('sha256').update(token).digest();
-    return new Uint8Array(token);
   }
 
   resumeTokenMatches(token: Uint8Array): boolean {

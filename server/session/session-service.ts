@@ -14,14 +14,18 @@ import { buildSnapshot, encodeSnapshot } from '../../apdu/piv/snapshot.js';
 import { signSnapshot } from '../../protocol/wire/snapshot-signature.js';
 import { CardlinkError, type CardlinkErrorCode } from '../../protocol/errors.js';
 import type { Logger } from '../../protocol/log.js';
+import { LogRateLimiter } from '../../protocol/log-limiter.js';
+import { encodeFrame } from '../../protocol/wire/frame-codec.js';
 import { FRAME_FLAG, type Frame, type FrameOf } from '../../protocol/wire/frames.js';
 import { secretHash } from '../../protocol/wire/device-proof.js';
 import { AUDIT_EVENTS, appendAudit } from '../audit/audit-log.js';
 import { verifyDeviceProof } from '../auth/device-proof.js';
-import { DeviceProofError, TokenRejectedError } from '../auth/errors.js';
+import { AuthThrottledError, DeviceProofError, TokenRejectedError } from '../auth/errors.js';
+import { addressThrottleKey, FailureThrottle } from '../auth/failure-throttle.js';
 import type { TokenValidator } from '../auth/token-validator.js';
+import type { ValidatedToken } from '../auth/types.js';
 import { CardStateClosedError } from '../cards/errors.js';
-import { openPersistentCardState } from '../cards/persistent-card-state.js';
+import { openPersistentCardState, type PersistentCardState } from '../cards/persistent-card-state.js';
 import type { ServerConfig } from '../config/server-config.js';
 import type { KekProvider } from '../keys/kek-provider.js';
 import {
@@ -31,7 +35,7 @@ import {
   findClaim,
   listCardsWithClaim,
 } from '../storage/card-sessions.js';
-import { findCard } from '../storage/cards.js';
+import { findCardOfUser } from '../storage/cards.js';
 import { CardTakenOverError } from '../storage/errors.js';
 import {
   createTenant,
@@ -43,7 +47,13 @@ import {
   registerDevice,
 } from '../storage/identities.js';
 import type { Storage } from '../storage/storage.js';
-import { LogicalSession, type FrameSink, type OpenCard, type SessionDevice } from './logical-session.js';
+import {
+  LogicalSession,
+  newResumeToken,
+  type FrameSink,
+  type OpenCard,
+  type SessionDevice,
+} from './logical-session.js';
 
 /** Longest delay setTimeout honours. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -80,10 +90,40 @@ export interface SessionServiceOptions {
   readonly snapshotKey: KeyObject;
 }
 
-export interface AuthResult {
+/**
+ * A session that passed AUTH or RESUME, with its answer already encoded. Nothing of it is committed
+ * (registered, timers armed, resume token replaced) until `SessionService.establish`, so an answer
+ * that cannot be sent leaves no session behind.
+ */
+export interface PendingSession {
   readonly session: LogicalSession;
-  readonly resumeToken: Uint8Array;
+  /** AUTH_OK or RESUME_OK, encoded: known to fit. */
+  readonly answer: Uint8Array;
+  /** What establish() commits. */
+  readonly commit: () => void;
 }
+
+/** Lines of one repeated log message are counted per this interval (`limits.logRepeatsPerMinute`). */
+const LOG_REPEAT_INTERVAL_MS = 60_000;
+
+/** Failures the sign-in throttles count: a refused token, device proof or resume. */
+function isSignInFailure(error: unknown): boolean {
+  return (
+    error instanceof TokenRejectedError ||
+    (error instanceof CardlinkError &&
+      (error.code === 'ERR_DEVICE_PROOF_INVALID' || error.code === 'ERR_RESUME_REJECTED'))
+  );
+}
+
+const isDeviceProofFailure = (error: unknown): boolean =>
+  error instanceof CardlinkError && error.code === 'ERR_DEVICE_PROOF_INVALID';
+
+/** The per-user throttle's key: (issuer, subject), unambiguous whatever either holds. */
+const userThrottleKey = (user: { issuer: string; subject: string }): string =>
+  JSON.stringify([user.issuer, user.subject]);
+
+/** Unix seconds, as the protocol's u32 times carry them. */
+const unixSeconds = (date: Date): number => Math.floor(date.getTime() / 1000);
 
 const errorFrame = (id: number, code: string, message: string): Frame => ({
   type: 'ERROR',
@@ -98,8 +138,28 @@ export class SessionService {
   /** Cards open in this process, by card id: who holds each. */
   private readonly held = new Map<string, { session: LogicalSession; open: OpenCard }>();
   private unsubscribe: (() => Promise<void>) | undefined;
+  /** Failed sign-ins per source address (an IPv6 /64 counts as one). */
+  private readonly addressThrottle: FailureThrottle;
+  /** Failed device proofs per user (issuer, subject) with a valid token. */
+  private readonly userThrottle: FailureThrottle;
+  /** For lines a peer can make us write once per attempt (refusals, closed connections). */
+  readonly repeatedLog: LogRateLimiter;
 
-  constructor(private readonly options: SessionServiceOptions) {}
+  constructor(private readonly options: SessionServiceOptions) {
+    const { limits } = options.config;
+    const throttleLimits = {
+      freeFailures: limits.authFreeFailures,
+      maxDelaySeconds: limits.authThrottleMaxSeconds,
+      halfLifeSeconds: limits.authFailureHalfLifeSeconds,
+      maxEntries: limits.authThrottleMaxEntries,
+    };
+    this.addressThrottle = new FailureThrottle(throttleLimits);
+    this.userThrottle = new FailureThrottle(throttleLimits);
+    this.repeatedLog = new LogRateLimiter(options.logger, {
+      lines: limits.logRepeatsPerMinute,
+      intervalMs: LOG_REPEAT_INTERVAL_MS,
+    });
+  }
 
   async start(): Promise<void> {
     this.unsubscribe = await this.options.storage.onCardClaimed((event) => {
@@ -115,6 +175,7 @@ export class SessionService {
   async stop(): Promise<void> {
     await this.unsubscribe?.();
     for (const session of [...this.sessions.values()]) await this.endSession(session, 'server stopping');
+    this.repeatedLog.flush();
   }
 
   get liveSessions(): number {
@@ -127,13 +188,48 @@ export class SessionService {
 
   // --- authentication -------------------------------------------------------------------------
 
-  /** AUTH: the token, the device proof over this connection's nonce, the device's registration. */
+  /**
+   * AUTH: the token, the device proof over this connection's nonce, the device's registration.
+   * Throttled per source address (`peerAddress`) and, for device proofs, per user: a source or user
+   * with too many recent failures is refused with AuthThrottledError before any work is done.
+   */
   async authenticate(
     frame: FrameOf<'AUTH'>,
     nonce: Uint8Array,
     protocolVersion: number,
-  ): Promise<AuthResult> {
-    const token = await this.options.validator.validate(frame.accessToken);
+    peerAddress: string,
+  ): Promise<PendingSession> {
+    const address = addressThrottleKey(peerAddress);
+    const wait = this.addressThrottle.admit(address);
+    if (wait > 0) throw new AuthThrottledError(wait, 'address');
+    let user: string | undefined;
+    let failure: unknown;
+    try {
+      const token = await this.options.validator.validate(frame.accessToken);
+      const userKey = userThrottleKey(token);
+      const userWait = this.userThrottle.admit(userKey);
+      if (userWait > 0) throw new AuthThrottledError(userWait, 'user');
+      user = userKey;
+      const pending = await this.openSession(frame, nonce, protocolVersion, token);
+      // The device proved itself: earlier failed proofs for this user were not an attack on it.
+      this.userThrottle.forgive(userKey);
+      return pending;
+    } catch (error) {
+      failure = error;
+      throw error;
+    } finally {
+      this.addressThrottle.finish(address, isSignInFailure(failure));
+      if (user !== undefined) this.userThrottle.finish(user, isDeviceProofFailure(failure));
+    }
+  }
+
+  /** The device proof and registration of an AUTH whose token is valid; AUTH_OK encoded. */
+  private async openSession(
+    frame: FrameOf<'AUTH'>,
+    nonce: Uint8Array,
+    protocolVersion: number,
+    token: ValidatedToken,
+  ): Promise<PendingSession> {
     const verified = verifyDeviceProof({
       purpose: 'auth',
       nonce,
@@ -144,7 +240,9 @@ export class SessionService {
       signature: frame.signature,
     });
     const { config, storage } = this.options;
-    const { user, device } = await storage.transaction(async (tx) => {
+    const sessionId = randomUUID();
+    const resumeToken = newResumeToken();
+    const { user, device, answer } = await storage.transaction(async (tx) => {
       if (!(await findTenant(tx, token.tenant))) await createTenant(tx, token.tenant, token.tenant);
       const userRow = await ensureUser(tx, token.tenant, token.issuer, token.subject);
       let deviceRow = await findDeviceByThumbprint(tx, verified.thumbprint);
@@ -179,7 +277,20 @@ export class SessionService {
         eventType: AUDIT_EVENTS.sessionOpened,
         details: { device: deviceRow.id, deviceStatus: deviceRow.status },
       });
-      return { user: userRow, device: deviceRow };
+      // Encoded inside the transaction: an answer that cannot be sent registers no device and
+      // records no session.
+      const authOk = this.encodeAnswer({
+        type: 'AUTH_OK',
+        id: 0,
+        flags: 0,
+        userId: userRow.id,
+        deviceId: deviceRow.id,
+        deviceStatus: deviceRow.status,
+        sessionId,
+        resumeToken,
+        tokenExpiresAt: unixSeconds(token.expiresAt),
+      });
+      return { user: userRow, device: deviceRow, answer: authOk };
     });
     const sessionDevice: SessionDevice = {
       id: device.id,
@@ -189,58 +300,139 @@ export class SessionService {
       publicKey: verified.publicKey,
     };
     const session = new LogicalSession(
-      randomUUID(),
+      sessionId,
       { id: user.id, tenantId: user.tenant_id, issuer: token.issuer, subject: token.subject },
       sessionDevice,
       token.expiresAt,
       config.limits.maxInFlight * 4,
     );
-    this.sessions.set(session.id, session);
-    this.armTokenTimers(session);
-    this.log.info('session opened', {
-      session: session.id,
-      user: user.id,
-      device: device.id,
-      deviceStatus: device.status,
-    });
-    return { session, resumeToken: session.issueResumeToken() };
+    session.adoptResumeToken(resumeToken);
+    return {
+      session,
+      answer,
+      commit: () => {
+        this.sessions.set(session.id, session);
+        this.armTokenTimers(session);
+        this.log.info('session opened', {
+          session: session.id,
+          user: user.id,
+          device: device.id,
+          deviceStatus: device.status,
+        });
+      },
+    };
   }
 
-  /** RESUME: the resume token and a proof by the session's own device key. */
-  resume(frame: FrameOf<'RESUME'>, nonce: Uint8Array, protocolVersion: number): AuthResult {
+  /** RESUME: the resume token and a proof by the session's own device key; throttled like AUTH. */
+  resume(
+    frame: FrameOf<'RESUME'>,
+    nonce: Uint8Array,
+    protocolVersion: number,
+    peerAddress: string,
+  ): PendingSession {
+    const address = addressThrottleKey(peerAddress);
+    const wait = this.addressThrottle.admit(address);
+    if (wait > 0) throw new AuthThrottledError(wait, 'address');
+    let failure: unknown;
+    try {
+      return this.prepareResume(frame, nonce, protocolVersion);
+    } catch (error) {
+      failure = error;
+      throw error;
+    } finally {
+      this.addressThrottle.finish(address, isSignInFailure(failure));
+    }
+  }
+
+  private prepareResume(
+    frame: FrameOf<'RESUME'>,
+    nonce: Uint8Array,
+    protocolVersion: number,
+  ): PendingSession {
     const session = this.sessions.get(frame.sessionId);
     const refuse = (why: string): never => {
       throw new RequestError('ERR_RESUME_REJECTED', `the session cannot be resumed: ${why}`);
     };
     if (!session || session.ended) return refuse('no such session (it ended, or its grace period passed)');
     if (!session.resumeTokenMatches(frame.resumeToken)) return refuse('wrong resume token');
-    verifyDeviceProof({
-      purpose: 'resume',
-      nonce,
-      secretHash: secretHash(frame.resumeToken),
-      serverUrl: this.options.sessionUrl,
-      protocolVersion,
-      publicKeySpki: session.device.publicKeySpki,
-      signature: frame.signature,
-    });
-    if (session.tokenExpiresAt.getTime() <= Date.now()) return refuse('the access token expired');
-    clearTimeout(session.graceTimer);
-    session.graceTimer = undefined;
-    session.forgetUpTo(frame.lastAckedSequence);
-    for (const open of session.cards.values()) {
-      void this.options.storage
-        .transaction((tx) => acknowledgeCommands(tx, open.claimId, frame.lastAckedSequence))
-        .catch(() => undefined);
+    // Whoever holds this session's resume token but not its device key is throttled as its user.
+    const user = userThrottleKey(session.user);
+    const userWait = this.userThrottle.admit(user);
+    if (userWait > 0) throw new AuthThrottledError(userWait, 'user');
+    let proofFailed = true;
+    try {
+      verifyDeviceProof({
+        purpose: 'resume',
+        nonce,
+        secretHash: secretHash(frame.resumeToken),
+        serverUrl: this.options.sessionUrl,
+        protocolVersion,
+        publicKeySpki: session.device.publicKeySpki,
+        signature: frame.signature,
+      });
+      proofFailed = false;
+    } finally {
+      this.userThrottle.finish(user, proofFailed);
     }
-    return { session, resumeToken: session.issueResumeToken() };
+    if (session.tokenExpiresAt.getTime() <= Date.now()) return refuse('the access token expired');
+    const resumeToken = newResumeToken();
+    const answer = this.encodeAnswer({
+      type: 'RESUME_OK',
+      id: 0,
+      flags: 0,
+      sessionId: session.id,
+      resumeToken,
+      lastReceivedSequence: session.lastReceived,
+      tokenExpiresAt: unixSeconds(session.tokenExpiresAt),
+    });
+    return {
+      session,
+      answer,
+      commit: () => {
+        session.adoptResumeToken(resumeToken);
+        clearTimeout(session.graceTimer);
+        session.graceTimer = undefined;
+        session.forgetUpTo(frame.lastAckedSequence);
+        for (const open of session.cards.values()) {
+          void this.options.storage
+            .transaction((tx) => acknowledgeCommands(tx, open.claimId, frame.lastAckedSequence))
+            .catch(() => undefined);
+        }
+      },
+    };
   }
 
-  /** Attaches a connection to the session; an older connection still attached is closed. */
-  attach(session: LogicalSession, sink: FrameSink, closeStale: (old: FrameSink) => void): void {
-    const old = session.connection;
-    session.connection = sink;
-    if (old && old !== sink) closeStale(old);
+  /**
+   * Commits a pending AUTH or RESUME and attaches `sink` (an older connection still attached is
+   * closed with `closeStale`). The caller then sends `pending.answer`, then `flushMissedPushes`.
+   * If anything here throws, the session is ended and forgotten before the error goes on.
+   */
+  establish(pending: PendingSession, sink: FrameSink, closeStale: (old: FrameSink) => void): void {
+    const { session } = pending;
+    try {
+      if (session.ended)
+        throw new CardlinkError('ERR_INTERNAL', 'the session ended before it was established');
+      pending.commit();
+      const old = session.connection;
+      session.connection = sink;
+      if (old && old !== sink) closeStale(old);
+    } catch (error) {
+      const other = session.connection;
+      if (other && other !== sink) other.close(1011, 'server error');
+      session.connection = undefined;
+      void this.endSession(session, 'the session could not be established');
+      throw error;
+    }
+  }
+
+  /** Sends `sink` the TAKEN_OVER pushes that happened while no connection was attached. */
+  flushMissedPushes(session: LogicalSession, sink: FrameSink): void {
     for (const push of session.missedPushes.splice(0)) sink.send(push);
+  }
+
+  /** `frame` encoded as the connection will send it; throws when it cannot be (too large, a field out of range). */
+  private encodeAnswer(frame: Frame): Uint8Array {
+    return encodeFrame(frame, { maxFrameBytes: this.options.config.limits.maxFrameBytes });
   }
 
   /** The connection went away: the session waits for a RESUME during the grace period. */
@@ -270,7 +462,7 @@ export class SessionService {
           type: 'TOKEN_EXPIRING',
           id: 0,
           flags: 0,
-          tokenExpiresAt: Math.floor(session.tokenExpiresAt.getTime() / 1000),
+          tokenExpiresAt: unixSeconds(session.tokenExpiresAt),
         }),
       Math.max(0, warnAt),
     );
@@ -328,7 +520,7 @@ export class SessionService {
       return errorFrame(frame.id, 'ERR_CARD_TAKEN_OVER', 'the card was taken over by another device');
     }
     const code = error instanceof CardlinkError ? error.code : 'ERR_INTERNAL';
-    this.log.error('request failed', {
+    this.repeatedLog.log('error', 'request failed', {
       request: frame.type,
       id: frame.id,
       code,
@@ -384,14 +576,18 @@ export class SessionService {
     if (token.issuer !== session.user.issuer || token.subject !== session.user.subject) {
       throw new RequestError('ERR_AUTH_TOKEN_INVALID', 'the new token is for another user');
     }
-    session.tokenExpiresAt = token.expiresAt;
-    this.armTokenTimers(session);
-    return {
+    if (session.ended) throw new RequestError('ERR_AUTH_TOKEN_INVALID', 'the session has ended');
+    const answer: Frame = {
       type: 'TOKEN_RENEWED',
       id: frame.id,
       flags: 0,
-      tokenExpiresAt: Math.floor(token.expiresAt.getTime() / 1000),
+      tokenExpiresAt: unixSeconds(token.expiresAt),
     };
+    // The session takes the new expiry only once the answer that reports it is known to encode.
+    this.encodeAnswer(answer);
+    session.tokenExpiresAt = token.expiresAt;
+    this.armTokenTimers(session);
+    return answer;
   }
 
   private async listCards(session: LogicalSession, frame: FrameOf<'LIST_CARDS'>): Promise<Frame> {
@@ -425,11 +621,10 @@ export class SessionService {
     if (session.device.status !== 'approved') {
       throw new RequestError('ERR_DEVICE_PENDING', 'this device waits for an administrator to approve it');
     }
-    const record = await findCard(storage, frame.cardId);
-    // Another user's card and no card at all answer the same: nothing is learnt of other users.
-    if (!record || record.userId !== session.user.id) {
-      throw new RequestError('ERR_CARD_NOT_FOUND', 'no such card');
-    }
+    // One lookup scoped to the user: another user's card and no card at all answer the same,
+    // through the same work, so neither the answer nor its timing tells them apart.
+    const record = await findCardOfUser(storage, frame.cardId, session.user.id);
+    if (!record) throw new RequestError('ERR_CARD_NOT_FOUND', 'no such card');
     for (const open of session.cards.values()) {
       if (open.cardId === frame.cardId && !open.takenOverBy) {
         throw new RequestError('ERR_CARD_BUSY', 'this session has the card open already', {
@@ -468,35 +663,49 @@ export class SessionService {
     // The holder in this process is told at once; others through the claim announcement.
     const local = this.held.get(frame.cardId);
     if (local) this.takeOver(local.session, local.open, session.device.name);
-    const state = await openPersistentCardState({
-      storage,
-      kek,
-      cardId: frame.cardId,
-      sessionId: claimId,
-      epoch,
-      actor: `device:${session.device.id}`,
-    });
-    const open: OpenCard = {
-      handle: session.allocateHandle(),
-      cardId: frame.cardId,
-      claimId,
-      epoch,
-      state,
-      card: new PivCard(state),
-    };
-    session.cards.set(open.handle, open);
-    this.held.set(frame.cardId, { session, open });
-    this.log.info('card opened', { session: session.id, card: frame.cardId, handle: open.handle, epoch });
-    const snapshot = encodeSnapshot(await buildSnapshot(state));
-    return {
-      type: 'CARD_OPENED',
-      id: frame.id,
-      flags: 0,
-      cardId: frame.cardId,
-      handle: open.handle,
-      snapshot,
-      snapshotSignature: this.signedFor(session, frame.cardId, snapshot),
-    };
+    let state: PersistentCardState | undefined;
+    try {
+      state = await openPersistentCardState({
+        storage,
+        kek,
+        cardId: frame.cardId,
+        sessionId: claimId,
+        epoch,
+        actor: `device:${session.device.id}`,
+      });
+      const handle = session.allocateHandle();
+      const snapshot = encodeSnapshot(await buildSnapshot(state));
+      const answer: Frame = {
+        type: 'CARD_OPENED',
+        id: frame.id,
+        flags: 0,
+        cardId: frame.cardId,
+        handle,
+        snapshot,
+        snapshotSignature: this.signedFor(session, frame.cardId, snapshot),
+      };
+      // The session holds the card only once the answer is known to encode, and only if it still lives.
+      this.encodeAnswer(answer);
+      if (session.ended)
+        throw new RequestError('ERR_SESSION_LOST', 'the session ended while the card opened');
+      const open: OpenCard = {
+        handle,
+        cardId: frame.cardId,
+        claimId,
+        epoch,
+        state,
+        card: new PivCard(state),
+      };
+      session.cards.set(handle, open);
+      this.held.set(frame.cardId, { session, open });
+      this.log.info('card opened', { session: session.id, card: frame.cardId, handle, epoch });
+      return answer;
+    } catch (error) {
+      // The claim is released: the card is free again rather than shown as open on this device.
+      state?.dispose();
+      await this.endClaim(frame.cardId, claimId);
+      throw error;
+    }
   }
 
   private signedFor(session: LogicalSession, cardId: string, snapshot: Uint8Array): Uint8Array {
@@ -572,11 +781,16 @@ export class SessionService {
     const holder = this.held.get(open.cardId);
     if (holder?.open === open) this.held.delete(open.cardId);
     if (open.takenOverBy !== undefined) return;
+    await this.endClaim(open.cardId, open.claimId);
+  }
+
+  /** Records the end of a claim (a `sessions` row); a failure is logged, the claim ends anyway in memory. */
+  private async endClaim(cardId: string, claimId: string): Promise<void> {
     try {
-      await this.options.storage.transaction((tx) => endSession(tx, open.claimId));
+      await this.options.storage.transaction((tx) => endSession(tx, claimId));
     } catch (error) {
       this.log.warn('could not record the end of a card session', {
-        card: open.cardId,
+        card: cardId,
         error: (error as Error).message,
       });
     }

@@ -157,6 +157,25 @@ export async function findCard(q: Queryable, cardId: string): Promise<CardRecord
   return row ? toCardRecord(row) : undefined;
 }
 
+/**
+ * The card `cardId` if it belongs to `userId`, in one lookup scoped to the user: another user's
+ * card and a card that does not exist both match no row, so they cost the same and a caller
+ * cannot tell them apart by the time the answer takes.
+ */
+export async function findCardOfUser(
+  q: Queryable,
+  cardId: string,
+  userId: string,
+): Promise<CardRecord | undefined> {
+  const row = await q.db
+    .selectFrom('cards')
+    .selectAll()
+    .where('id', '=', cardId)
+    .where('user_id', '=', userId)
+    .executeTakeFirst();
+  return row ? toCardRecord(row) : undefined;
+}
+
 export async function getCard(q: Queryable, cardId: string): Promise<CardRecord> {
   const card = await findCard(q, cardId);
   if (!card) throw new CardNotFoundError(cardId);

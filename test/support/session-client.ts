@@ -64,8 +64,13 @@ export class SessionClient {
     });
   }
 
-  static async connect(url: string, ca: string): Promise<SessionClient> {
-    const ws = new WebSocket(url, { ca, perMessageDeflate: false });
+  /** `localAddress` picks the source address (127.0.0.2, ...: another client, as the server sees it). */
+  static async connect(
+    url: string,
+    ca: string,
+    options: { localAddress?: string } = {},
+  ): Promise<SessionClient> {
+    const ws = new WebSocket(url, { ca, perMessageDeflate: false, ...options });
     ws.on('error', () => undefined);
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve());

@@ -137,6 +137,29 @@ describe('access token validation against a real OpenID Provider', () => {
     assert.equal((await validator.validate(multi)).subject, 'alice');
   });
 
+  it('refuses exp, iat or nbf that the protocol cannot carry (not whole u32 seconds), though the IdP signed it', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const cases: [string, Record<string, number>][] = [
+      ['exp past 2^32', { exp: 2 ** 32 + 600 }],
+      ['exp far past 2^32', { exp: 1e15 }],
+      ['exp with a fraction', { exp: now + 600.5 }],
+      ['iat past 2^32', { iat: 2 ** 32 }],
+      ['iat negative', { iat: -1 }],
+      ['nbf with a fraction', { nbf: now - 0.5 }],
+    ];
+    for (const [name, claims] of cases) {
+      const token = await idp.mintAccessToken({ claims });
+      await assert.rejects(validator.validate(token), rejected('invalid_claim'), name);
+      await assert.rejects(validator.validate(token), (e: TokenRejectedError) => {
+        assert.equal(e.context['claim'], Object.keys(claims)[0], name);
+        return true;
+      });
+    }
+    // The largest time a u32 holds is still a time.
+    const last = await idp.mintAccessToken({ claims: { exp: 2 ** 32 - 1 } });
+    assert.equal((await validator.validate(last)).expiresAt.getTime(), (2 ** 32 - 1) * 1000);
+  });
+
   it('checks typ only when the issuer is configured to', async () => {
     const typed = createTokenValidator({
       issuers: [{ issuer: idp.issuer, tenant: TENANT, requireAtJwtType: true }],

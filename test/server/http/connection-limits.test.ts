@@ -316,7 +316,7 @@ describe('connection limits of the card server listener', () => {
       );
       const config = loadServerConfig({ config: configFile }, {});
       const resources = await openServerResources(config);
-      const pair = loadOrCreateTlsPair(config.tls.certFile, config.tls.keyFile, ['127.0.0.1']);
+      const pair = await loadOrCreateTlsPair(config.tls.certFile, config.tls.keyFile, ['127.0.0.1']);
       const sink = new PassThrough();
       let pending = '';
       sink.on('data', (d: Buffer) => {
