@@ -24,7 +24,7 @@ import {
   type DeviceStatusName,
   type Frame,
   type FrameType,
-} from '../../../protocol/wire/index.js';
+} from '../protocol/wire/index.js';
 
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
