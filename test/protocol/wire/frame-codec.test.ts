@@ -77,7 +77,57 @@ describe('wire frame codec', () => {
     );
     assert.deepEqual(
       encodeFrame({ type: 'ERROR', id: 9, flags: 0, code: 'ERR_X', message: '' }),
-      hex('7f 00 00000009  0005 4552525f58  0000'),
+      hex('7f 00 00000009  0005 4552525f58  0000  0000'),
+    );
+  });
+
+  it('carries the name of the device that took a card as a field of ERR_CARD_TAKEN_OVER', () => {
+    const code = Buffer.from('ERR_CARD_TAKEN_OVER').toString('hex');
+    const frame: Frame = {
+      type: 'ERROR',
+      id: 3,
+      flags: 0,
+      code: 'ERR_CARD_TAKEN_OVER',
+      message: 'm',
+      byDeviceName: 'desk',
+    };
+    const bytes = hex(`7f 00 00000003  0013 ${code}  0001 6d  0004 6465736b`);
+    assert.deepEqual(encodeFrame(frame), bytes);
+    assert.deepEqual(decodeFrame(bytes), frame);
+    // No name (the server cannot tell): the field is empty on the wire and absent when decoded.
+    const unnamed = hex(`7f 00 00000003  0013 ${code}  0001 6d  0000`);
+    assert.deepEqual(decodeFrame(unnamed), {
+      type: 'ERROR',
+      id: 3,
+      flags: 0,
+      code: 'ERR_CARD_TAKEN_OVER',
+      message: 'm',
+    });
+    // The name has the limits of every name: MAX_NAME_BYTES, no control characters.
+    const named = (byDeviceName: string): Frame => ({ ...frame, byDeviceName });
+    assert.ok(encodeFrame(named('x'.repeat(MAX_NAME_BYTES))).length > 0);
+    assert.throws(() => encodeFrame(named('x'.repeat(MAX_NAME_BYTES + 1))), malformed('field_too_long'));
+    assert.throws(() => encodeFrame(named('desk\u001b[2J')), malformed('bad_value'));
+    assert.throws(
+      () => decodeFrame(hex(`7f 00 00000003  0013 ${code}  0001 6d  0002 410a`)),
+      malformed('bad_value'),
+    );
+    // Another code never names a device, in either direction.
+    assert.throws(
+      () =>
+        encodeFrame({
+          type: 'ERROR',
+          id: 3,
+          flags: 0,
+          code: 'ERR_CARD_BUSY',
+          message: '',
+          byDeviceName: 'd',
+        }),
+      malformed('bad_value'),
+    );
+    assert.throws(
+      () => decodeFrame(hex('7f 00 00000003  0005 4552525f58  0000  0001 64')),
+      malformed('bad_value'),
     );
   });
 
