@@ -12,6 +12,12 @@ export function benchCommand(): string {
   return ['node', path.relative(REPO_ROOT, process.argv[1]!), ...process.argv.slice(2)].join(' ');
 }
 
+/** bench/results/`name`.json as it was last written, or undefined when there is none. */
+export function readBenchResult(name: string): unknown {
+  const file = path.join(REPO_ROOT, 'bench', 'results', `${name}.json`);
+  return fs.existsSync(file) ? (JSON.parse(fs.readFileSync(file, 'utf8')) as unknown) : undefined;
+}
+
 /** Writes `result` as bench/results/`name`.json; returns the path relative to the repository. */
 export function writeBenchResult(name: string, result: unknown): string {
   const outDir = path.join(REPO_ROOT, 'bench', 'results');

@@ -10,6 +10,9 @@ import { CardlinkError } from '../../protocol/errors.js';
 import { FRAME_FLAG, type Frame } from '../../protocol/wire/frames.js';
 import { errorFromFrame, type ServerLink } from '../session/server-link.js';
 
+/** Shown when the server could not tell which device took the card. */
+export const UNKNOWN_DEVICE_NAME = 'another device';
+
 export class RemoteCard implements RemoteCardLink {
   private current: number | undefined;
   private readonly waiting = new Set<(error: Error) => void>();
@@ -19,7 +22,7 @@ export class RemoteCard implements RemoteCardLink {
   constructor(
     private readonly link: ServerLink,
     private readonly cardId: string,
-    /** The server said the card was taken over (an APDU answered ERR_CARD_TAKEN_OVER). */
+    /** The server said the card was taken over (ERR_CARD_TAKEN_OVER), and by which device. */
     private readonly onTakenOver: (byDeviceName: string) => void,
   ) {}
 
@@ -81,10 +84,9 @@ export class RemoteCard implements RemoteCardLink {
   }
 
   private failure(answer: Frame): CardlinkError {
-    if (answer.type === 'ERROR' && answer.code === 'ERR_CARD_TAKEN_OVER') {
-      const by = /taken over by (.+)$/.exec(answer.message)?.[1] ?? 'another device';
-      this.onTakenOver(by);
-    }
+    // The device's name is a field of the frame (docs/protocol.md, ERROR); the message is for people.
+    if (answer.type === 'ERROR' && answer.code === 'ERR_CARD_TAKEN_OVER')
+      this.onTakenOver(answer.byDeviceName || UNKNOWN_DEVICE_NAME);
     return errorFromFrame(answer, 'the card server refused the command');
   }
 }

@@ -215,7 +215,8 @@ export class BridgeSocketClient extends EventEmitter<BridgeSocketClientEvents> {
     }
     this.slots[slot] = { card, removing: false, removeSent: false, queue: Promise.resolve() };
     this.socket.write(encodeMessage(MessageType.INSERT, slot, atr));
-    this.logger?.info('card inserted', { slot });
+    // Debug only: the card manager logs "card inserted" with the card's id; one line per card.
+    this.logger?.debug('reader slot filled', { slot });
   }
 
   /**
@@ -331,7 +332,7 @@ export class BridgeSocketClient extends EventEmitter<BridgeSocketClientEvents> {
         if (payload.length !== 0 || !entry || !entry.removing)
           return this.protocolError('unexpected REMOVED', { type, slot });
         this.clearSlot(slot);
-        this.logger?.info('card removed', { slot });
+        this.logger?.debug('reader slot emptied', { slot });
         return;
       }
       default:

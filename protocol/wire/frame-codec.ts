@@ -377,6 +377,9 @@ const CODECS: { [T in FrameType]: PayloadCodec<T> } = {
       }
       w.text(f.code, 'code', MAX_ERROR_CODE_BYTES, 1);
       w.text(f.message, 'message', MAX_ERROR_MESSAGE_BYTES);
+      const byDeviceName = f.byDeviceName ?? '';
+      checkTakenOverName(f.code, byDeviceName);
+      w.text(byDeviceName, 'byDeviceName', MAX_NAME_BYTES);
     },
     decode(r) {
       const code = r.text('code', MAX_ERROR_CODE_BYTES, 1);
@@ -385,10 +388,22 @@ const CODECS: { [T in FrameType]: PayloadCodec<T> } = {
           field: 'code',
         });
       }
-      return { code, message: r.text('message', MAX_ERROR_MESSAGE_BYTES) };
+      const message = r.text('message', MAX_ERROR_MESSAGE_BYTES);
+      const byDeviceName = r.text('byDeviceName', MAX_NAME_BYTES);
+      checkTakenOverName(code, byDeviceName);
+      return byDeviceName === '' ? { code, message } : { code, message, byDeviceName };
     },
   },
 };
+
+/** An ERROR names a device only for ERR_CARD_TAKEN_OVER (the one that took the card). */
+function checkTakenOverName(code: string, byDeviceName: string): void {
+  if (byDeviceName !== '' && code !== 'ERR_CARD_TAKEN_OVER') {
+    throw new FrameMalformedError('bad_value', 'only ERR_CARD_TAKEN_OVER names a device', {
+      field: 'byDeviceName',
+    });
+  }
+}
 
 function checkVersion(v: number): number {
   if (!Number.isInteger(v) || v < 1 || v > 0xffff) {

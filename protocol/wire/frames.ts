@@ -290,6 +290,12 @@ export interface ErrorFrame extends FrameHeader {
   code: string;
   /** For people and logs; never secret. */
   message: string;
+  /**
+   * `ERR_CARD_TAKEN_OVER` only: name of the device that took the card, as in TAKEN_OVER (so a
+   * client that missed the push still learns it without reading `message`). On the wire the field
+   * is always there, empty for every other code; decoded, an empty one is left out.
+   */
+  byDeviceName?: string;
 }
 
 export type Frame =

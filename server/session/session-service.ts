@@ -78,6 +78,14 @@ export class RequestError extends CardlinkError {
   }
 }
 
+/** ERR_CARD_TAKEN_OVER for a request on a handle another device took; names it in the ERROR frame. */
+export class CardTakenOverRequestError extends RequestError {
+  constructor(readonly byDeviceName: string) {
+    super('ERR_CARD_TAKEN_OVER', `the card was taken over by ${byDeviceName}`);
+    this.name = 'CardTakenOverRequestError';
+  }
+}
+
 export interface SessionServiceOptions {
   readonly config: ServerConfig;
   readonly storage: Storage;
@@ -513,6 +521,10 @@ export class SessionService {
   }
 
   private failure(frame: Frame, error: unknown): Frame {
+    if (error instanceof CardTakenOverRequestError) {
+      const { code, message, byDeviceName } = error;
+      return { type: 'ERROR', id: frame.id, flags: 0, code, message, byDeviceName };
+    }
     if (error instanceof RequestError || error instanceof TokenRejectedError) {
       return errorFrame(frame.id, error.code, error.message);
     }
@@ -716,9 +728,7 @@ export class SessionService {
   private usableCard(session: LogicalSession, handle: number): OpenCard {
     const open = session.cards.get(handle);
     if (!open) throw new RequestError('ERR_HANDLE_UNKNOWN', 'no card is open under this handle', { handle });
-    if (open.takenOverBy !== undefined) {
-      throw new RequestError('ERR_CARD_TAKEN_OVER', `the card was taken over by ${open.takenOverBy}`);
-    }
+    if (open.takenOverBy !== undefined) throw new CardTakenOverRequestError(open.takenOverBy);
     return open;
   }
 
@@ -748,10 +758,7 @@ export class SessionService {
       if (error instanceof CardTakenOverError || error instanceof CardStateClosedError) {
         const name = await this.claimerName(open.cardId, open.epoch + 1);
         this.takeOver(session, open, open.takenOverBy ?? name);
-        throw new RequestError(
-          'ERR_CARD_TAKEN_OVER',
-          `the card was taken over by ${open.takenOverBy ?? name}`,
-        );
+        throw new CardTakenOverRequestError(open.takenOverBy ?? name);
       }
       throw error;
     }

@@ -37,6 +37,27 @@ describe("the daemon puts a user's two cards into two reader slots", () => {
     }
   };
   const p11 = (args: string[]) => run('pkcs11-tool', ['--module', OPENSC_PKCS11, ...args]);
+  /** The daemon's log lines so far, parsed. */
+  const logEntries = () =>
+    stack
+      .daemonLog()
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+  /**
+   * The `card` of each log line with `message`, once the log has at least `count` of them (the log
+   * file is written asynchronously).
+   */
+  const cardsLogged = async (message: string, count: number): Promise<unknown[]> => {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const cards = logEntries()
+        .filter((e) => e['message'] === message)
+        .map((e) => e['card']);
+      if (cards.length >= count || Date.now() > deadline) return cards.sort();
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
   /** `bin/cardlink <args> --config <the daemon's>`: its exit code and stdout. */
   const cli = async (...args: string[]): Promise<{ code: unknown; stdout: string }> => {
     const child = cardlinkCli([...args, '--config', daemon.configFile]);
@@ -85,18 +106,23 @@ describe("the daemon puts a user's two cards into two reader slots", () => {
     assert.equal(status.cards[0]!.readerName, pcscd.readerName(0));
   });
 
+  it('the log has one "card inserted" line per card, naming the card and its slot', async () => {
+    await cardsLogged('card inserted', cardIds.length);
+    const inserted = logEntries().filter((entry) => entry['message'] === 'card inserted');
+    assert.deepEqual(
+      inserted.map((entry) => `${String(entry['card'])} in ${String(entry['slot'])}`).sort(),
+      cardIds.map((id, slot) => `${id} in ${slot}`).sort(),
+      stack.daemonLog(),
+    );
+  });
+
   it('the device key that proved this device to the server is in the desktop keyring, not in a file', async () => {
     const stateDir = path.join(stack.daemonDir, 'state');
     const marker = JSON.parse(fs.readFileSync(path.join(stateDir, DEVICE_KEY_KEYRING_MARKER), 'utf8')) as {
       account: string;
     };
     assert.ok(!fs.readdirSync(stateDir).some((name) => name.endsWith('.pem')), 'no key file');
-    const created = stack
-      .daemonLog()
-      .split('\n')
-      .filter(Boolean)
-      .map((line) => JSON.parse(line) as Record<string, unknown>)
-      .find((entry) => entry['message'] === 'device key created');
+    const created = logEntries().find((entry) => entry['message'] === 'device key created');
     assert.equal(created?.['store'], 'keyring', daemon.output().slice(-2000));
     assert.equal(created?.['location'], `keyring: ${KEYRING_SERVICE} / ${marker.account}`);
   });
@@ -231,6 +257,13 @@ describe("the daemon puts a user's two cards into two reader slots", () => {
     await daemon.waitForCards((cards) => cards.filter((c) => c.state === 'inserted').length === 2);
     await waitForCardPresent(pcscd.readerName(0), 10_000);
     assert.equal((await daemon.status()).state, 'connected');
+    // Out once and in again: one line each time, per card.
+    assert.deepEqual(await cardsLogged('card removed', 2), [...cardIds].sort(), stack.daemonLog());
+    assert.deepEqual(
+      await cardsLogged('card inserted', 4),
+      [...cardIds, ...cardIds].sort(),
+      stack.daemonLog(),
+    );
   });
 
   // Last: the daemon stays logged out.

@@ -201,6 +201,18 @@ describe('daemon faults: cut connection, server restart, takeover', () => {
       const status = await daemon.status();
       assert.equal(status.cards[0]!.state, 'taken-over');
       assert.equal(status.cards[0]!.takenOverBy, 'alice-desktop');
+      // The daemon logs who took the card (the TAKEN_OVER frame's byDeviceName), once. The log file
+      // is written asynchronously: wait for the line.
+      const takenOverLines = () =>
+        stack
+          .daemonLog()
+          .split('\n')
+          .filter((line) => line.includes('"card taken over"'))
+          .map((line) => (JSON.parse(line) as { by?: string }).by);
+      const logDeadline = Date.now() + 10_000;
+      while (takenOverLines().length === 0 && Date.now() < logDeadline)
+        await new Promise((r) => setTimeout(r, 100));
+      assert.deepEqual(takenOverLines(), ['alice-desktop'], stack.daemonLog());
       const secondReader = (await pcsc.readerNames()).find((n) => n.startsWith(SECOND_READER));
       assert.ok(secondReader, 'pcscd lists the second reader');
       await waitForCardPresent(secondReader, 10_000);

@@ -1,5 +1,7 @@
 /**
- * yubico-piv-tool 2.2 (Debian 12) against a real local card through pcscd and the cardlink driver.
+ * yubico-piv-tool 2.2 (Debian 12) against a real local card through pcscd and the cardlink driver,
+ * and against card server cards through the daemon: one made from the 3DES profile README.md gives
+ * for this tool, one from the default profile (AES-192, which 2.2 cannot authenticate with).
  *
  * yubico-piv-tool 2.2 speaks only 3DES management keys, and its `selfsign-certificate` fails with
  * OpenSSL 3 before it reaches the card (Yubico/yubico-piv-tool#388), so the self-signed certificate is
@@ -7,11 +9,16 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { loadCardProfile } from '../../server/admin/index.js';
+import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
 import { random3DesKeyHex, startLocalCard, type LocalCard } from '../support/local-card.js';
 
-describe('yubico-piv-tool', () => {
+describe('yubico-piv-tool with a local card', () => {
   let card: LocalCard;
   const y = (args: string[], allowFailure = false) => {
     const r = card.run('yubico-piv-tool', ['-r', 'cardlink', ...args], { allowFailure });
@@ -140,5 +147,108 @@ describe('yubico-piv-tool', () => {
     assert.match(r.out, /blocked/i);
     assert.match(y(['-a', 'status']).out, /PIN tries left:\s+3/);
     fs.rmSync(path.join(card.dir, 'tmp.key'), { force: true });
+  });
+});
+
+/** The profile README.md gives for cards administered with yubico-piv-tool 2.2, as written there. */
+const YUBICO_PIV_TOOL_PROFILE = {
+  name: 'yubico-piv-tool-2.2',
+  label: 'cardlink PIV card',
+  slots: [
+    { slot: '9A', algorithm: 'RSA2048', pinPolicy: 'once' },
+    { slot: '9C', algorithm: 'ECCP256', pinPolicy: 'always' },
+    { slot: '9D', algorithm: 'RSA2048', pinPolicy: 'once' },
+    { slot: '9E', algorithm: 'ECCP256', pinPolicy: 'never' },
+  ],
+  pin: { minLength: 6, maxLength: 8, retries: 3 },
+  puk: { minLength: 8, maxLength: 8, retries: 3 },
+  managementKey: { algorithm: '3DES' },
+  certificateValidityDays: 365,
+};
+
+describe('yubico-piv-tool 2.2 with card server cards through the daemon', () => {
+  let stack: DaemonStack;
+  let profileDir: string;
+  const cards = {
+    tdes: { label: 'for yubico-piv-tool', pin: '24681357', puk: '97531864', key: random3DesKeyHex() },
+    aes: { label: 'default profile', pin: '13572468', puk: '86420975', key: randomBytes(24).toString('hex') },
+  };
+  const readerOf: Record<string, string> = {};
+
+  /**
+   * yubico-piv-tool on the card in `reader`, run asynchronously (the card server it reaches through
+   * the daemon runs in this process). `input` answers its prompts (`-k`: the management key), so no
+   * secret of the test is on a command line.
+   */
+  const y = (reader: string, args: string[], input = '') =>
+    new Promise<{ status: number | null; out: string }>((resolve, reject) => {
+      const child = spawn('yubico-piv-tool', ['-r', reader, ...args], { env: stack.pcscd.env });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      child.once('error', reject);
+      child.once('close', (status) => resolve({ status, out }));
+      child.stdin.end(input);
+    });
+
+  before(async () => {
+    profileDir = fs.mkdtempSync(path.join(tmpdir(), 'cardlink-yubico-profile-'));
+    const profileFile = path.join(profileDir, 'yubico-piv-tool.json');
+    fs.writeFileSync(profileFile, JSON.stringify(YUBICO_PIV_TOOL_PROFILE, null, 2));
+    // What `cardlink admin create-card --profile yubico-piv-tool.json` does with the file.
+    const profile = await loadCardProfile(profileFile);
+    stack = await startDaemonStack({
+      name: 'yubico-piv-tool',
+      cards: [
+        { ...cards.tdes, profile, managementKey: cards.tdes.key },
+        { ...cards.aes, managementKey: cards.aes.key },
+      ],
+      pcscd: { cardlink: { slots: 4, friendlyName: 'cardlink Daemon Reader' } },
+      daemon: { deviceName: 'alice-laptop' },
+      login: true,
+    });
+    for (const card of (await stack.daemon.status()).cards) readerOf[card.label] = card.readerName!;
+  });
+
+  after(async () => {
+    await stack?.stop();
+    fs.rmSync(profileDir, { recursive: true, force: true });
+  });
+
+  it('a card from a profile with a 3DES management key: status, and generate with the key typed at -k', async () => {
+    const reader = readerOf[cards.tdes.label]!;
+    const status = await y(reader, ['-a', 'status']);
+    assert.equal(status.status, 0, status.out);
+    assert.match(status.out, /Slot 9e:\s+Algorithm:\s+ECCP256/);
+    const generated = await y(
+      reader,
+      ['-k', '-a', 'generate', '-s', '9e', '-A', 'ECCP256'],
+      `${cards.tdes.key}\n`,
+    );
+    assert.equal(generated.status, 0, generated.out);
+    assert.match(generated.out, /Successfully generated a new private key/);
+    const wrong = await y(
+      reader,
+      ['-k', '-a', 'generate', '-s', '9e', '-A', 'ECCP256'],
+      `${random3DesKeyHex()}\n`,
+    );
+    assert.match(wrong.out, /Failed authentication/);
+  });
+
+  it('a card from the default profile (AES-192): status and the PIN work, the management key does not', async () => {
+    const reader = readerOf[cards.aes.label]!;
+    const status = await y(reader, ['-a', 'status']);
+    assert.equal(status.status, 0, status.out);
+    assert.match(status.out, /PIN tries left:\s+3/);
+    const pin = await y(reader, ['-a', 'verify-pin', '-P', cards.aes.pin]);
+    assert.match(pin.out, /Successfully verified PIN/);
+    // 2.2 authenticates with 3DES whatever the card has: the right AES key is refused (6A80).
+    const generated = await y(
+      reader,
+      ['-k', '-a', 'generate', '-s', '9e', '-A', 'ECCP256'],
+      `${cards.aes.key}\n`,
+    );
+    assert.notEqual(generated.status, 0, generated.out);
+    assert.match(generated.out, /Failed authentication with the application/);
   });
 });

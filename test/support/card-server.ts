@@ -10,7 +10,12 @@ import { loadServerConfig, type ServerConfig } from '../../server/config/server-
 import { openServerResources, type ServerResources } from '../../server/config/server-resources.js';
 import { startCardServer, type RunningCardServer } from '../../server/http/card-server.js';
 import { loadOrCreateTlsPair, type TlsPair } from '../../server/tls/tls-pair.js';
-import { createCard, loadDefaultProfile, type CreatedCard } from '../../server/admin/index.js';
+import {
+  createCard,
+  loadDefaultProfile,
+  type CardProfile,
+  type CreatedCard,
+} from '../../server/admin/index.js';
 import type { TestIdpClient } from './oidc-provider.js';
 
 export const TEST_TENANT = 'acme';
@@ -69,19 +74,31 @@ export async function startTestCardServer(
   };
 }
 
-/** A card from the default profile for `subject` (default alice) of the test IdP, with known PIN and PUK. */
+/** What createTestCard makes: known PIN and PUK; the default profile and a generated key unless given. */
+export interface TestCardSpec {
+  pin: string;
+  puk: string;
+  label?: string;
+  subject?: string;
+  profile?: CardProfile;
+  /** Management key (hex) of the profile's algorithm. */
+  managementKey?: string;
+}
+
+/** A card for `subject` (default alice) of the test IdP, as `cardlink admin create-card` makes it. */
 export async function createTestCard(
   cardServer: TestCardServer,
   idp: Pick<TestIdpClient, 'issuer' | 'resource'>,
-  card: { pin: string; puk: string; label?: string; subject?: string },
+  card: TestCardSpec,
 ): Promise<CreatedCard> {
   return createCard({
     storage: cardServer.resources.storage,
     kek: cardServer.resources.kek,
     user: { issuer: idp.issuer, subject: card.subject ?? 'alice', tenant: TEST_TENANT },
-    profile: await loadDefaultProfile(),
+    profile: card.profile ?? (await loadDefaultProfile()),
     pin: card.pin,
     puk: card.puk,
     ...(card.label !== undefined ? { label: card.label } : {}),
+    ...(card.managementKey !== undefined ? { managementKey: card.managementKey } : {}),
   });
 }

@@ -9,7 +9,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
-import { createTestCard, startTestCardServer, type TestCardServer } from './card-server.js';
+import {
+  createTestCard,
+  startTestCardServer,
+  type TestCardServer,
+  type TestCardSpec,
+} from './card-server.js';
 import { startTestDaemon, type TestDaemon, type TestDaemonOptions } from './daemon.js';
 import { freePort } from './free-port.js';
 import { startTestIdp, type StartTestIdpOptions, type TestIdp } from './oidc-provider.js';
@@ -26,7 +31,7 @@ export interface DaemonStackOptions {
   /** Put a TCP proxy between the daemon and the server (the server's public URL names the proxy). */
   proxy?: boolean;
   /** The cards created for alice, in this order. */
-  cards: { pin: string; puk: string; label?: string }[];
+  cards: TestCardSpec[];
   pcscd: StartPcscdOptions;
   /** The daemon's options besides those the stack supplies. */
   daemon: Pick<TestDaemonOptions, 'deviceName'> &

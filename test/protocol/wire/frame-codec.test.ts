@@ -13,9 +13,19 @@ import {
   type FrameType,
 } from '../../../protocol/wire/index.js';
 import { CardlinkError } from '../../../protocol/errors.js';
-import { anyFrame, frameOf } from './frame-arbitraries.js';
+import { anyFrame, frameOf } from '../../../fuzz/frame-arbitraries.js';
+import {
+  mutatedFrameProperty,
+  randomBytesProperty,
+  roundTripVerdict,
+  validHeaderProperty,
+} from '../../../fuzz/frame-codec.js';
+import type { FuzzProperty, Verdict } from '../../../fuzz/property.js';
 
-/** fast-check runs per fuzz property; override with CARDLINK_WIRE_FUZZ_CASES. */
+/**
+ * fast-check runs per fuzz property; override with CARDLINK_WIRE_FUZZ_CASES. The properties are
+ * fuzz/frame-codec.ts's; `npm run fuzz` runs them with 1 000 000 cases each (bench/fuzz-depth.ts).
+ */
 const FUZZ_CASES = Number(process.env['CARDLINK_WIRE_FUZZ_CASES'] ?? 20_000);
 /** fast-check seed; override with CARDLINK_WIRE_FUZZ_SEED to replay a failure. */
 const SEED = process.env['CARDLINK_WIRE_FUZZ_SEED']
@@ -34,6 +44,15 @@ function malformed(fault?: string) {
     return true;
   };
 }
+
+const expectOk = (verdict: Verdict) => {
+  if (!verdict.ok) assert.fail(`${verdict.kind}: ${verdict.detail}`);
+};
+const holds = <T>(p: FuzzProperty<T>, numRuns: number) =>
+  fc.assert(
+    fc.property(p.arbitrary, (x) => expectOk(p.check(x))),
+    fuzz(numRuns),
+  );
 
 /** Decodes, or returns the typed error; anything else thrown fails the test. */
 function decodeOrError(bytes: Uint8Array): Frame | FrameMalformedError {
@@ -58,18 +77,64 @@ describe('wire frame codec', () => {
     );
     assert.deepEqual(
       encodeFrame({ type: 'ERROR', id: 9, flags: 0, code: 'ERR_X', message: '' }),
-      hex('7f 00 00000009  0005 4552525f58  0000'),
+      hex('7f 00 00000009  0005 4552525f58  0000  0000'),
+    );
+  });
+
+  it('carries the name of the device that took a card as a field of ERR_CARD_TAKEN_OVER', () => {
+    const code = Buffer.from('ERR_CARD_TAKEN_OVER').toString('hex');
+    const frame: Frame = {
+      type: 'ERROR',
+      id: 3,
+      flags: 0,
+      code: 'ERR_CARD_TAKEN_OVER',
+      message: 'm',
+      byDeviceName: 'desk',
+    };
+    const bytes = hex(`7f 00 00000003  0013 ${code}  0001 6d  0004 6465736b`);
+    assert.deepEqual(encodeFrame(frame), bytes);
+    assert.deepEqual(decodeFrame(bytes), frame);
+    // No name (the server cannot tell): the field is empty on the wire and absent when decoded.
+    const unnamed = hex(`7f 00 00000003  0013 ${code}  0001 6d  0000`);
+    assert.deepEqual(decodeFrame(unnamed), {
+      type: 'ERROR',
+      id: 3,
+      flags: 0,
+      code: 'ERR_CARD_TAKEN_OVER',
+      message: 'm',
+    });
+    // The name has the limits of every name: MAX_NAME_BYTES, no control characters.
+    const named = (byDeviceName: string): Frame => ({ ...frame, byDeviceName });
+    assert.ok(encodeFrame(named('x'.repeat(MAX_NAME_BYTES))).length > 0);
+    assert.throws(() => encodeFrame(named('x'.repeat(MAX_NAME_BYTES + 1))), malformed('field_too_long'));
+    assert.throws(() => encodeFrame(named('desk\u001b[2J')), malformed('bad_value'));
+    assert.throws(
+      () => decodeFrame(hex(`7f 00 00000003  0013 ${code}  0001 6d  0002 410a`)),
+      malformed('bad_value'),
+    );
+    // Another code never names a device, in either direction.
+    assert.throws(
+      () =>
+        encodeFrame({
+          type: 'ERROR',
+          id: 3,
+          flags: 0,
+          code: 'ERR_CARD_BUSY',
+          message: '',
+          byDeviceName: 'd',
+        }),
+      malformed('bad_value'),
+    );
+    assert.throws(
+      () => decodeFrame(hex('7f 00 00000003  0005 4552525f58  0000  0001 64')),
+      malformed('bad_value'),
     );
   });
 
   for (const type of Object.keys(FRAME_TYPE) as FrameType[]) {
     it(`round-trips ${type}`, () => {
       fc.assert(
-        fc.property(frameOf(type), (frame) => {
-          const bytes = encodeFrame(frame);
-          assert.ok(bytes.length <= MAX_FRAME_BYTES);
-          assert.deepEqual(decodeFrame(bytes), frame);
-        }),
+        fc.property(frameOf(type), (frame) => expectOk(roundTripVerdict(frame))),
         fuzz(300),
       );
     });
@@ -197,59 +262,15 @@ describe('wire frame codec', () => {
   });
 
   it('never throws anything but the typed error on random bytes', () => {
-    fc.assert(
-      fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
-        const out = decodeOrError(bytes);
-        if (!(out instanceof FrameMalformedError)) assert.deepEqual(encodeFrame(out), bytes);
-      }),
-      fuzz(FUZZ_CASES),
-    );
+    holds(randomBytesProperty, FUZZ_CASES);
   });
 
   it('never throws anything but the typed error on random bytes behind a valid header', () => {
-    const typeCodes = Object.values(FRAME_TYPE);
-    fc.assert(
-      fc.property(fc.constantFrom(...typeCodes), fc.uint8Array({ maxLength: 300 }), (code, rest) => {
-        const bytes = Uint8Array.from([code, 0, 0, 0, 0, 1, ...rest]);
-        const out = decodeOrError(bytes);
-        if (!(out instanceof FrameMalformedError)) assert.deepEqual(encodeFrame(out), bytes);
-      }),
-      fuzz(FUZZ_CASES),
-    );
+    holds(validHeaderProperty, FUZZ_CASES);
   });
 
   it('decodes mutated valid frames to the typed error or to a frame that re-encodes to the same bytes', () => {
-    const mutation = fc.oneof(
-      fc.record({ kind: fc.constant('flip' as const), at: fc.nat(), bits: fc.integer({ min: 1, max: 255 }) }),
-      fc.record({ kind: fc.constant('truncate' as const), at: fc.nat() }),
-      fc.record({
-        kind: fc.constant('append' as const),
-        extra: fc.uint8Array({ minLength: 1, maxLength: 8 }),
-      }),
-      fc.record({
-        kind: fc.constant('insert' as const),
-        at: fc.nat(),
-        byte: fc.integer({ min: 0, max: 255 }),
-      }),
-    );
-    fc.assert(
-      fc.property(anyFrame, fc.array(mutation, { minLength: 1, maxLength: 3 }), (frame, mutations) => {
-        let bytes = encodeFrame(frame);
-        for (const m of mutations) {
-          const at = 'at' in m ? m.at % (bytes.length + 1) : 0;
-          if (m.kind === 'flip' && bytes.length > 0) {
-            bytes = bytes.slice();
-            bytes[at % bytes.length]! ^= m.bits;
-          } else if (m.kind === 'truncate') bytes = bytes.slice(0, at);
-          else if (m.kind === 'append') bytes = Uint8Array.from([...bytes, ...m.extra]);
-          else if (m.kind === 'insert')
-            bytes = Uint8Array.from([...bytes.slice(0, at), m.byte, ...bytes.slice(at)]);
-        }
-        const out = decodeOrError(bytes);
-        if (!(out instanceof FrameMalformedError)) assert.deepEqual(encodeFrame(out), bytes);
-      }),
-      fuzz(Math.max(1000, FUZZ_CASES / 4)),
-    );
+    holds(mutatedFrameProperty, Math.max(1000, FUZZ_CASES / 4));
   });
 
   it('rejects every proper prefix of a valid frame as truncated', () => {

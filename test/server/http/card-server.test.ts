@@ -394,6 +394,7 @@ for (const backend of BACKENDS)
         command: Buffer.from(SELECT_PIV, 'hex'),
       });
       assert.equal((refused as { code: string }).code, 'ERR_CARD_TAKEN_OVER');
+      assert.equal((refused as { byDeviceName?: string }).byDeviceName, 'desktop', 'named in a field');
       // The new holder starts unverified: the old session's PIN state did not move with the card.
       assert.equal(await desktop.apdu(h2, '0020008000'), '63C3');
       first.close();
@@ -650,6 +651,7 @@ describe('two card server processes on one PostgreSQL', () => {
     assert.equal((onA.pushes[0] as { byDeviceName: string }).byDeviceName, 'process-b-desktop');
     const refused = await onA.request({ type: 'APDU', handle: hA, command: Buffer.from(PIN_APDU, 'hex') });
     assert.equal((refused as { code: string }).code, 'ERR_CARD_TAKEN_OVER');
+    assert.equal((refused as { byDeviceName?: string }).byDeviceName, 'process-b-desktop');
     assert.equal(await onB.apdu(hB, PIN_APDU), '9000');
     onA.close();
     onB.close();

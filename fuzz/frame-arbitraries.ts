@@ -24,7 +24,7 @@ import {
   type DeviceStatusName,
   type Frame,
   type FrameType,
-} from '../../../protocol/wire/index.js';
+} from '../protocol/wire/index.js';
 
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
@@ -120,10 +120,21 @@ const payloads: { [T in FrameType]: fc.Arbitrary<object> } = {
   TOKEN_EXPIRING: fc.record({ tokenExpiresAt: u32 }),
   PING: fc.constant({}),
   PONG: fc.constant({}),
-  ERROR: fc.record({
-    code: fc.stringMatching(/^[A-Z][A-Z0-9_]{0,63}$/),
-    message: text(MAX_ERROR_MESSAGE_BYTES),
-  }),
+  ERROR: fc.oneof(
+    fc.record({
+      code: fc.stringMatching(/^[A-Z][A-Z0-9_]{0,63}$/).filter((c) => c !== 'ERR_CARD_TAKEN_OVER'),
+      message: text(MAX_ERROR_MESSAGE_BYTES),
+    }),
+    // Only this code names a device; an empty name is left out when decoded.
+    fc.record(
+      {
+        code: fc.constant('ERR_CARD_TAKEN_OVER'),
+        message: text(MAX_ERROR_MESSAGE_BYTES),
+        byDeviceName: text(MAX_NAME_BYTES, 1),
+      },
+      { requiredKeys: ['code', 'message'] },
+    ),
+  ),
 };
 
 /** A valid frame of the given type. */
