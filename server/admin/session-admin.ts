@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { appendAudit } from '../audit/audit-log.js';
 import {
+  ADMIN_CLAIM_PREFIX,
   CardNotFoundError,
   claimCard,
   endSession,
@@ -19,7 +20,7 @@ import { ADMIN_AUDIT_EVENTS, DEFAULT_ADMIN_ACTOR } from './admin-common.js';
 export type { LiveSession };
 
 /** Prefix of the session id `force-logout` claims the card with (the rest is a fresh UUID). */
-export const FORCE_LOGOUT_SESSION_PREFIX = 'admin:';
+export const FORCE_LOGOUT_SESSION_PREFIX = ADMIN_CLAIM_PREFIX;
 
 export interface ForcedLogout {
   readonly cardId: string;

@@ -15,6 +15,12 @@ import { CommandAlreadyRecordedError, CardNotFoundError } from './errors.js';
 import { asBuffer, nowIso, type FencedCard } from './cards.js';
 import type { Queryable, Tx } from './storage.js';
 
+/**
+ * Prefix of the claim id (`sessions.id`) an administrator's `force-logout` claims a card with (the
+ * rest is a fresh UUID): such a claim has no device, and is shown as the administrator's.
+ */
+export const ADMIN_CLAIM_PREFIX = 'admin:';
+
 export interface ClaimRequest {
   readonly cardId: string;
   /** Unique per login; a reconnecting session may claim again with its own id. */

@@ -77,16 +77,24 @@ async function requestsAfterRefusal(client: SessionClient, cardId: string, token
   return answered;
 }
 
-/** Replaces a method of the running session service until the returned function restores it. */
+/** The half of the running session service that does `part`'s work (server/session/session-service.ts). */
+function servicePart(node: TestCardServer, part: 'establishment' | 'cards'): Record<string, unknown> {
+  const half = (node.server.service as unknown as Record<string, unknown>)[part];
+  assert.equal(typeof half, 'object', `the service has its ${part} half`);
+  return half as Record<string, unknown>;
+}
+
+/** Replaces a method of one half of the running session service until the returned function restores it. */
 function inject(
   node: TestCardServer,
+  part: 'establishment' | 'cards',
   method: string,
   replacement: (...args: never[]) => unknown,
 ): () => void {
-  const service = node.server.service as unknown as Record<string, unknown>;
-  assert.equal(typeof service[method], 'function', `the service has ${method}`);
-  service[method] = replacement;
-  return () => void delete service[method];
+  const target = servicePart(node, part);
+  assert.equal(typeof target[method], 'function', `the ${part} half has ${method}`);
+  target[method] = replacement;
+  return () => void delete target[method];
 }
 
 describe('a session is established whole or not at all', () => {
@@ -125,7 +133,7 @@ describe('a session is established whole or not at all', () => {
 
   it('a failure after AUTH was accepted (while the session is registered) leaves no session and answers nothing', async () => {
     const sessions = node.server.service.liveSessions;
-    const restore = inject(node, 'armTokenTimers', () => {
+    const restore = inject(node, 'establishment', 'armTokenTimers', () => {
       throw new Error('injected failure while arming the token timers');
     });
     try {
@@ -151,7 +159,7 @@ describe('a session is established whole or not at all', () => {
     const devices = async () =>
       (await node.resources.storage.db.selectFrom('devices').select('id').execute()).length;
     const devicesBefore = await devices();
-    const restore = inject(node, 'encodeAnswer', () => {
+    const restore = inject(node, 'establishment', 'encodeAnswer', () => {
       throw new RangeError('injected: the answer does not encode');
     });
     try {
@@ -174,7 +182,7 @@ describe('a session is established whole or not at all', () => {
     const resumeToken = client.resumeToken;
     client.ws.terminate();
     await client.closed;
-    const restore = inject(node, 'encodeAnswer', () => {
+    const restore = inject(node, 'establishment', 'encodeAnswer', () => {
       throw new RangeError('injected: the answer does not encode');
     });
     try {
@@ -201,7 +209,7 @@ describe('a session is established whole or not at all', () => {
     });
     assert.equal(codeOf(outOfRange), 'ERR_AUTH_TOKEN_INVALID');
     const later = expiry + 300;
-    const restore = inject(node, 'encodeAnswer', () => {
+    const restore = inject(node, 'establishment', 'encodeAnswer', () => {
       throw new RangeError('injected: the answer does not encode');
     });
     try {
@@ -234,11 +242,11 @@ describe('a session is established whole or not at all', () => {
 
   it('an OPEN_CARD whose CARD_OPENED cannot be encoded releases its claim: the card is not left open', async () => {
     const client = await login(node, (await idp.login()).accessToken, newDeviceKey());
-    const service = node.server.service as unknown as { encodeAnswer(frame: Frame): Uint8Array };
-    const encodeAnswer = Object.getPrototypeOf(service).encodeAnswer as (frame: Frame) => Uint8Array;
-    const restore = inject(node, 'encodeAnswer', (frame: Frame) => {
+    const cardHandling = servicePart(node, 'cards');
+    const encodeAnswer = Object.getPrototypeOf(cardHandling).encodeAnswer as (frame: Frame) => Uint8Array;
+    const restore = inject(node, 'cards', 'encodeAnswer', (frame: Frame) => {
       if (frame.type === 'CARD_OPENED') throw new RangeError('injected: the answer does not encode');
-      return encodeAnswer.call(service, frame);
+      return encodeAnswer.call(cardHandling, frame);
     });
     try {
       const failed = await client.request({ type: 'OPEN_CARD', cardId, takeOver: true });

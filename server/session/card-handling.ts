@@ -1,0 +1,315 @@
+/**
+ * Card handling for established sessions: LIST_CARDS, OPEN_CARD (claiming the card), APDU dispatch
+ * with exactly-once commands, GET_SNAPSHOT, CLOSE_CARD and one-device-per-card takeover.
+ *
+ * Takeover: OPEN_CARD claims the card (a new session epoch, in the same transaction as its audit
+ * entry). The previous holder learns of it at once when it is in this process, else from the
+ * storage's claim announcement (PostgreSQL NOTIFY across server processes), and at the latest from
+ * its next write, which the epoch fence refuses.
+ */
+import { randomUUID, type KeyObject } from 'node:crypto';
+import { PivCard } from '../../apdu/piv/piv-card.js';
+import { buildSnapshot, encodeSnapshot } from '../../apdu/piv/snapshot.js';
+import type { Logger } from '../../protocol/log.js';
+import { FRAME_FLAG, type Frame, type FrameOf } from '../../protocol/wire/frames.js';
+import { signSnapshot } from '../../protocol/wire/snapshot-signature.js';
+import { AUDIT_EVENTS, appendAudit } from '../audit/audit-log.js';
+import { CardStateClosedError } from '../cards/errors.js';
+import { openPersistentCardState, type PersistentCardState } from '../cards/persistent-card-state.js';
+import type { ServerConfig } from '../config/server-config.js';
+import type { KekProvider } from '../keys/kek-provider.js';
+import {
+  ADMIN_CLAIM_PREFIX,
+  claimCard,
+  endSession,
+  findClaim,
+  listCardsWithClaim,
+} from '../storage/card-sessions.js';
+import { findCardOfUser } from '../storage/cards.js';
+import { CardTakenOverError } from '../storage/errors.js';
+import type { Storage } from '../storage/storage.js';
+import type { LogicalSession, OpenCard } from './logical-session.js';
+import { CardTakenOverRequestError, encodeAnswer, RequestError } from './request-errors.js';
+
+/** Device name shown for a claim made by an administrator (`cardlink admin force-logout`). */
+export const ADMIN_CLAIMER_NAME = 'administrator';
+
+/** The name shown for a claim: its device's, or the administrator's for `cardlink admin force-logout`. */
+function claimDeviceName(claimId: string, deviceName: string | null): string {
+  return deviceName ?? (claimId.startsWith(ADMIN_CLAIM_PREFIX) ? ADMIN_CLAIMER_NAME : '');
+}
+
+export interface CardHandlingOptions {
+  readonly config: ServerConfig;
+  readonly storage: Storage;
+  readonly kek: KekProvider;
+  readonly logger: Logger;
+  /** The key of the server's TLS certificate: signs card snapshots (protocol/wire/snapshot-signature.ts). */
+  readonly snapshotKey: KeyObject;
+}
+
+export class CardHandling {
+  /** Cards open in this process, by card id: who holds each. */
+  private readonly held = new Map<string, { session: LogicalSession; open: OpenCard }>();
+  private unsubscribe: (() => Promise<void>) | undefined;
+
+  constructor(private readonly options: CardHandlingOptions) {}
+
+  /** Listens for claims made by other server processes, so their holders here learn at once. */
+  async start(): Promise<void> {
+    this.unsubscribe = await this.options.storage.onCardClaimed((event) => {
+      const holder = this.held.get(event.cardId);
+      if (holder && event.epoch > holder.open.epoch) {
+        void this.claimerName(event.cardId, event.epoch).then((name) =>
+          this.takeOver(holder.session, holder.open, name),
+        );
+      }
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.unsubscribe?.();
+  }
+
+  private get log(): Logger {
+    return this.options.logger;
+  }
+
+  private encodeAnswer(frame: Frame): Uint8Array {
+    return encodeAnswer(frame, this.options.config.limits.maxFrameBytes);
+  }
+
+  /** CLOSE_CARD. */
+  async closeHandle(session: LogicalSession, frame: FrameOf<'CLOSE_CARD'>): Promise<Frame> {
+    const open = session.cards.get(frame.handle);
+    if (!open)
+      throw new RequestError('ERR_HANDLE_UNKNOWN', 'no card is open under this handle', {
+        handle: frame.handle,
+      });
+    await this.closeCard(session, open);
+    return { type: 'CARD_CLOSED', id: frame.id, flags: 0, handle: frame.handle };
+  }
+
+  /** GET_SNAPSHOT: between commands, so a snapshot never sees half of one (and never runs inside it). */
+  async snapshot(session: LogicalSession, frame: FrameOf<'GET_SNAPSHOT'>): Promise<Frame> {
+    const open = this.usableCard(session, frame.handle);
+    const snapshot = encodeSnapshot(await open.state.exclusive(buildSnapshot));
+    return {
+      type: 'SNAPSHOT',
+      id: frame.id,
+      flags: 0,
+      handle: frame.handle,
+      snapshot,
+      snapshotSignature: this.signedFor(session, open.cardId, snapshot),
+    };
+  }
+
+  /** Closes every card of an ending session. */
+  async closeAll(session: LogicalSession): Promise<void> {
+    for (const open of [...session.cards.values()]) await this.closeCard(session, open);
+  }
+
+  /** LIST_CARDS: the user's cards, each with the device that has it open. */
+  async listCards(session: LogicalSession, frame: FrameOf<'LIST_CARDS'>): Promise<Frame> {
+    const rows = await listCardsWithClaim(this.options.storage, session.user.id);
+    const cards = rows.map((r) => ({
+      cardId: r.cardId,
+      label: r.label,
+      openOn: r.claimId ? claimDeviceName(r.claimId, r.deviceName) : '',
+    }));
+    return { type: 'CARDS', id: frame.id, flags: 0, cards };
+  }
+
+  /** Name of the device holding an open claim, '' when the claim has ended. */
+  private async holderName(claimId: string): Promise<string> {
+    const claim = await findClaim(this.options.storage, { claimId });
+    return claim && claim.endedAt === null ? claimDeviceName(claim.id, claim.deviceName) : '';
+  }
+
+  /** Name of the device whose claim made `epoch`. */
+  private async claimerName(cardId: string, epoch: number): Promise<string> {
+    try {
+      const claim = await findClaim(this.options.storage, { cardId, epoch });
+      return (claim && claimDeviceName(claim.id, claim.deviceName)) || 'another device';
+    } catch {
+      return 'another device';
+    }
+  }
+
+  /** OPEN_CARD: claims the card for this session's device (takeOver logs the other one out). */
+  async openCard(session: LogicalSession, frame: FrameOf<'OPEN_CARD'>): Promise<Frame> {
+    const { storage, kek } = this.options;
+    if (session.device.status !== 'approved') {
+      throw new RequestError('ERR_DEVICE_PENDING', 'this device waits for an administrator to approve it');
+    }
+    // One lookup scoped to the user: another user's card and no card at all answer the same,
+    // through the same work, so neither the answer nor its timing tells them apart.
+    const record = await findCardOfUser(storage, frame.cardId, session.user.id);
+    if (!record) throw new RequestError('ERR_CARD_NOT_FOUND', 'no such card');
+    for (const open of session.cards.values()) {
+      if (open.cardId === frame.cardId && !open.takenOverBy) {
+        throw new RequestError('ERR_CARD_BUSY', 'this session has the card open already', {
+          handle: open.handle,
+        });
+      }
+    }
+    if (!frame.takeOver && record.sessionId && (await this.holderName(record.sessionId)) !== '') {
+      throw new RequestError(
+        'ERR_CARD_BUSY',
+        'the card is open on another device; open it with takeOver to log that one out',
+      );
+    }
+    const claimId = randomUUID();
+    const epoch = await storage.transaction(async (tx) => {
+      const previous = record.sessionId;
+      const newEpoch = await claimCard(tx, {
+        cardId: frame.cardId,
+        sessionId: claimId,
+        userId: session.user.id,
+        deviceId: session.device.id,
+      });
+      await appendAudit(tx, {
+        actor: `device:${session.device.id}`,
+        eventType: AUDIT_EVENTS.cardClaimed,
+        cardId: frame.cardId,
+        details: {
+          session: session.id,
+          claim: claimId,
+          epoch: newEpoch,
+          ...(previous ? { previousClaim: previous } : {}),
+        },
+      });
+      return newEpoch;
+    });
+    // The holder in this process is told at once; others through the claim announcement.
+    const local = this.held.get(frame.cardId);
+    if (local) this.takeOver(local.session, local.open, session.device.name);
+    let state: PersistentCardState | undefined;
+    try {
+      state = await openPersistentCardState({
+        storage,
+        kek,
+        cardId: frame.cardId,
+        sessionId: claimId,
+        epoch,
+        actor: `device:${session.device.id}`,
+      });
+      const handle = session.allocateHandle();
+      const snapshot = encodeSnapshot(await buildSnapshot(state));
+      const answer: Frame = {
+        type: 'CARD_OPENED',
+        id: frame.id,
+        flags: 0,
+        cardId: frame.cardId,
+        handle,
+        snapshot,
+        snapshotSignature: this.signedFor(session, frame.cardId, snapshot),
+      };
+      // The session holds the card only once the answer is known to encode, and only if it still lives.
+      this.encodeAnswer(answer);
+      if (session.ended)
+        throw new RequestError('ERR_SESSION_LOST', 'the session ended while the card opened');
+      const open: OpenCard = {
+        handle,
+        cardId: frame.cardId,
+        claimId,
+        epoch,
+        state,
+        card: new PivCard(state),
+      };
+      session.cards.set(handle, open);
+      this.held.set(frame.cardId, { session, open });
+      this.log.info('card opened', { session: session.id, card: frame.cardId, handle, epoch });
+      return answer;
+    } catch (error) {
+      // The claim is released: the card is free again rather than shown as open on this device.
+      state?.dispose();
+      await this.endClaim(frame.cardId, claimId);
+      throw error;
+    }
+  }
+
+  private signedFor(session: LogicalSession, cardId: string, snapshot: Uint8Array): Uint8Array {
+    return signSnapshot(this.options.snapshotKey, { sessionId: session.id, cardId, snapshot });
+  }
+
+  /** The open card under `handle`, refusing a handle that is unknown or taken over. */
+  private usableCard(session: LogicalSession, handle: number): OpenCard {
+    const open = session.cards.get(handle);
+    if (!open) throw new RequestError('ERR_HANDLE_UNKNOWN', 'no card is open under this handle', { handle });
+    if (open.takenOverBy !== undefined) throw new CardTakenOverRequestError(open.takenOverBy);
+    return open;
+  }
+
+  /** APDU: one command on an open card, exactly once. */
+  async apdu(session: LogicalSession, frame: FrameOf<'APDU'>): Promise<Frame> {
+    const open = this.usableCard(session, frame.handle);
+    // The daemon answered a reset locally; the card forgets its volatile state before this command.
+    if ((frame.flags & FRAME_FLAG.RESET_CARD) !== 0) open.card.reset();
+    try {
+      // A request that is not a retransmission is new (answer() enforces the sequence): no
+      // recorded response to look for.
+      const firstAttempt = (frame.flags & FRAME_FLAG.RETRANSMIT) === 0;
+      const outcome = await open.state.runCommand(
+        frame.id,
+        (view) => open.card.transmit(frame.command, view),
+        {
+          firstAttempt,
+        },
+      );
+      return {
+        type: 'APDU_RESULT',
+        id: frame.id,
+        flags: 0,
+        handle: frame.handle,
+        response: outcome.response,
+      };
+    } catch (error) {
+      if (error instanceof CardTakenOverError || error instanceof CardStateClosedError) {
+        const name = await this.claimerName(open.cardId, open.epoch + 1);
+        this.takeOver(session, open, open.takenOverBy ?? name);
+        throw new CardTakenOverRequestError(open.takenOverBy ?? name);
+      }
+      throw error;
+    }
+  }
+
+  /** Another device claimed `open`: drop its keys, refuse its handle, tell its session. */
+  private takeOver(session: LogicalSession, open: OpenCard, byDeviceName: string): void {
+    if (open.takenOverBy !== undefined) return;
+    open.takenOverBy = byDeviceName;
+    open.state.dispose();
+    const holder = this.held.get(open.cardId);
+    if (holder?.open === open) this.held.delete(open.cardId);
+    this.log.info('card taken over', { session: session.id, card: open.cardId, handle: open.handle });
+    session.push({
+      type: 'TAKEN_OVER',
+      id: 0,
+      flags: 0,
+      cardId: open.cardId,
+      handle: open.handle,
+      byDeviceName,
+    });
+  }
+
+  private async closeCard(session: LogicalSession, open: OpenCard): Promise<void> {
+    session.cards.delete(open.handle);
+    open.state.dispose();
+    const holder = this.held.get(open.cardId);
+    if (holder?.open === open) this.held.delete(open.cardId);
+    if (open.takenOverBy !== undefined) return;
+    await this.endClaim(open.cardId, open.claimId);
+  }
+
+  /** Records the end of a claim (a `sessions` row); a failure is logged, the claim ends anyway in memory. */
+  private async endClaim(cardId: string, claimId: string): Promise<void> {
+    try {
+      await this.options.storage.transaction((tx) => endSession(tx, claimId));
+    } catch (error) {
+      this.log.warn('could not record the end of a card session', {
+        card: cardId,
+        error: (error as Error).message,
+      });
+    }
+  }
+}
