@@ -1,24 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
-import winston from 'winston';
-import { createLogger } from '../../protocol/log.js';
 import { LogRateLimiter, SUPPRESSED_LINES_MESSAGE } from '../../protocol/log-limiter.js';
-
-/** A real cardlink logger whose JSON lines are kept in `lines`. */
-function capturedLogger() {
-  const lines: Record<string, unknown>[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      for (const line of chunk.toString().split('\n')) if (line) lines.push(JSON.parse(line));
-      done();
-    },
-  });
-  const logger = createLogger({ component: 'test', level: 'debug' }, [
-    new winston.transports.Stream({ stream }),
-  ]);
-  return { logger, lines };
-}
+import { capturedLogger } from '../support/captured-log.js';
 
 /** Lets winston's stream pipeline deliver what was logged. */
 const settle = () => new Promise((r) => setImmediate(r));

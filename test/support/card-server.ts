@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { createLogger } from '../../protocol/log.js';
+import { createLogger, type Logger } from '../../protocol/log.js';
 import { loadServerConfig, type ServerConfig } from '../../server/config/server-config.js';
 import { openServerResources, type ServerResources } from '../../server/config/server-resources.js';
 import { startCardServer, type RunningCardServer } from '../../server/http/card-server.js';
@@ -36,6 +36,8 @@ export async function startTestCardServer(
   dataDir: string,
   idp: Pick<TestIdpClient, 'issuer' | 'resource'>,
   settings: Record<string, unknown> = {},
+  /** Where the server logs (default: stderr at the config's level, `error` unless settings say). */
+  logger?: Logger,
 ): Promise<TestCardServer> {
   const configFile = path.join(dataDir, 'server.json');
   if (!fs.existsSync(configFile)) {
@@ -60,7 +62,7 @@ export async function startTestCardServer(
     storage: resources.storage,
     kek: resources.kek,
     tls,
-    logger: createLogger({ component: 'test-server', level: config.log.level }),
+    logger: logger ?? createLogger({ component: 'test-server', level: config.log.level }),
   });
   return {
     config,

@@ -6,25 +6,13 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
-import winston from 'winston';
-import { createLogger } from '../../../protocol/log.js';
 import { SUPPRESSED_LINES_MESSAGE } from '../../../protocol/log-limiter.js';
 import type { Frame } from '../../../protocol/wire/frames.js';
-import { loadServerConfig } from '../../../server/config/server-config.js';
-import { openServerResources } from '../../../server/config/server-resources.js';
-import { startCardServer } from '../../../server/http/card-server.js';
-import { loadOrCreateTlsPair } from '../../../server/tls/tls-pair.js';
-import {
-  createTestCard,
-  startTestCardServer,
-  TEST_TENANT,
-  type TestCardServer,
-} from '../../support/card-server.js';
+import { createTestCard, startTestCardServer, type TestCardServer } from '../../support/card-server.js';
+import { capturedLogger } from '../../support/captured-log.js';
 import { startTestIdp, type TestIdp } from '../../support/oidc-provider.js';
 import { newDeviceKey, SessionClient, type DeviceKey, type Request } from '../../support/session-client.js';
 
@@ -279,69 +267,13 @@ describe('a session is established whole or not at all', () => {
   });
 });
 
-/** A real cardlink logger at `info` whose JSON lines are kept in `lines`. */
-function capturedLogger() {
-  const lines: Record<string, unknown>[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      for (const line of chunk.toString().split('\n')) if (line) lines.push(JSON.parse(line));
-      done();
-    },
-  });
-  const logger = createLogger({ component: 'test-server', level: 'info' }, [
-    new winston.transports.Stream({ stream }),
-  ]);
-  return { logger, lines, raw: () => lines.map((l) => JSON.stringify(l)).join('\n') };
-}
-
-/** The same start-up as startTestCardServer, logging to `logger`. */
-async function startLoggedServer(
-  dir: string,
-  idp: TestIdp,
-  limits: Record<string, number>,
-  logger: ReturnType<typeof createLogger>,
-): Promise<TestCardServer> {
-  const configFile = path.join(dir, 'server.json');
-  fs.writeFileSync(
-    configFile,
-    JSON.stringify({
-      dataDir: dir,
-      listen: { host: '127.0.0.1', port: 0 },
-      publicUrl: 'https://127.0.0.1:0/',
-      audience: idp.resource,
-      issuers: [{ issuer: idp.issuer, tenant: TEST_TENANT }],
-      limits,
-    }),
-  );
-  const config = loadServerConfig({ config: configFile }, {});
-  const resources = await openServerResources(config);
-  const tls = await loadOrCreateTlsPair(config.tls.certFile, config.tls.keyFile, ['127.0.0.1']);
-  const server = await startCardServer({
-    config,
-    storage: resources.storage,
-    kek: resources.kek,
-    tls,
-    logger,
-  });
-  return {
-    config,
-    resources,
-    server,
-    tls,
-    async stop() {
-      await server.close();
-      await resources.close();
-    },
-  };
-}
-
 describe('failed sign-ins are throttled per address and per user, with a bounded log', () => {
   const FREE_FAILURES = 3;
   const LOG_LINES = 5;
   let idp: TestIdp;
   let dir: string;
   let node: TestCardServer | undefined;
-  const log = capturedLogger();
+  const log = capturedLogger('test-server', 'info');
   /** Every refused handshake in this server's life: each is one "authentication refused". */
   let refusals = 0;
   const secrets: string[] = [];
@@ -349,10 +281,10 @@ describe('failed sign-ins are throttled per address and per user, with a bounded
   before(async () => {
     idp = await startTestIdp();
     dir = await mkdtemp(path.join(tmpdir(), 'cardlink-throttle-'));
-    node = await startLoggedServer(
+    node = await startTestCardServer(
       dir,
       idp,
-      { authFreeFailures: FREE_FAILURES, logRepeatsPerMinute: LOG_LINES },
+      { limits: { authFreeFailures: FREE_FAILURES, logRepeatsPerMinute: LOG_LINES } },
       log.logger,
     );
   });

@@ -9,23 +9,17 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import https from 'node:https';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
 import tls from 'node:tls';
-import winston from 'winston';
 import WebSocket from 'ws';
-import { createLogger } from '../../../protocol/log.js';
 import { SESSION_PATH } from '../../../protocol/wire/limits.js';
-import { loadServerConfig } from '../../../server/config/server-config.js';
-import { openServerResources } from '../../../server/config/server-resources.js';
-import { startCardServer } from '../../../server/http/card-server.js';
 import { HSTS_MAX_AGE_SECONDS } from '../../../server/http/responses.js';
-import { loadOrCreateTlsPair } from '../../../server/tls/tls-pair.js';
-import { startTestCardServer, TEST_TENANT, type TestCardServer } from '../../support/card-server.js';
+import { startTestCardServer, type TestCardServer } from '../../support/card-server.js';
+import { capturedLogger } from '../../support/captured-log.js';
 import { startTestIdp, type TestIdp } from '../../support/oidc-provider.js';
 import { newDeviceKey, SessionClient } from '../../support/session-client.js';
 
@@ -294,59 +288,20 @@ describe('connection limits of the card server listener', () => {
 
   describe('socket caps: 4 per address, 10 in total', () => {
     let node: TestCardServer;
-    const logLines: Record<string, unknown>[] = [];
+    const log = capturedLogger('test-server', 'info');
+    const logLines = log.lines;
     const refused = { maxSockets: 0, maxSocketsPerAddress: 0 };
     const held: Probe[] = [];
     let stopped = false;
 
     before(async () => {
       // The server of test/support/card-server.ts, with its log lines captured.
-      const dataDir = await tempDir();
-      const configFile = path.join(dataDir, 'server.json');
-      await writeFile(
-        configFile,
-        JSON.stringify({
-          dataDir,
-          listen: { host: '127.0.0.1', port: 0 },
-          publicUrl: 'https://127.0.0.1:0/',
-          audience: idp.resource,
-          issuers: [{ issuer: idp.issuer, tenant: TEST_TENANT }],
-          limits: { maxSockets: 10, maxSocketsPerAddress: 4, maxConnections: 2 },
-        }),
+      node = await startTestCardServer(
+        await tempDir(),
+        idp,
+        { limits: { maxSockets: 10, maxSocketsPerAddress: 4, maxConnections: 2 } },
+        log.logger,
       );
-      const config = loadServerConfig({ config: configFile }, {});
-      const resources = await openServerResources(config);
-      const pair = await loadOrCreateTlsPair(config.tls.certFile, config.tls.keyFile, ['127.0.0.1']);
-      const sink = new PassThrough();
-      let pending = '';
-      sink.on('data', (d: Buffer) => {
-        pending += d.toString();
-        let at: number;
-        while ((at = pending.indexOf('\n')) >= 0) {
-          logLines.push(JSON.parse(pending.slice(0, at)) as Record<string, unknown>);
-          pending = pending.slice(at + 1);
-        }
-      });
-      const logger = createLogger({ component: 'test-server', level: 'info' }, [
-        new winston.transports.Stream({ stream: sink }),
-      ]);
-      const server = await startCardServer({
-        config,
-        storage: resources.storage,
-        kek: resources.kek,
-        tls: pair,
-        logger,
-      });
-      node = {
-        config,
-        resources,
-        server,
-        tls: pair,
-        async stop() {
-          await server.close();
-          await resources.close();
-        },
-      };
     });
     after(async () => {
       for (const p of held) p.socket.destroy();
