@@ -22,14 +22,9 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { encodeCommandApdu } from '../apdu/codec/index.js';
 import { padReferenceValue } from '../apdu/piv/reference-data.js';
+import { openKeyFileProvider } from '../server/keys/key-file-provider.js';
 import { migrate, openStorage } from '../server/storage/index.js';
-import {
-  createTestCard,
-  openSession,
-  CARD_PIN,
-  pinBytes,
-} from '../test/server/cards/support/card-fixture.js';
-import { tempKeyFileProvider } from '../test/server/storage/backends.js';
+import { BENCH_CARD_PIN, openBenchCardSession } from './support/card-session.js';
 import { benchCommand, writeBenchResult } from './support/results.js';
 import { p256Command, pkcs1Block, rsaCommand } from './support/sign-commands.js';
 
@@ -38,18 +33,17 @@ async function main(): Promise<void> {
   const n = Number(values.n ?? 3000);
   const rounds = Number(values.rounds ?? 5);
   const dir = await mkdtemp(path.join(os.tmpdir(), 'cardlink-cmd-cpu-'));
-  const keys = await tempKeyFileProvider();
+  const kek = await openKeyFileProvider(path.join(dir, 'keys.json'));
   const storage = await openStorage(`sqlite:${path.join(dir, 'cards.db')}`);
   try {
     await migrate(storage);
-    const created = await createTestCard(storage, keys.provider);
-    const s = await openSession(storage, keys.provider, created.cardId);
+    const s = await openBenchCardSession(storage, kek);
     const verify = encodeCommandApdu({
       cla: 0,
       ins: 0x20,
       p1: 0,
       p2: 0x80,
-      data: padReferenceValue(pinBytes(CARD_PIN)),
+      data: padReferenceValue(new TextEncoder().encode(BENCH_CARD_PIN)),
     });
     let counter = 0;
     const digest = () => createHash('sha256').update(String(counter++)).digest();
@@ -99,7 +93,7 @@ async function main(): Promise<void> {
     console.log(JSON.stringify(result, null, 2));
   } finally {
     await storage.close();
-    await keys.cleanup();
+    await kek.close();
     await rm(dir, { recursive: true, force: true });
   }
 }
