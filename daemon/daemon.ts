@@ -23,7 +23,6 @@ import type {
 } from './control/control-protocol.js';
 import { ControlServer } from './control/control-server.js';
 import { loadOrCreateDeviceKey } from './device/device-key.js';
-import { refreshAccessToken } from './login/refresh-token.js';
 import { BridgeReader } from './reader/bridge-reader.js';
 import { ServerLink } from './session/server-link.js';
 import fs from 'node:fs';
@@ -52,6 +51,11 @@ export class Daemon implements ControlHandler {
   /** The user asked to go offline (`disconnect`); `connect` or a new token ends it. */
   private disconnected = false;
   private expiryTimer: NodeJS.Timeout | undefined;
+  /**
+   * The refresh code (openid-client), loaded once a refresh token is handed over: a daemon whose
+   * tray renews the tokens never needs it, and none needs it before login.
+   */
+  private refreshing: Promise<typeof import('./login/refresh-token.js')> | undefined;
 
   private constructor(
     private readonly config: DaemonConfig,
@@ -202,6 +206,8 @@ export class Daemon implements ControlHandler {
   }
 
   async handOverToken(t: TokenHandover): Promise<void> {
+    // Loaded now, not when the token is about to expire, so the refresh does not wait for it.
+    if (t.refreshToken) void this.refreshModule().catch(() => undefined);
     const issuer = t.issuer ?? this.config.login.issuer;
     const clientId = t.clientId ?? this.config.login.clientId;
     this.token = {
@@ -277,6 +283,11 @@ export class Daemon implements ControlHandler {
     }
   }
 
+  private refreshModule(): Promise<typeof import('./login/refresh-token.js')> {
+    this.refreshing ??= import('./login/refresh-token.js');
+    return this.refreshing;
+  }
+
   private async onTokenExpiring(expiresAt: number): Promise<void> {
     const held = this.token;
     if (!held?.refreshToken || !held.issuer || !held.clientId) {
@@ -285,6 +296,7 @@ export class Daemon implements ControlHandler {
     }
     for (let attempt = 1; attempt <= MAX_REFRESH_ATTEMPTS; attempt++) {
       try {
+        const { refreshAccessToken } = await this.refreshModule();
         const grant = await refreshAccessToken(
           {
             issuer: held.issuer,
