@@ -58,8 +58,13 @@ const DEFAULT_IDLE_SECONDS = 60;
 const CURVE_STEP_SECONDS = 5;
 /** How long the daemon may take to say "ready" and to insert the card. */
 const START_TIMEOUT_MS = 30_000;
-/** The run is abandoned after this. */
-const WATCHDOG_MS = 10 * 60_000;
+/** The run is abandoned after the time it should take (two idle periods per daemon) plus this. */
+const WATCHDOG_SLACK_MS = 5 * 60_000;
+/** Start, quiet and login of one daemon take about this much besides its idle periods. */
+const PER_DAEMON_OVERHEAD_MS = 30_000;
+
+/** The daemon being measured, for the watchdog to stop (pcscd dies with this process by itself). */
+let currentDaemon: ChildProcess | undefined;
 /** A session bus address where nothing listens: no desktop keyring, the device key goes to a file. */
 const NO_SESSION_BUS = 'unix:path=/nonexistent/cardlink-bench-bus';
 
@@ -172,6 +177,7 @@ async function measureOnce(
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );
+  currentDaemon = child;
   let output = '';
   child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
@@ -254,10 +260,13 @@ async function main(): Promise<void> {
     throw new Error('--idle-seconds takes a whole number >= 0');
   const builds = parseBuilds(values.compare ?? []);
   const loadAtStart = os.loadavg()[0]!;
+  const watchdogMs =
+    runs * builds.length * (2 * idleSeconds * 1000 + PER_DAEMON_OVERHEAD_MS) + WATCHDOG_SLACK_MS;
   const watchdog = setTimeout(() => {
-    console.error(`daemon-idle-rss: abandoned after ${WATCHDOG_MS / 1000} s`);
+    console.error(`daemon-idle-rss: abandoned after ${watchdogMs / 1000} s`);
+    currentDaemon?.kill('SIGKILL');
     process.exit(2);
-  }, WATCHDOG_MS);
+  }, watchdogMs);
   watchdog.unref();
 
   const parts: Partial<Services> = {};
