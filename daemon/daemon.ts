@@ -8,7 +8,6 @@
  * TOKEN_EXPIRING; otherwise it tells the control clients (event `token-expiring`) and the tray
  * renews. Tokens live in memory only; a restarted daemon needs a new login.
  */
-import { decodeJwt } from 'jose';
 import { CardlinkError } from '../protocol/errors.js';
 import type { Logger } from '../protocol/log.js';
 import { CardManager } from './cards/card-manager.js';
@@ -56,6 +55,8 @@ export class Daemon implements ControlHandler {
    * tray renews the tokens never needs it, and none needs it before login.
    */
   private refreshing: Promise<typeof import('./login/refresh-token.js')> | undefined;
+  /** jose, to read a handed-over token's claims; loaded with the first token (nothing reads one before). */
+  private jwt: typeof import('jose') | undefined;
 
   private constructor(
     private readonly config: DaemonConfig,
@@ -208,6 +209,7 @@ export class Daemon implements ControlHandler {
   async handOverToken(t: TokenHandover): Promise<void> {
     // Loaded now, not when the token is about to expire, so the refresh does not wait for it.
     if (t.refreshToken) void this.refreshModule().catch(() => undefined);
+    this.jwt ??= await import('jose');
     const issuer = t.issuer ?? this.config.login.issuer;
     const clientId = t.clientId ?? this.config.login.clientId;
     this.token = {
@@ -215,7 +217,7 @@ export class Daemon implements ControlHandler {
       refreshToken: t.refreshToken,
       issuer,
       clientId,
-      expiresAt: t.expiresAt ?? expiryOf(t.accessToken),
+      expiresAt: t.expiresAt ?? expiryOf(this.jwt, t.accessToken),
     };
     this.lastError = undefined;
     this.disconnected = false;
@@ -273,9 +275,9 @@ export class Daemon implements ControlHandler {
   // --- tokens ----------------------------------------------------------------------------------
 
   private userName(): string | undefined {
-    if (!this.token) return undefined;
+    if (!this.token || !this.jwt) return undefined;
     try {
-      const claims = decodeJwt(this.token.accessToken);
+      const claims = this.jwt.decodeJwt(this.token.accessToken);
       const name = claims['preferred_username'] ?? claims['email'] ?? claims.sub;
       return typeof name === 'string' ? name : undefined;
     } catch {
@@ -373,9 +375,9 @@ function cardEventData(c: CardStatus) {
 }
 
 /** `exp` of a JWT access token, if it is one (for the local expiry timer only; never trusted). */
-function expiryOf(accessToken: string): number | undefined {
+function expiryOf(jwt: typeof import('jose'), accessToken: string): number | undefined {
   try {
-    const exp = decodeJwt(accessToken).exp;
+    const exp = jwt.decodeJwt(accessToken).exp;
     return typeof exp === 'number' ? exp : undefined;
   } catch {
     return undefined;
