@@ -23,14 +23,9 @@ import { parseArgs } from 'node:util';
 import { encodeCommandApdu } from '../apdu/codec/index.js';
 import { INS, KEY_REF, VERIFY_P1 } from '../apdu/piv/constants.js';
 import { padReferenceValue } from '../apdu/piv/reference-data.js';
+import { openKeyFileProvider } from '../server/keys/key-file-provider.js';
 import { migrate, openStorage } from '../server/storage/index.js';
-import {
-  createTestCard,
-  openSession,
-  CARD_PIN,
-  pinBytes,
-} from '../test/server/cards/support/card-fixture.js';
-import { tempKeyFileProvider } from '../test/server/storage/backends.js';
+import { BENCH_CARD_PIN, openBenchCardSession } from './support/card-session.js';
 import { benchCommand, writeBenchResult } from './support/results.js';
 import { p256Command, pkcs1Block, rsaCommand } from './support/sign-commands.js';
 
@@ -39,18 +34,17 @@ async function main(): Promise<void> {
   const n = Number(values.n ?? 3000);
   const rounds = Number(values.rounds ?? 5);
   const dir = await mkdtemp(path.join(os.tmpdir(), 'cardlink-cmd-cpu-'));
-  const keys = await tempKeyFileProvider();
+  const kek = await openKeyFileProvider(path.join(dir, 'keys.json'));
   const storage = await openStorage(`sqlite:${path.join(dir, 'cards.db')}`);
   try {
     await migrate(storage);
-    const created = await createTestCard(storage, keys.provider);
-    const s = await openSession(storage, keys.provider, created.cardId);
+    const s = await openBenchCardSession(storage, kek);
     const verify = encodeCommandApdu({
       cla: 0,
       ins: INS.VERIFY,
       p1: VERIFY_P1.VERIFY,
       p2: KEY_REF.PIN,
-      data: padReferenceValue(pinBytes(CARD_PIN)),
+      data: padReferenceValue(new TextEncoder().encode(BENCH_CARD_PIN)),
     });
     let counter = 0;
     const digest = () => createHash('sha256').update(String(counter++)).digest();
@@ -100,7 +94,7 @@ async function main(): Promise<void> {
     console.log(JSON.stringify(result, null, 2));
   } finally {
     await storage.close();
-    await keys.cleanup();
+    await kek.close();
     await rm(dir, { recursive: true, force: true });
   }
 }

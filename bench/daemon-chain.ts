@@ -33,7 +33,7 @@
  *
  * Writes bench/results/daemon-chain.json and prints a summary. Needs root (private pcscd).
  */
-import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -60,7 +60,9 @@ import { startPcscd, type PcscdInstance } from '../test/support/pcscd.js';
 import { startTcpProxy, type TcpProxy } from '../test/support/tcp-proxy.js';
 import type { Reply, Request, SignAlg, SignResult } from './support/p11-sign-loop.js';
 import { freePort } from '../test/support/free-port.js';
+import { cpuMs, rssMiB } from './support/proc-stats.js';
 import { benchCommand, writeBenchResult } from './support/results.js';
+import { median, percentile, round } from './support/stats.js';
 
 const PIN = '424242';
 const PUK = '97531864';
@@ -95,18 +97,6 @@ const P11_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'supp
 
 // --- helpers ---------------------------------------------------------------------------------------
 
-/** Nearest-rank percentile of sorted values. */
-function percentile(sorted: readonly number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-}
-
-const round = (x: number, digits = 3): number => Math.round(x * 10 ** digits) / 10 ** digits;
-
-const median = (xs: readonly number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
-
 function latencyStats(values: readonly number[]) {
   const sorted = [...values].sort((a, b) => a - b);
   return {
@@ -117,24 +107,6 @@ function latencyStats(values: readonly number[]) {
     max_ms: round(sorted[sorted.length - 1]!),
     mean_ms: round(values.reduce((a, b) => a + b, 0) / values.length),
   };
-}
-
-/** VmRSS of a process in MiB, from /proc/<pid>/status. */
-function rssMiB(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
-  return round(Number(m[1]) / 1024, 1);
-}
-
-/** Clock ticks per second of /proc/<pid>/stat times. */
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
-
-/** CPU time (user + system) a process has used so far, in ms, from /proc/<pid>/stat. */
-function cpuMs(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // fields after "pid (comm) ": state is field 3, utime 14, stime 15
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
 }
 
 /** Runs a command without blocking this process's event loop (the card server lives here). */

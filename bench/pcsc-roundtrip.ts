@@ -18,6 +18,7 @@ import { EchoCard, echoAtr } from '../test/support/echo-card.js';
 import { PcscClient, type PcscCard } from '../test/support/pcsc-client.js';
 import { startPcscd } from '../test/support/pcscd.js';
 import { benchCommand, writeBenchResult } from './support/results.js';
+import { percentile, round } from './support/stats.js';
 
 /** Measured round trips per transport unless --n says otherwise. */
 const DEFAULT_N = 2000;
@@ -52,13 +53,6 @@ interface Stats {
   max_ms: number;
   n: number;
 }
-
-/** Nearest-rank percentile of sorted values. */
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-}
-
-const round = (ms: number): number => Math.round(ms * 1000) / 1000;
 
 async function measure(card: PcscCard, n: number, warmup: number): Promise<Stats> {
   // timed in the application process, around each SCardTransmit

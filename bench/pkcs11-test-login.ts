@@ -19,6 +19,7 @@ import { VpcdPlaceholderCard } from '../daemon/reader/vpcd-placeholder-card.js';
 import { startPcscd } from '../test/support/pcscd.js';
 import { OPENSC_PKCS11 } from '../test/support/local-card.js';
 import { writeBenchResult } from './support/results.js';
+import { median } from './support/stats.js';
 
 const PIN = '24681357';
 const runs = Number(process.argv[2] ?? 3);
@@ -52,8 +53,6 @@ async function repeat(env: NodeJS.ProcessEnv): Promise<number[]> {
   for (let i = 0; i < runs; i++) times.push(await timeTestLogin(env));
   return times;
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function measureBridge(): Promise<number[]> {
   const pcscd = await startPcscd({ cardlink: { slots: 1, friendlyName: 'cardlink Bench Reader' } });

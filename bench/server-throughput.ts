@@ -48,9 +48,12 @@ import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { p256 } from '@noble/curves/nist.js';
+import { DYN_AUTH } from '../apdu/piv/constants.js';
+import { parseDynamicAuthTemplate } from '../apdu/piv/dynamic-auth.js';
 import { createCard, parseCardProfile, type CreatedCard } from '../server/admin/index.js';
 import { startCpuProfile } from './support/cpu-profile.js';
 import { benchCommand, writeBenchResult } from './support/results.js';
+import { percentile, round } from './support/stats.js';
 import {
   P256_DIGEST_OFFSET,
   p256Command,
@@ -178,17 +181,6 @@ type FromClients =
 
 // --- helpers ---------------------------------------------------------------------------------------
 
-/** Nearest-rank percentile of sorted values. */
-function percentile(sorted: ArrayLike<number>, p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-}
-
-const round = (x: number, digits = 3): number => {
-  const f = 10 ** digits;
-  return Math.round(x * f) / f;
-};
-
 function latencyStats(values: number[]): LatencyStats {
   const sorted = Float64Array.from(values).sort();
   let sum = 0;
@@ -220,24 +212,11 @@ async function pool<T>(
   await Promise.all(workers);
 }
 
-/** BER length at `offset`: [length, header bytes]. */
-function berLength(b: Uint8Array, offset: number): [number, number] {
-  const first = b[offset]!;
-  if (first < 0x80) return [first, 1];
-  const n = first & 0x7f;
-  let len = 0;
-  for (let i = 1; i <= n; i++) len = (len << 8) | b[offset + i]!;
-  return [len, 1 + n];
-}
-
-/** The value of tag 82 inside 7C of a GENERAL AUTHENTICATE answer (SW stripped). */
+/** The response (82) of a GENERAL AUTHENTICATE answer's dynamic authentication template (SW stripped). */
 function dynAuthResponse(body: Uint8Array): Uint8Array {
-  if (body[0] !== 0x7c) throw new Error('answer is not a 7C template');
-  const [, h1] = berLength(body, 1);
-  const at = 1 + h1;
-  if (body[at] !== 0x82) throw new Error('answer has no 82');
-  const [len, h2] = berLength(body, at + 1);
-  return body.subarray(at + 1 + h2, at + 1 + h2 + len);
+  const response = parseDynamicAuthTemplate(body).get(DYN_AUTH.RESPONSE);
+  if (!response) throw new Error('answer has no response (82) in its 7C template');
+  return response;
 }
 
 function toBase64(bytes: Uint8Array): string {

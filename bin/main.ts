@@ -1,29 +1,41 @@
 /**
  * `cardlink` command line: one yargs program; each part registers its own subcommands.
+ *
+ * Each command loads only what it needs. The modules imported here hold definitions (options and
+ * help) and nothing heavy; a command's handler imports its own module when it runs, so `cardlink
+ * server` never loads the PC/SC client (native pcsclite), the daemon never loads the server's
+ * database drivers or PKCS#11, and a native module that cannot be loaded stops only the commands
+ * that need it, with an error that names it and the fix (protocol/native-module.ts).
  */
+import type { Argv, CommandModule } from 'yargs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { CardlinkError, exitCodeFor } from '../protocol/errors.js';
-import { escapeControlCharacters } from '../protocol/log.js';
 import { daemonCommands } from '../daemon/cli/daemon-commands.js';
 import { localCardCommand } from '../daemon/cli/local-card.js';
-import { adminCommand } from '../server/cli/admin-command.js';
+import { CardlinkError } from '../protocol/errors.js';
 import { serverCommand } from '../server/cli/server-command.js';
+import { jsonRequested, reportAndExit, usageError } from './cli-errors.js';
 
-function reportAndExit(err: unknown): never {
-  if (err instanceof CardlinkError) {
-    process.stderr.write(`cardlink: ${escapeControlCharacters(err.message)} [${err.code}]\n`);
-    process.exit(exitCodeFor(err.code));
-  }
-  // Unexpected: say so without a stack trace unless asked for one.
-  const message = err instanceof Error ? err.message : String(err);
-  process.stderr.write(`cardlink: unexpected error: ${escapeControlCharacters(message)}\n`);
-  if (process.env['CARDLINK_DEBUG'] === '1' && err instanceof Error && err.stack)
-    process.stderr.write(`${err.stack}\n`);
-  process.exit(1);
-}
+/**
+ * `cardlink admin`: its subcommands are defined with their handlers in
+ * server/cli/admin-command.ts, which loads the server's storage and key providers; it is imported
+ * only when `admin` is the command (yargs waits for an async builder, help included).
+ */
+const adminCommand: CommandModule = {
+  command: 'admin',
+  describe: 'Administer the card server on its host: cards, users, sessions, keys, audit log',
+  builder: async (y: Argv) => {
+    const { adminCommand: admin } = await import('../server/cli/admin-command.js');
+    return (admin.builder as (y: Argv) => Argv)(y);
+  },
+  handler: () => undefined,
+};
 
-await yargs(hideBin(process.argv))
+const argv = hideBin(process.argv);
+const json = jsonRequested(argv);
+const fail = (err: unknown): never => reportAndExit(err, { json });
+
+await yargs(argv)
   .scriptName('cardlink')
   .command(localCardCommand)
   .command(adminCommand)
@@ -32,13 +44,13 @@ await yargs(hideBin(process.argv))
   .demandCommand(1, 'Name a command; see --help.')
   .strict()
   .fail((msg, err) => {
-    if (err) reportAndExit(err);
-    process.stderr.write(`cardlink: ${msg}\nRun 'cardlink --help' for usage.\n`);
-    process.exit(64); // EX_USAGE
+    // yargs passes a message for usage errors (its own and failed checks), none for a handler's error.
+    if (err instanceof CardlinkError || !msg) fail(err);
+    fail(usageError(msg));
   })
   .help()
   .parseAsync()
-  .catch(reportAndExit);
+  .catch(fail);
 
 // npm pcsclite keeps a native monitoring thread referenced even after its context is closed;
 // a finished command must not hang on it.

@@ -8,7 +8,6 @@
  * TOKEN_EXPIRING; otherwise it tells the control clients (event `token-expiring`) and the tray
  * renews. Tokens live in memory only; a restarted daemon needs a new login.
  */
-import { decodeJwt } from 'jose';
 import { CardlinkError } from '../protocol/errors.js';
 import type { Logger } from '../protocol/log.js';
 import { CardManager } from './cards/card-manager.js';
@@ -23,7 +22,6 @@ import type {
 } from './control/control-protocol.js';
 import { ControlServer } from './control/control-server.js';
 import { loadOrCreateDeviceKey } from './device/device-key.js';
-import { refreshAccessToken } from './login/refresh-token.js';
 import { BridgeReader } from './reader/bridge-reader.js';
 import { ServerLink } from './session/server-link.js';
 import fs from 'node:fs';
@@ -52,6 +50,13 @@ export class Daemon implements ControlHandler {
   /** The user asked to go offline (`disconnect`); `connect` or a new token ends it. */
   private disconnected = false;
   private expiryTimer: NodeJS.Timeout | undefined;
+  /**
+   * The refresh code (openid-client), loaded once a refresh token is handed over: a daemon whose
+   * tray renews the tokens never needs it, and none needs it before login.
+   */
+  private refreshing: Promise<typeof import('./login/refresh-token.js')> | undefined;
+  /** jose, to read a handed-over token's claims; loaded with the first token (nothing reads one before). */
+  private jwt: typeof import('jose') | undefined;
 
   private constructor(
     private readonly config: DaemonConfig,
@@ -202,6 +207,9 @@ export class Daemon implements ControlHandler {
   }
 
   async handOverToken(t: TokenHandover): Promise<void> {
+    // Loaded now, not when the token is about to expire, so the refresh does not wait for it.
+    if (t.refreshToken) void this.refreshModule().catch(() => undefined);
+    this.jwt ??= await import('jose');
     const issuer = t.issuer ?? this.config.login.issuer;
     const clientId = t.clientId ?? this.config.login.clientId;
     this.token = {
@@ -209,7 +217,7 @@ export class Daemon implements ControlHandler {
       refreshToken: t.refreshToken,
       issuer,
       clientId,
-      expiresAt: t.expiresAt ?? expiryOf(t.accessToken),
+      expiresAt: t.expiresAt ?? expiryOf(this.jwt, t.accessToken),
     };
     this.lastError = undefined;
     this.disconnected = false;
@@ -267,14 +275,19 @@ export class Daemon implements ControlHandler {
   // --- tokens ----------------------------------------------------------------------------------
 
   private userName(): string | undefined {
-    if (!this.token) return undefined;
+    if (!this.token || !this.jwt) return undefined;
     try {
-      const claims = decodeJwt(this.token.accessToken);
+      const claims = this.jwt.decodeJwt(this.token.accessToken);
       const name = claims['preferred_username'] ?? claims['email'] ?? claims.sub;
       return typeof name === 'string' ? name : undefined;
     } catch {
       return undefined;
     }
+  }
+
+  private refreshModule(): Promise<typeof import('./login/refresh-token.js')> {
+    this.refreshing ??= import('./login/refresh-token.js');
+    return this.refreshing;
   }
 
   private async onTokenExpiring(expiresAt: number): Promise<void> {
@@ -285,6 +298,7 @@ export class Daemon implements ControlHandler {
     }
     for (let attempt = 1; attempt <= MAX_REFRESH_ATTEMPTS; attempt++) {
       try {
+        const { refreshAccessToken } = await this.refreshModule();
         const grant = await refreshAccessToken(
           {
             issuer: held.issuer,
@@ -361,9 +375,9 @@ function cardEventData(c: CardStatus) {
 }
 
 /** `exp` of a JWT access token, if it is one (for the local expiry timer only; never trusted). */
-function expiryOf(accessToken: string): number | undefined {
+function expiryOf(jwt: typeof import('jose'), accessToken: string): number | undefined {
   try {
-    const exp = decodeJwt(accessToken).exp;
+    const exp = jwt.decodeJwt(accessToken).exp;
     return typeof exp === 'number' ? exp : undefined;
   } catch {
     return undefined;

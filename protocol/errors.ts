@@ -60,6 +60,8 @@ export type CardlinkErrorCode =
   | 'ERR_SERVER_TIMEOUT'
   | 'ERR_SERVER_CERTIFICATE'
   | 'ERR_SNAPSHOT_INVALID'
+  | 'ERR_NATIVE_MODULE_UNAVAILABLE'
+  | 'ERR_USAGE'
   | 'ERR_INTERNAL';
 
 export class CardlinkError extends Error {
@@ -82,12 +84,15 @@ export class CardlinkError extends Error {
 /** Exit status of the CLI for each error code; 1 is "unexpected". */
 export function exitCodeFor(code: CardlinkErrorCode): number {
   switch (code) {
+    case 'ERR_USAGE':
+      return 64; // EX_USAGE
     case 'ERR_CONFIG_INVALID':
       return 78; // EX_CONFIG
     case 'ERR_PCSCD_UNAVAILABLE':
     case 'ERR_READER_DRIVER_MISSING':
     case 'ERR_CONTROL_UNAVAILABLE':
     case 'ERR_DEVICE_KEY_UNAVAILABLE':
+    case 'ERR_NATIVE_MODULE_UNAVAILABLE':
       return 69; // EX_UNAVAILABLE
     case 'ERR_AUTH_THROTTLED':
       return 75; // EX_TEMPFAIL: too many failed sign-ins, try again later

@@ -8,6 +8,9 @@
  *   callers must not log secrets in the first place).
  */
 import winston from 'winston';
+import { escapeControlCharacters } from './control-characters.js';
+
+export { escapeControlCharacters };
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 export type Logger = winston.Logger;
@@ -15,15 +18,6 @@ export type Logger = winston.Logger;
 /** Field names never written out, matched case-insensitively as whole words or suffixes. */
 const SECRET_FIELD =
   /(^|_|-)(pin|puk|password|secret|token|accesstoken|refreshtoken|privatekey|mgmtkey|managementkey|key)$/i;
-
-/** C0 and C1 controls, DEL and the Unicode line separators. */
-// eslint-disable-next-line no-control-regex
-const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
-
-/** Escapes C0/C1 control characters (and DEL) as \uXXXX. */
-export function escapeControlCharacters(s: string): string {
-  return s.replace(CONTROL_CHARACTERS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-}
 
 function sanitize(value: unknown, depth = 0): unknown {
   if (typeof value === 'string') return escapeControlCharacters(value);

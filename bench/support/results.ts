@@ -5,7 +5,10 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { REPO_ROOT } from '../../test/support/pcscd.js';
+import { fileURLToPath } from 'node:url';
+
+/** The checkout this benchmark runs from: this file is dist/bench/support/results.js in it. */
+export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url)).replace(/\/$/, '');
 
 /** This process's command line, relative to the repository (`node dist/bench/x.js --n 50`). */
 export function benchCommand(): string {

@@ -20,6 +20,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import WebSocket, { WebSocketServer } from 'ws';
 import { nextMessage } from './child-message.js';
+import { percentile, round } from './stats.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const MESSAGE_BYTES = 64;
@@ -84,12 +85,7 @@ async function roundTrips(ws: WebSocket, n: number, holdMs: number) {
     if (i >= warmup) times.push(performance.now() - t0 - holdMs);
   }
   times.sort((a, b) => a - b);
-  const at = (q: number) => round(times[Math.min(times.length - 1, Math.floor(q * times.length))]!);
-  return { p50_ms: at(0.5), p90_ms: at(0.9) };
-}
-
-function round(ms: number): number {
-  return Math.round(ms * 1000) / 1000;
+  return { p50_ms: round(percentile(times, 50)), p90_ms: round(percentile(times, 90)) };
 }
 
 function serverMain(certFile: string, keyFile: string): void {

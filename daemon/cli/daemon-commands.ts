@@ -1,30 +1,14 @@
 /**
  * The daemon's command line: `cardlink daemon` runs it; `login`, `status`, `cards`, `logout` and
  * `diag` talk to a running one through its control socket (the same API the tray uses).
+ *
+ * Only the definitions live here (options, help): each handler imports its command's module when
+ * the command runs, so `cardlink status` does not load the daemon, and no command loads what
+ * another needs (see bin/main.ts).
  */
-import { spawn } from 'node:child_process';
 import type { Argv, CommandModule } from 'yargs';
-import { isLoopbackHost } from '../../protocol/config/config-sources.js';
-import { escapeControlCharacters } from '../../protocol/log.js';
-import {
-  loadDaemonConfig,
-  requireServerUrl,
-  type DaemonConfig,
-  type DaemonFlags,
-} from '../config/daemon-config.js';
-import { ControlClient } from '../control/control-client.js';
-import { controlPaths } from '../control/control-paths.js';
-import type { CardStatus, DaemonStatus } from '../control/control-protocol.js';
-import { Daemon } from '../daemon.js';
-import { writeDiagnostics } from '../diag/diagnostics.js';
-import { closeDaemonLogger, createDaemonLogger } from '../log/daemon-logger.js';
-import { startBrowserLogin } from '../login/authorization-code-login.js';
-import { startDeviceCodeLogin } from '../login/device-code-login.js';
-import type { OidcClientSettings } from '../login/oidc-client-settings.js';
-import type { TokenGrant } from '../login/token-grant.js';
-import { ConfigError } from '../../protocol/config/config-sources.js';
 
-interface CommonArgs {
+export interface CommonArgs {
   config?: string | undefined;
   'runtime-dir'?: string | undefined;
 }
@@ -41,25 +25,7 @@ function common<T>(y: Argv<T>) {
     });
 }
 
-function configFrom(args: CommonArgs, extra: DaemonFlags = {}): DaemonConfig {
-  return loadDaemonConfig({ config: args.config, runtimeDir: args['runtime-dir'], ...extra });
-}
-
-async function withDaemon<T>(config: DaemonConfig, work: (c: ControlClient) => Promise<T>): Promise<T> {
-  const client = await ControlClient.connect({
-    ...controlPaths({ runtimeDir: config.runtimeDir }),
-    clientName: 'cardlink-cli',
-  });
-  try {
-    return await work(client);
-  } finally {
-    await client.close();
-  }
-}
-
-const out = (line: string) => process.stdout.write(`${escapeControlCharacters(line)}\n`);
-
-interface DaemonArgs extends CommonArgs {
+export interface DaemonArgs extends CommonArgs {
   'server-url'?: string | undefined;
   'server-ca'?: string | undefined;
   'server-cert-sha256'?: string | undefined;
@@ -87,67 +53,12 @@ export const daemonCommand: CommandModule<object, DaemonArgs> = {
         default: false,
         describe: 'check the settings, print them and exit (for install scripts)',
       }) as Argv<DaemonArgs>,
-  handler: async (args) => {
-    const config = configFrom(args, {
-      serverUrl: args['server-url'],
-      serverCa: args['server-ca'],
-      serverCertSha256: args['server-cert-sha256'],
-      stateDir: args['state-dir'],
-      readerSocket: args['reader-socket'],
-      logLevel: args['log-level'],
-      logFile: args['log-file'],
-    });
-    if (args.check) {
-      requireServerUrl(config);
-      process.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
-      return;
-    }
-    const logger = createDaemonLogger({
-      level: config.log.level,
-      ...(config.log.file ? { file: config.log.file } : {}),
-      maxSizeBytes: config.log.maxSizeBytes,
-      maxFiles: config.log.maxFiles,
-    });
-    const daemon = await Daemon.start(config, logger);
-    // Handlers before "ready": whoever waits for that line may stop us at once.
-    const stopped = new Promise<void>((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
-    });
-    out(`cardlink daemon: ready (server ${config.server.url}, control ${daemon.controlSocket})`);
-    await stopped;
-    await daemon.close();
-    await closeDaemonLogger(logger);
-  },
+  handler: async (args) => (await import('./run-daemon.js')).runDaemon(args),
 };
 
-interface LoginArgs extends CommonArgs {
+export interface LoginArgs extends CommonArgs {
   'device-code': boolean;
   browser: boolean;
-}
-
-function oidcSettings(config: DaemonConfig): OidcClientSettings {
-  const where = config.configFile ?? 'the daemon config';
-  if (!config.login.issuer) throw new ConfigError('login.issuer', where, 'is required for cardlink login');
-  if (!config.login.clientId)
-    throw new ConfigError('login.clientId', where, 'is required for cardlink login');
-  return {
-    issuer: config.login.issuer,
-    clientId: config.login.clientId,
-    scope: config.login.scope,
-    ...(config.login.resource ? { resource: config.login.resource } : {}),
-  };
-}
-
-/** Opens `url` in the desktop's browser when there is one; the URL is printed either way. */
-function openInBrowser(url: string): void {
-  try {
-    const child = spawn('xdg-open', [url], { stdio: 'ignore', detached: true });
-    child.on('error', () => undefined);
-    child.unref();
-  } catch {
-    // No opener: the printed URL is the way.
-  }
 }
 
 export const loginCommand: CommandModule<object, LoginArgs> = {
@@ -165,58 +76,10 @@ export const loginCommand: CommandModule<object, LoginArgs> = {
         default: true,
         describe: 'open the browser (--no-browser: only print the URL)',
       }) as Argv<LoginArgs>,
-  handler: async (args) => {
-    const config = configFrom(args);
-    const settings = oidcSettings(config);
-    const allowInsecureHttpIssuer = isLoopbackHost(new URL(settings.issuer).hostname);
-    await withDaemon(config, async (client) => {
-      let grant: TokenGrant;
-      if (args['device-code']) {
-        const login = await startDeviceCodeLogin(settings, { allowInsecureHttpIssuer });
-        out(`To sign in, open ${login.verificationUri} and enter the code ${login.userCode}`);
-        if (login.verificationUriComplete) out(`(or open ${login.verificationUriComplete})`);
-        grant = await login.complete();
-      } else {
-        const login = await startBrowserLogin(settings, { allowInsecureHttpIssuer });
-        out(`Sign in in your browser: ${login.authorizationUrl}`);
-        if (args.browser) openInBrowser(login.authorizationUrl);
-        grant = await login.complete();
-      }
-      await client.request('hand-over-token', {
-        accessToken: grant.accessToken,
-        ...(grant.refreshToken ? { refreshToken: grant.refreshToken } : {}),
-        expiresAt: grant.expiresAt,
-        issuer: settings.issuer,
-        clientId: settings.clientId,
-      });
-      out('Signed in; the daemon is loading your cards (see "cardlink status").');
-    });
-  },
+  handler: async (args) => (await import('./run-login.js')).runLogin(args),
 };
 
-function describeCard(c: CardStatus): string {
-  const where =
-    c.state === 'inserted'
-      ? `in "${c.readerName ?? `slot ${c.slot}`}"`
-      : c.state === 'taken-over'
-        ? `taken over by ${c.takenOverBy ?? 'another device'}`
-        : 'not in the reader';
-  return `${c.label} (${c.cardId}): ${where}`;
-}
-
-function describeStatus(s: DaemonStatus): string[] {
-  const lines = [`state: ${s.state}`, `server: ${s.serverUrl}`];
-  if (s.user) lines.push(`user: ${s.user}`);
-  if (s.deviceId)
-    lines.push(`device: ${s.deviceId}${s.deviceStatus === 'pending' ? ' (waiting for approval)' : ''}`);
-  if (s.tokenExpiresAt) lines.push(`token expires: ${new Date(s.tokenExpiresAt * 1000).toISOString()}`);
-  if (s.lastError) lines.push(`last error: ${s.lastError.message} [${s.lastError.code}]`);
-  lines.push(s.cards.length ? 'cards:' : 'cards: none');
-  for (const c of s.cards) lines.push(`  ${describeCard(c)}`);
-  return lines;
-}
-
-interface JsonArgs extends CommonArgs {
+export interface JsonArgs extends CommonArgs {
   json: boolean;
 }
 
@@ -224,36 +87,24 @@ export const statusCommand: CommandModule<object, JsonArgs> = {
   command: 'status',
   describe: "The daemon's state: session, user, device, cards",
   builder: (y) => common(y).option('json', { type: 'boolean', default: false }) as Argv<JsonArgs>,
-  handler: async (args) => {
-    const status = await withDaemon(configFrom(args), (c) => c.request('status'));
-    if (args.json) process.stdout.write(`${JSON.stringify(status, null, 2)}\n`);
-    else for (const line of describeStatus(status)) out(line);
-  },
+  handler: async (args) => (await import('./run-control-request.js')).runStatus(args),
 };
 
 export const cardsCommand: CommandModule<object, JsonArgs> = {
   command: 'cards',
   describe: "The user's cards and the reader slots they are in",
   builder: (y) => common(y).option('json', { type: 'boolean', default: false }) as Argv<JsonArgs>,
-  handler: async (args) => {
-    const cards = await withDaemon(configFrom(args), (c) => c.request('cards'));
-    if (args.json) process.stdout.write(`${JSON.stringify(cards, null, 2)}\n`);
-    else if (cards.length === 0) out('no cards');
-    else for (const c of cards) out(describeCard(c));
-  },
+  handler: async (args) => (await import('./run-control-request.js')).runCards(args),
 };
 
 export const logoutCommand: CommandModule<object, CommonArgs> = {
   command: 'logout',
   describe: 'Take the cards out of the reader and end the session',
   builder: (y) => common(y) as Argv<CommonArgs>,
-  handler: async (args) => {
-    await withDaemon(configFrom(args), (c) => c.request('logout'));
-    out('Logged out.');
-  },
+  handler: async (args) => (await import('./run-control-request.js')).runLogout(args),
 };
 
-interface DiagArgs extends CommonArgs {
+export interface DiagArgs extends CommonArgs {
   output?: string | undefined;
 }
 
@@ -265,12 +116,7 @@ export const diagCommand: CommandModule<object, DiagArgs> = {
       type: 'string',
       describe: 'file to write (default ./cardlink-diag-<time>.json)',
     }) as Argv<DiagArgs>,
-  handler: async (args) => {
-    const config = configFrom(args);
-    const file = args.output ?? `cardlink-diag-${new Date().toISOString().replace(/[:.]/g, '-')}.json`;
-    const written = await writeDiagnostics(config, file);
-    out(`Diagnostics written to ${written} (no tokens, PINs or keys; review before sending).`);
-  },
+  handler: async (args) => (await import('./run-diag.js')).runDiag(args),
 };
 
 // Each module types its own arguments; yargs takes them as a list of any-argument modules.

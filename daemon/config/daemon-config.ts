@@ -27,7 +27,7 @@ import type { LogLevel } from '../../protocol/log.js';
 import { sessionUrlFor } from '../../protocol/wire/session-url.js';
 import { DEFAULT_OIDC_SCOPE } from '../login/oidc-client-settings.js';
 import { controlRuntimeDirectory } from '../control/control-paths.js';
-import { DEFAULT_BRIDGE_SOCKET, DEFAULT_READER_NAME } from '../reader/serve-card.js';
+import { DEFAULT_BRIDGE_SOCKET, DEFAULT_READER_NAME } from '../reader/reader-names.js';
 import { DEVICE_KEY_STORES, type DeviceKeyStoreSetting } from '../device/device-key.js';
 
 export interface DaemonConfig {

@@ -11,6 +11,7 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { dirname } from 'node:path';
 import { CardlinkError } from '../../protocol/errors.js';
+import { socketHandshake } from '../net/socket-handshake.js';
 import { checkPrivateDirectory, controlPaths, isNamedPipePath, readControlSecret } from './control-paths.js';
 import { controlProof, isControlProof, newControlNonce } from './control-proof.js';
 import {
@@ -278,30 +279,14 @@ export class ControlClient extends EventEmitter<ControlClientEvents> {
   ): Promise<ControlClient> {
     const timeoutMs = options.connectTimeoutMs ?? CONTROL_CONNECT_TIMEOUT_MS;
     const decoder = new LineDecoder(MAX_CONTROL_LINE_BYTES);
-    return new Promise((resolve, reject) => {
-      let settled = false;
-      let refusal: CardlinkError | undefined;
-      const fail = (err: CardlinkError): void => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        socket.destroy();
-        reject(err);
-      };
-      const timer = setTimeout(
-        () =>
-          fail(
-            new CardlinkError(
-              'ERR_CONTROL_UNAVAILABLE',
-              'the cardlink daemon did not answer the hello in time',
-              {
-                socket: socketPath,
-                timeoutMs,
-              },
-            ),
-          ),
+    const timeoutError = () =>
+      new CardlinkError('ERR_CONTROL_UNAVAILABLE', 'the cardlink daemon did not answer the hello in time', {
+        socket: socketPath,
         timeoutMs,
-      );
+      });
+    return socketHandshake<ControlClient>(socket, timeoutMs, timeoutError, (handshake) => {
+      let refusal: CardlinkError | undefined;
+      const fail = (err: CardlinkError): void => handshake.fail(err);
       socket.on('error', (err: NodeJS.ErrnoException) =>
         fail(
           refusal ??
@@ -366,7 +351,7 @@ export class ControlClient extends EventEmitter<ControlClientEvents> {
         return true;
       };
       socket.on('data', (chunk: Buffer) => {
-        if (settled) return;
+        if (handshake.settled) return;
         const { lines, error } = decoder.push(chunk);
         for (let i = 0; i < lines.length; i++) {
           let done: boolean;
@@ -381,10 +366,7 @@ export class ControlClient extends EventEmitter<ControlClientEvents> {
             fail(error);
             return;
           }
-          settled = true;
-          clearTimeout(timer);
-          socket.removeAllListeners();
-          resolve(new ControlClient(socket, decoder, socketPath, lines.slice(i + 1)));
+          handshake.succeed(() => new ControlClient(socket, decoder, socketPath, lines.slice(i + 1)));
           return;
         }
         if (error) fail(error);

@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import { CardlinkError } from '../../protocol/errors.js';
 import type { Logger } from '../../protocol/log.js';
 import { BridgeSocketClient } from './bridge-socket-client.js';
-import { pcscReaderName } from './serve-card.js';
+import { pcscReaderName } from './reader-names.js';
 import type { VirtualCard } from './virtual-card.js';
 
 /** Between attempts to reach the driver's socket again. */

@@ -9,6 +9,7 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { CardlinkError } from '../../protocol/errors.js';
 import type { Logger } from '../../protocol/log.js';
+import { socketHandshake } from '../net/socket-handshake.js';
 import {
   BRIDGE_VERSION,
   encodeMessage,
@@ -93,29 +94,16 @@ export class BridgeSocketClient extends EventEmitter<BridgeSocketClientEvents> {
   static connect(options: BridgeSocketClientOptions): Promise<BridgeSocketClient> {
     const timeoutMs = options.connectTimeoutMs ?? BRIDGE_CONNECT_TIMEOUT_MS;
     const ctx = { socket: options.socketPath };
-    return new Promise((resolve, reject) => {
-      const socket = net.createConnection({ path: options.socketPath });
+    const socket = net.createConnection({ path: options.socketPath });
+    const timeoutError = () =>
+      new CardlinkError('ERR_BRIDGE_CLOSED', 'reader driver did not answer the bridge handshake in time', {
+        ...ctx,
+        timeoutMs,
+      });
+    return socketHandshake<BridgeSocketClient>(socket, timeoutMs, timeoutError, (handshake) => {
       const decoder = new MessageDecoder();
       let goodbye: number | undefined;
-      let settled = false;
-      const fail = (err: CardlinkError): void => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        socket.destroy();
-        reject(err);
-      };
-      const timer = setTimeout(
-        () =>
-          fail(
-            new CardlinkError(
-              'ERR_BRIDGE_CLOSED',
-              'reader driver did not answer the bridge handshake in time',
-              { ...ctx, timeoutMs },
-            ),
-          ),
-        timeoutMs,
-      );
+      const fail = (err: CardlinkError): void => handshake.fail(err);
       socket.on('error', (err: NodeJS.ErrnoException) => {
         if (goodbye !== undefined) return; // the reason arrived; 'close' reports it
         const hint =
@@ -177,11 +165,10 @@ export class BridgeSocketClient extends EventEmitter<BridgeSocketClientEvents> {
           fail(new CardlinkError('ERR_BRIDGE_PROTOCOL', 'reader driver announced no slots', ctx));
           return;
         }
-        settled = true;
-        clearTimeout(timer);
-        socket.removeAllListeners();
-        socket.write(encodeMessage(MessageType.HELLO, 0, Uint8Array.of(BRIDGE_VERSION)));
-        resolve(new BridgeSocketClient(socket, decoder, slotCount, options, rest));
+        handshake.succeed(() => {
+          socket.write(encodeMessage(MessageType.HELLO, 0, Uint8Array.of(BRIDGE_VERSION)));
+          return new BridgeSocketClient(socket, decoder, slotCount, options, rest);
+        });
       };
       socket.on('data', onHandshakeData);
     });

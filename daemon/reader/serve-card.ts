@@ -6,16 +6,16 @@ import fs from 'node:fs';
 import { CardlinkError } from '../../protocol/errors.js';
 import { BridgeSocketClient } from './bridge-socket-client.js';
 import { assertPcscdAvailable, waitForCardPresent } from './pcsc-presence.js';
+import { DEFAULT_READER_NAME, pcscReaderName } from './reader-names.js';
 import type { VirtualCard } from './virtual-card.js';
 import { VpcdCardServer } from './vpcd-card-server.js';
 import { VpcdPlaceholderCard } from './vpcd-placeholder-card.js';
 
 export type ReaderTransport = 'bridge' | 'vpcd';
 
-/** Where install-scripts/debian/setup.sh points the cardlink reader driver. */
-export const DEFAULT_BRIDGE_SOCKET = '/run/cardlink/bridge.sock';
-/** FRIENDLYNAME of the cardlink reader (daemon/ifd-handler/reader.conf.in). */
-export const DEFAULT_READER_NAME = 'cardlink Virtual Reader';
+// Also here for the callers that serve cards; they live in reader-names.ts so that the daemon and
+// the CLI's definitions can read them without loading the PC/SC client.
+export { DEFAULT_BRIDGE_SOCKET, DEFAULT_READER_NAME, pcscReaderName } from './reader-names.js';
 /** FRIENDLYNAME of vsmartcard's vpcd reader. */
 export const DEFAULT_VPCD_READER_NAME = 'Virtual PCD';
 /** How long to wait for the driver's socket to appear after pcscd was woken (socket activation). */
@@ -38,12 +38,6 @@ export interface ServedCard {
   onLost(listener: (err: CardlinkError) => void): void;
   /** Removes the card and closes the transport. */
   stop(): Promise<void>;
-}
-
-/** pcsc-lite names the slots of a reader.conf reader "<FRIENDLYNAME> <reader index> <slot>" in hex. */
-export function pcscReaderName(friendlyName: string, slot: number, index = 0): string {
-  const hex = (n: number) => n.toString(16).toUpperCase().padStart(2, '0');
-  return `${friendlyName} ${hex(index)} ${hex(slot)}`;
 }
 
 async function waitForSocket(path: string, timeoutMs: number): Promise<boolean> {

@@ -83,6 +83,32 @@ export class SealedKeyInvalidError extends CardlinkError {
   }
 }
 
+/**
+ * What both providers keep the same way: their KEKs and PIN keys by version number (key bytes in
+ * the key file provider, object handles in the PKCS#11 one), and the versions KekProvider reports
+ * from them. The highest version is the current one.
+ */
+export abstract class VersionedKeys<K> {
+  protected keks = new Map<number, K>();
+  protected pinKeys = new Map<number, K>();
+
+  get currentVersion(): number {
+    return Math.max(...this.keks.keys());
+  }
+
+  get versions(): readonly number[] {
+    return [...this.keks.keys()].sort((a, b) => a - b);
+  }
+
+  get pinKeyVersion(): number {
+    return Math.max(...this.pinKeys.keys());
+  }
+
+  get pinKeyVersions(): readonly number[] {
+    return [...this.pinKeys.keys()].sort((a, b) => a - b);
+  }
+}
+
 /** Refuses to retire the current version or a version that does not exist. */
 export function checkRetirable(
   what: 'KEK' | 'PIN key',

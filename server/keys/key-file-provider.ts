@@ -24,6 +24,7 @@ import {
   KEY_BYTES,
   KeyProviderError,
   SealedKeyInvalidError,
+  VersionedKeys,
   type KekProvider,
   type WrappedDataKey,
 } from './kek-provider.js';
@@ -70,28 +71,12 @@ export async function openKeyFileProvider(
   return provider;
 }
 
-class KeyFileProvider implements KekProvider {
+class KeyFileProvider extends VersionedKeys<Buffer> implements KekProvider {
   readonly kind = 'keyfile';
   private content: KeyFileContent | undefined;
-  private keks = new Map<number, Buffer>();
-  private pinKeys = new Map<number, Buffer>();
 
-  constructor(private readonly path: string) {}
-
-  get currentVersion(): number {
-    return Math.max(...this.keks.keys());
-  }
-
-  get versions(): readonly number[] {
-    return [...this.keks.keys()].sort((a, b) => a - b);
-  }
-
-  get pinKeyVersion(): number {
-    return Math.max(...this.pinKeys.keys());
-  }
-
-  get pinKeyVersions(): readonly number[] {
-    return [...this.pinKeys.keys()].sort((a, b) => a - b);
+  constructor(private readonly path: string) {
+    super();
   }
 
   async load(create: boolean): Promise<void> {

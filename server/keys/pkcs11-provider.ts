@@ -24,6 +24,7 @@ import {
   KEY_BYTES,
   KeyProviderError,
   SealedKeyInvalidError,
+  VersionedKeys,
   type KekProvider,
   type WrappedDataKey,
 } from './kek-provider.js';
@@ -104,37 +105,20 @@ export async function openPkcs11Provider(options: Pkcs11ProviderOptions): Promis
   return provider;
 }
 
-class Pkcs11Provider implements KekProvider {
+class Pkcs11Provider extends VersionedKeys<Handle> implements KekProvider {
   readonly kind = 'pkcs11';
   private readonly prefix: string;
   private readonly sessions: Handle[] = [];
   private readonly idle: Handle[] = [];
   private readonly waiters: ((session: Handle) => void)[] = [];
-  private keks = new Map<number, Handle>();
-  private pinKeys = new Map<number, Handle>();
   private closed = false;
 
   constructor(
     private readonly lib: pkcs11js.PKCS11,
     private readonly options: Pkcs11ProviderOptions,
   ) {
+    super();
     this.prefix = options.labelPrefix ?? DEFAULT_PKCS11_LABEL_PREFIX;
-  }
-
-  get currentVersion(): number {
-    return Math.max(...this.keks.keys());
-  }
-
-  get versions(): readonly number[] {
-    return [...this.keks.keys()].sort((a, b) => a - b);
-  }
-
-  get pinKeyVersion(): number {
-    return Math.max(...this.pinKeys.keys());
-  }
-
-  get pinKeyVersions(): readonly number[] {
-    return [...this.pinKeys.keys()].sort((a, b) => a - b);
   }
 
   async open(create: boolean): Promise<void> {
