@@ -60,6 +60,10 @@ export type CardlinkErrorCode =
   | 'ERR_SERVER_TIMEOUT'
   | 'ERR_SERVER_CERTIFICATE'
   | 'ERR_SNAPSHOT_INVALID'
+  /** `cardlink demo`: a port it needs is taken. */
+  | 'ERR_PORT_IN_USE'
+  /** `cardlink demo`: its state directory is from another version, half-written or damaged. */
+  | 'ERR_DEMO_STATE'
   | 'ERR_INTERNAL';
 
 export class CardlinkError extends Error {
@@ -83,11 +87,13 @@ export class CardlinkError extends Error {
 export function exitCodeFor(code: CardlinkErrorCode): number {
   switch (code) {
     case 'ERR_CONFIG_INVALID':
+    case 'ERR_DEMO_STATE':
       return 78; // EX_CONFIG
     case 'ERR_PCSCD_UNAVAILABLE':
     case 'ERR_READER_DRIVER_MISSING':
     case 'ERR_CONTROL_UNAVAILABLE':
     case 'ERR_DEVICE_KEY_UNAVAILABLE':
+    case 'ERR_PORT_IN_USE':
       return 69; // EX_UNAVAILABLE
     case 'ERR_AUTH_THROTTLED':
       return 75; // EX_TEMPFAIL: too many failed sign-ins, try again later
