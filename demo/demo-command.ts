@@ -46,11 +46,12 @@ export const demoCommand: CommandModule<object, DemoArgs> = {
       })
       .option('idp-port', {
         type: 'number',
-        describe: '127.0.0.1 port of the demo identity provider on a first run (default 18180; 0: any)',
+        describe:
+          '127.0.0.1 port of the demo identity provider on a first run (default 18180; 0: any free one)',
       })
       .option('server-port', {
         type: 'number',
-        describe: '127.0.0.1 port of the card server on a first run (default 18443; 0: any)',
+        describe: '127.0.0.1 port of the card server on a first run (default 18443; 0: any free one)',
       })
       .option('reader-socket', {
         type: 'string',

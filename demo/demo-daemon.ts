@@ -71,14 +71,20 @@ export interface DemoDaemon {
   readonly exited: Promise<string>;
   /** The tail of what the daemon printed (for an error message). */
   output(): string;
+  /** Resolves once the daemon serves its control socket; rejects when it stops first or `signal` aborts. */
+  ready(signal: AbortSignal): Promise<void>;
   /** Runs `work` on a fresh control connection. */
   withControl<T>(work: (client: ControlClient) => Promise<T>): Promise<T>;
   /** SIGTERM, then SIGKILL after DAEMON_STOP_GRACE_MS; resolves once it has exited. */
   stop(): Promise<void>;
 }
 
-/** Starts `cardlink daemon --config <state>/daemon/daemon.json` and waits for its ready line. */
-export async function startDemoDaemon(paths: DemoPaths, signal: AbortSignal): Promise<DemoDaemon> {
+/**
+ * Starts `cardlink daemon --config <state>/daemon/daemon.json` without waiting: the daemon boots
+ * (node, its modules, the reader bridge, the control socket) while the demo starts the IdP and the
+ * server; `ready()` waits for its ready line.
+ */
+export function spawnDemoDaemon(paths: DemoPaths): DemoDaemon {
   const args = [CARDLINK_MAIN, 'daemon', '--config', paths.daemonConfigFile];
   const env = daemonEnvironment();
   // A process group of its own: Ctrl-C reaches the demo alone, which stops the daemon first and in
@@ -104,11 +110,50 @@ export async function startDemoDaemon(paths: DemoPaths, signal: AbortSignal): Pr
   });
   const control = controlPaths({ runtimeDir: paths.runtimeDir });
 
-  const daemon: DemoDaemon = {
+  // From the spawn on: the ready line may come before anybody asks.
+  let timer: NodeJS.Timeout | undefined;
+  const started = new Promise<void>((resolve, reject) => {
+    const onData = () => {
+      if (text.includes(DAEMON_READY)) {
+        clearTimeout(timer);
+        child.stdout!.off('data', onData);
+        resolve();
+      }
+    };
+    child.stdout!.on('data', onData);
+    timer = setTimeout(
+      () =>
+        reject(
+          new CardlinkError('ERR_INTERNAL', `the daemon did not start in time:\n${text.trim()}`, {
+            log: paths.daemonLogFile,
+          }),
+        ),
+      DAEMON_START_TIMEOUT_MS,
+    );
+    void exited.then((how) => {
+      clearTimeout(timer);
+      reject(
+        new CardlinkError('ERR_INTERNAL', `the daemon stopped at start (${how}):\n${text.trim()}`, {
+          log: paths.daemonLogFile,
+        }),
+      );
+    });
+  });
+  started.catch(() => undefined); // ready() reports it
+
+  return {
     pid: child.pid ?? -1,
     logFile: paths.daemonLogFile,
     exited,
     output: () => text,
+    ready(signal) {
+      return new Promise<void>((resolve, reject) => {
+        const onAbort = () => reject(signal.reason as Error);
+        if (signal.aborted) return onAbort();
+        signal.addEventListener('abort', onAbort, { once: true });
+        started.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+      });
+    },
     async withControl(work) {
       const client = await ControlClient.connect({ ...control, clientName: 'cardlink-demo' });
       try {
@@ -118,51 +163,14 @@ export async function startDemoDaemon(paths: DemoPaths, signal: AbortSignal): Pr
       }
     },
     async stop() {
+      clearTimeout(timer);
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), DAEMON_STOP_GRACE_MS);
+      const kill = setTimeout(() => child.kill('SIGKILL'), DAEMON_STOP_GRACE_MS);
       await exited;
-      clearTimeout(timer);
+      clearTimeout(kill);
     },
   };
-
-  let onData: ((d: Buffer) => void) | undefined;
-  let timer: NodeJS.Timeout | undefined;
-  let onAbort: (() => void) | undefined;
-  try {
-    await new Promise<void>((resolve, reject) => {
-      onData = () => {
-        if (text.includes(DAEMON_READY)) resolve();
-      };
-      child.stdout!.on('data', onData);
-      timer = setTimeout(
-        () =>
-          reject(
-            new CardlinkError('ERR_INTERNAL', `the daemon did not start in time:\n${text.trim()}`, {
-              log: paths.daemonLogFile,
-            }),
-          ),
-        DAEMON_START_TIMEOUT_MS,
-      );
-      void exited.then((how) =>
-        reject(
-          new CardlinkError('ERR_INTERNAL', `the daemon stopped at start (${how}):\n${text.trim()}`, {
-            log: paths.daemonLogFile,
-          }),
-        ),
-      );
-      onAbort = () => reject(signal.reason as Error);
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
-  } catch (error) {
-    await daemon.stop();
-    throw error;
-  } finally {
-    clearTimeout(timer);
-    if (onData) child.stdout!.off('data', onData);
-    if (onAbort) signal.removeEventListener('abort', onAbort);
-  }
-  return daemon;
 }
 
 /** Polls the daemon until `cardId` is in the reader; returns its status (with the reader's name). */

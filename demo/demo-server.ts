@@ -13,6 +13,7 @@ import { openServerResources, type ServerResources } from '../server/config/serv
 import { startCardServer, type RunningCardServer } from '../server/http/card-server.js';
 import { loadOrCreateTlsPair } from '../server/tls/tls-pair.js';
 import { writeFileAtomic, type DemoPaths } from './demo-state.js';
+import { demoServerUrl } from './demo-urls.js';
 
 /** The tenant of the demo user. */
 export const DEMO_TENANT = 'demo';
@@ -30,9 +31,6 @@ export interface DemoServer {
   createCard(user: { issuer: string; subject: string }): Promise<CreatedCard>;
   close(): Promise<void>;
 }
-
-/** The URL of the demo card server on `port`. */
-export const demoServerUrl = (port: number) => `https://127.0.0.1:${port}/`;
 
 /** Writes server.json (every run: it follows demo.json) so `cardlink server --config` could run it too. */
 export function writeDemoServerConfig(paths: DemoPaths, port: number, issuer: string): void {

@@ -14,6 +14,7 @@
  * A first run that fails or is interrupted removes the state directory it began, so no half-written
  * state is left behind; a later run that fails leaves the state as it was.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { waitForCardAbsent, waitForCardPresent } from '../daemon/reader/pcsc-presence.js';
@@ -28,21 +29,13 @@ import {
   portInUseError,
 } from './demo-checks.js';
 import {
-  startDemoDaemon,
+  spawnDemoDaemon,
   waitForCardInserted,
   writeDemoDaemonConfig,
   type DemoDaemon,
 } from './demo-daemon.js';
-import {
-  DEMO_CLIENT_ID,
-  DEMO_SCOPE,
-  DEMO_USER,
-  generateDemoPassword,
-  loadOrCreateDemoIdpKeys,
-  startDemoIdp,
-} from './demo-idp.js';
-import { chooseLoginMode, signIn } from './demo-login.js';
-import { demoServerUrl, startDemoServer, writeDemoServerConfig, type DemoServer } from './demo-server.js';
+import { DEMO_CLIENT_ID, DEMO_SCOPE, DEMO_USER, generateDemoPassword } from './demo-idp.js';
+import type { DemoServer } from './demo-server.js';
 import {
   createDemoStateDir,
   defaultDemoStateDir,
@@ -59,6 +52,7 @@ import {
   type DemoStateFile,
 } from './demo-state.js';
 import { startDemoTray, trayAvailability, type DemoTray } from './demo-tray.js';
+import { demoIssuer, demoServerUrl } from './demo-urls.js';
 import type { LocalIdp } from './idp/local-idp.js';
 import { openscModule, tryCommands, writeTryMessage } from './try-commands.js';
 
@@ -141,7 +135,8 @@ async function choosePorts(options: DemoOptions, state: DemoStateFile | undefine
       [options.idpPort, state.idpPort, '--idp-port'],
       [options.serverPort, state.serverPort, '--server-port'],
     ] as const) {
-      if (given !== undefined && given !== kept)
+      // 0 ("any free port") is no preference: the kept port stays.
+      if (given !== undefined && given !== 0 && given !== kept)
         throw new CardlinkError(
           'ERR_DEMO_STATE',
           `the demo in ${paths.root} uses port ${kept} (it is part of the demo's URLs and identities): ` +
@@ -200,11 +195,11 @@ export async function runDemo(options: DemoOptions): Promise<void> {
   let cardReader: string | undefined;
   try {
     // Before anything starts: pcscd, the reader, the ports; each failure names its fix.
+    const idpReset = resetCommand(paths, '--idp-port <port>');
+    const serverReset = resetCommand(paths, '--server-port <port>');
     checkPcscd();
     await untilStopped(checkCardlinkReader(readerSocket));
     const { idpPort, serverPort } = await choosePorts(options, kept, paths);
-    const idpReset = resetCommand(paths, '--idp-port <port>');
-    const serverReset = resetCommand(paths, '--server-port <port>');
     await checkPortFree('demo identity provider', idpPort, idpReset);
     await checkPortFree('demo card server', serverPort, serverReset);
 
@@ -216,29 +211,53 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     );
     const progress = new Progress(6);
     const serverUrl = demoServerUrl(serverPort);
-
-    // [1] The demo IdP.
+    const issuer = demoIssuer(idpPort);
     const password = first ? generateDemoPassword() : readSecretFile(paths.passwordFile);
     if (first) writeSecretFile(paths.passwordFile, password);
-    const idp = await progress.step<LocalIdp>(
-      `demo identity provider on http://127.0.0.1:${idpPort}`,
-      async () => {
-        const keys = await loadOrCreateDemoIdpKeys(paths.idpKeysFile);
-        try {
-          return await startDemoIdp({ port: idpPort, resource: serverUrl, keys, password });
-        } catch (error) {
-          throw isAddressInUse(error) ? portInUseError('demo identity provider', idpPort, idpReset) : error;
-        }
-      },
-    );
+
+    // The daemon boots in the background from here (node and its modules take the longest of all
+    // parts) while the IdP and the server start; [4/6] waits for it. It needs the server's
+    // certificate at start: on a first run that exists only after [2/6].
+    const certFile = path.join(paths.serverDir, 'tls', 'server.crt');
+    const spawnDaemon = () => {
+      writeDemoDaemonConfig(paths, {
+        serverUrl,
+        serverCaFile: certFile,
+        issuer,
+        clientId: DEMO_CLIENT_ID,
+        resource: serverUrl,
+        readerSocket,
+        readerName,
+      });
+      const spawned = spawnDemoDaemon(paths);
+      cleanups.push({ what: 'daemon', run: () => spawned.stop() });
+      return spawned;
+    };
+    if (fs.existsSync(certFile)) daemon = spawnDaemon();
+    // Loaded while the daemon boots: the sign-in code is needed at [5/6].
+    const loginModule = import('./demo-login.js');
+    loginModule.catch(() => undefined);
+
+    // [1] The demo IdP.
+    const idp = await progress.step<LocalIdp>(`demo identity provider on ${issuer}`, async () => {
+      const { loadOrCreateDemoIdpKeys, startDemoIdp } = await import('./demo-idp.js');
+      const keys = await loadOrCreateDemoIdpKeys(paths.idpKeysFile);
+      try {
+        return await startDemoIdp({ port: idpPort, resource: serverUrl, keys, password });
+      } catch (error) {
+        throw isAddressInUse(error) ? portInUseError('demo identity provider', idpPort, idpReset) : error;
+      }
+    });
     cleanups.push({ what: 'identity provider', run: () => idp.close() });
+    if (idp.issuer !== issuer) throw new CardlinkError('ERR_INTERNAL', `the demo IdP is at ${idp.issuer}`);
     stop.signal.throwIfAborted();
 
     // [2] The card server.
-    writeDemoServerConfig(paths, serverPort, idp.issuer);
     const server = await progress.step<DemoServer>(
       `card server on ${serverUrl} (SQLite, key-file KEK, self-signed TLS)`,
       async () => {
+        const { startDemoServer, writeDemoServerConfig } = await import('./demo-server.js');
+        writeDemoServerConfig(paths, serverPort, issuer);
         try {
           return await startDemoServer(paths);
         } catch (error) {
@@ -247,10 +266,12 @@ export async function runDemo(options: DemoOptions): Promise<void> {
       },
     );
     cleanups.push({ what: 'card server', run: () => server.close() });
+    if (server.certFile !== certFile)
+      throw new CardlinkError('ERR_INTERNAL', `the demo server's certificate is ${server.certFile}`);
     stop.signal.throwIfAborted();
 
     // [3] The demo user's card.
-    const user = { issuer: idp.issuer, subject: DEMO_USER };
+    const user = { issuer, subject: DEMO_USER };
     const cardId = await progress.step(
       `card for user "${DEMO_USER}" (keys and certificates in 9A, 9C, 9D, 9E)`,
       async () => {
@@ -291,23 +312,12 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     stop.signal.throwIfAborted();
 
     // [4] The daemon.
-    writeDemoDaemonConfig(paths, {
-      serverUrl,
-      serverCaFile: server.certFile,
-      issuer: idp.issuer,
-      clientId: DEMO_CLIENT_ID,
-      resource: serverUrl,
-      readerSocket,
-      readerName,
-    });
-    daemon = await progress.step(`cardlink daemon for reader "${readerName}"`, () =>
-      startDemoDaemon(paths, stop.signal),
-    );
+    daemon ??= spawnDaemon();
     const runningDaemon = daemon;
-    cleanups.push({ what: 'daemon', run: () => runningDaemon.stop() });
+    await progress.step(`cardlink daemon for reader "${readerName}"`, () => runningDaemon.ready(stop.signal));
 
     // [5] Sign-in.
-    const mode = chooseLoginMode(options.yes, options.browser);
+    const mode = (await loginModule).chooseLoginMode(options.yes, options.browser);
     // The person signing in needs the password now; with --yes it is shown with the rest at the end.
     const passwordShownAtSignIn = mode !== 'yes';
     await progress.step(
@@ -320,11 +330,12 @@ export async function runDemo(options: DemoOptions): Promise<void> {
               : `user ${DEMO_USER}, password in ${paths.passwordFile}`,
           );
         }
+        const { signIn } = await loginModule;
         await untilStopped(
           signIn({
             mode,
             settings: {
-              issuer: idp.issuer,
+              issuer,
               clientId: DEMO_CLIENT_ID,
               resource: serverUrl,
               scope: `openid offline_access ${DEMO_SCOPE}`,
@@ -406,7 +417,14 @@ async function shutDown(
   readerName: string | undefined,
   verbose: boolean,
 ): Promise<void> {
-  for (const { what, run } of cleanups.reverse()) {
+  // The tray and the daemon first, whenever they were started: the daemon takes the card out of the
+  // reader and closes it at the server, which must still be there. Then the rest in reverse.
+  const first = ['tray', 'daemon'];
+  const order = [
+    ...first.flatMap((what) => cleanups.filter((c) => c.what === what)),
+    ...cleanups.filter((c) => !first.includes(c.what)).reverse(),
+  ];
+  for (const { what, run } of order) {
     try {
       await run();
       if (what === 'daemon' && readerName) {
