@@ -107,14 +107,48 @@ export async function checkPortFree(what: string, port: number, resetWith: strin
   await new Promise<void>((resolve) => server.close(() => resolve()));
 }
 
-/** A port on 127.0.0.1 that is free now (for a first run asked to pick one). */
-export async function pickFreePort(): Promise<number> {
+/** Ports tried below the system's ephemeral range before giving up on it. */
+const PICK_ATTEMPTS = 50;
+/** Lowest port picked (above the well-known and most registered service ports). */
+const PICK_FROM = 10_000;
+
+/** The first port of the range the system hands out for outgoing connections and port 0. */
+function ephemeralRangeStart(): number {
+  try {
+    const first = Number(
+      fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0],
+    );
+    if (Number.isInteger(first) && first > PICK_FROM) return first;
+  } catch {
+    // not Linux: the IANA dynamic range
+  }
+  return 49_152;
+}
+
+async function tryListen(port: number): Promise<number | undefined> {
   const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ port: 0, host: '127.0.0.1', exclusive: true }, () => resolve());
+  const bound = await new Promise<number | undefined>((resolve) => {
+    server.once('error', () => resolve(undefined));
+    server.listen({ port, host: '127.0.0.1', exclusive: true }, () =>
+      resolve((server.address() as net.AddressInfo).port),
+    );
   });
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (bound !== undefined) await new Promise<void>((resolve) => server.close(() => resolve()));
+  return bound;
+}
+
+/**
+ * A port on 127.0.0.1 that is free now, for a first run asked to pick one (0). It is kept for later
+ * runs, so it comes from below the ephemeral range, where no outgoing connection can take it in the
+ * meantime; only when none is free there does the system choose.
+ */
+export async function pickFreePort(): Promise<number> {
+  const end = ephemeralRangeStart();
+  for (let i = 0; i < PICK_ATTEMPTS; i++) {
+    const port = await tryListen(PICK_FROM + Math.floor(Math.random() * (end - PICK_FROM)));
+    if (port !== undefined) return port;
+  }
+  const port = await tryListen(0);
+  if (port === undefined) throw new Error('no free port on 127.0.0.1');
   return port;
 }
