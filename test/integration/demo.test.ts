@@ -4,7 +4,9 @@
  * the demo's ready line, runs each command it printed (pkcs11-tool list, sign, read the public key;
  * openssl verify; ssh-keygen -D; cardlink status), stops it with SIGINT and checks that every process
  * it started has exited and the reader is empty. A second run on the same state is ready again with
- * the same card and IdP keys (no second card); `--reset` starts over with a new card.
+ * the same card and IdP keys (no second card); `--reset` starts over with a new card. Without --yes
+ * and without a display, the demo prints a device code, which the test enters at the demo IdP's
+ * pages as a person would. A taken port, no pcscd and no reader are refused with the fix.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,6 +18,7 @@ import path from 'node:path';
 import { waitForCardAbsent } from '../../daemon/reader/pcsc-presence.js';
 import { DEMO_READY_PREFIX } from '../../demo/run-demo.js';
 import { demoPaths } from '../../demo/demo-state.js';
+import { enterDeviceCode } from '../../demo/idp/idp-browser.js';
 import { listCards } from '../../server/admin/index.js';
 import { loadServerConfig } from '../../server/config/server-config.js';
 import { openServerResources } from '../../server/config/server-resources.js';
@@ -106,18 +109,28 @@ function runLine(line: string, env: NodeJS.ProcessEnv, options: { tty?: boolean;
   });
 }
 
-describe('cardlink demo --yes', { timeout: 900_000 }, () => {
+describe('cardlink demo', { timeout: 900_000 }, () => {
   let pcscd: PcscdInstance;
   let dir: string;
   let stateDir: string;
   const paths = () => demoPaths(stateDir);
 
-  /** Starts the demo and waits for its ready block (up to "Press Ctrl-C"). */
-  async function startDemo(extra: string[] = []): Promise<DemoRun> {
+  /**
+   * Starts the demo (with --yes unless `person` does the sign-in on seeing the output) and waits for
+   * its ready block (up to "Press Ctrl-C").
+   */
+  async function startDemo(
+    extra: string[] = [],
+    person?: (outputSoFar: string) => Promise<boolean>,
+  ): Promise<DemoRun> {
+    const env = { ...pcscd.env };
+    // No desktop: the demo signs in with a device code.
+    delete env['DISPLAY'];
+    delete env['WAYLAND_DISPLAY'];
     const child = cardlinkCli(
       [
         'demo',
-        '--yes',
+        ...(person ? [] : ['--yes']),
         '--state-dir',
         stateDir,
         '--reader-socket',
@@ -126,7 +139,7 @@ describe('cardlink demo --yes', { timeout: 900_000 }, () => {
         pcscd.friendlyName,
         ...extra,
       ],
-      pcscd.env,
+      env,
     );
     let text = '';
     child.stdout!.on('data', (d: Buffer) => (text += d.toString()));
@@ -139,7 +152,15 @@ describe('cardlink demo --yes', { timeout: 900_000 }, () => {
         child.kill('SIGKILL');
         reject(new Error(`the demo was not ready in time:\n${text}`));
       }, READY_TIMEOUT_MS);
+      let acting = false;
       const look = () => {
+        if (person && !acting) {
+          acting = true;
+          void person(text).then(
+            (done) => (acting = done),
+            (error: unknown) => reject(error as Error),
+          );
+        }
         if (text.includes(DEMO_READY_PREFIX) && text.includes('Press Ctrl-C')) {
           clearTimeout(timer);
           resolve();
@@ -318,6 +339,25 @@ describe('cardlink demo --yes', { timeout: 900_000 }, () => {
       await stopDemo(run, 'SIGINT');
     }
     assert.deepEqual(await demoCards(), [`demo:${cardId}`]);
+  });
+
+  it('without --yes and without a display, the user signs in with the printed device code', async () => {
+    const password = fs.readFileSync(paths().passwordFile, 'utf8').trim();
+    const run = await startDemo([], async (out) => {
+      const m = /open (http:\/\/127\.0\.0\.1:\d+\/device) and enter the code (\S+)/.exec(out);
+      if (!m) return false;
+      // The person: the verification page, the code, the login page with the demo password, consent.
+      await enterDeviceCode(m[2]!, m[1]!, { id: 'demo', password });
+      return true;
+    });
+    const out = run.output();
+    try {
+      assert.match(out, /^\[5\/6\] sign in as "demo" at the demo identity provider \.\.\. ok \(/m);
+      assert.ok(out.includes(`user demo, password in ${paths().passwordFile}`), out);
+      assert.ok(!out.includes(password), 'a later run does not show the password again');
+    } finally {
+      await stopDemo(run, 'SIGINT');
+    }
   });
 
   it('a port already taken is refused with the fix, and a first run leaves no state behind', async () => {
