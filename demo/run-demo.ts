@@ -403,7 +403,8 @@ export async function runDemo(options: DemoOptions): Promise<void> {
   }
   // Stopped by a signal (before or after ready).
   write(`\ncardlink demo: stopping (${(stop.signal.reason as DemoStopped).signal})\n`);
-  // Stop again at a second Ctrl-C: the user means it; parts that hang are killed by their grace timers.
+  // The handlers are gone: a second Ctrl-C ends the demo at once, and the daemon with it (setpriv).
+  // Parts that hang are killed by their grace timers.
   await shutDown(cleanups, cardReader, true);
   if (first && !complete) {
     removeDemoState(paths);
