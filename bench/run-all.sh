@@ -10,3 +10,4 @@ node dist/bench/card-command-cpu.js
 (ulimit -n 65536 2>/dev/null || true; node dist/bench/server-throughput.js)
 node dist/bench/daemon-chain.js
 node dist/bench/daemon-idle-rss.js
+node dist/bench/demo-startup.js --runs 5

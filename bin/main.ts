@@ -14,6 +14,7 @@ import { daemonCommands } from '../daemon/cli/daemon-commands.js';
 import { localCardCommand } from '../daemon/cli/local-card.js';
 import { CardlinkError } from '../protocol/errors.js';
 import { serverCommand } from '../server/cli/server-command.js';
+import { demoCommand } from '../demo/demo-command.js';
 import { jsonRequested, reportAndExit, usageError } from './cli-errors.js';
 
 /**
@@ -41,6 +42,7 @@ await yargs(argv)
   .command(adminCommand)
   .command(serverCommand)
   .command(daemonCommands)
+  .command(demoCommand)
   .demandCommand(1, 'Name a command; see --help.')
   .strict()
   .fail((msg, err) => {

@@ -62,6 +62,10 @@ export type CardlinkErrorCode =
   | 'ERR_SNAPSHOT_INVALID'
   | 'ERR_NATIVE_MODULE_UNAVAILABLE'
   | 'ERR_USAGE'
+  /** `cardlink demo`: a port it needs is taken. */
+  | 'ERR_PORT_IN_USE'
+  /** `cardlink demo`: its state directory is from another version, half-written or damaged. */
+  | 'ERR_DEMO_STATE'
   | 'ERR_INTERNAL';
 
 export class CardlinkError extends Error {
@@ -87,12 +91,14 @@ export function exitCodeFor(code: CardlinkErrorCode): number {
     case 'ERR_USAGE':
       return 64; // EX_USAGE
     case 'ERR_CONFIG_INVALID':
+    case 'ERR_DEMO_STATE':
       return 78; // EX_CONFIG
     case 'ERR_PCSCD_UNAVAILABLE':
     case 'ERR_READER_DRIVER_MISSING':
     case 'ERR_CONTROL_UNAVAILABLE':
     case 'ERR_DEVICE_KEY_UNAVAILABLE':
     case 'ERR_NATIVE_MODULE_UNAVAILABLE':
+    case 'ERR_PORT_IN_USE':
       return 69; // EX_UNAVAILABLE
     case 'ERR_AUTH_THROTTLED':
       return 75; // EX_TEMPFAIL: too many failed sign-ins, try again later

@@ -93,4 +93,4 @@ else
   if pgrep -x pcscd >/dev/null; then pkill -x pcscd; for _ in $(seq 50); do pgrep -x pcscd >/dev/null || break; sleep 0.1; done; fi
   pcscd
 fi
-echo "cardlink setup: done. Serve a local card with: $repo/bin/cardlink local-card --with-keys"
+echo "cardlink setup: done. Run the whole product on this machine with: $repo/bin/cardlink demo"
