@@ -8,6 +8,23 @@ const STORAGE_ONLY =
 /** Product code outside server/storage/. Tests are not in it: they read and tamper with rows directly. */
 const PRODUCT_CODE = ['server/**', 'daemon/**', 'apdu/**', 'protocol/**', 'demo/**', 'bin/**', 'bench/**'];
 
+/**
+ * Outside apdu/ (and its own tests), apdu/ is used through its folders' index modules
+ * (apdu/codec/index.js, apdu/piv/index.js, apdu/piv/objects/index.js, ...): what a folder exports
+ * is its interface, and a file can move inside it without touching its users.
+ */
+const APDU_THROUGH_INDEX = {
+  // test/apdu/**/support/ holds test helpers, not the product's apdu/.
+  regex: '(^|/)apdu/(?!(.+/)?support/)(.+/)?(?!index\\.js$)[^/]+$',
+  message: "Import apdu/ through its folder's index module (apdu/piv/index.js, apdu/codec/index.js, ...).",
+};
+const STORAGE_PATHS = [
+  { name: 'kysely', message: STORAGE_ONLY },
+  { name: 'pg', message: STORAGE_ONLY },
+  { name: 'better-sqlite3', message: STORAGE_ONLY },
+];
+const COMPILED_QUERY = { group: ['**/storage/compiled-query.js'], message: STORAGE_ONLY };
+
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**'] },
   js.configs.recommended,
@@ -26,14 +43,7 @@ export default tseslint.config(
     rules: {
       'no-restricted-imports': [
         'error',
-        {
-          paths: [
-            { name: 'kysely', message: STORAGE_ONLY },
-            { name: 'pg', message: STORAGE_ONLY },
-            { name: 'better-sqlite3', message: STORAGE_ONLY },
-          ],
-          patterns: [{ group: ['**/storage/compiled-query.js'], message: STORAGE_ONLY }],
-        },
+        { paths: STORAGE_PATHS, patterns: [COMPILED_QUERY, APDU_THROUGH_INDEX] },
       ],
       'no-restricted-syntax': [
         'error',
@@ -48,5 +58,17 @@ export default tseslint.config(
         { selector: "TaggedTemplateExpression[tag.name='sql']", message: STORAGE_ONLY },
       ],
     },
+  },
+  {
+    // apdu/ itself imports its own files directly.
+    files: ['apdu/**'],
+    rules: {
+      'no-restricted-imports': ['error', { paths: STORAGE_PATHS, patterns: [COMPILED_QUERY] }],
+    },
+  },
+  {
+    files: ['server/storage/**', 'test/**', 'fuzz/**', 'tray/**'],
+    ignores: ['test/apdu/**'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [APDU_THROUGH_INDEX] }] },
   },
 );

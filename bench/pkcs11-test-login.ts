@@ -8,10 +8,8 @@
  * Writes bench/results/pkcs11-test-login.json.
  */
 import { spawn } from 'node:child_process';
-import { createMemoryCardState } from '../apdu/piv/memory-card-state.js';
-import { installDefaultObjects } from '../apdu/piv/objects/default-objects.js';
-import { provisionStandardKeys } from '../apdu/piv/provisioning.js';
-import { PivCard } from '../apdu/piv/piv-card.js';
+import { createMemoryCardState, provisionStandardKeys, PivCard } from '../apdu/piv/index.js';
+import { installDefaultObjects } from '../apdu/piv/objects/index.js';
 import { BridgeSocketClient } from '../daemon/reader/bridge-socket-client.js';
 import { waitForCardPresent } from '../daemon/reader/pcsc-presence.js';
 import { VpcdCardServer } from '../daemon/reader/vpcd-card-server.js';

@@ -28,13 +28,16 @@ import {
   parseResponseApdu,
   parseTlvList,
 } from '../apdu/codec/index.js';
-import type { KeyAlgorithm, PivCardState } from '../apdu/piv/card-state.js';
-import { KEY_SLOTS, MANAGEMENT_ALGORITHM_ID } from '../apdu/piv/constants.js';
-import { createMemoryCardState, memoryStateFingerprint } from '../apdu/piv/memory-card-state.js';
-import { DATA_OBJECTS, OBJECT_TAG } from '../apdu/piv/objects/catalogue.js';
-import { installDefaultObjects } from '../apdu/piv/objects/default-objects.js';
-import { PivCard } from '../apdu/piv/piv-card.js';
-import { padReferenceValue } from '../apdu/piv/reference-data.js';
+import type { KeyAlgorithm, PivCardState } from '../apdu/piv/index.js';
+import {
+  KEY_SLOTS,
+  MANAGEMENT_ALGORITHM_ID,
+  createMemoryCardState,
+  memoryStateFingerprint,
+  PivCard,
+  padReferenceValue,
+} from '../apdu/piv/index.js';
+import { DATA_OBJECTS, OBJECT_TAG, installDefaultObjects } from '../apdu/piv/objects/index.js';
 import { failure, hex, OK, thrown, type Verdict } from './property.js';
 
 /** Commands between resets (each session starts with PIN and/or management key, or nothing). */

@@ -8,3 +8,8 @@ export * from './key-policy.js';
 export * from './public-key-template.js';
 export * from './objects/index.js';
 export { applicationPropertyTemplate, isPivAid, APPLICATION_LABEL } from './commands/select.js';
+export * from './card-state-rules.js';
+export * from './dynamic-auth.js';
+export * from './memory-card-state.js';
+export * from './provisioning.js';
+export * from './snapshot.js';

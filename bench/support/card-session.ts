@@ -4,7 +4,7 @@
  * once, 9E P-256 PIN never, ...), the card is claimed for a session and opened through
  * `openPersistentCardState`, and a real PivCard answers. Production code only; nothing from test/.
  */
-import { PivCard } from '../../apdu/piv/piv-card.js';
+import { PivCard } from '../../apdu/piv/index.js';
 import { createCard, loadDefaultProfile } from '../../server/admin/index.js';
 import { openPersistentCardState, type PersistentCardState } from '../../server/cards/index.js';
 import type { KekProvider } from '../../server/keys/kek-provider.js';

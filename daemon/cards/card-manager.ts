@@ -13,7 +13,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { FrontCard } from './front-card.js';
-import { decodeSnapshot } from '../../apdu/piv/snapshot.js';
+import { decodeSnapshot } from '../../apdu/piv/index.js';
 import { CardlinkError } from '../../protocol/errors.js';
 import type { Logger } from '../../protocol/log.js';
 import type { CardEntry, FrameOf } from '../../protocol/wire/frames.js';

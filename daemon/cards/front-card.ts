@@ -13,16 +13,31 @@
  *
  * Like PivCard it is a VirtualCard (`atr`, `reset()`, `transmit()`); `transmit` never rejects.
  */
-import { ApduError, SW, swVerifyFailed, verifyTriesLeft, type StatusWord } from '../../apdu/codec/index.js';
-import { CommandChainAssembler, INS_GET_RESPONSE, ResponseChainer } from '../../apdu/codec/chaining.js';
 import {
+  ApduError,
+  SW,
+  swVerifyFailed,
+  verifyTriesLeft,
+  type StatusWord,
+  CommandChainAssembler,
+  INS_GET_RESPONSE,
+  ResponseChainer,
   encodeCommandApdu,
   EXTENDED_MAX,
   parseCommandApdu,
   type CommandApdu,
-} from '../../apdu/codec/command-apdu.js';
-import { statusOnly } from '../../apdu/codec/response-apdu.js';
-import { PIV_CARD_ATR } from '../../apdu/piv/atr.js';
+  statusOnly,
+} from '../../apdu/codec/index.js';
+import {
+  PIV_CARD_ATR,
+  DATA_TAG,
+  INS,
+  KEY_REF,
+  VERIFY_P1,
+  PivCard,
+  isPublicObject,
+  type CardSnapshot,
+} from '../../apdu/piv/index.js';
 import type {
   CardIdentity,
   DataObjectStore,
@@ -30,12 +45,9 @@ import type {
   ManagementKeyStore,
   PivCardState,
   ReferenceDataStore,
-} from '../../apdu/piv/card-state.js';
-import { DATA_TAG, INS, KEY_REF, VERIFY_P1 } from '../../apdu/piv/constants.js';
+} from '../../apdu/piv/index.js';
 import { COMMAND_HANDLERS } from '../../apdu/piv/commands/index.js';
-import { GUID_BYTES } from '../../apdu/piv/objects/chuid.js';
-import { PivCard } from '../../apdu/piv/piv-card.js';
-import { isPublicObject, type CardSnapshot } from '../../apdu/piv/snapshot.js';
+import { GUID_BYTES } from '../../apdu/piv/objects/index.js';
 
 /** The real card, somewhere else. */
 export interface RemoteCardLink {

@@ -5,7 +5,7 @@
  * for the server when the card leaves the reader fails at once too.
  */
 import type { RemoteCardLink } from './front-card.js';
-import { decodeSnapshot, type CardSnapshot } from '../../apdu/piv/snapshot.js';
+import { decodeSnapshot, type CardSnapshot } from '../../apdu/piv/index.js';
 import { CardlinkError } from '../../protocol/errors.js';
 import { FRAME_FLAG, type Frame } from '../../protocol/wire/frames.js';
 import { errorFromFrame, type ServerLink } from '../session/server-link.js';

@@ -4,13 +4,13 @@
  */
 import { randomBytes, randomInt } from 'node:crypto';
 import { CardlinkError } from '../../protocol/errors.js';
-import type { ManagementKeyAlgorithm } from '../../apdu/piv/card-state.js';
-import { MANAGEMENT_KEY_BYTES } from '../../apdu/piv/constants.js';
+import type { ManagementKeyAlgorithm } from '../../apdu/piv/index.js';
 import {
+  MANAGEMENT_KEY_BYTES,
   REFERENCE_DATA_MAX_BYTES,
   REFERENCE_DATA_MIN_BYTES,
   REFERENCE_DATA_PAD_BYTE,
-} from '../../apdu/piv/reference-data.js';
+} from '../../apdu/piv/index.js';
 
 export interface LocalCardSecrets {
   pin: Uint8Array;

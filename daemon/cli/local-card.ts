@@ -6,8 +6,7 @@
  * it the PIV card and the PC/SC client (native pcsclite), when the command runs.
  */
 import type { CommandModule } from 'yargs';
-import type { ManagementKeyAlgorithm } from '../../apdu/piv/card-state.js';
-import { DEFAULT_RETRY_LIMIT } from '../../apdu/piv/reference-data.js';
+import type { ManagementKeyAlgorithm } from '../../apdu/piv/index.js';
 import type { ReaderTransport } from '../reader/serve-card.js';
 import { DEFAULT_BRIDGE_SOCKET, DEFAULT_READER_NAME } from '../reader/reader-names.js';
 
@@ -16,8 +15,9 @@ export interface LocalCardArgs {
   puk?: string | undefined;
   'mgmt-key'?: string | undefined;
   'mgmt-key-algorithm'?: ManagementKeyAlgorithm | undefined;
-  'pin-retries': number;
-  'puk-retries': number;
+  /** Default (when left out): the card's DEFAULT_RETRY_LIMIT, applied by run-local-card.ts. */
+  'pin-retries': number | undefined;
+  'puk-retries': number | undefined;
   'with-keys': boolean;
   'slot-algorithm': string[] | undefined;
   transport: ReaderTransport;
@@ -52,13 +52,11 @@ export const localCardCommand: CommandModule<object, LocalCardArgs> = {
       })
       .option('pin-retries', {
         type: 'number',
-        default: DEFAULT_RETRY_LIMIT,
-        describe: 'PIN tries before it blocks (1-15)',
+        describe: 'PIN tries before it blocks (1-15; default 3, the PIV card default)',
       })
       .option('puk-retries', {
         type: 'number',
-        default: DEFAULT_RETRY_LIMIT,
-        describe: 'PUK tries before it blocks (1-15)',
+        describe: 'PUK tries before it blocks (1-15; default 3, the PIV card default)',
       })
       .option('with-keys', {
         type: 'boolean',
@@ -101,7 +99,7 @@ export const localCardCommand: CommandModule<object, LocalCardArgs> = {
       .check((a) => {
         for (const k of ['pin-retries', 'puk-retries'] as const) {
           const v = a[k];
-          if (!Number.isInteger(v) || v < 1 || v > 15)
+          if (v !== undefined && (!Number.isInteger(v) || v < 1 || v > 15))
             throw new Error(`--${k} must be a whole number from 1 to 15`);
         }
         if (!Number.isInteger(a.slot) || a.slot < 0 || a.slot > 15) throw new Error('--slot must be 0 to 15');

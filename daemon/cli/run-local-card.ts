@@ -1,10 +1,14 @@
 /** `cardlink local-card`: the in-memory card, served into the reader until SIGINT/SIGTERM. */
-import { createMemoryCardState } from '../../apdu/piv/memory-card-state.js';
-import { installDefaultObjects } from '../../apdu/piv/objects/default-objects.js';
-import { provisionStandardKeys, STANDARD_SLOTS } from '../../apdu/piv/provisioning.js';
-import { PivCard } from '../../apdu/piv/piv-card.js';
-import type { KeyAlgorithm } from '../../apdu/piv/card-state.js';
-import { KEY_ALGORITHMS } from '../../apdu/piv/constants.js';
+import {
+  createMemoryCardState,
+  DEFAULT_RETRY_LIMIT,
+  KEY_ALGORITHMS,
+  PivCard,
+  provisionStandardKeys,
+  STANDARD_SLOTS,
+} from '../../apdu/piv/index.js';
+import { installDefaultObjects } from '../../apdu/piv/objects/index.js';
+import type { KeyAlgorithm } from '../../apdu/piv/index.js';
 import { CardlinkError } from '../../protocol/errors.js';
 import { serveCardIntoReader } from '../reader/serve-card.js';
 import type { LocalCardArgs } from './local-card.js';
@@ -55,8 +59,8 @@ export async function runLocalCard(args: LocalCardArgs): Promise<void> {
   const state = createMemoryCardState({
     pin: secrets.pin,
     puk: secrets.puk,
-    pinRetries: args['pin-retries'],
-    pukRetries: args['puk-retries'],
+    pinRetries: args['pin-retries'] ?? DEFAULT_RETRY_LIMIT,
+    pukRetries: args['puk-retries'] ?? DEFAULT_RETRY_LIMIT,
     managementKey: secrets.managementKey,
   });
   await installDefaultObjects(state);

@@ -30,11 +30,9 @@
  * `describeApdu` never throws: anything it cannot parse is reported as `{ malformed: true,
  * length }` without any of its bytes.
  */
-import { isChained, parseCommandApdu } from '../../apdu/codec/command-apdu.js';
-import { INS_GET_RESPONSE } from '../../apdu/codec/chaining.js';
-import { parseTlvAt } from '../../apdu/codec/ber-tlv.js';
-import { DATA_TAG, INS } from '../../apdu/piv/constants.js';
-import { dataObjectSpec } from '../../apdu/piv/objects/catalogue.js';
+import { isChained, parseCommandApdu, INS_GET_RESPONSE, parseTlvAt } from '../../apdu/codec/index.js';
+import { DATA_TAG, INS } from '../../apdu/piv/index.js';
+import { dataObjectSpec } from '../../apdu/piv/objects/index.js';
 
 /** Longest data field written out in hex; longer fields show this many bytes and the total. */
 export const MAX_TRACED_DATA_BYTES = 512;

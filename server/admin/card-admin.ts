@@ -7,7 +7,7 @@
  *   `ERR_CARD_TAKEN_OVER`) instead of overwriting the new PIN.
  * - delete: crypto-shred, see `deleteCard` in server/storage/cards.ts.
  */
-import { REFERENCE_DATA_MAX_BYTES, REFERENCE_DATA_MIN_BYTES } from '../../apdu/piv/reference-data.js';
+import { REFERENCE_DATA_MAX_BYTES, REFERENCE_DATA_MIN_BYTES } from '../../apdu/piv/index.js';
 import { AUDIT_EVENTS, appendAudit } from '../audit/audit-log.js';
 import type { KekProvider } from '../keys/kek-provider.js';
 import { createPinVerifier } from '../keys/pin-verifier.js';

@@ -10,27 +10,21 @@
  * to the caller, and never stored.
  */
 import { createHash, randomBytes, randomInt } from 'node:crypto';
-import type {
-  CardIdentity,
-  KeyAlgorithm,
-  ManagementKeyAlgorithm,
-  PinPolicy,
-} from '../../apdu/piv/card-state.js';
+import type { CardIdentity, KeyAlgorithm, ManagementKeyAlgorithm, PinPolicy } from '../../apdu/piv/index.js';
 import {
   certificateObjectTag,
   encodeCertificateObject,
-} from '../../apdu/piv/certificates/piv-certificate-object.js';
-import {
   createSelfSignedCertificate,
   MAX_COMMON_NAME_LENGTH,
-} from '../../apdu/piv/certificates/self-signed.js';
-import { isRetiredSlot, keySlotTitle, retiredSlotNumber } from '../../apdu/piv/constants.js';
-import { generateKeyPair } from '../../apdu/piv/crypto/key-generation.js';
-import { MANAGEMENT_KEY_CIPHERS, validateManagementKey } from '../../apdu/piv/crypto/management-key.js';
-import { prepareSigner } from '../../apdu/piv/crypto/private-key-operations.js';
-import { OBJECT_TAG } from '../../apdu/piv/objects/catalogue.js';
-import { defaultObjects } from '../../apdu/piv/objects/default-objects.js';
-import { encodeKeyHistory } from '../../apdu/piv/objects/key-history.js';
+} from '../../apdu/piv/certificates/index.js';
+import { isRetiredSlot, keySlotTitle, retiredSlotNumber } from '../../apdu/piv/index.js';
+import {
+  generateKeyPair,
+  MANAGEMENT_KEY_CIPHERS,
+  validateManagementKey,
+  prepareSigner,
+} from '../../apdu/piv/crypto/index.js';
+import { OBJECT_TAG, defaultObjects, encodeKeyHistory } from '../../apdu/piv/objects/index.js';
 import { AUDIT_EVENTS, appendAudit } from '../audit/audit-log.js';
 import { STORED_TOUCH_POLICY } from '../cards/key-store.js';
 import type { KekProvider } from '../keys/kek-provider.js';

@@ -25,23 +25,21 @@ import { existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { KeyAlgorithm, ManagementKeyAlgorithm, PinPolicy } from '../../apdu/piv/card-state.js';
+import type { KeyAlgorithm, ManagementKeyAlgorithm, PinPolicy } from '../../apdu/piv/index.js';
 import {
   DEFAULT_CERTIFICATE_VALIDITY_DAYS,
   MAX_CERTIFICATE_VALIDITY_DAYS,
-} from '../../apdu/piv/certificates/self-signed.js';
+} from '../../apdu/piv/certificates/index.js';
 import {
   isKeySlot,
   KEY_ALGORITHM_ID,
   MANAGEMENT_ALGORITHM_ID,
   PIN_POLICIES,
-} from '../../apdu/piv/constants.js';
-import { defaultPinPolicy } from '../../apdu/piv/key-policy.js';
-import {
+  defaultPinPolicy,
   MAX_RETRY_LIMIT,
   REFERENCE_DATA_MAX_BYTES,
   REFERENCE_DATA_MIN_BYTES,
-} from '../../apdu/piv/reference-data.js';
+} from '../../apdu/piv/index.js';
 import { CardlinkError } from '../../protocol/errors.js';
 
 /** Longest card label (it also prefixes certificate common names, RFC 5280 ub-common-name 64). */

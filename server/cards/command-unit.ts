@@ -25,7 +25,7 @@
  * - Any error inside a write, and any error the card state reports with `fail()`, poisons the
  *   unit: nothing more commits and `finish` rethrows it.
  */
-import { CardStateError } from '../../apdu/piv/crypto/errors.js';
+import { CardStateError } from '../../apdu/piv/crypto/index.js';
 import {
   appendAudits,
   prepareAuditEvent,

@@ -13,13 +13,7 @@
  *   nothing else commit in batches with their command records (record-batch.ts).
  */
 import { createHash, createPrivateKey, type KeyObject } from 'node:crypto';
-import type {
-  KeyAlgorithm,
-  KeyOrigin,
-  KeySlotStore,
-  PinPolicy,
-  SlotKeyInfo,
-} from '../../apdu/piv/card-state.js';
+import type { KeyAlgorithm, KeyOrigin, KeySlotStore, PinPolicy, SlotKeyInfo } from '../../apdu/piv/index.js';
 import {
   checkKeyAlgorithm,
   checkKeySlot,
@@ -27,12 +21,18 @@ import {
   copySlotKeyInfo,
   importedPrivateKey,
   slotKeyInfo,
-} from '../../apdu/piv/card-state-rules.js';
-import { KEY_ALGORITHMS, KEY_ORIGINS, PIN_POLICIES } from '../../apdu/piv/constants.js';
-import { CardStateError } from '../../apdu/piv/crypto/errors.js';
-import { keyAlgorithmOf } from '../../apdu/piv/crypto/key-algorithms.js';
-import { generateKeyPair, spkiOf } from '../../apdu/piv/crypto/key-generation.js';
-import { deriveSharedSecret, prepareSigner } from '../../apdu/piv/crypto/private-key-operations.js';
+  KEY_ALGORITHMS,
+  KEY_ORIGINS,
+  PIN_POLICIES,
+} from '../../apdu/piv/index.js';
+import {
+  CardStateError,
+  keyAlgorithmOf,
+  generateKeyPair,
+  spkiOf,
+  deriveSharedSecret,
+  prepareSigner,
+} from '../../apdu/piv/crypto/index.js';
 import { AUDIT_EVENTS, privateKeyOperationDetails } from '../audit/audit-log.js';
 import { SealedKeyInvalidError } from '../keys/kek-provider.js';
 import { sealSecret, unsealSecret } from '../keys/sealing.js';

@@ -4,13 +4,13 @@
  * seals the new key in a fenced transaction with its audit entry, and the cache takes the new key
  * once that commits.
  */
-import type { ManagementKeyAlgorithm, ManagementKeyStore } from '../../apdu/piv/card-state.js';
+import type { ManagementKeyAlgorithm, ManagementKeyStore } from '../../apdu/piv/index.js';
 import {
   decryptBlocks,
   encryptBlocks,
   MANAGEMENT_KEY_CIPHERS,
   validateManagementKey,
-} from '../../apdu/piv/crypto/management-key.js';
+} from '../../apdu/piv/crypto/index.js';
 import { AUDIT_EVENTS } from '../audit/audit-log.js';
 import { SealedKeyInvalidError } from '../keys/kek-provider.js';
 import { sealSecret, unsealSecret } from '../keys/sealing.js';

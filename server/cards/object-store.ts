@@ -2,8 +2,8 @@
  * PIV data objects by tag, one row per tag. Values are public (certificates, CHUID, ...) and
  * stored in the clear; a write is fenced and audited with the tag and length.
  */
-import type { DataObjectStore } from '../../apdu/piv/card-state.js';
-import { checkDataObjectTag, checkDataObjectValue } from '../../apdu/piv/card-state-rules.js';
+import type { DataObjectStore } from '../../apdu/piv/index.js';
+import { checkDataObjectTag, checkDataObjectValue } from '../../apdu/piv/index.js';
 import { getCardObject, putCardObject } from '../storage/index.js';
 import type { StoreContext } from './store-context.js';
 

@@ -38,7 +38,7 @@ import type {
   ManagementKeyStore,
   PivCardState,
   ReferenceDataStore,
-} from '../../apdu/piv/card-state.js';
+} from '../../apdu/piv/index.js';
 import { CardlinkError } from '../../protocol/errors.js';
 import type { KekProvider } from '../keys/kek-provider.js';
 import {

@@ -12,17 +12,8 @@
  * same the in-memory state applies.
  */
 import { statusOnly, SW, swVerifyFailed } from '../../apdu/codec/index.js';
-import type {
-  ReferenceDataStore,
-  ReferenceKind,
-  RetryStatus,
-  VerifyOutcome,
-} from '../../apdu/piv/card-state.js';
-import {
-  canonicalReferenceValue,
-  checkReferenceKind,
-  referenceCandidate,
-} from '../../apdu/piv/reference-data.js';
+import type { ReferenceDataStore, ReferenceKind, RetryStatus, VerifyOutcome } from '../../apdu/piv/index.js';
+import { canonicalReferenceValue, checkReferenceKind, referenceCandidate } from '../../apdu/piv/index.js';
 import { AUDIT_EVENTS } from '../audit/audit-log.js';
 import { checkPinVerifier, createPinVerifier } from '../keys/pin-verifier.js';
 import {

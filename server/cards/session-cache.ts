@@ -1,6 +1,6 @@
 import type { KeyObject } from 'node:crypto';
-import type { KeyAlgorithm, ManagementKeyAlgorithm, SlotKeyInfo } from '../../apdu/piv/card-state.js';
-import type { PreparedSigner } from '../../apdu/piv/crypto/private-key-operations.js';
+import type { KeyAlgorithm, ManagementKeyAlgorithm, SlotKeyInfo } from '../../apdu/piv/index.js';
+import type { PreparedSigner } from '../../apdu/piv/crypto/index.js';
 
 /**
  * What one session keeps in memory about its card: private keys unsealed on first use (parsed

@@ -8,8 +8,7 @@
  * its next write, which the epoch fence refuses.
  */
 import { randomUUID, type KeyObject } from 'node:crypto';
-import { PivCard } from '../../apdu/piv/piv-card.js';
-import { buildSnapshot, encodeSnapshot } from '../../apdu/piv/snapshot.js';
+import { PivCard, buildSnapshot, encodeSnapshot } from '../../apdu/piv/index.js';
 import type { Logger } from '../../protocol/log.js';
 import { FRAME_FLAG, type Frame, type FrameOf } from '../../protocol/wire/frames.js';
 import { signSnapshot } from '../../protocol/wire/snapshot-signature.js';

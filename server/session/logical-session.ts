@@ -4,7 +4,7 @@
  * outlives a dropped connection for the resume grace period, then ends (its cards are closed).
  */
 import { createHash, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
-import type { PivCard } from '../../apdu/piv/piv-card.js';
+import type { PivCard } from '../../apdu/piv/index.js';
 import type { Frame } from '../../protocol/wire/frames.js';
 import type { PersistentCardState } from '../cards/persistent-card-state.js';
 

@@ -3,7 +3,7 @@
  * of tag 53 as the card returns it; they are public (GET DATA needs no PIN for most), so they are
  * stored in the clear.
  */
-import { MAX_DATA_OBJECT_BYTES } from '../../apdu/piv/card-state-rules.js';
+import { MAX_DATA_OBJECT_BYTES } from '../../apdu/piv/index.js';
 import { StorageError } from './errors.js';
 import { asBuffer, nowIso, type FencedCard } from './cards.js';
 import type { Queryable } from './storage.js';

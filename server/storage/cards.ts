@@ -8,8 +8,8 @@
  * the bump also locks the card's row until commit, so a concurrent claim waits for the write and
  * the write never lands after the claim.
  */
-import { KEY_REF } from '../../apdu/piv/constants.js';
-import { GUID_BYTES } from '../../apdu/piv/objects/chuid.js';
+import { KEY_REF } from '../../apdu/piv/index.js';
+import { GUID_BYTES } from '../../apdu/piv/objects/index.js';
 import { compiledQuery } from './compiled-query.js';
 import { randomUUID } from 'node:crypto';
 import { CardNotFoundError, CardTakenOverError, StorageError } from './errors.js';

@@ -19,7 +19,7 @@ import {
   SubjectAlternativeNameExtension,
   SubjectKeyIdentifierExtension,
   X509CertificateGenerator,
-} from '../../apdu/piv/certificates/x509-toolkit.js';
+} from '../../apdu/piv/certificates/index.js';
 import { ConfigError } from '../config/server-config.js';
 
 /** Validity of a generated certificate. */

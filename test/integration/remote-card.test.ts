@@ -12,7 +12,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { FrontCard } from '../../daemon/cards/front-card.js';
-import { decodeSnapshot } from '../../apdu/piv/snapshot.js';
+import { decodeSnapshot } from '../../apdu/piv/index.js';
 import { BridgeSocketClient } from '../../daemon/reader/bridge-socket-client.js';
 import { waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
 import { FRAME_FLAG, type FrameOf } from '../../protocol/wire/frames.js';

@@ -1,3 +1,4 @@
 export * from './card-key-crypto.js';
 export * from './self-signed.js';
 export * from './piv-certificate-object.js';
+export * from './x509-toolkit.js';

@@ -7,9 +7,13 @@ import assert from 'node:assert/strict';
 import { createPublicKey, verify } from 'node:crypto';
 import fc from 'fast-check';
 import { FrontCard, type RemoteCardLink } from '../../../daemon/cards/front-card.js';
-import { OBJECT_TAG } from '../../../apdu/piv/objects/catalogue.js';
-import { provisionStandardKeys } from '../../../apdu/piv/provisioning.js';
-import { buildSnapshot, decodeSnapshot, encodeSnapshot } from '../../../apdu/piv/snapshot.js';
+import { OBJECT_TAG } from '../../../apdu/piv/objects/index.js';
+import {
+  provisionStandardKeys,
+  buildSnapshot,
+  decodeSnapshot,
+  encodeSnapshot,
+} from '../../../apdu/piv/index.js';
 import { Host, newTestCard, swHex, TEST_PIN, toHex, type TestCard } from '../../apdu/piv/support/host.js';
 import { pkcs1v15Sha256Block } from '../../apdu/piv/support/keys.js';
 

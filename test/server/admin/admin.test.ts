@@ -4,8 +4,8 @@ import { randomUUID, X509Certificate } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { decodeCertificateObject } from '../../../apdu/piv/certificates/piv-certificate-object.js';
-import { OBJECT_TAG } from '../../../apdu/piv/objects/catalogue.js';
+import { decodeCertificateObject } from '../../../apdu/piv/certificates/index.js';
+import { OBJECT_TAG } from '../../../apdu/piv/objects/index.js';
 import {
   createCard,
   deleteCard,

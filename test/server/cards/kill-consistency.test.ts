@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { createHash, createPrivateKey, createPublicKey, verify } from 'node:crypto';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
-import { spkiOf } from '../../../apdu/piv/crypto/key-generation.js';
+import { spkiOf } from '../../../apdu/piv/crypto/index.js';
 import { verifyChain } from '../../../server/audit/audit-log.js';
 import type { KekProvider } from '../../../server/keys/kek-provider.js';
 import { checkPinVerifier } from '../../../server/keys/pin-verifier.js';

@@ -8,11 +8,10 @@ import {
   randomBytes,
   verify,
 } from 'node:crypto';
-import { decodeCertificateObject } from '../../../apdu/piv/certificates/piv-certificate-object.js';
-import { OBJECT_TAG } from '../../../apdu/piv/objects/catalogue.js';
+import { decodeCertificateObject } from '../../../apdu/piv/certificates/index.js';
+import { OBJECT_TAG } from '../../../apdu/piv/objects/index.js';
 import { findTlv, parseTlvList } from '../../../apdu/codec/index.js';
-import { PivCard } from '../../../apdu/piv/piv-card.js';
-import { padReferenceValue } from '../../../apdu/piv/reference-data.js';
+import { PivCard, padReferenceValue } from '../../../apdu/piv/index.js';
 import type { CreatedCard } from '../../../server/admin/index.js';
 import { openPersistentCardState } from '../../../server/cards/index.js';
 import { verifyChain } from '../../../server/audit/audit-log.js';

@@ -24,7 +24,7 @@ import { newDeviceKey, SessionClient, type DeviceKey } from '../../support/sessi
 import { createSoftHsmToken } from '../../support/softhsm.js';
 import { REPO_ROOT } from '../../support/pcscd.js';
 import { ALGORITHM_IDS, pkcs1v15Sha256Block } from '../../apdu/piv/support/keys.js';
-import type { KeyAlgorithm } from '../../../apdu/piv/card-state.js';
+import type { KeyAlgorithm } from '../../../apdu/piv/index.js';
 
 const TENANT = 'acme';
 const MAIN = path.join(REPO_ROOT, 'dist', 'bin', 'main.js');

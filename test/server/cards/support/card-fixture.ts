@@ -3,7 +3,7 @@
  * `openPersistentCardState` and a real `PivCard`, and a host that drives it with APDUs.
  */
 import { randomUUID } from 'node:crypto';
-import { PivCard } from '../../../../apdu/piv/piv-card.js';
+import { PivCard } from '../../../../apdu/piv/index.js';
 import {
   createCard,
   loadDefaultProfile,
