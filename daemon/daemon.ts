@@ -175,6 +175,7 @@ export class Daemon implements ControlHandler {
   status(): DaemonStatus {
     const info = this.link.sessionInfo;
     const state = this.link.state;
+    const roundTripMs = this.link.roundTripMs;
     return {
       state: this.disconnected
         ? 'offline'
@@ -192,6 +193,7 @@ export class Daemon implements ControlHandler {
       ...(info
         ? { deviceId: info.deviceId, deviceStatus: info.deviceStatus, tokenExpiresAt: info.tokenExpiresAt }
         : {}),
+      ...(roundTripMs !== undefined ? { serverRoundTripMs: Math.round(roundTripMs * 10) / 10 } : {}),
       ...(this.lastError ? { lastError: this.lastError } : {}),
       cards: this.cardManager.list(),
     };

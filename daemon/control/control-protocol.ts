@@ -93,6 +93,8 @@ export interface DaemonStatus {
   deviceStatus?: 'pending' | 'approved';
   /** When the access token expires, unix time in seconds. */
   tokenExpiresAt?: number;
+  /** While connected: the last measured round trip to the card server, in milliseconds. */
+  serverRoundTripMs?: number;
   lastError?: ControlErrorInfo;
   cards: CardStatus[];
 }
