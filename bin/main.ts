@@ -9,6 +9,7 @@ import { daemonCommands } from '../daemon/cli/daemon-commands.js';
 import { localCardCommand } from '../daemon/cli/local-card.js';
 import { adminCommand } from '../server/cli/admin-command.js';
 import { serverCommand } from '../server/cli/server-command.js';
+import { trayCommand } from '../tray/cli/tray-command.js';
 
 function reportAndExit(err: unknown): never {
   if (err instanceof CardlinkError) {
@@ -29,6 +30,7 @@ await yargs(hideBin(process.argv))
   .command(adminCommand)
   .command(serverCommand)
   .command(daemonCommands)
+  .command(trayCommand)
   .demandCommand(1, 'Name a command; see --help.')
   .strict()
   .fail((msg, err) => {

@@ -48,6 +48,8 @@ export type CardlinkErrorCode =
   | 'ERR_SERVER_TIMEOUT'
   | 'ERR_SERVER_CERTIFICATE'
   | 'ERR_SNAPSHOT_INVALID'
+  | 'ERR_TRAY_HOST_UNAVAILABLE'
+  | 'ERR_NOTIFICATIONS_UNAVAILABLE'
   | 'ERR_INTERNAL';
 
 export class CardlinkError extends Error {

@@ -20,7 +20,7 @@ const SUPERSAMPLING = 4;
 /** Drawing units per side (shapes below are in these units). */
 const UNITS = 64;
 
-type Rgba = readonly [number, number, number, number];
+export type Rgba = readonly [number, number, number, number];
 /** A shape: the signed distance (in units) from a point to its edge, negative inside. */
 type Shape = (x: number, y: number) => number;
 interface Layer {
@@ -38,7 +38,7 @@ const CARD_IDLE: Rgba = [0xa4, 0xab, 0xb4, 255];
 const CARD_TEXT: Rgba = [255, 255, 255, 170];
 
 /** Badge colour per state (white glyphs read on each: contrast ≥ 3:1). */
-const BADGE: Record<TrayIconState, Rgba> = {
+export const TRAY_BADGE_COLOURS: Readonly<Record<TrayIconState, Rgba>> = {
   'signed-out': [0x6b, 0x72, 0x7c, 255],
   connecting: [0x1f, 0x6f, 0xc8, 255],
   connected: [0x1a, 0x8f, 0x43, 255],
@@ -169,7 +169,7 @@ function layers(state: TrayIconState): Layer[] {
     // The badge: outline, halo (which also cuts it free of the card), disc, glyph.
     { shape: grow(badge, 3.6), colour: OUTLINE },
     { shape: grow(badge, 2.2), colour: HALO },
-    { shape: badge, colour: BADGE[state] },
+    { shape: badge, colour: TRAY_BADGE_COLOURS[state] },
     { shape: glyph(state), colour: GLYPH },
   ];
 }

@@ -47,6 +47,9 @@ export const UNREACHABLE_NOTICE_MS = 15_000;
 /** Longest card label or user name shown; longer ones end in an ellipsis. */
 export const MAX_NAME_CHARS = 40;
 
+/** Longest informational line in the menu (an error message); a wider menu is hard to read. */
+export const MAX_LINE_CHARS = 64;
+
 /** Longest tooltip: Windows cuts a tray tooltip at 127 characters. */
 export const MAX_TOOLTIP_CHARS = 127;
 
@@ -121,7 +124,14 @@ export interface TrayView {
 
 /** A desktop notification to show. */
 export interface TrayNotice {
-  readonly kind: 'taken-over' | 'session-expiring' | 'session-ended' | 'server-unreachable' | 'back-online';
+  readonly kind:
+    | 'taken-over'
+    | 'session-expiring'
+    | 'session-ended'
+    | 'server-unreachable'
+    | 'back-online'
+    /** An answer to a menu entry (About, Save diagnostics, Sign in…): each replaces the last. */
+    | 'info';
   /** Plain text, one line. */
   readonly summary: string;
   /** Plain text (notifications.ts escapes it for servers that read markup). */
@@ -146,12 +156,15 @@ export interface TrayModel {
   readonly busy: readonly TrayAction[];
   /** The last diagnostics file the tray wrote. */
   readonly lastDiagnostics?: string;
+  /** Cards other devices took since they were last in this reader (for the takeover notice). */
+  readonly takenOver: readonly { readonly cardId: string; readonly label: string; readonly by: string }[];
 }
 
 export const INITIAL_TRAY_MODEL: TrayModel = Object.freeze({
   unreachableNotified: false,
   signingIn: false,
   busy: [],
+  takenOver: [],
 });
 
 /** A new model and the notifications the change calls for. */
@@ -197,19 +210,36 @@ export function withEvent(model: TrayModel, event: ControlEvent, now: number): T
         },
         notices: [],
       };
-    case 'taken-over':
+    case 'taken-over': {
+      // A takeover moves all of a user's cards, one event each: each notice names every card
+      // that device took (and replaces the one before, notifications.ts), so one bubble tells it.
+      const { cardId, label, byDeviceName } = event.data;
+      const takenOver = [
+        ...model.takenOver.filter((t) => t.cardId !== cardId),
+        { cardId, label, by: byDeviceName },
+      ];
+      const labels = takenOver.filter((t) => t.by === byDeviceName).map((t) => `“${displayName(t.label)}”`);
+      const one = labels.length === 1;
       return {
-        model,
+        model: { ...model, takenOver },
         notices: [
           {
             kind: 'taken-over',
-            summary: 'Card taken over',
+            summary: one ? 'Card taken over' : `${labels.length} cards taken over`,
             body:
-              `“${displayName(event.data.label)}” is now in use on ${displayName(event.data.byDeviceName)} ` +
-              "and has left this computer's reader. Choose Connect in the cardlink menu to take it back.",
+              `${listed(labels)} ${one ? 'is' : 'are'} now in use on ${displayName(byDeviceName)} ` +
+              `and ${one ? 'has' : 'have'} left this computer's reader. ` +
+              `Choose Connect in the cardlink menu to take ${one ? 'it' : 'them'} back.`,
             urgency: 'normal',
           },
         ],
+      };
+    }
+    case 'card-inserted':
+      // Back in this reader: a later takeover of it is news again.
+      return {
+        model: { ...model, takenOver: model.takenOver.filter((t) => t.cardId !== event.data.cardId) },
+        notices: [],
       };
     case 'token-expiring': {
       const minutes = Math.max(0, Math.round((event.data.expiresAt * 1000 - now) / 60_000));
@@ -234,13 +264,13 @@ export function withEvent(model: TrayModel, event: ControlEvent, now: number): T
           {
             kind: 'session-ended',
             summary: 'Signed out of cardlink',
-            body: `${event.data.message} Your cards have left the reader; choose Sign in… in the cardlink menu.`,
+            body: `${sentence(event.data.message)} Your cards have left the reader; choose Sign in… in the cardlink menu.`,
             urgency: 'normal',
           },
         ],
       };
     default:
-      // card-inserted, card-removed and events of newer daemons: the status fetched next tells.
+      // card-removed and events of newer daemons: the status fetched next tells.
       return { model, notices: [] };
   }
 }
@@ -444,7 +474,12 @@ function stateText(model: TrayModel): string {
 
 function accountLine(model: TrayModel): string {
   const status = model.status;
-  if (!status) return clip(model.daemonError?.message ?? 'looking for the cardlink daemon…', 80);
+  if (!status) {
+    if (!model.daemonError) return 'looking for the cardlink daemon…';
+    if (model.daemonError.code === 'ERR_CONTROL_UNAVAILABLE')
+      return "start it: 'cardlink daemon' or 'systemctl --user start cardlink-daemon'";
+    return clip(model.daemonError.message, MAX_LINE_CHARS);
+  }
   const parts = [
     status.user !== undefined ? displayName(status.user) : 'not signed in',
     hostOf(status.serverUrl),
@@ -458,9 +493,9 @@ function problemText(model: TrayModel): string | undefined {
   if (!status) return undefined;
   if (status.deviceStatus === 'pending')
     return 'This device waits for an administrator to approve it; sign in again afterwards.';
-  if (status.lastError) return clip(status.lastError.message, 80);
+  if (status.lastError) return clip(status.lastError.message, MAX_LINE_CHARS);
   if (model.serverDownReason && model.serverDownSince !== undefined)
-    return clip(model.serverDownReason.message, 80);
+    return clip(model.serverDownReason.message, MAX_LINE_CHARS);
   return undefined;
 }
 
@@ -516,6 +551,18 @@ export function displayName(name: string): string {
 function clip(text: string, max: number): string {
   const chars = [...text];
   return chars.length <= max ? text : `${chars.slice(0, max - 1).join('')}…`;
+}
+
+/** “a”, “a and b”, “a, b and c”. */
+function listed(items: readonly string[]): string {
+  return items.length <= 1 ? (items[0] ?? '') : `${items.slice(0, -1).join(', ')} and ${items.at(-1)}`;
+}
+
+/** An error message as a sentence: capitalised, with a full stop. */
+function sentence(text: string): string {
+  const trimmed = text.trim();
+  const capital = trimmed.charAt(0).toUpperCase() + trimmed.slice(1);
+  return /[.!?]$/.test(capital) ? capital : `${capital}.`;
 }
 
 function plural(n: number, word: string): string {

@@ -4,13 +4,14 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import type { CardStatus, DaemonStatus } from '../../daemon/control/control-protocol.js';
+import type { CardStatus, ControlEvent, DaemonStatus } from '../../daemon/control/control-protocol.js';
 import {
   displayName,
   formatMs,
   iconState,
   INITIAL_TRAY_MODEL,
   MAX_CARD_ENTRIES,
+  MAX_LINE_CHARS,
   MAX_TOOLTIP_CHARS,
   nextClockCheck,
   TRAY_MENU_LAYOUT,
@@ -75,8 +76,10 @@ describe('tray view: icon and tooltip per state', () => {
     assert.equal(v.icon, 'error');
     assert.equal(v.tooltip, 'cardlink: daemon not running');
     assert.equal(v.items.state.title, 'cardlink: daemon not running');
-    assert.match(v.items.account.title, /^the cardlink daemon is not running/);
-    assert.ok(v.items.account.title.length <= 80);
+    assert.equal(
+      v.items.account.title,
+      "start it: 'cardlink daemon' or 'systemctl --user start cardlink-daemon'",
+    );
     // Nothing that needs the daemon can be clicked.
     for (const key of ['sign', 'connect', 'disconnect', 'change-pin', 'unblock-pin'] as const)
       assert.equal(v.items[key].enabled, false, key);
@@ -85,8 +88,13 @@ describe('tray view: icon and tooltip per state', () => {
   });
 
   it('a daemon that refuses the tray is named differently from one that is not there', () => {
-    const m = withDaemonUnreachable(INITIAL_TRAY_MODEL, { code: 'ERR_CONTROL_AUTH', message: 'wrong proof' });
+    const m = withDaemonUnreachable(INITIAL_TRAY_MODEL, {
+      code: 'ERR_CONTROL_AUTH',
+      message: `what answers on /run/user/1000/cardlink/control.sock cannot prove it knows the secret ${'x'.repeat(80)}`,
+    });
     assert.equal(trayView(m).items.state.title, 'cardlink: cannot talk to the daemon');
+    assert.equal(trayView(m).items.account.title.length, MAX_LINE_CHARS);
+    assert.match(trayView(m).items.account.title, /^what answers on .*…$/);
   });
 
   it('signed out: grey icon, "Sign in…" offered, no cards', () => {
@@ -320,7 +328,41 @@ describe('tray notifications', () => {
     assert.equal(notices.length, 1);
     assert.equal(notices[0]!.kind, 'taken-over');
     assert.equal(notices[0]!.summary, 'Card taken over');
-    assert.match(notices[0]!.body, /“Work” is now in use on alice-desktop/);
+    assert.equal(
+      notices[0]!.body,
+      "“Work” is now in use on alice-desktop and has left this computer's reader. " +
+        'Choose Connect in the cardlink menu to take it back.',
+    );
+  });
+
+  it('a takeover of several cards (one event each) ends in one notice naming them all', () => {
+    let step = withEvent(
+      modelWith(status()),
+      { event: 'taken-over', data: { cardId: 'c0', label: 'Work', byDeviceName: 'alice-desktop' } },
+      T0,
+    );
+    step = withEvent(
+      step.model,
+      { event: 'taken-over', data: { cardId: 'c1', label: 'Home', byDeviceName: 'alice-desktop' } },
+      T0,
+    );
+    assert.equal(step.notices[0]!.summary, '2 cards taken over');
+    assert.match(step.notices[0]!.body, /^“Work” and “Home” are now in use on alice-desktop and have left/);
+    assert.match(step.notices[0]!.body, /take them back\.$/);
+    // Back in the reader, then taken again: news again, on its own.
+    let m = withEvent(
+      step.model,
+      { event: 'card-inserted', data: { cardId: 'c0', label: 'Work' } },
+      T0,
+    ).model;
+    m = withEvent(m, { event: 'card-inserted', data: { cardId: 'c1', label: 'Home' } }, T0).model;
+    const again = withEvent(
+      m,
+      { event: 'taken-over', data: { cardId: 'c1', label: 'Home', byDeviceName: 'alice-phone' } },
+      T0,
+    );
+    assert.equal(again.notices[0]!.summary, 'Card taken over');
+    assert.match(again.notices[0]!.body, /^“Home” is now in use on alice-phone/);
   });
 
   it('an expiring session says roughly when', () => {
@@ -346,7 +388,13 @@ describe('tray notifications', () => {
       T0,
     );
     assert.equal(ended.notices[0]!.kind, 'session-ended');
-    assert.match(ended.notices[0]!.body, /^the access token expired\. /);
+    assert.match(ended.notices[0]!.body, /^The access token expired\. Your cards have left the reader/);
+    const plain = withEvent(
+      modelWith(status()),
+      { event: 'error', data: { code: 'ERR_AUTH_TOKEN_INVALID', message: 'the access token expired' } },
+      T0,
+    );
+    assert.match(plain.notices[0]!.body, /^The access token expired\. Your/, 'made a sentence');
     const other = withEvent(
       modelWith(status()),
       { event: 'error', data: { code: 'ERR_SNAPSHOT_INVALID', message: 'x' } },
@@ -447,9 +495,11 @@ describe('tray notifications', () => {
     assert.equal(lost.status, undefined);
   });
 
-  it('events the daemon may add later are ignored', () => {
+  it('events that only change the status, and events the daemon may add later, change nothing here', () => {
     const m = modelWith(status());
-    const step = withEvent(m, { event: 'card-inserted', data: { cardId: 'c9', label: 'New' } }, T0);
-    assert.deepEqual(step, { model: m, notices: [] });
+    const removed = withEvent(m, { event: 'card-removed', data: { cardId: 'c0', label: 'Card 0' } }, T0);
+    assert.deepEqual(removed, { model: m, notices: [] });
+    const future = withEvent(m, { event: 'card-renamed', data: {} } as unknown as ControlEvent, T0);
+    assert.deepEqual(future, { model: m, notices: [] });
   });
 });

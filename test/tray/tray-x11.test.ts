@@ -1,0 +1,308 @@
+/**
+ * `cardlink tray` on a real X desktop, every part real: Xvfb, trayer as the tray host, dunst on a
+ * private D-Bus session bus, and the whole cardlink chain (test IdP, card server, pcscd with the
+ * cardlink reader, `cardlink daemon`). The test uses the tray as a person would: it finds the
+ * icon in trayer's panel, tells its state by the badge colour on screen, clicks it, reads the menu
+ * (tesseract) and clicks entries, and checks what follows in pcscd and in dunst. Screenshots of
+ * the menus go to CARDLINK_TEST_ARTIFACTS (default test-artifacts/, git-ignored).
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { waitForCardAbsent, waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
+import { TRAY_BADGE_COLOURS } from '../../tray/icons.js';
+import { TRAY_ICON_STATES, type TrayIconState } from '../../tray/tray-state.js';
+import { startTestDaemon, type TestDaemon } from '../support/daemon.js';
+import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
+import { startDesktopSession, type DesktopSession, type WindowGeometry } from '../support/desktop-session.js';
+import { REPO_ROOT } from '../support/pcscd.js';
+import { startTestTray, type TestTray } from '../support/tray.js';
+
+const SECOND_READER = 'cardlink Tray Second Reader';
+const WAIT_MS = 30_000;
+const ARTIFACTS = process.env['CARDLINK_TEST_ARTIFACTS'] ?? path.join(REPO_ROOT, 'test-artifacts');
+
+async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = WAIT_MS): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline)
+      throw new Error(`${what}: not within ${timeoutMs} ms${last ? ` (${String(last)})` : ''}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+describe('cardlink tray in an X session with a tray host', () => {
+  let stack: DaemonStack;
+  let desktop: DesktopSession;
+  let tray: TestTray;
+  let daemon: TestDaemon;
+  let dir: string;
+
+  /** The icon: the tray program's window that sits inside trayer's panel. */
+  const icon = () =>
+    until('the icon in the panel', async () => {
+      const pid = tray.programPid();
+      if (!pid) return undefined;
+      for (const w of await desktop.windowsOf(pid))
+        if ((await desktop.ancestorNames(w.id)).includes('panel') && w.width > 0) return w;
+      return undefined;
+    });
+
+  /** The state the icon shows, told by its badge colour on screen. */
+  const shownState = async (): Promise<TrayIconState | undefined> => {
+    const w = await icon();
+    const pixels = await desktop.pixels(w);
+    const counts = TRAY_ICON_STATES.map((state) => {
+      const [r, g, b] = TRAY_BADGE_COLOURS[state];
+      return pixels.filter(([pr, pg, pb]) => Math.abs(pr - r) + Math.abs(pg - g) + Math.abs(pb - b) <= 24)
+        .length;
+    });
+    const best = Math.max(...counts);
+    return best >= 8 ? TRAY_ICON_STATES[counts.indexOf(best)] : undefined;
+  };
+
+  const waitForIcon = (state: TrayIconState) =>
+    until(`the icon showing ${state}`, async () => ((await shownState()) === state ? true : undefined)).catch(
+      async (e: Error) => {
+        throw new Error(`${e.message}; it shows ${await shownState()}\n${tray.output()}`);
+      },
+    );
+
+  /** Clicks the icon and returns the menu's window. */
+  const openMenu = async (): Promise<WindowGeometry> => {
+    const w = await icon();
+    const pid = tray.programPid()!;
+    await desktop.click(w.x + w.width / 2, w.y + w.height / 2);
+    return until('the menu', async () =>
+      (await desktop.windowsOf(pid)).find((m) => m.id !== w.id && m.height > 100),
+    );
+  };
+
+  const closeMenu = async (menu: WindowGeometry) => {
+    await desktop.key('Escape');
+    await until('the menu to close', async () =>
+      (await desktop.windowsOf(tray.programPid()!)).some((m) => m.id === menu.id) ? undefined : true,
+    );
+  };
+
+  /** The menu's lines as tesseract reads them (the menu must be open). */
+  const menuText = async (menu: WindowGeometry) => (await desktop.readText(menu)).map((l) => l.text);
+
+  /** Opens the menu, waits until a line matches `line`, and returns the menu and its text. */
+  const menuShowing = async (line: RegExp) => {
+    for (let attempt = 0; ; attempt++) {
+      const menu = await openMenu();
+      const text = await menuText(menu);
+      if (text.some((t) => line.test(t))) return { menu, text };
+      await closeMenu(menu);
+      if (attempt >= 10)
+        assert.fail(`the menu never showed ${line}; last:\n${text.join('\n')}\n${tray.output()}`);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  };
+
+  /** Opens the menu and clicks the entry whose text matches `entry`. */
+  const choose = async (entry: RegExp) => {
+    const menu = await openMenu();
+    const lines = await desktop.readText(menu);
+    const line = lines.find((l) => entry.test(l.text));
+    if (!line) {
+      await closeMenu(menu);
+      assert.fail(`no menu entry ${entry} in:\n${lines.map((l) => l.text).join('\n')}`);
+    }
+    await desktop.click(line.x + line.width / 2, line.y + line.height / 2);
+  };
+
+  /** A screenshot of the panel's corner with the open menu, for the docs and for people. */
+  const keepScreenshot = async (name: string, menu: WindowGeometry) => {
+    fs.mkdirSync(ARTIFACTS, { recursive: true });
+    const x = Math.max(0, menu.x - 16);
+    await desktop.screenshot(path.join(ARTIFACTS, name), {
+      x,
+      y: 0,
+      width: 1024 - x,
+      height: menu.y + menu.height + 16,
+    });
+  };
+
+  before(async () => {
+    stack = await startDaemonStack({
+      name: 'tray-x11',
+      server: { deviceRegistration: 'automatic' },
+      cards: [
+        { label: 'alice card 1', pin: '246810', puk: '97531864' },
+        { label: 'alice card 2', pin: '135791', puk: '97531864' },
+      ],
+      pcscd: {
+        cardlink: { slots: 2, friendlyName: 'cardlink Tray Reader' },
+        secondCardlink: { slots: 2, friendlyName: SECOND_READER },
+      },
+      daemon: { deviceName: 'alice-laptop' },
+    });
+    ({ daemon, dir } = stack);
+    const desktopDir = path.join(dir, 'desktop');
+    fs.mkdirSync(desktopDir);
+    desktop = await startDesktopSession({ dir: desktopDir, trayHost: true, notifications: true });
+    tray = startTestTray({ configFile: daemon.configFile, dir: path.join(dir, 'tray'), env: desktop.env });
+    await tray.waitForOutput(/tray program pid \d+/);
+  });
+
+  after(async () => {
+    await tray?.stop();
+    await desktop?.stop();
+    await stack?.stop();
+  });
+
+  it('the icon appears in the panel, signed out; the menu offers Sign in…', async () => {
+    assert.match(tray.output(), /notifications by dunst/);
+    await waitForIcon('signed-out');
+    const { menu, text } = await menuShowing(/signed out/);
+    assert.ok(
+      text.some((t) => /not signed in/.test(t)),
+      text.join('\n'),
+    );
+    assert.ok(
+      text.some((t) => /^Sign in/.test(t)),
+      text.join('\n'),
+    );
+    assert.ok(
+      text.some((t) => /No cards/.test(t)),
+      text.join('\n'),
+    );
+    await keepScreenshot('tray-signed-out.png', menu);
+    await closeMenu(menu);
+  });
+
+  it('Sign in… opens the browser sign-in; once done, the cards are in the reader and the icon says connected', async () => {
+    await choose(/^Sign in/);
+    const url = await until('the sign-in page opened', async () =>
+      tray.opened().find((u) => u.startsWith('http')),
+    );
+    assert.match(url, /response_type=code/);
+    assert.match(url, /code_challenge_method=S256/);
+    await stack.idp.completeBrowserLogin(url, { account: 'alice' });
+    await daemon.waitForCards((cards) => cards.filter((c) => c.state === 'inserted').length === 2, WAIT_MS);
+    await waitForCardPresent(stack.pcscd.readerName(0), WAIT_MS);
+    await waitForIcon('connected');
+    await desktop.waitForNotification((n) => n.summary === 'Sign in to cardlink');
+  });
+
+  it('the connected menu: user, server, round trip, and each card in its slot', async () => {
+    const { menu, text } = await menuShowing(/round trip/);
+    const all = text.join('\n');
+    assert.ok(
+      text.some((t) => /cardlink: connected/.test(t)),
+      all,
+    );
+    assert.ok(
+      text.some((t) => /alice .*127\.0\.0\.1.*ms round trip/.test(t)),
+      all,
+    );
+    assert.ok(
+      text.some((t) => /alice card 1: in the reader \(slot 0\)/.test(t)),
+      all,
+    );
+    assert.ok(
+      text.some((t) => /alice card 2: in the reader \(slot 1\)/.test(t)),
+      all,
+    );
+    assert.ok(
+      text.some((t) => /Sign out \(alice\)/.test(t)),
+      all,
+    );
+    assert.ok(
+      text.some((t) => /^Disconnect/.test(t)),
+      all,
+    );
+    await keepScreenshot('tray-connected.png', menu);
+    await closeMenu(menu);
+  });
+
+  it('Disconnect empties the reader; Connect brings the cards back', async () => {
+    await choose(/^Disconnect/);
+    await waitForCardAbsent(stack.pcscd.readerName(0), WAIT_MS);
+    await waitForCardAbsent(stack.pcscd.readerName(1), WAIT_MS);
+    assert.equal((await daemon.status()).state, 'offline');
+    await waitForIcon('signed-out');
+    const { menu } = await menuShowing(/disconnected/);
+    await closeMenu(menu);
+
+    await choose(/^Connect/);
+    await waitForCardPresent(stack.pcscd.readerName(0), WAIT_MS);
+    await waitForCardPresent(stack.pcscd.readerName(1), WAIT_MS);
+    await waitForIcon('connected');
+  });
+
+  it('a takeover by another device: a notification naming it, the icon and the card entry say so', async () => {
+    const second = await startTestDaemon({
+      ...stack.daemonOptions(path.join(dir, 'daemon-b'), 'alice-desktop'),
+      secondReader: { friendlyName: SECOND_READER },
+    });
+    try {
+      await second.login('alice');
+      // One event per card; the second notice names both and replaces the first.
+      const notice = await desktop.waitForNotification((n) => n.summary === '2 cards taken over', WAIT_MS);
+      assert.equal(notice.appName, 'cardlink');
+      assert.match(notice.body, /^“alice card [12]” and “alice card [12]” are now in use on alice-desktop/);
+      fs.mkdirSync(ARTIFACTS, { recursive: true });
+      await desktop.screenshot(path.join(ARTIFACTS, 'tray-notification.png'), {
+        x: 0,
+        y: 0,
+        width: 460,
+        height: 140,
+      });
+      await waitForIcon('taken-over');
+      const { menu, text } = await menuShowing(/taken over by alice-desktop/);
+      assert.ok(
+        text.some((t) => /Connect \(take the cards back\)/.test(t)),
+        text.join('\n'),
+      );
+      await keepScreenshot('tray-taken-over.png', menu);
+      await closeMenu(menu);
+    } finally {
+      await second.stop();
+    }
+  });
+
+  it('Save diagnostics writes the diag bundle and shows where', async () => {
+    await choose(/^Save diagnostics/);
+    const notice = await desktop.waitForNotification((n) => n.summary === 'Diagnostics saved', WAIT_MS);
+    const file = /^(\/\S+\.json)/.exec(notice.body)?.[1];
+    assert.ok(file, notice.body);
+    assert.equal(path.dirname(file), stack.daemonDir, 'beside the daemon log');
+    const bundle = JSON.parse(fs.readFileSync(file, 'utf8')) as { daemon: { running: boolean } };
+    assert.equal(bundle.daemon.running, true);
+    assert.equal(fs.statSync(file).mode & 0o777, 0o600);
+    const { menu } = await menuShowing(/Saved: /);
+    await closeMenu(menu);
+  });
+
+  it('Open logs opens the log folder; Quit removes the icon and ends the tray', async () => {
+    await choose(/^Open logs/);
+    await until('the log folder opened', async () =>
+      tray.opened().includes(stack.daemonDir) ? true : undefined,
+    );
+    const pid = tray.programPid()!;
+    await choose(/^Quit/);
+    const code = await new Promise<number | null>((resolve) =>
+      tray.child.exitCode !== null
+        ? resolve(tray.child.exitCode)
+        : tray.child.once('exit', (c) => resolve(c)),
+    );
+    assert.equal(code, 0, tray.output());
+    assert.match(tray.output(), /cardlink tray: stopped/);
+    await until('the icon gone', async () =>
+      (await desktop.windowsOf(pid, { onlyVisible: false })).length === 0 ? true : undefined,
+    );
+    // The daemon is untouched by the tray leaving.
+    assert.equal((await daemon.status()).state, 'connected');
+  });
+});

@@ -1,0 +1,143 @@
+/**
+ * What the tray's menu entries do. Everything the daemon does is asked of it over the control
+ * socket (DaemonWatch.request); what the daemon has no method for runs here, with the same code
+ * the CLI uses: the sign-in (`cardlink login`'s browser sign-in, its tokens handed over with
+ * `hand-over-token`) and the diagnostics bundle (`cardlink diag`).
+ *
+ * Two entries lead to pages the tray does not have yet (issue 16's later slice): Change PIN… and
+ * Unblock PIN… call `openPinPage`, which for now tells the user how to do it with a PIV tool,
+ * naming their card's reader. Sign in… opens the browser sign-in; the tray's own sign-in window
+ * comes with that slice too.
+ */
+import path from 'node:path';
+import type { DaemonConfig } from '../daemon/config/daemon-config.js';
+import type { CardStatus, DaemonStatus } from '../daemon/control/control-protocol.js';
+import { openWithDesktop } from '../daemon/cli/desktop-open.js';
+import { DAEMON_VERSION } from '../daemon/daemon.js';
+import type { BrowserLogin } from '../daemon/login/authorization-code-login.js';
+import type { DaemonWatch } from './daemon-watch.js';
+import { displayName, hostOf } from './tray-state.js';
+
+export interface TrayActionsDeps {
+  config: DaemonConfig;
+  watch: DaemonWatch;
+  /** Shows an answer to the user (a notification, and the tray's output). */
+  inform(summary: string, body: string): void;
+  /** The daemon's last status, if the tray has one. */
+  status(): DaemonStatus | undefined;
+}
+
+/** Where `Save diagnostics` writes: beside the daemon's log, which `Open logs` opens. */
+export function diagnosticsDirectory(config: DaemonConfig): string {
+  return config.log.file ? path.dirname(config.log.file) : config.stateDir;
+}
+
+export class TrayActions {
+  private login: BrowserLogin | undefined;
+
+  constructor(private readonly deps: TrayActionsDeps) {}
+
+  connect(): Promise<null> {
+    return this.deps.watch.request('connect');
+  }
+
+  disconnect(): Promise<null> {
+    return this.deps.watch.request('disconnect');
+  }
+
+  signOut(): Promise<null> {
+    return this.deps.watch.request('logout');
+  }
+
+  /**
+   * Browser sign-in (Authorization Code + PKCE, loopback redirect) at the daemon's `login.issuer`;
+   * the tokens go to the daemon. Resolves when they are handed over; rejects with the login's
+   * error (ERR_LOGIN_CANCELLED after cancelSignIn()).
+   */
+  async signIn(): Promise<void> {
+    const { config, watch, inform } = this.deps;
+    const { oidcSettingsFrom, idpRequestOptionsFor } = await import('../daemon/login/login-settings.js');
+    const { startBrowserLogin } = await import('../daemon/login/authorization-code-login.js');
+    const settings = oidcSettingsFrom(config);
+    const login = await startBrowserLogin(settings, idpRequestOptionsFor(settings));
+    this.login = login;
+    try {
+      const opened = await openWithDesktop(login.authorizationUrl);
+      inform(
+        'Sign in to cardlink',
+        opened
+          ? `Your browser opened the sign-in page. If it did not, open ${login.authorizationUrl}`
+          : `Open this address in a browser to sign in: ${login.authorizationUrl}`,
+      );
+      const grant = await login.complete();
+      await watch.request('hand-over-token', {
+        accessToken: grant.accessToken,
+        ...(grant.refreshToken ? { refreshToken: grant.refreshToken } : {}),
+        expiresAt: grant.expiresAt,
+        issuer: settings.issuer,
+        clientId: settings.clientId,
+      });
+    } finally {
+      this.login = undefined;
+    }
+  }
+
+  /** Stops a sign-in waiting for the browser. */
+  cancelSignIn(): void {
+    this.login?.cancel();
+  }
+
+  /**
+   * The hook for the tray's PIN page (a later slice of issue 16). Until it exists: how to change
+   * or unblock the PIN with yubico-piv-tool, for the card in the reader.
+   */
+  openPinPage(kind: 'change' | 'unblock'): void {
+    const cards = (this.deps.status()?.cards ?? []).filter(
+      (c): c is CardStatus & { readerName: string } => c.state === 'inserted' && c.readerName !== undefined,
+    );
+    const card = cards[0];
+    const what = kind === 'change' ? 'Change PIN' : 'Unblock PIN';
+    if (!card) {
+      this.deps.inform(what, 'No cardlink card is in the reader: connect first.');
+      return;
+    }
+    const command = `yubico-piv-tool -r '${card.readerName}' -a ${kind === 'change' ? 'change-pin' : 'unblock-pin'}`;
+    const asks =
+      kind === 'change'
+        ? 'It asks for the current PIN and the new one.'
+        : 'It asks for the PUK and a new PIN.';
+    const others = cards.length > 1 ? ` For another card, name its reader instead.` : '';
+    this.deps.inform(
+      what,
+      `The tray's PIN page is not there yet. For “${displayName(card.label)}”, run in a terminal: ${command} ${asks}${others}`,
+    );
+  }
+
+  /** Opens the folder of the daemon's log (and the diagnostics files) in the file manager. */
+  async openLogs(): Promise<void> {
+    const dir = diagnosticsDirectory(this.deps.config);
+    if (!(await openWithDesktop(dir))) this.deps.inform('cardlink logs', `The logs are in ${dir}`);
+  }
+
+  /** Writes the `cardlink diag` bundle and returns its path. */
+  async saveDiagnostics(): Promise<string> {
+    const { writeDiagnostics } = await import('../daemon/diag/diagnostics.js');
+    const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+    const file = path.join(diagnosticsDirectory(this.deps.config), `cardlink-diag-${stamp}.json`);
+    const written = await writeDiagnostics(this.deps.config, file);
+    this.deps.inform(
+      'Diagnostics saved',
+      `${written} (no tokens, PINs or keys; look it over before you send it)`,
+    );
+    return written;
+  }
+
+  about(): void {
+    const server = this.deps.status()?.serverUrl ?? this.deps.config.server.url;
+    this.deps.inform(
+      `cardlink ${DAEMON_VERSION}`,
+      `Virtual smart cards from ${server ? hostOf(server) : 'your card server'}. ` +
+        `cardlink ${DAEMON_VERSION} on Node ${process.version}; free software under the Apache License 2.0.`,
+    );
+  }
+}
