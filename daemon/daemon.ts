@@ -167,6 +167,12 @@ export class Daemon implements ControlHandler {
         data: { cardId: c.cardId, label: c.label, byDeviceName: c.takenOverBy },
       }),
     );
+    cardManager.on('blocked', (c) =>
+      broadcast({
+        event: 'card-blocked',
+        data: { cardId: c.cardId, label: c.label, reference: c.reference },
+      }),
+    );
     cardManager.on('error', (error) => this.noteError(error));
   }
 

@@ -32,6 +32,7 @@ const URGENCY: Record<TrayNotice['urgency'], number> = { low: 0, normal: 1, crit
 /** Which notices replace each other. */
 const TOPIC: Record<TrayNotice['kind'], string> = {
   'taken-over': 'card',
+  'card-blocked': 'pin',
   'session-expiring': 'session',
   'session-ended': 'session',
   'server-unreachable': 'connection',

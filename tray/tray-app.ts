@@ -49,6 +49,7 @@ export interface TrayAppOptions {
 /** The icon shown with each kind of notice. */
 const NOTICE_ICON: Record<TrayNotice['kind'], TrayIconState> = {
   'taken-over': 'taken-over',
+  'card-blocked': 'error',
   'session-expiring': 'signed-out',
   'session-ended': 'signed-out',
   'server-unreachable': 'reconnecting',

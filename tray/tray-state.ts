@@ -126,6 +126,7 @@ export interface TrayView {
 export interface TrayNotice {
   readonly kind:
     | 'taken-over'
+    | 'card-blocked'
     | 'session-expiring'
     | 'session-ended'
     | 'server-unreachable'
@@ -231,6 +232,24 @@ export function withEvent(model: TrayModel, event: ControlEvent, now: number): T
               `and ${one ? 'has' : 'have'} left this computer's reader. ` +
               `Choose Connect in the cardlink menu to take ${one ? 'it' : 'them'} back.`,
             urgency: 'normal',
+          },
+        ],
+      };
+    }
+    case 'card-blocked': {
+      const label = `“${displayName(event.data.label)}”`;
+      const pin = event.data.reference === 'pin';
+      return {
+        model,
+        notices: [
+          {
+            kind: 'card-blocked',
+            summary: pin ? 'Card PIN blocked' : 'Card PUK blocked',
+            body: pin
+              ? `The PIN of ${label} was entered wrong too often and is blocked. ` +
+                'Unblock it with your PUK (Unblock PIN… in the cardlink menu) or ask your administrator.'
+              : `The PUK of ${label} is blocked too: only your administrator can give the card a new PIN now.`,
+            urgency: 'critical',
           },
         ],
       };
@@ -507,13 +526,16 @@ function noCardsText(status: DaemonStatus): string {
 
 function cardLine(card: CardStatus): string {
   const label = displayName(card.label);
+  const blocked = [card.pinBlocked && ', PIN blocked', card.pukBlocked && ', PUK blocked']
+    .filter(Boolean)
+    .join('');
   switch (card.state) {
     case 'inserted':
-      return `${label}: in the reader${card.slot !== undefined ? ` (slot ${card.slot})` : ''}`;
+      return `${label}: in the reader${card.slot !== undefined ? ` (slot ${card.slot})` : ''}${blocked}`;
     case 'taken-over':
       return `${label}: taken over by ${displayName(card.takenOverBy ?? 'another device')}`;
     case 'removed':
-      return `${label}: not in the reader`;
+      return `${label}: not in the reader${blocked}`;
   }
 }
 

@@ -365,6 +365,42 @@ describe('tray notifications', () => {
     assert.match(again.notices[0]!.body, /^“Home” is now in use on alice-phone/);
   });
 
+  it('a blocked PIN or PUK: an urgent notice naming the card, and the card entry says so', () => {
+    const pin = withEvent(
+      modelWith(status()),
+      { event: 'card-blocked', data: { cardId: 'c0', label: 'Work', reference: 'pin' } },
+      T0,
+    );
+    assert.equal(pin.notices[0]!.kind, 'card-blocked');
+    assert.equal(pin.notices[0]!.summary, 'Card PIN blocked');
+    assert.equal(pin.notices[0]!.urgency, 'critical');
+    assert.match(
+      pin.notices[0]!.body,
+      /^The PIN of “Work” was entered wrong too often and is blocked\. Unblock it with your PUK/,
+    );
+    const puk = withEvent(
+      modelWith(status()),
+      { event: 'card-blocked', data: { cardId: 'c0', label: 'Work', reference: 'puk' } },
+      T0,
+    );
+    assert.equal(puk.notices[0]!.summary, 'Card PUK blocked');
+    assert.match(puk.notices[0]!.body, /only your administrator can give the card a new PIN/);
+    const v = trayView(
+      modelWith(
+        status({
+          cards: [
+            card(0, { pinBlocked: true }),
+            card(1, { pinBlocked: true, pukBlocked: true }),
+            card(2, { state: 'removed', slot: undefined, pukBlocked: true }),
+          ],
+        }),
+      ),
+    );
+    assert.equal(v.items['card-0'].title, 'Card 0: in the reader (slot 0), PIN blocked');
+    assert.equal(v.items['card-1'].title, 'Card 1: in the reader (slot 1), PIN blocked, PUK blocked');
+    assert.equal(v.items['card-2'].title, 'Card 2: not in the reader, PUK blocked');
+  });
+
   it('an expiring session says roughly when', () => {
     const soon = withEvent(
       modelWith(status()),

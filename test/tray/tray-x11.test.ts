@@ -14,12 +14,21 @@ import { waitForCardAbsent, waitForCardPresent } from '../../daemon/reader/pcsc-
 import { TRAY_BADGE_COLOURS } from '../../tray/icons.js';
 import { TRAY_ICON_STATES, type TrayIconState } from '../../tray/tray-state.js';
 import { startTestDaemon, type TestDaemon } from '../support/daemon.js';
+import { PcscClient } from '../support/pcsc-client.js';
 import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
 import { startDesktopSession, type DesktopSession, type WindowGeometry } from '../support/desktop-session.js';
 import { REPO_ROOT } from '../support/pcscd.js';
 import { startTestTray, type TestTray } from '../support/tray.js';
 
 const SECOND_READER = 'cardlink Tray Second Reader';
+const PINS = ['246810', '135791'];
+const PUK = '97531864';
+const SELECT_PIV = '00A4040009A0000003080000100000';
+/** VERIFY of the PIN (80) with a wrong value, 99999999. */
+const WRONG_VERIFY = '00200080083939393939393939';
+const ascii = (text: string) => Buffer.from(text, 'ascii').toString('hex');
+/** A PIN field: the digits in ASCII, padded with FF to 8 bytes (SP 800-73-4 Part 2 section 3.2.1). */
+const padded = (pin: string) => ascii(pin).padEnd(16, 'f');
 const WAIT_MS = 30_000;
 const ARTIFACTS = process.env['CARDLINK_TEST_ARTIFACTS'] ?? path.join(REPO_ROOT, 'test-artifacts');
 
@@ -138,8 +147,8 @@ describe('cardlink tray in an X session with a tray host', () => {
       name: 'tray-x11',
       server: { deviceRegistration: 'automatic' },
       cards: [
-        { label: 'alice card 1', pin: '246810', puk: '97531864' },
-        { label: 'alice card 2', pin: '135791', puk: '97531864' },
+        { label: 'alice card 1', pin: PINS[0]!, puk: PUK },
+        { label: 'alice card 2', pin: PINS[1]!, puk: PUK },
       ],
       pcscd: {
         cardlink: { slots: 2, friendlyName: 'cardlink Tray Reader' },
@@ -241,6 +250,36 @@ describe('cardlink tray in an X session with a tray host', () => {
     await waitForIcon('connected');
   });
 
+  it('a PIN entered wrong too often: an urgent notification and "PIN blocked"; the PUK unblocks it', async () => {
+    const pcsc = await PcscClient.open();
+    try {
+      const card = await pcsc.connect(stack.pcscd.readerName(0));
+      const sw = async (apdu: string) =>
+        (await card.transmit(Buffer.from(apdu, 'hex'))).subarray(-2).toString('hex');
+      assert.equal(await sw(SELECT_PIV), '9000');
+      const answers = [await sw(WRONG_VERIFY), await sw(WRONG_VERIFY), await sw(WRONG_VERIFY)];
+      assert.deepEqual(answers, ['63c2', '63c1', '6983']);
+      const notice = await desktop.waitForNotification((n) => n.summary === 'Card PIN blocked', WAIT_MS);
+      assert.equal(notice.urgency, 'CRITICAL');
+      assert.match(notice.body, /^The PIN of “alice card 1” was entered wrong too often and is blocked/);
+      const { menu } = await menuShowing(/alice card 1: in the reader \(slot 0\), PIN blocked/);
+      await closeMenu(menu);
+      // RESET RETRY COUNTER with the PUK and a new PIN (the old one again).
+      assert.equal(await sw(`002C008010${ascii(PUK)}${padded(PINS[0]!)}`), '9000');
+      await card.disconnect();
+      await menuShowing(/alice card 1: in the reader \(slot 0\)(?!, PIN)/).then(({ menu: m }) =>
+        closeMenu(m),
+      );
+      assert.equal(
+        desktop.notifications().filter((n) => n.summary === 'Card PIN blocked').length,
+        1,
+        'told once',
+      );
+    } finally {
+      await pcsc.close();
+    }
+  });
+
   it('a takeover by another device: a notification naming it, the icon and the card entry say so', async () => {
     const second = await startTestDaemon({
       ...stack.daemonOptions(path.join(dir, 'daemon-b'), 'alice-desktop'),
@@ -257,7 +296,7 @@ describe('cardlink tray in an X session with a tray host', () => {
         x: 0,
         y: 0,
         width: 460,
-        height: 140,
+        height: 230,
       });
       await waitForIcon('taken-over');
       const { menu, text } = await menuShowing(/taken over by alice-desktop/);

@@ -17,7 +17,8 @@ import { parseReferenceField, referenceKindOf } from '../reference-data.js';
  */
 
 const P1_VERIFY = 0x00;
-const P1_RESET_STATUS = 0xff;
+/** VERIFY's P1 that forgets the verification instead of checking a value. */
+export const P1_RESET_STATUS = 0xff;
 
 export async function verify(cmd: CommandApdu, ctx: CommandContext): Promise<CommandResponse> {
   if (cmd.p1 !== P1_VERIFY && cmd.p1 !== P1_RESET_STATUS) {
