@@ -1,8 +1,12 @@
 /**
  * What the tray's menu entries do. Everything the daemon does is asked of it over the control
  * socket (DaemonWatch.request); what the daemon has no method for runs here, with the same code
- * the CLI uses: the sign-in (`cardlink login`'s browser sign-in, its tokens handed over with
- * `hand-over-token`) and the diagnostics bundle (`cardlink diag`).
+ * the CLI uses: the sign-in (`cardlink login`'s browser sign-in) and the diagnostics bundle
+ * (`cardlink diag`).
+ *
+ * Tokens: the tray hands the daemon the access token only and keeps the refresh token (in memory)
+ * to renew the sign-in itself when the daemon says the token expires (docs/security-model.md,
+ * "Refresh token only for a login without a tray").
  *
  * Two entries lead to pages the tray does not have yet (issue 16's later slice): Change PIN… and
  * Unblock PIN… call `openPinPage`, which for now tells the user how to do it with a PIV tool,
@@ -15,6 +19,9 @@ import type { CardStatus, DaemonStatus } from '../daemon/control/control-protoco
 import { openWithDesktop } from '../daemon/cli/desktop-open.js';
 import { DAEMON_VERSION } from '../daemon/daemon.js';
 import type { BrowserLogin } from '../daemon/login/authorization-code-login.js';
+import type { OidcClientSettings } from '../daemon/login/oidc-client-settings.js';
+import type { TokenGrant } from '../daemon/login/token-grant.js';
+import { CardlinkError } from '../protocol/errors.js';
 import type { DaemonWatch } from './daemon-watch.js';
 import { displayName, hostOf } from './tray-state.js';
 
@@ -32,8 +39,15 @@ export function diagnosticsDirectory(config: DaemonConfig): string {
   return config.log.file ? path.dirname(config.log.file) : config.stateDir;
 }
 
+/** The tray's own sign-in, kept to renew it: the refresh token never goes to the daemon. */
+interface TraySignIn {
+  readonly settings: OidcClientSettings;
+  refreshToken: string;
+}
+
 export class TrayActions {
   private login: BrowserLogin | undefined;
+  private signedIn: TraySignIn | undefined;
 
   constructor(private readonly deps: TrayActionsDeps) {}
 
@@ -46,7 +60,40 @@ export class TrayActions {
   }
 
   signOut(): Promise<null> {
+    this.signedIn = undefined;
     return this.deps.watch.request('logout');
+  }
+
+  /** Whether the tray holds a refresh token of its own sign-in to renew it with. */
+  canRenew(): boolean {
+    return this.signedIn !== undefined;
+  }
+
+  /** Drops the tray's sign-in (the daemon's session ended, or another sign-in replaced it). */
+  forgetSignIn(): void {
+    this.signedIn = undefined;
+  }
+
+  /**
+   * Renews the tray's sign-in with its refresh token (on the daemon's `token-expiring`) and hands
+   * the new access token over; the daemon renews the live session with it (RENEW_TOKEN). Rejects
+   * with the refresh's error; ERR_LOGIN_EXPIRED also drops the refresh token (sign in again).
+   */
+  async renewSignIn(): Promise<void> {
+    const held = this.signedIn;
+    if (!held) throw new CardlinkError('ERR_LOGIN_EXPIRED', 'the tray has no sign-in of its own to renew');
+    const { refreshAccessToken } = await import('../daemon/login/refresh-token.js');
+    const { idpRequestOptionsFor } = await import('../daemon/login/login-settings.js');
+    let grant: TokenGrant;
+    try {
+      grant = await refreshAccessToken(held.settings, held.refreshToken, idpRequestOptionsFor(held.settings));
+    } catch (error) {
+      if (error instanceof CardlinkError && error.code === 'ERR_LOGIN_EXPIRED' && this.signedIn === held)
+        this.signedIn = undefined;
+      throw error;
+    }
+    if (grant.refreshToken) held.refreshToken = grant.refreshToken;
+    await this.handOver(held.settings, grant);
   }
 
   /**
@@ -55,7 +102,7 @@ export class TrayActions {
    * error (ERR_LOGIN_CANCELLED after cancelSignIn()).
    */
   async signIn(): Promise<void> {
-    const { config, watch, inform } = this.deps;
+    const { config, inform } = this.deps;
     const { oidcSettingsFrom, idpRequestOptionsFor } = await import('../daemon/login/login-settings.js');
     const { startBrowserLogin } = await import('../daemon/login/authorization-code-login.js');
     const settings = oidcSettingsFrom(config);
@@ -70,16 +117,21 @@ export class TrayActions {
           : `Open this address in a browser to sign in: ${login.authorizationUrl}`,
       );
       const grant = await login.complete();
-      await watch.request('hand-over-token', {
-        accessToken: grant.accessToken,
-        ...(grant.refreshToken ? { refreshToken: grant.refreshToken } : {}),
-        expiresAt: grant.expiresAt,
-        issuer: settings.issuer,
-        clientId: settings.clientId,
-      });
+      await this.handOver(settings, grant);
+      this.signedIn = grant.refreshToken ? { settings, refreshToken: grant.refreshToken } : undefined;
     } finally {
       this.login = undefined;
     }
+  }
+
+  /** The access token only (docs/security-model.md: the tray renews, so the daemon needs no refresh token). */
+  private async handOver(settings: OidcClientSettings, grant: TokenGrant): Promise<void> {
+    await this.deps.watch.request('hand-over-token', {
+      accessToken: grant.accessToken,
+      expiresAt: grant.expiresAt,
+      issuer: settings.issuer,
+      clientId: settings.clientId,
+    });
   }
 
   /** Stops a sign-in waiting for the browser. */

@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { DaemonConfig } from '../daemon/config/daemon-config.js';
 import { controlPaths } from '../daemon/control/control-paths.js';
+import type { ControlEvent } from '../daemon/control/control-protocol.js';
 import { CardlinkError } from '../protocol/errors.js';
 import { DaemonWatch } from './daemon-watch.js';
 import { trayIconPng } from './icons.js';
@@ -114,8 +115,19 @@ export class TrayApp {
       options.out(`cardlink tray: the tray icon is gone: ${error.message}. Running on without it.`);
       app.menu = undefined;
     });
-    app.watch.on('status', (status) => app.apply(withStatus(app.model, status, Date.now())));
-    app.watch.on('event', (event) => app.apply(withEvent(app.model, event, Date.now())));
+    app.watch.on('status', (status) => {
+      // The daemon dropped the token the tray signed in with (sign-out, expiry, refused): the
+      // refresh token goes too. Told by the user vanishing, not by the state: the daemon passes
+      // through logged-out (with its token kept) while it disconnects. And only on the change: a
+      // status fetched just before a sign-in's hand-over has no user either, and must not drop
+      // the sign-in it never saw (fetches never overlap).
+      if (status.user === undefined && app.model.status?.user !== undefined) app.actions.forgetSignIn();
+      app.apply(withStatus(app.model, status, Date.now()));
+    });
+    app.watch.on('event', (event) => {
+      if (event.event === 'token-expiring' && app.actions.canRenew()) void app.renew(event);
+      else app.apply(withEvent(app.model, event, Date.now()));
+    });
     app.watch.on('unreachable', (error) =>
       app.set(withDaemonUnreachable(app.model, { code: error.code, message: error.message })),
     );
@@ -135,6 +147,17 @@ export class TrayApp {
     await this.menu?.close();
     this.notifier?.close();
     this.quit();
+  }
+
+  /** Renews the tray's own sign-in; only when that fails does the user hear the session expires. */
+  private async renew(event: ControlEvent): Promise<void> {
+    try {
+      await this.actions.renewSignIn();
+      this.options.out('cardlink tray: sign-in renewed');
+    } catch (error) {
+      this.options.out(`cardlink tray: the sign-in could not be renewed: ${message(error)}`);
+      this.apply(withEvent(this.model, event, Date.now()));
+    }
   }
 
   private apply(step: TrayStep): void {

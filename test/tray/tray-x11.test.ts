@@ -18,6 +18,7 @@ import { PcscClient } from '../support/pcsc-client.js';
 import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
 import { startDesktopSession, type DesktopSession, type WindowGeometry } from '../support/desktop-session.js';
 import { REPO_ROOT } from '../support/pcscd.js';
+import { DEFAULT_ACCESS_TOKEN_TTL_SECONDS } from '../support/oidc-provider.js';
 import { startTestTray, type TestTray } from '../support/tray.js';
 
 const SECOND_READER = 'cardlink Tray Second Reader';
@@ -54,6 +55,8 @@ describe('cardlink tray in an X session with a tray host', () => {
   let tray: TestTray;
   let daemon: TestDaemon;
   let dir: string;
+  /** The token's expiry right after the tray's sign-in. */
+  let firstExpiry: number;
 
   /** The icon: the tray program's window that sits inside trayer's panel. */
   const icon = () =>
@@ -145,7 +148,12 @@ describe('cardlink tray in an X session with a tray host', () => {
   before(async () => {
     stack = await startDaemonStack({
       name: 'tray-x11',
-      server: { deviceRegistration: 'automatic' },
+      // The server warns 30 s into each 600 s token: the tray renews its sign-in during the test,
+      // while no token comes near its end (Disconnect leaves no session to warn over).
+      server: {
+        deviceRegistration: 'automatic',
+        limits: { tokenWarningSeconds: DEFAULT_ACCESS_TOKEN_TTL_SECONDS - 30 },
+      },
       cards: [
         { label: 'alice card 1', pin: PINS[0]!, puk: PUK },
         { label: 'alice card 2', pin: PINS[1]!, puk: PUK },
@@ -166,6 +174,11 @@ describe('cardlink tray in an X session with a tray host', () => {
 
   after(async () => {
     await tray?.stop();
+    // What the tray said, beside the screenshots: the first thing to read when a step failed.
+    if (tray) {
+      fs.mkdirSync(ARTIFACTS, { recursive: true });
+      fs.writeFileSync(path.join(ARTIFACTS, 'tray-x11-output.txt'), tray.output());
+    }
     await desktop?.stop();
     await stack?.stop();
   });
@@ -202,6 +215,7 @@ describe('cardlink tray in an X session with a tray host', () => {
     await waitForCardPresent(stack.pcscd.readerName(0), WAIT_MS);
     await waitForIcon('connected');
     await desktop.waitForNotification((n) => n.summary === 'Sign in to cardlink');
+    firstExpiry = (await daemon.status()).tokenExpiresAt!;
   });
 
   it('the connected menu: user, server, round trip, and each card in its slot', async () => {
@@ -322,6 +336,19 @@ describe('cardlink tray in an X session with a tray host', () => {
     assert.equal(fs.statSync(file).mode & 0o777, 0o600);
     const { menu } = await menuShowing(/Saved: /);
     await closeMenu(menu);
+  });
+
+  it('the tray renews its sign-in itself when the server warns; the daemon never held a refresh token', async () => {
+    await tray.waitForOutput(/cardlink tray: sign-in renewed/, 60_000);
+    const status = await daemon.status();
+    assert.equal(status.state, 'connected');
+    assert.ok(status.tokenExpiresAt! > firstExpiry, `${status.tokenExpiresAt} > ${firstExpiry}`);
+    assert.doesNotMatch(stack.daemonLog(), /access token refreshed/, 'the daemon did not refresh by itself');
+    assert.deepEqual(
+      desktop.notifications().filter((n) => n.summary === 'cardlink session expiring'),
+      [],
+      `nobody was asked to sign in again:\n${tray.output()}`,
+    );
   });
 
   it('Open logs opens the log folder; Quit removes the icon and ends the tray', async () => {
