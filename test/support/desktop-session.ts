@@ -131,10 +131,15 @@ export async function startDesktopSession(options: DesktopSessionOptions): Promi
     children.length = 0;
   };
   try {
-    // Xvfb writes the display number it found free to fd 3.
-    const xvfb = spawn('Xvfb', ['-displayfd', '3', '-screen', '0', '1024x640x24', '-nolisten', 'tcp'], {
-      stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
-    });
+    // Xvfb writes the display number it found free to fd 3. -noreset: by default it resets (and
+    // forgets the root's colour) whenever its last client leaves, e.g. right after xsetroot.
+    const xvfb = spawn(
+      'Xvfb',
+      ['-displayfd', '3', '-screen', '0', '1024x640x24', '-nolisten', 'tcp', '-noreset'],
+      {
+        stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
+      },
+    );
     children.push(xvfb);
     let xvfbErr = '';
     xvfb.stderr!.on('data', (d: Buffer) => (xvfbErr = (xvfbErr + d.toString()).slice(-2000)));
@@ -152,11 +157,8 @@ export async function startDesktopSession(options: DesktopSessionOptions): Promi
     const childEnv = { ...process.env, ...env };
     const x = async (command: string, args: string[]) =>
       (await run(command, args, { env: childEnv, encoding: 'utf8', timeout: 30_000 })).stdout;
-    // A desktop colour instead of black, so screenshots look like a desktop. `display` exits 1
-    // after setting it; the background is there all the same.
-    const background = path.join(dir, 'background.png');
-    await x('convert', ['-size', '1024x640', 'xc:#56606e', background]);
-    await x('display', ['-window', 'root', background]).catch(() => undefined);
+    // A desktop colour instead of black, so screenshots look like a desktop.
+    await x('xsetroot', ['-solid', '#56606e']);
 
     if (options.trayHost) {
       const trayer = spawn(

@@ -6,13 +6,16 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { inflateSync } from 'node:zlib';
 import { ICON_SIZE, renderTrayIcon, trayIconPng } from '../../tray/icons.js';
 import { crc32, encodePng } from '../../tray/png.js';
 import { TRAY_ICON_STATES } from '../../tray/tray-state.js';
+import { REPO_ROOT } from '../support/pcscd.js';
+
+const ARTIFACTS = process.env['CARDLINK_TEST_ARTIFACTS'] ?? path.join(REPO_ROOT, 'test-artifacts');
 
 /** Reads back what encodePng writes: chunks with their CRCs, IHDR, the unfiltered scanlines. */
 function decodePng(png: Buffer): { width: number; height: number; rgba: Buffer; chunks: string[] } {
@@ -152,10 +155,38 @@ describe('tray icons', () => {
   it('ImageMagick (installed by test/prepare-machine.sh) reads them as 64×64 RGBA PNGs', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'cardlink-icons-'));
     try {
-      const file = path.join(dir, 'connected.png');
-      writeFileSync(file, trayIconPng('connected'));
-      const out = execFileSync('identify', ['-format', '%m %w %h %[channels]', file], { encoding: 'utf8' });
-      assert.match(out, /^PNG 64 64 srgba/);
+      const files = TRAY_ICON_STATES.map((state) => {
+        const file = path.join(dir, `${state}.png`);
+        writeFileSync(file, trayIconPng(state));
+        return file;
+      });
+      for (const file of files) {
+        const out = execFileSync('identify', ['-format', '%m %w %h %[channels]', file], { encoding: 'utf8' });
+        assert.match(out, /^PNG 64 64 srgba/, file);
+      }
+      // The picture in docs/tray.md: the six on a light and a dark panel, large and at 24 px.
+      const strip = path.join(dir, 'strip.png');
+      execFileSync('convert', [...files, '-background', 'none', '+append', strip]);
+      const rows = [
+        ['100%', '#f2f2f2'],
+        ['100%', '#2b2b2b'],
+        ['37.5%', '#f2f2f2'],
+        ['37.5%', '#2b2b2b'],
+      ].flatMap(([size, panel]) => [
+        '(',
+        strip,
+        '-resize',
+        size!,
+        '-background',
+        panel!,
+        '-alpha',
+        'remove',
+        ')',
+      ]);
+      mkdirSync(ARTIFACTS, { recursive: true });
+      const picture = path.join(ARTIFACTS, 'tray-icons.png');
+      execFileSync('convert', [...rows, '-background', 'white', '-append', '+repage', picture]);
+      assert.equal(execFileSync('identify', ['-format', '%w %h', picture], { encoding: 'utf8' }), '384 176');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

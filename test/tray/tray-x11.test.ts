@@ -310,7 +310,7 @@ describe('cardlink tray in an X session with a tray host', () => {
         x: 0,
         y: 0,
         width: 460,
-        height: 230,
+        height: 176,
       });
       await waitForIcon('taken-over');
       const { menu, text } = await menuShowing(/taken over by alice-desktop/);
