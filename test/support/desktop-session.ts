@@ -12,8 +12,8 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
 import { promisify } from 'node:util';
+import { firstLine, stopChild } from './child-process.js';
 
 const run = promisify(execFile);
 const READY_TIMEOUT_MS = 20_000;
@@ -81,34 +81,6 @@ export interface DesktopSession {
   stop(): Promise<void>;
 }
 
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
-  await exited;
-  clearTimeout(timer);
-}
-
-function firstLine(stream: NodeJS.ReadableStream, child: ChildProcess, what: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`${what} printed nothing in ${READY_TIMEOUT_MS} ms`)),
-      READY_TIMEOUT_MS,
-    );
-    const lines = readline.createInterface({ input: stream });
-    lines.once('line', (line) => {
-      clearTimeout(timer);
-      lines.close();
-      resolve(line.trim());
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${what} exited (${code}) before it was ready`));
-    });
-  });
-}
-
 async function until<T>(
   what: string,
   probe: () => Promise<T | undefined>,
@@ -143,7 +115,12 @@ export async function startDesktopSession(options: DesktopSessionOptions): Promi
     children.push(xvfb);
     let xvfbErr = '';
     xvfb.stderr!.on('data', (d: Buffer) => (xvfbErr = (xvfbErr + d.toString()).slice(-2000)));
-    const number = await firstLine(xvfb.stdio[3] as NodeJS.ReadableStream, xvfb, 'Xvfb').catch((e: Error) => {
+    const number = await firstLine(
+      xvfb,
+      'Xvfb',
+      READY_TIMEOUT_MS,
+      xvfb.stdio[3] as NodeJS.ReadableStream,
+    ).catch((e: Error) => {
       throw new Error(`${e.message}\n${xvfbErr}`);
     });
     const display = `:${number}`;
@@ -152,7 +129,7 @@ export async function startDesktopSession(options: DesktopSessionOptions): Promi
       stdio: ['ignore', 'pipe', 'ignore'],
     });
     children.push(bus);
-    const busAddress = await firstLine(bus.stdout!, bus, 'dbus-daemon');
+    const busAddress = await firstLine(bus, 'dbus-daemon', READY_TIMEOUT_MS);
     const env = { DISPLAY: display, DBUS_SESSION_BUS_ADDRESS: busAddress };
     const childEnv = { ...process.env, ...env };
     const x = async (command: string, args: string[]) =>
