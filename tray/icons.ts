@@ -49,6 +49,11 @@ export const TRAY_BADGE_COLOURS: Readonly<Record<TrayIconState, Rgba>> = {
 
 // ---- Shapes (signed distance functions) -------------------------------------------------------
 
+/** Math.hypot is exact but several times slower; these distances need no care for overflow. */
+function length(x: number, y: number): number {
+  return Math.sqrt(x * x + y * y);
+}
+
 function roundRect(x0: number, y0: number, x1: number, y1: number, r: number): Shape {
   const cx = (x0 + x1) / 2;
   const cy = (y0 + y1) / 2;
@@ -57,12 +62,12 @@ function roundRect(x0: number, y0: number, x1: number, y1: number, r: number): S
   return (x, y) => {
     const qx = Math.abs(x - cx) - hx;
     const qy = Math.abs(y - cy) - hy;
-    return Math.hypot(Math.max(qx, 0), Math.max(qy, 0)) + Math.min(Math.max(qx, qy), 0) - r;
+    return length(Math.max(qx, 0), Math.max(qy, 0)) + Math.min(Math.max(qx, qy), 0) - r;
   };
 }
 
 function circle(cx: number, cy: number, r: number): Shape {
-  return (x, y) => Math.hypot(x - cx, y - cy) - r;
+  return (x, y) => length(x - cx, y - cy) - r;
 }
 
 /** A line from a to b with round ends, `width` thick. */
@@ -72,7 +77,7 @@ function stroke(ax: number, ay: number, bx: number, by: number, width: number): 
   const len2 = dx * dx + dy * dy;
   return (x, y) => {
     const t = Math.max(0, Math.min(1, ((x - ax) * dx + (y - ay) * dy) / len2));
-    return Math.hypot(x - (ax + t * dx), y - (ay + t * dy)) - width / 2;
+    return length(x - (ax + t * dx), y - (ay + t * dy)) - width / 2;
   };
 }
 
@@ -82,7 +87,7 @@ function arc(cx: number, cy: number, r: number, width: number, gapFrom: number, 
     let a = Math.atan2(y - cy, x - cx);
     if (a < 0) a += 2 * Math.PI;
     if (a >= gapFrom && a <= gapTo) return 1;
-    return Math.abs(Math.hypot(x - cx, y - cy) - r) - width / 2;
+    return Math.abs(length(x - cx, y - cy) - r) - width / 2;
   };
 }
 
@@ -100,10 +105,13 @@ function triangle(pts: readonly [number, number, number, number, number, number]
   };
 }
 
-const union =
-  (...shapes: Shape[]): Shape =>
-  (x, y) =>
-    Math.min(...shapes.map((s) => s(x, y)));
+function union(...shapes: Shape[]): Shape {
+  return (x, y) => {
+    let d = Infinity;
+    for (const shape of shapes) d = Math.min(d, shape(x, y));
+    return d;
+  };
+}
 const grow =
   (shape: Shape, by: number): Shape =>
   (x, y) =>

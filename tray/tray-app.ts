@@ -84,12 +84,17 @@ export class TrayApp {
 
   static async start(options: TrayAppOptions): Promise<TrayApp> {
     const app = new TrayApp(options);
-    const iconFiles = writeIconFiles(path.join(options.cacheDir, 'icons'));
+    const pngs = Object.fromEntries(TRAY_ICON_STATES.map((s) => [s, trayIconPng(s)])) as Record<
+      TrayIconState,
+      Buffer
+    >;
+    const iconFiles = writeIconFiles(path.join(options.cacheDir, 'icons'), pngs);
     const [menu, notifier] = await Promise.all([
       TrayMenu.start(trayView(app.model), {
-        icons: Object.fromEntries(
-          TRAY_ICON_STATES.map((s) => [s, fs.readFileSync(iconFiles[s]).toString('base64')]),
-        ) as Record<TrayIconState, string>,
+        icons: Object.fromEntries(TRAY_ICON_STATES.map((s) => [s, pngs[s].toString('base64')])) as Record<
+          TrayIconState,
+          string
+        >,
         cacheDir: options.cacheDir,
         ...(options.readyTimeoutMs !== undefined ? { readyTimeoutMs: options.readyTimeoutMs } : {}),
       }).catch((error: unknown) => {
@@ -270,12 +275,12 @@ function message(error: unknown): string {
 }
 
 /** Writes each state's icon as `<dir>/<state>.png` (notifications show them) and returns the paths. */
-function writeIconFiles(dir: string): Record<TrayIconState, string> {
+function writeIconFiles(dir: string, pngs: Record<TrayIconState, Buffer>): Record<TrayIconState, string> {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const files = {} as Record<TrayIconState, string>;
   for (const state of TRAY_ICON_STATES) {
     const file = path.join(dir, `${state}.png`);
-    fs.writeFileSync(file, trayIconPng(state), { mode: 0o644 });
+    fs.writeFileSync(file, pngs[state], { mode: 0o644 });
     files[state] = file;
   }
   return files;
