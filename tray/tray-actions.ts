@@ -34,8 +34,8 @@ export interface TrayActionsDeps {
   status(): DaemonStatus | undefined;
 }
 
-/** Where `Save diagnostics` writes: beside the daemon's log, which `Open logs` opens. */
-export function diagnosticsDirectory(config: DaemonConfig): string {
+/** The daemon's log folder: `Open logs` opens it, and `Save diagnostics` writes there. */
+export function logDirectory(config: DaemonConfig): string {
   return config.log.file ? path.dirname(config.log.file) : config.stateDir;
 }
 
@@ -167,7 +167,7 @@ export class TrayActions {
 
   /** Opens the folder of the daemon's log (and the diagnostics files) in the file manager. */
   async openLogs(): Promise<void> {
-    const dir = diagnosticsDirectory(this.deps.config);
+    const dir = logDirectory(this.deps.config);
     if (!(await openWithDesktop(dir))) this.deps.inform('cardlink logs', `The logs are in ${dir}`);
   }
 
@@ -175,7 +175,7 @@ export class TrayActions {
   async saveDiagnostics(): Promise<string> {
     const { writeDiagnostics } = await import('../daemon/diag/diagnostics.js');
     const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-    const file = path.join(diagnosticsDirectory(this.deps.config), `cardlink-diag-${stamp}.json`);
+    const file = path.join(logDirectory(this.deps.config), `cardlink-diag-${stamp}.json`);
     const written = await writeDiagnostics(this.deps.config, file);
     this.deps.inform(
       'Diagnostics saved',
