@@ -251,11 +251,13 @@ export class Daemon implements ControlHandler {
 
   async disconnect(): Promise<void> {
     const token = this.token;
+    // Offline from the start: while the cards close and the link stops, status must not pass
+    // through "connected" without cards or "logged-out" (the link has dropped its token by then).
+    this.disconnected = true;
     await this.cardManager.closeAll();
     await this.link.stop();
     this.link.restart();
     this.token = token; // kept for "connect"
-    this.disconnected = true;
   }
 
   /** Stops everything: cards out of the reader, session closed, control socket removed. */

@@ -250,6 +250,7 @@ describe('cardlink tray in an X session with a tray host', () => {
   });
 
   it('Disconnect empties the reader; Connect brings the cards back', async () => {
+    const mark = tray.output().length;
     await choose(/^Disconnect/);
     await waitForCardAbsent(stack.pcscd.readerName(0), WAIT_MS);
     await waitForCardAbsent(stack.pcscd.readerName(1), WAIT_MS);
@@ -257,6 +258,13 @@ describe('cardlink tray in an X session with a tray host', () => {
     await waitForIcon('signed-out');
     const { menu } = await menuShowing(/disconnected/);
     await closeMenu(menu);
+    // On the way the daemon never looked signed out, nor connected without its cards.
+    const meanwhile = tray.output().slice(mark);
+    assert.match(meanwhile, /cardlink tray: disconnected; signed in as alice/);
+    assert.doesNotMatch(
+      meanwhile,
+      /cardlink tray: signed out|cardlink tray: connected; signed in as alice; 0 cards/,
+    );
 
     await choose(/^Connect/);
     await waitForCardPresent(stack.pcscd.readerName(0), WAIT_MS);
