@@ -105,15 +105,17 @@ describe('cardlink tray in an X session with a tray host', () => {
     );
   };
 
-  /** The menu's lines as tesseract reads them (the menu must be open). */
-  const menuText = async (menu: WindowGeometry) => (await desktop.readText(menu)).map((l) => l.text);
-
-  /** Opens the menu, waits until a line matches `line`, and returns the menu and its text. */
+  /**
+   * Opens the menu until a line matches `line` (the view may lag the daemon by a status fetch) and
+   * returns the menu, its lines as tesseract reads them, and the matching line; the menu stays open.
+   */
   const menuShowing = async (line: RegExp) => {
     for (let attempt = 0; ; attempt++) {
       const menu = await openMenu();
-      const text = await menuText(menu);
-      if (text.some((t) => line.test(t))) return { menu, text };
+      const lines = await desktop.readText(menu);
+      const text = lines.map((l) => l.text);
+      const found = lines.find((l) => line.test(l.text));
+      if (found) return { menu, text, found };
       await closeMenu(menu);
       if (attempt >= 10)
         assert.fail(`the menu never showed ${line}; last:\n${text.join('\n')}\n${tray.output()}`);
@@ -123,14 +125,8 @@ describe('cardlink tray in an X session with a tray host', () => {
 
   /** Opens the menu and clicks the entry whose text matches `entry`. */
   const choose = async (entry: RegExp) => {
-    const menu = await openMenu();
-    const lines = await desktop.readText(menu);
-    const line = lines.find((l) => entry.test(l.text));
-    if (!line) {
-      await closeMenu(menu);
-      assert.fail(`no menu entry ${entry} in:\n${lines.map((l) => l.text).join('\n')}`);
-    }
-    await desktop.click(line.x + line.width / 2, line.y + line.height / 2);
+    const { found } = await menuShowing(entry);
+    await desktop.click(found.x + found.width / 2, found.y + found.height / 2);
   };
 
   /** A screenshot of the panel's corner with the open menu, for the docs and for people. */
