@@ -16,6 +16,7 @@ import { CardlinkError } from '../protocol/errors.js';
 import { serverCommand } from '../server/cli/server-command.js';
 import { demoCommand } from '../demo/demo-command.js';
 import { jsonRequested, reportAndExit, usageError } from './cli-errors.js';
+import { trayCommand } from '../tray/cli/tray-command.js';
 
 /**
  * `cardlink admin`: its subcommands are defined with their handlers in
@@ -43,6 +44,7 @@ await yargs(argv)
   .command(serverCommand)
   .command(daemonCommands)
   .command(demoCommand)
+  .command(trayCommand)
   .demandCommand(1, 'Name a command; see --help.')
   .strict()
   .fail((msg, err) => {

@@ -172,6 +172,12 @@ export class Daemon implements ControlHandler {
         data: { cardId: c.cardId, label: c.label, byDeviceName: c.takenOverBy },
       }),
     );
+    cardManager.on('blocked', (c) =>
+      broadcast({
+        event: 'card-blocked',
+        data: { cardId: c.cardId, label: c.label, reference: c.reference },
+      }),
+    );
     cardManager.on('error', (error) => this.noteError(error));
   }
 
@@ -180,6 +186,7 @@ export class Daemon implements ControlHandler {
   status(): DaemonStatus {
     const info = this.link.sessionInfo;
     const state = this.link.state;
+    const roundTripMs = this.link.roundTripMs;
     return {
       state: this.disconnected
         ? 'offline'
@@ -197,6 +204,7 @@ export class Daemon implements ControlHandler {
       ...(info
         ? { deviceId: info.deviceId, deviceStatus: info.deviceStatus, tokenExpiresAt: info.tokenExpiresAt }
         : {}),
+      ...(roundTripMs !== undefined ? { serverRoundTripMs: Math.round(roundTripMs * 10) / 10 } : {}),
       ...(this.lastError ? { lastError: this.lastError } : {}),
       cards: this.cardManager.list(),
     };
@@ -251,11 +259,13 @@ export class Daemon implements ControlHandler {
 
   async disconnect(): Promise<void> {
     const token = this.token;
+    // Offline from the start: while the cards close and the link stops, status must not pass
+    // through "connected" without cards or "logged-out" (the link has dropped its token by then).
+    this.disconnected = true;
     await this.cardManager.closeAll();
     await this.link.stop();
     this.link.restart();
     this.token = token; // kept for "connect"
-    this.disconnected = true;
   }
 
   /** Stops everything: cards out of the reader, session closed, control socket removed. */

@@ -66,6 +66,8 @@ export type CardlinkErrorCode =
   | 'ERR_PORT_IN_USE'
   /** `cardlink demo`: its state directory is from another version, half-written or damaged. */
   | 'ERR_DEMO_STATE'
+  | 'ERR_TRAY_HOST_UNAVAILABLE'
+  | 'ERR_NOTIFICATIONS_UNAVAILABLE'
   | 'ERR_INTERNAL';
 
 export class CardlinkError extends Error {

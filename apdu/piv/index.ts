@@ -13,3 +13,4 @@ export * from './dynamic-auth.js';
 export * from './memory-card-state.js';
 export * from './provisioning.js';
 export * from './snapshot.js';
+export * from './reference-blocking.js';

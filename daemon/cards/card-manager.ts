@@ -12,8 +12,9 @@
  * finds it again after a reconnect.
  */
 import { EventEmitter } from 'node:events';
-import { FrontCard } from './front-card.js';
+import type { ReferenceBlocking, ReferenceKind } from '../../apdu/piv/index.js';
 import { decodeSnapshot } from '../../apdu/piv/index.js';
+import { FrontCard } from './front-card.js';
 import { CardlinkError } from '../../protocol/errors.js';
 import type { Logger } from '../../protocol/log.js';
 import type { CardEntry, FrameOf } from '../../protocol/wire/frames.js';
@@ -27,6 +28,8 @@ export interface CardManagerEvents {
   inserted: [CardStatus];
   removed: [CardStatus];
   'taken-over': [CardStatus & { takenOverBy: string }];
+  /** An answer showed the card's PIN or PUK blocked, where it was not known to be. */
+  blocked: [CardStatus & { reference: ReferenceKind }];
   error: [CardlinkError];
 }
 
@@ -38,6 +41,8 @@ interface ManagedCard {
   takenOverBy: string | undefined;
   front: FrontCard | undefined;
   readonly remote: RemoteCard;
+  /** What the card's answers last said about its PIN and PUK (reference-blocking.ts). */
+  readonly blocked: Record<ReferenceKind, boolean>;
 }
 
 export interface CardManagerOptions {
@@ -166,7 +171,13 @@ export class CardManager extends EventEmitter<CardManagerEvents> {
       state: 'removed',
       takenOverBy: undefined,
       front: undefined,
-      remote: new RemoteCard(this.options.link, entry.cardId, (by) => void this.markTakenOver(card, by)),
+      remote: new RemoteCard(
+        this.options.link,
+        entry.cardId,
+        (by) => void this.markTakenOver(card, by),
+        (seen) => this.noteReferences(card, seen),
+      ),
+      blocked: { pin: false, puk: false },
     };
     this.cards.set(entry.cardId, card);
     return card;
@@ -252,6 +263,20 @@ export class CardManager extends EventEmitter<CardManagerEvents> {
     this.emit('taken-over', { ...this.statusOf(card), takenOverBy: byDeviceName });
   }
 
+  /** Tells (once) when an answer shows a reference blocked; an answer that it is usable clears it. */
+  private noteReferences(card: ManagedCard, seen: ReferenceBlocking): void {
+    for (const reference of ['pin', 'puk'] as const) {
+      const blocked = seen[reference];
+      if (blocked === undefined || blocked === card.blocked[reference]) continue;
+      card.blocked[reference] = blocked;
+      this.options.logger.info(blocked ? 'card reference blocked' : 'card reference usable again', {
+        card: card.cardId,
+        reference,
+      });
+      if (blocked) this.emit('blocked', { ...this.statusOf(card), reference });
+    }
+  }
+
   private async onTakenOver(frame: FrameOf<'TAKEN_OVER'>): Promise<void> {
     const card = this.cards.get(frame.cardId);
     if (!card || card.remote.handle !== frame.handle) return;
@@ -294,6 +319,8 @@ export class CardManager extends EventEmitter<CardManagerEvents> {
       state: card.state,
       ...(inserted ? { slot: card.slot, readerName: this.options.reader.readerName(card.slot!) } : {}),
       ...(card.takenOverBy ? { takenOverBy: card.takenOverBy } : {}),
+      ...(card.blocked.pin ? { pinBlocked: true as const } : {}),
+      ...(card.blocked.puk ? { pukBlocked: true as const } : {}),
       ...(card.front ? { apdus: { local: card.front.counters.local, remote: card.remote.roundTrips } } : {}),
     };
   }

@@ -5,7 +5,12 @@
  * for the server when the card leaves the reader fails at once too.
  */
 import type { RemoteCardLink } from './front-card.js';
-import { decodeSnapshot, type CardSnapshot } from '../../apdu/piv/index.js';
+import {
+  decodeSnapshot,
+  referenceBlocking,
+  type CardSnapshot,
+  type ReferenceBlocking,
+} from '../../apdu/piv/index.js';
 import { CardlinkError } from '../../protocol/errors.js';
 import { FRAME_FLAG, type Frame } from '../../protocol/wire/frames.js';
 import { errorFromFrame, type ServerLink } from '../session/server-link.js';
@@ -24,6 +29,8 @@ export class RemoteCard implements RemoteCardLink {
     private readonly cardId: string,
     /** The server said the card was taken over (ERR_CARD_TAKEN_OVER), and by which device. */
     private readonly onTakenOver: (byDeviceName: string) => void,
+    /** An answer told whether the PIN or PUK is blocked (reference-blocking.ts). */
+    private readonly onReferences: (seen: ReferenceBlocking) => void = () => undefined,
   ) {}
 
   get handle(): number | undefined {
@@ -50,8 +57,10 @@ export class RemoteCard implements RemoteCardLink {
       (handle) => ({ type: 'APDU', handle, command }),
       reset ? FRAME_FLAG.RESET_CARD : 0,
     );
-    if (answer.type === 'APDU_RESULT') return answer.response;
-    throw this.failure(answer);
+    if (answer.type !== 'APDU_RESULT') throw this.failure(answer);
+    const seen = referenceBlocking(command, answer.response);
+    if (seen.pin !== undefined || seen.puk !== undefined) this.onReferences(seen);
+    return answer.response;
   }
 
   async snapshot(): Promise<CardSnapshot> {

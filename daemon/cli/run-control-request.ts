@@ -10,7 +10,8 @@ function describeCard(c: CardStatus): string {
       : c.state === 'taken-over'
         ? `taken over by ${c.takenOverBy ?? 'another device'}`
         : 'not in the reader';
-  return `${c.label} (${c.cardId}): ${where}`;
+  const blocked = [c.pinBlocked && 'PIN blocked', c.pukBlocked && 'PUK blocked'].filter(Boolean).join(', ');
+  return `${c.label} (${c.cardId}): ${where}${blocked ? ` (${blocked})` : ''}`;
 }
 
 function describeStatus(s: DaemonStatus): string[] {

@@ -51,6 +51,7 @@ export const CONTROL_EVENTS = [
   'card-removed',
   'taken-over',
   'token-expiring',
+  'card-blocked',
   'error',
 ] as const;
 export type ControlEventName = (typeof CONTROL_EVENTS)[number];
@@ -72,6 +73,10 @@ export interface CardStatus {
   state: 'inserted' | 'removed' | 'taken-over';
   /** Name of the device that took the card over (state 'taken-over'). */
   takenOverBy?: string;
+  /** The card's last answer about its PIN said it is blocked (present only then). */
+  pinBlocked?: true;
+  /** The card's last answer about its PUK said it is blocked (present only then). */
+  pukBlocked?: true;
   /**
    * Commands the card answered since the daemon started: `local` from the snapshot, `remote`
    * with a round trip to the card server, snapshot fetches included (diagnostics, benchmark).
@@ -93,6 +98,8 @@ export interface DaemonStatus {
   deviceStatus?: 'pending' | 'approved';
   /** When the access token expires, unix time in seconds. */
   tokenExpiresAt?: number;
+  /** While connected: the last measured round trip to the card server, in milliseconds. */
+  serverRoundTripMs?: number;
   lastError?: ControlErrorInfo;
   cards: CardStatus[];
 }
@@ -154,6 +161,8 @@ export interface ControlEventData {
   'taken-over': { cardId: string; label: string; byDeviceName: string };
   /** The access token expires soon and cannot be refreshed: the user should log in again. */
   'token-expiring': { expiresAt: number };
+  /** An answer of the card showed its PIN (or PUK) blocked; sent once per blocking. */
+  'card-blocked': { cardId: string; label: string; reference: 'pin' | 'puk' };
   error: ControlErrorInfo;
 }
 

@@ -128,6 +128,8 @@ export class ServerLink extends EventEmitter<ServerLinkEvents> {
   private reconnectAtOnce = false;
   /** Public key of the certificate of the current connection's server: verifies snapshots. */
   private serverKey: KeyObject | undefined;
+  /** The last measured round trip to the server in ms: the handshake's HELLO, then each idle PING. */
+  private lastRoundTripMs: number | undefined;
 
   constructor(private readonly options: ServerLinkOptions) {
     super();
@@ -144,6 +146,15 @@ export class ServerLink extends EventEmitter<ServerLinkEvents> {
 
   get hasToken(): boolean {
     return this.token !== undefined;
+  }
+
+  /**
+   * While connected: the last round trip to the card server in milliseconds (HELLO to HELLO_ACK
+   * of this connection, then each idle PING), for the tray's status line. Requests carrying
+   * APDUs are not counted: their time includes the card's work on the server.
+   */
+  get roundTripMs(): number | undefined {
+    return this.linkState === 'connected' ? this.lastRoundTripMs : undefined;
   }
 
   /**
@@ -264,7 +275,9 @@ export class ServerLink extends EventEmitter<ServerLinkEvents> {
     ws.on('error', (error) => {
       this.options.logger.warn('server connection error', { error: error.message });
     });
+    let helloSentAt = 0;
     ws.on('open', () => {
+      helloSentAt = performance.now();
       ws.send(
         encodeFrame({
           type: 'HELLO',
@@ -289,6 +302,7 @@ export class ServerLink extends EventEmitter<ServerLinkEvents> {
       }
       if (!established) {
         if (frame.type === 'HELLO_ACK') {
+          this.lastRoundTripMs = performance.now() - helloSentAt;
           nonce = frame.nonce;
           this.maxInFlight = frame.maxInFlight;
           this.idleTimeoutMs = frame.idleTimeoutSeconds * 1000;
@@ -538,8 +552,12 @@ export class ServerLink extends EventEmitter<ServerLinkEvents> {
     // A ping unanswered within the connect timeout means a dead path: drop and reconnect.
     const deadline = setTimeout(() => ws?.terminate(), this.options.connectTimeoutMs);
     deadline.unref();
+    const sentAt = performance.now();
     this.request({ type: 'PING' }).then(
-      () => clearTimeout(deadline),
+      (answer) => {
+        clearTimeout(deadline);
+        if (answer.type === 'PONG' && ws === this.ws) this.lastRoundTripMs = performance.now() - sentAt;
+      },
       () => clearTimeout(deadline),
     );
   }

@@ -90,11 +90,13 @@ describe("the daemon puts a user's two cards into two reader slots", () => {
       state: string;
       user: string;
       deviceStatus: string;
+      serverRoundTripMs: number;
       cards: { cardId: string; slot: number; state: string; readerName: string }[];
     };
     assert.equal(status.state, 'connected');
     assert.equal(status.user, 'alice');
     assert.equal(status.deviceStatus, 'approved');
+    assert.ok(status.serverRoundTripMs > 0, `round trip measured: ${status.serverRoundTripMs}`);
     assert.deepEqual(
       status.cards.map((c) => [c.slot, c.state]),
       [

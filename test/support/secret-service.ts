@@ -7,8 +7,8 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
 import { promisify } from 'node:util';
+import { firstLine, stopChild } from './child-process.js';
 
 const run = promisify(execFile);
 const READY_TIMEOUT_MS = 10_000;
@@ -31,32 +31,6 @@ function gdbus(address: string, ...args: string[]): Promise<{ stdout: string }> 
   });
 }
 
-function firstLine(child: ChildProcess, what: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`${what} printed nothing in ${READY_TIMEOUT_MS} ms`)),
-      READY_TIMEOUT_MS,
-    );
-    const lines = readline.createInterface({ input: child.stdout! });
-    lines.once('line', (line) => {
-      clearTimeout(timer);
-      lines.close();
-      resolve(line.trim());
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${what} exited (${code}) before it was ready`));
-    });
-  });
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  await exited;
-}
-
 /** Starts the bus and the keyring in `dir` (which must exist). */
 export async function startSecretService(dir: string): Promise<SecretService> {
   const home = path.join(dir, 'keyring-home');
@@ -67,7 +41,7 @@ export async function startSecretService(dir: string): Promise<SecretService> {
   });
   let keyring: ChildProcess | undefined;
   try {
-    const address = await firstLine(bus, 'dbus-daemon');
+    const address = await firstLine(bus, 'dbus-daemon', READY_TIMEOUT_MS);
     keyring = spawn('gnome-keyring-daemon', ['--foreground', '--unlock', '--components=secrets'], {
       env: {
         PATH: process.env['PATH'],
@@ -110,13 +84,13 @@ export async function startSecretService(dir: string): Promise<SecretService> {
         );
       },
       close: async () => {
-        await stop(started.keyring);
-        await stop(started.bus);
+        await stopChild(started.keyring);
+        await stopChild(started.bus);
       },
     };
   } catch (error) {
-    if (keyring) await stop(keyring);
-    await stop(bus);
+    if (keyring) await stopChild(keyring);
+    await stopChild(bus);
     throw error;
   }
 }

@@ -1,0 +1,26 @@
+/**
+ * The OpenID Connect client settings of a sign-in from the daemon's settings (`login.*`), for
+ * `cardlink login` and the tray's "Sign in…": both sign in in their own process and hand the
+ * tokens to the daemon.
+ */
+import { ConfigError, isLoopbackHost } from '../../protocol/config/config-sources.js';
+import type { DaemonConfig } from '../config/daemon-config.js';
+import type { IdpRequestOptions, OidcClientSettings } from './oidc-client-settings.js';
+
+/** Throws a ConfigError naming `login.issuer` or `login.clientId` and the file when one is missing. */
+export function oidcSettingsFrom(config: DaemonConfig): OidcClientSettings {
+  const where = config.configFile ?? 'the daemon config';
+  if (!config.login.issuer) throw new ConfigError('login.issuer', where, 'is required to sign in');
+  if (!config.login.clientId) throw new ConfigError('login.clientId', where, 'is required to sign in');
+  return {
+    issuer: config.login.issuer,
+    clientId: config.login.clientId,
+    scope: config.login.scope,
+    ...(config.login.resource ? { resource: config.login.resource } : {}),
+  };
+}
+
+/** An `http://` issuer is accepted only on the loopback interface (tests, local development). */
+export function idpRequestOptionsFor(settings: OidcClientSettings): IdpRequestOptions {
+  return { allowInsecureHttpIssuer: isLoopbackHost(new URL(settings.issuer).hostname) };
+}
