@@ -150,7 +150,7 @@ export function buildReport(results: Readonly<Record<string, unknown>>): Report 
     rows.push({
       figure: `remote round trips: ${op}`,
       value: fmt([num(trips, op, 'measured')], (a) => `${a}`),
-      anchor: fmt([num(trips, op, 'local_apdus')], (a) => `${a} commands answered by the daemon`),
+      anchor: fmt([num(trips, op, 'local_apdus')], (a) => `daemon answered ${a} locally`),
       target: `≤ ${num(trips, op, 'target')}`,
       met: bool(trips, op, 'pass'),
       source: 'daemon-chain.json',
@@ -305,20 +305,20 @@ function cell(text: string): string {
   return text.replace(/\|/g, '\\|');
 }
 
-export function renderMarkdown(report: Report, chartFile: string): string {
-  const lines = [
-    '# Benchmark report',
-    '',
-    'Written by `node dist/bench/report.js` from `bench/results/*.json` (run by `npm run bench`).',
-    '',
+/** The rows as a Markdown table. */
+export function renderTable(report: Report): string {
+  return [
     '| figure | value | anchor (same run) | target | met | source |',
     '| --- | --- | --- | --- | --- | --- |',
     ...report.rows.map(
       (r) => `| ${[r.figure, r.value, r.anchor, r.target, metCell(r.met), r.source].map(cell).join(' | ')} |`,
     ),
-    '',
-    `![C_Sign latency distributions](${chartFile})`,
-    '',
+  ].join('\n');
+}
+
+/** Which run each result comes from, as a Markdown table. */
+export function renderSources(report: Report): string {
+  return [
     '| result | date | command |',
     '| --- | --- | --- |',
     ...SOURCES.map((n) => {
@@ -327,13 +327,41 @@ export function renderMarkdown(report: Report, chartFile: string): string {
         ? `| ${n}.json | ${NOT_MEASURED} | |`
         : `| ${n}.json | ${s.date ?? ''} | \`${s.command ?? ''}\` |`;
     }),
+  ].join('\n');
+}
+
+export function renderMarkdown(report: Report, chartFile: string): string {
+  return [
+    '# Benchmark report',
     '',
-  ];
-  return lines.join('\n');
+    'Written by `node dist/bench/report.js` from `bench/results/*.json` (run by `npm run bench`).',
+    '',
+    renderTable(report),
+    '',
+    `![C_Sign latency distributions](${chartFile})`,
+    '',
+    renderSources(report),
+    '',
+  ].join('\n');
 }
 
 export function renderChart(report: Report): string {
   return cdfChart('C_Sign latency through the whole chain (cumulative)', report.chart);
+}
+
+export const DOC_TABLE_BEGIN = '<!-- bench/report.ts: table begin -->';
+export const DOC_TABLE_END = '<!-- bench/report.ts: table end -->';
+
+/**
+ * `doc` with the report's table between its two markers (docs/performance.md), so the document
+ * shows the figures of the last run without anyone copying them; throws when a marker is missing.
+ */
+export function spliceDocTable(doc: string, report: Report): string {
+  const begin = doc.indexOf(DOC_TABLE_BEGIN);
+  const end = doc.indexOf(DOC_TABLE_END);
+  if (begin < 0 || end < begin) throw new Error(`the document lacks ${DOC_TABLE_BEGIN} … ${DOC_TABLE_END}`);
+  const tables = `${renderTable(report)}\n\n${renderSources(report)}`;
+  return `${doc.slice(0, begin + DOC_TABLE_BEGIN.length)}\n\n${tables}\n\n${doc.slice(end)}`;
 }
 
 /** Reads the results in `dir`, writes latest.json, latest.md and c_sign-latency.svg there. */
@@ -357,6 +385,12 @@ export function writeReport(dir: string): Report {
 if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
   const dir = process.argv[2] ?? fileURLToPath(new URL('../../bench/results/', import.meta.url));
   const report = writeReport(dir);
+  // Only the repository's own results go into its document; a directory given on the command line
+  // is someone's experiment.
+  if (process.argv[2] === undefined) {
+    const doc = fileURLToPath(new URL('../../docs/performance.md', import.meta.url));
+    fs.writeFileSync(doc, spliceDocTable(fs.readFileSync(doc, 'utf8'), report));
+  }
   for (const r of report.rows)
     console.log(`${metCell(r.met).padEnd(11)} ${r.figure}: ${r.value} (${r.anchor}; target ${r.target})`);
   console.log(`wrote ${path.join(dir, 'latest.json')}, latest.md, c_sign-latency.svg`);

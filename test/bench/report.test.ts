@@ -3,7 +3,16 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { buildReport, renderChart, renderMarkdown, writeReport, type ReportRow } from '../../bench/report.js';
+import {
+  buildReport,
+  DOC_TABLE_BEGIN,
+  DOC_TABLE_END,
+  renderChart,
+  renderMarkdown,
+  spliceDocTable,
+  writeReport,
+  type ReportRow,
+} from '../../bench/report.js';
 
 interface XmlElement {
   name: string;
@@ -196,5 +205,17 @@ describe('benchmark report', () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('replaces the table between the markers of a document and keeps the rest', () => {
+    const doc = `# Performance\n\nintro\n\n${DOC_TABLE_BEGIN}\n| old | table |\n${DOC_TABLE_END}\n\nafter\n`;
+    const out = spliceDocTable(doc, report);
+    assert.ok(out.startsWith(`# Performance\n\nintro\n\n${DOC_TABLE_BEGIN}\n\n| figure | value |`));
+    assert.ok(out.endsWith(`${DOC_TABLE_END}\n\nafter\n`));
+    assert.doesNotMatch(out, /\| old \| table \|/);
+    assert.match(out, /\| cardlink demo start to card present, warm \(median\) \| 3810 ms \(max 4640\) \|/);
+    // Splicing again gives the same document: the markers stay, nothing accumulates.
+    assert.equal(spliceDocTable(out, report), out);
+    assert.throws(() => spliceDocTable('# no markers\n', report), /lacks/);
   });
 });
