@@ -596,6 +596,8 @@ async function main(): Promise<void> {
         local_apdus_per_sign: round(loop.local / (n + warmup), 3),
         verified: loop.value.verified,
         cpu_ms_per_sign: loop.cpu,
+        // Every timed signature, in order, so the report can draw the distribution (bench/report.ts).
+        samples_ms: loop.value.times_ms.map((t) => round(t)),
       };
     };
     const trips = {

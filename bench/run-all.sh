@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every benchmark; each writes its JSON result to bench/results/. Needs the test set-up
+# Runs every benchmark; each writes its JSON result to bench/results/, then bench/report.ts writes
+# latest.json, latest.md and c_sign-latency.svg from them. Needs the test set-up
 # (bash test/prepare-machine.sh) and root (private pcscd instances).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,3 +12,4 @@ node dist/bench/card-command-cpu.js
 node dist/bench/daemon-chain.js
 node dist/bench/daemon-idle-rss.js
 node dist/bench/demo-startup.js --runs 5
+node dist/bench/report.js
