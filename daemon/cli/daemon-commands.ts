@@ -13,7 +13,8 @@ export interface CommonArgs {
   'runtime-dir'?: string | undefined;
 }
 
-function common<T>(y: Argv<T>) {
+/** The options every command that finds the daemon takes (the daemon's, the CLI's and the tray's). */
+export function common<T>(y: Argv<T>) {
   return y
     .option('config', {
       type: 'string',

@@ -5,11 +5,9 @@
 import os from 'node:os';
 import path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
+import { common, type CommonArgs } from '../../daemon/cli/daemon-commands.js';
 
-interface TrayArgs {
-  config?: string | undefined;
-  'runtime-dir'?: string | undefined;
-}
+type TrayArgs = CommonArgs;
 
 /** The tray's private cache: `$XDG_CACHE_HOME/cardlink/tray`, else `~/.cache/cardlink/tray`. */
 export function trayCacheDirectory(env: NodeJS.ProcessEnv = process.env): string {
@@ -37,19 +35,10 @@ function ignoreTrayProgramNoise(out: (line: string) => void): void {
 export const trayCommand: CommandModule<object, TrayArgs> = {
   command: 'tray',
   describe: "Show the daemon's state in the desktop's tray, with a menu and notifications",
-  builder: (y) =>
-    y
-      .option('config', {
-        type: 'string',
-        describe: 'daemon config file (default ~/.config/cardlink/daemon.json)',
-      })
-      .option('runtime-dir', {
-        type: 'string',
-        describe: 'directory of the control socket (default $XDG_RUNTIME_DIR/cardlink)',
-      }) as Argv<TrayArgs>,
+  builder: (y) => common(y) as Argv<TrayArgs>,
   handler: async (args) => {
     const { loadDaemonConfig } = await import('../../daemon/config/daemon-config.js');
-    const { escapeControlCharacters } = await import('../../protocol/log.js');
+    const { escapeControlCharacters } = await import('../../protocol/control-characters.js');
     const { TrayApp } = await import('../tray-app.js');
     const out = (line: string) => process.stdout.write(`${escapeControlCharacters(line)}\n`);
     const config = loadDaemonConfig({ config: args.config, runtimeDir: args['runtime-dir'] });
