@@ -8,25 +8,18 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { envWithoutCardlinkSettings, runCardlink, type CliRun } from '../support/cli-run.js';
 import { HIDE_PACKAGES_ENV, hidePackagesValue, type HideMode } from '../support/hide-packages.js';
 
-/** dist/bin/main.js and the hiding hooks' entry, from dist/test/bin/. */
-const MAIN = fileURLToPath(new URL('../../bin/main.js', import.meta.url));
+/** The hiding hooks' entry, from dist/test/bin/. */
 const HIDE = fileURLToPath(new URL('../support/hide-packages.js', import.meta.url));
-/** Milliseconds one CLI run may take on a loaded machine. */
-const RUN_TIMEOUT_MS = 60_000;
 const MODES: readonly HideMode[] = ['missing', 'unbuilt'];
 
-interface Run {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
+type Run = CliRun;
 
 const show = (r: Run) => `exit ${r.status}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
 
@@ -36,33 +29,13 @@ describe('cardlink command line', () => {
 
   /** Runs the CLI with no CARDLINK_* settings of the machine, a private HOME, `hidden` packages. */
   function cli(args: string[], hidden: Record<string, HideMode> = {}): Promise<Run> {
-    const env: NodeJS.ProcessEnv = {};
-    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('CARDLINK_')) env[k] = v;
-    Object.assign(env, {
+    const env = Object.assign(envWithoutCardlinkSettings(), {
       HOME: home,
       XDG_CONFIG_HOME: path.join(home, '.config'),
       XDG_STATE_HOME: path.join(home, '.state'),
       [HIDE_PACKAGES_ENV]: hidePackagesValue(hidden),
     });
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, ['--import', HIDE, MAIN, ...args], {
-        env,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-      const timer = setTimeout(() => {
-        child.kill('SIGKILL');
-        reject(new Error(`cardlink ${args.join(' ')} timed out:\n${stdout}${stderr}`));
-      }, RUN_TIMEOUT_MS);
-      child.once('error', reject);
-      child.once('close', (status) => {
-        clearTimeout(timer);
-        resolve({ status, stdout, stderr });
-      });
-    });
+    return runCardlink(args, env, ['--import', HIDE]);
   }
 
   /** The one JSON error line a failed run wrote to stderr (nothing to stdout). */

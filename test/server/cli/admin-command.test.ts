@@ -5,58 +5,28 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { openKeyFileProvider } from '../../../server/keys/key-file-provider.js';
 import type { KekProvider } from '../../../server/keys/kek-provider.js';
 import { ensureUser, openStorage, registerDevice, type Storage } from '../../../server/storage/index.js';
 import { expectSw } from '../../apdu/piv/support/host.js';
 import { openSession, pinBytes } from '../cards/support/card-fixture.js';
+import { envWithoutCardlinkSettings, runCardlink, type CliRun } from '../../support/cli-run.js';
 import { createTestDatabase, type TestDatabase } from '../../support/postgres.js';
-
-/** dist/bin/main.js, from dist/test/server/cli/. */
-const MAIN = fileURLToPath(new URL('../../../bin/main.js', import.meta.url));
-/** Milliseconds one CLI run may take (create-card generates RSA keys). */
-const RUN_TIMEOUT_MS = 60_000;
 
 const ISSUER = 'https://idp.example';
 
-interface Run {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
+type Run = CliRun;
 
 /** The environment without any CARDLINK_* setting of the machine, and a private state dir. */
 function cleanEnv(stateDir: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('CARDLINK_')) env[k] = v;
-  return { ...env, XDG_STATE_HOME: stateDir, ...extra };
+  return { ...envWithoutCardlinkSettings(), XDG_STATE_HOME: stateDir, ...extra };
 }
 
 function runCli(args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, 'admin', ...args], {
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`cardlink admin ${args.join(' ')} timed out:\n${stdout}${stderr}`));
-    }, RUN_TIMEOUT_MS);
-    child.once('error', reject);
-    child.once('close', (status) => {
-      clearTimeout(timer);
-      resolve({ status, stdout, stderr });
-    });
-  });
+  return runCardlink(['admin', ...args], env);
 }
 
 const show = (r: Run) => `exit ${r.status}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
