@@ -3,6 +3,7 @@
 # the real middleware and services the tests drive, and the services started. Idempotent.
 # The tray's tests (test/tray/) run a real X desktop: Xvfb, trayer (tray host), dunst
 # (notifications), xdotool and xsetroot, ImageMagick (screenshots) and tesseract (to read the menus).
+# The browser tests (IdP login, PIN page) drive Debian's chromium with playwright-core.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -11,7 +12,7 @@ packages="pcscd libpcsclite-dev pkg-config make gcc g++ python3 opensc pcsc-tool
   yubico-piv-tool softhsm2 libengine-pkcs11-openssl gnutls-bin openssl postgresql openssh-server
   openssh-client dbus-daemon gnome-keyring libglib2.0-bin
   xvfb trayer xdotool x11-utils x11-xserver-utils dunst libayatana-appindicator3-1 imagemagick dbus-x11
-  fonts-dejavu-core tesseract-ocr tesseract-ocr-eng"
+  fonts-dejavu-core tesseract-ocr tesseract-ocr-eng chromium"
 missing=$(for p in $packages; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"; done)
 if [ -n "$missing" ]; then
   echo "prepare-machine: installing $(echo $missing)"
