@@ -9,7 +9,6 @@
  */
 import { REFERENCE_DATA_MAX_BYTES, REFERENCE_DATA_MIN_BYTES } from '../../apdu/piv/index.js';
 import { AUDIT_EVENTS, appendAudit } from '../audit/audit-log.js';
-import { issueCrl } from '../ca/crl.js';
 import type { KekProvider } from '../keys/kek-provider.js';
 import { createPinVerifier } from '../keys/pin-verifier.js';
 import {
@@ -158,6 +157,8 @@ export async function deleteCard(options: {
     return serials;
   });
   if (revoked.length === 0 || !options.kek) return { revoked };
+  // Loaded only when there is a CRL to sign: the other admin commands never load the CA.
+  const { issueCrl } = await import('../ca/crl.js');
   const crl = await issueCrl({ storage, kek: options.kek, actor });
   return { revoked, crlNumber: crl.crlNumber };
 }

@@ -11,4 +11,3 @@ export * from './kek-admin.js';
 export * from './audit-query.js';
 export * from './session-admin.js';
 export * from './device-admin.js';
-export * from './enroll.js';

@@ -2,7 +2,7 @@
  * CRLs of the issuing CA (RFC 5280 section 5): every revoked certificate that has not expired,
  * with its reason, a CRL number taken in the same transaction that stores the CRL, and the CA's
  * key identifier. The CRL is signed when a revocation happens (enrollment that supersedes, erase)
- * and by `cardlink admin ca crl`; the card server serves the stored one (server/http/ca-routes.ts).
+ * and by `cardlink admin ca crl`; the card server serves the stored one (server/http/ca-routes.ts, CRL_PATH).
  */
 import {
   AuthorityKeyIdentifierExtension,
@@ -18,10 +18,6 @@ import { openIssuingCa, type IssuingCa } from './issuing-ca.js';
 
 /** Days until a CRL's nextUpdate: relying parties refuse it afterwards, so re-sign within it (`ca crl`). */
 export const CRL_VALIDITY_DAYS = 7;
-/** Path under the server's public URL where the current CRL is served (DER). */
-export const CRL_PATH = '/ca/crl';
-/** Path where the CA certificate is served (DER). */
-export const CA_CERTIFICATE_PATH = '/ca/cert';
 /** id-ce-cRLNumber, RFC 5280 section 5.2.3. */
 const CRL_NUMBER_OID = '2.5.29.20';
 

@@ -6,9 +6,22 @@
  * primary key), so a CRL signed by `cardlink admin` on another process is served at once.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { CA_CERTIFICATE_PATH, CRL_PATH } from '../ca/crl.js';
 import { findIssuingCa, type Storage } from '../storage/index.js';
 import { reply, replyBytes } from './responses.js';
+
+/** Path under the server's public URL where the current CRL is served (DER). */
+export const CRL_PATH = '/ca/crl';
+/** Path where the CA certificate is served (DER). */
+export const CA_CERTIFICATE_PATH = '/ca/cert';
+
+/** `https://host:port/anything` -> `https://host:port/ca/crl`: where this server serves its CRL. */
+export function crlUrlFor(publicUrl: string): string {
+  const url = new URL(publicUrl);
+  url.pathname = CRL_PATH;
+  url.search = '';
+  url.hash = '';
+  return url.href;
+}
 
 /** Seconds relying parties may cache the CRL before fetching it again (a revocation shows within this). */
 export const CRL_MAX_AGE_SECONDS = 300;
