@@ -103,10 +103,12 @@ export async function issueCertificate(ca: IssuingCa, req: IssueRequest): Promis
 
   const now = req.now ?? new Date();
   const notBefore = new Date(Math.floor(now.getTime() / 1000 - CERTIFICATE_BACKDATE_SECONDS) * 1000);
-  const notAfter = new Date(notBefore.getTime() + req.template.validityDays * 86_400_000);
   const ca509 = ca.certificate;
-  if (notAfter > ca509.notAfter)
-    throw new EnrollmentError('the certificate would outlive the CA certificate', { slot: slotHex });
+  // Never beyond the CA certificate (RFC 5280 path validation would refuse the rest of its life).
+  const notAfter = new Date(
+    Math.min(notBefore.getTime() + req.template.validityDays * 86_400_000, ca509.notAfter.getTime()),
+  );
+  if (notAfter <= now) throw new EnrollmentError('the CA certificate has expired', { slot: slotHex });
 
   const spki = new Uint8Array(req.request.publicKey.rawData);
   const signer = ca.signer;
