@@ -78,28 +78,7 @@ export async function issueCertificate(ca: IssuingCa, req: IssueRequest): Promis
   const slotHex = req.slot.toString(16).toUpperCase();
   if (!(await req.request.verify()))
     throw new EnrollmentError('the certificate request is not signed by its own key', { slot: slotHex });
-  const claims: Claims = { ...req.claims, serial: String(req.cardSerial) };
-
-  const rdns: Record<string, { [k: string]: string }[]>[] = [];
-  for (const { attribute, value } of req.template.subject) {
-    const filled = fillTemplate(value, claims);
-    if (filled === undefined || filled.length === 0)
-      throw new EnrollmentError(`a claim the subject's ${attribute} names is missing`, {
-        slot: slotHex,
-        attribute,
-      });
-    rdns.push({ [attribute]: [{ [ATTRIBUTE_STRING[attribute]]: filled }] });
-  }
-  rdns.push({ [SERIAL_NUMBER_ATTRIBUTE]: [{ printableString: String(req.cardSerial) }] });
-  const subject = new Name(rdns);
-
-  const sans: { type: 'email' | 'upn'; value: string }[] = [];
-  for (const kind of ['email', 'upn'] as const) {
-    const pattern = req.template.san[kind];
-    if (pattern === undefined) continue;
-    const value = fillTemplate(pattern, claims);
-    if (value !== undefined && value.length > 0) sans.push({ type: kind, value });
-  }
+  const { subject, sans } = templateNames(req.template, req.claims, req.cardSerial, req.slot);
 
   const now = req.now ?? new Date();
   const notBefore = new Date(Math.floor(now.getTime() / 1000 - CERTIFICATE_BACKDATE_SECONDS) * 1000);
@@ -115,11 +94,7 @@ export async function issueCertificate(ca: IssuingCa, req: IssueRequest): Promis
   const caSki = ca509.getExtension(SubjectKeyIdentifierExtension);
   const extensions: Extension[] = [
     new BasicConstraintsExtension(false, undefined, true),
-    new KeyUsagesExtension(
-      req.template.keyUsage.reduce((flags, name) => flags | (1 << KEY_USAGE[name]), 0),
-      true,
-    ),
-    new ExtendedKeyUsageExtension([...req.template.extendedKeyUsage]),
+    ...templateUsageExtensions(req.template),
     await SubjectKeyIdentifierExtension.create(spki, false, signer.crypto),
     caSki
       ? new AuthorityKeyIdentifierExtension(caSki.keyId)
@@ -154,6 +129,50 @@ export async function issueCertificate(ca: IssuingCa, req: IssueRequest): Promis
     subject: certificate.subject,
     notAfter,
   };
+}
+
+/**
+ * The subject (template RDNs filled with the claims, then serialNumber = the card serial) and the
+ * SANs of a slot's certificate. A subject claim that is missing throws; a SAN's is left out.
+ */
+export function templateNames(
+  template: ResolvedTemplate,
+  userClaims: Claims,
+  cardSerial: number,
+  slot: number,
+): { subject: Name; sans: { type: 'email' | 'upn'; value: string }[] } {
+  const slotHex = slot.toString(16).toUpperCase();
+  const claims: Claims = { ...userClaims, serial: String(cardSerial) };
+  const rdns: Record<string, { [k: string]: string }[]>[] = [];
+  for (const { attribute, value } of template.subject) {
+    const filled = fillTemplate(value, claims);
+    if (filled === undefined || filled.length === 0)
+      throw new EnrollmentError(`a claim the subject's ${attribute} names is missing`, {
+        slot: slotHex,
+        attribute,
+      });
+    rdns.push({ [attribute]: [{ [ATTRIBUTE_STRING[attribute]]: filled }] });
+  }
+  rdns.push({ [SERIAL_NUMBER_ATTRIBUTE]: [{ printableString: String(cardSerial) }] });
+  const sans: { type: 'email' | 'upn'; value: string }[] = [];
+  for (const kind of ['email', 'upn'] as const) {
+    const pattern = template.san[kind];
+    if (pattern === undefined) continue;
+    const value = fillTemplate(pattern, claims);
+    if (value !== undefined && value.length > 0) sans.push({ type: kind, value });
+  }
+  return { subject: new Name(rdns), sans };
+}
+
+/** Key usage (critical) and extended key usage of the template. */
+export function templateUsageExtensions(template: ResolvedTemplate): Extension[] {
+  return [
+    new KeyUsagesExtension(
+      template.keyUsage.reduce((flags, name) => flags | (1 << KEY_USAGE[name]), 0),
+      true,
+    ),
+    new ExtendedKeyUsageExtension([...template.extendedKeyUsage]),
+  ];
 }
 
 /** Serial hex as OpenSSL and CRL entries show it: lower case, no leading zero bytes. */

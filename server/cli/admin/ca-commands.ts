@@ -188,6 +188,7 @@ interface EnrollArgs extends AdminArgs {
   tenant: string | undefined;
   profile: string | undefined;
   claim: string[] | undefined;
+  'ca-command': string | undefined;
 }
 
 /** `name=value` pairs of --claim. */
@@ -219,6 +220,11 @@ export const enrollCommand: CommandModule<AdminArgs, EnrollArgs> = {
       .option('profile', {
         type: 'string',
         describe: 'card profile for a new card (default: the shipped default)',
+      })
+      .option('ca-command', {
+        type: 'string',
+        describe:
+          'an external CA instead of the embedded one: an executable that reads a request (PEM) on stdin and prints the certificate on stdout',
       })
       .option('claim', {
         type: 'string',
@@ -256,7 +262,14 @@ export const enrollCommand: CommandModule<AdminArgs, EnrollArgs> = {
         });
       }
       const cardId = created?.cardId ?? args.cardId!;
-      const enrolled = await enrollCard({ storage, kek, cardId, claims, actor: adminActor() });
+      const enrolled = await enrollCard({
+        storage,
+        kek,
+        cardId,
+        claims,
+        actor: adminActor(),
+        ...(args['ca-command'] !== undefined ? { externalCa: { argv: [args['ca-command']] } } : {}),
+      });
       return { created, enrolled };
     });
     const { created, enrolled } = result;
