@@ -4,9 +4,9 @@
  * the CLI uses: the sign-in (`cardlink login`'s browser sign-in) and the diagnostics bundle
  * (`cardlink diag`).
  *
- * Tokens: the tray hands the daemon the access token only and keeps the refresh token (in memory)
- * to renew the sign-in itself when the daemon says the token expires (docs/security-model.md,
- * "Refresh token only for a login without a tray").
+ * Tokens: the tray hands the daemon the access token only; the refresh token belongs to the tray's
+ * SignInOwner (sign-in-owner.ts: memory and the keyring), which renews the sign-in when the daemon
+ * says the token expires (docs/security-model.md, "The refresh token's owner").
  *
  * Two entries lead to pages the tray does not have yet (issue 16's later slice): Change PIN… and
  * Unblock PIN… call `openPinPage`, which for now tells the user how to do it with a PIV tool,
@@ -19,10 +19,8 @@ import type { CardStatus, DaemonStatus } from '../daemon/control/control-protoco
 import { openWithDesktop } from '../daemon/cli/desktop-open.js';
 import { DAEMON_VERSION } from '../daemon/daemon.js';
 import type { BrowserLogin } from '../daemon/login/authorization-code-login.js';
-import type { OidcClientSettings } from '../daemon/login/oidc-client-settings.js';
-import type { TokenGrant } from '../daemon/login/token-grant.js';
-import { CardlinkError } from '../protocol/errors.js';
 import type { DaemonWatch } from './daemon-watch.js';
+import type { SignInOwner } from './sign-in-owner.js';
 import { displayName, hostOf } from './tray-state.js';
 
 export interface TrayActionsDeps {
@@ -32,6 +30,8 @@ export interface TrayActionsDeps {
   inform(summary: string, body: string): void;
   /** The daemon's last status, if the tray has one. */
   status(): DaemonStatus | undefined;
+  /** The tray's sign-in and its refresh token. */
+  owner: SignInOwner;
 }
 
 /** The daemon's log folder: `Open logs` opens it, and `Save diagnostics` writes there. */
@@ -39,15 +39,8 @@ export function logDirectory(config: DaemonConfig): string {
   return config.log.file ? path.dirname(config.log.file) : config.stateDir;
 }
 
-/** The tray's own sign-in, kept to renew it: the refresh token never goes to the daemon. */
-interface TraySignIn {
-  readonly settings: OidcClientSettings;
-  refreshToken: string;
-}
-
 export class TrayActions {
   private login: BrowserLogin | undefined;
-  private signedIn: TraySignIn | undefined;
 
   constructor(private readonly deps: TrayActionsDeps) {}
 
@@ -59,41 +52,38 @@ export class TrayActions {
     return this.deps.watch.request('disconnect');
   }
 
-  signOut(): Promise<null> {
-    this.signedIn = undefined;
-    return this.deps.watch.request('logout');
+  /**
+   * The daemon's `logout` empties the reader; then the refresh token leaves memory and keyring
+   * and is revoked at the IdP where it offers revocation (RFC 7009).
+   */
+  async signOut(): Promise<null> {
+    await this.deps.watch.request('logout');
+    const revoked = await this.deps.owner.signOut();
+    if (revoked === 'not-supported')
+      this.deps.inform(
+        'Signed out of cardlink',
+        'Your identity provider offers no token revocation: the sign-in runs out on its own at its expiry.',
+      );
+    return null;
   }
 
   /** Whether the tray holds a refresh token of its own sign-in to renew it with. */
   canRenew(): boolean {
-    return this.signedIn !== undefined;
+    return this.deps.owner.holds();
   }
 
-  /** Drops the tray's sign-in (the daemon's session ended, or another sign-in replaced it). */
-  forgetSignIn(): void {
-    this.signedIn = undefined;
+  /** Drops the tray's sign-in (the daemon's session ended without the tray, e.g. `cardlink logout`). */
+  forgetSignIn(): Promise<void> {
+    return this.deps.owner.forget();
   }
 
   /**
    * Renews the tray's sign-in with its refresh token (on the daemon's `token-expiring`) and hands
    * the new access token over; the daemon renews the live session with it (RENEW_TOKEN). Rejects
-   * with the refresh's error; ERR_LOGIN_EXPIRED also drops the refresh token (sign in again).
+   * with the refresh's error; a final one (ERR_LOGIN_EXPIRED) also drops the refresh token.
    */
-  async renewSignIn(): Promise<void> {
-    const held = this.signedIn;
-    if (!held) throw new CardlinkError('ERR_LOGIN_EXPIRED', 'the tray has no sign-in of its own to renew');
-    const { refreshAccessToken } = await import('../daemon/login/refresh-token.js');
-    const { idpRequestOptionsFor } = await import('../daemon/login/login-settings.js');
-    let grant: TokenGrant;
-    try {
-      grant = await refreshAccessToken(held.settings, held.refreshToken, idpRequestOptionsFor(held.settings));
-    } catch (error) {
-      if (error instanceof CardlinkError && error.code === 'ERR_LOGIN_EXPIRED' && this.signedIn === held)
-        this.signedIn = undefined;
-      throw error;
-    }
-    if (grant.refreshToken) held.refreshToken = grant.refreshToken;
-    await this.handOver(held.settings, grant);
+  renewSignIn(): Promise<void> {
+    return this.deps.owner.renew();
   }
 
   /**
@@ -103,10 +93,10 @@ export class TrayActions {
    */
   async signIn(): Promise<void> {
     const { config, inform } = this.deps;
-    const { oidcSettingsFrom, idpRequestOptionsFor } = await import('../daemon/login/login-settings.js');
+    const { oidcSettingsFrom, browserLoginOptionsFor } = await import('../daemon/login/login-settings.js');
     const { startBrowserLogin } = await import('../daemon/login/authorization-code-login.js');
     const settings = oidcSettingsFrom(config);
-    const login = await startBrowserLogin(settings, idpRequestOptionsFor(settings));
+    const login = await startBrowserLogin(settings, browserLoginOptionsFor(config, settings));
     this.login = login;
     try {
       const opened = await openWithDesktop(login.authorizationUrl);
@@ -117,21 +107,10 @@ export class TrayActions {
           : `Open this address in a browser to sign in: ${login.authorizationUrl}`,
       );
       const grant = await login.complete();
-      await this.handOver(settings, grant);
-      this.signedIn = grant.refreshToken ? { settings, refreshToken: grant.refreshToken } : undefined;
+      await this.deps.owner.adopt(settings, grant);
     } finally {
       this.login = undefined;
     }
-  }
-
-  /** The access token only (docs/security-model.md: the tray renews, so the daemon needs no refresh token). */
-  private async handOver(settings: OidcClientSettings, grant: TokenGrant): Promise<void> {
-    await this.deps.watch.request('hand-over-token', {
-      accessToken: grant.accessToken,
-      expiresAt: grant.expiresAt,
-      issuer: settings.issuer,
-      clientId: settings.clientId,
-    });
   }
 
   /** Stops a sign-in waiting for the browser. */

@@ -17,6 +17,8 @@ import { DaemonWatch } from './daemon-watch.js';
 import { trayIconPng } from './icons.js';
 import { TrayMenu } from './menu.js';
 import { DesktopNotifier } from './notifications.js';
+import { RefreshTokenStore } from './refresh-token-store.js';
+import { SignInOwner } from './sign-in-owner.js';
 import { TrayActions } from './tray-actions.js';
 import {
   INITIAL_TRAY_MODEL,
@@ -47,6 +49,9 @@ export interface TrayAppOptions {
   readyTimeoutMs?: number;
 }
 
+/** How long the tray waits before it tries again to restore a sign-in the IdP could not renew (unreachable). */
+export const RESTORE_RETRY_MS = 30_000;
+
 /** The icon shown with each kind of notice. */
 const NOTICE_ICON: Record<TrayNotice['kind'], TrayIconState> = {
   'taken-over': 'taken-over',
@@ -67,6 +72,9 @@ export class TrayApp {
   private notifyFailed = false;
   private readonly watch: DaemonWatch;
   private readonly actions: TrayActions;
+  private readonly owner: SignInOwner;
+  private restoring = false;
+  private restoreTimer: NodeJS.Timeout | undefined;
   private quit!: () => void;
   /** Resolves when the user chose Quit (or stop() was called). */
   readonly done = new Promise<void>((resolve) => (this.quit = resolve));
@@ -74,11 +82,38 @@ export class TrayApp {
   private constructor(private readonly options: TrayAppOptions) {
     const paths = controlPaths({ runtimeDir: options.config.runtimeDir });
     this.watch = new DaemonWatch({ socketPath: paths.socketPath, secretFile: paths.secretFile });
+    const config = options.config;
+    this.owner = new SignInOwner({
+      store: new RefreshTokenStore({ stateDir: config.stateDir, setting: config.tray.refreshTokenStore }),
+      settingsFor: (signIn) => ({
+        issuer: signIn.issuer,
+        clientId: signIn.clientId,
+        scope: config.login.scope,
+        ...(config.login.resource ? { resource: config.login.resource } : {}),
+      }),
+      handOver: async (settings, grant) => {
+        await this.watch.request('hand-over-token', {
+          accessToken: grant.accessToken,
+          expiresAt: grant.expiresAt,
+          issuer: settings.issuer,
+          clientId: settings.clientId,
+        });
+      },
+      promptSignIn: (reason) =>
+        this.notify({
+          kind: 'session-ended',
+          summary: 'Sign in to cardlink again',
+          body: `${reason} Choose Sign in… in the cardlink menu to get your cards back.`,
+          urgency: 'normal',
+        }),
+      out: options.out,
+    });
     this.actions = new TrayActions({
-      config: options.config,
+      config,
       watch: this.watch,
       inform: (summary, body) => this.inform(summary, body),
       status: () => this.model.status,
+      owner: this.owner,
     });
   }
 
@@ -126,7 +161,17 @@ export class TrayApp {
       // through logged-out (with its token kept) while it disconnects. And only on the change: a
       // status fetched just before a sign-in's hand-over has no user either, and must not drop
       // the sign-in it never saw (fetches never overlap).
-      if (status.user === undefined && app.model.status?.user !== undefined) app.actions.forgetSignIn();
+      const before = app.model.status;
+      if (status.user === undefined && before?.user !== undefined) {
+        // Ran out (the renewal failed, or the IdP was away when it was due): renewing may still
+        // work. Ended by someone (`cardlink logout`): the tray's sign-in ends with it.
+        if (status.lastError?.code === 'ERR_AUTH_TOKEN_INVALID' && app.owner.holds()) void app.restore();
+        else void app.actions.forgetSignIn();
+      } else if (before === undefined) {
+        // The first status from this daemon (the tray or the daemon started).
+        if (status.user === undefined && status.state === 'logged-out') void app.restore();
+        else if (status.user !== undefined) void app.owner.load().catch(() => false);
+      }
       app.apply(withStatus(app.model, status, Date.now()));
     });
     app.watch.on('event', (event) => {
@@ -147,11 +192,32 @@ export class TrayApp {
   /** Removes the icon and closes the connections. */
   async stop(): Promise<void> {
     clearTimeout(this.clockTimer);
+    clearTimeout(this.restoreTimer);
     this.actions.cancelSignIn();
     await this.watch.stop();
     await this.menu?.close();
     this.notifier?.close();
     this.quit();
+  }
+
+  /**
+   * Brings the stored sign-in back into a daemon without one; an IdP out of reach is tried again
+   * every RESTORE_RETRY_MS while the daemon still has no sign-in. Never opens a browser.
+   */
+  private async restore(): Promise<void> {
+    if (this.restoring) return;
+    this.restoring = true;
+    clearTimeout(this.restoreTimer);
+    try {
+      const result = await this.owner.restore();
+      if (result === 'failed' && this.owner.holds())
+        this.restoreTimer = setTimeout(() => {
+          if (this.model.status !== undefined && this.model.status.user === undefined) void this.restore();
+        }, RESTORE_RETRY_MS);
+    } finally {
+      this.restoring = false;
+      this.watch.refresh();
+    }
   }
 
   /** Renews the tray's own sign-in; only when that fails does the user hear the session expires. */

@@ -5,6 +5,7 @@
  */
 import { ConfigError, isLoopbackHost } from '../../protocol/config/config-sources.js';
 import type { DaemonConfig } from '../config/daemon-config.js';
+import type { BrowserLoginOptions } from './authorization-code-login.js';
 import type { IdpRequestOptions, OidcClientSettings } from './oidc-client-settings.js';
 
 /** Throws a ConfigError naming `login.issuer` or `login.clientId` and the file when one is missing. */
@@ -23,4 +24,13 @@ export function oidcSettingsFrom(config: DaemonConfig): OidcClientSettings {
 /** An `http://` issuer is accepted only on the loopback interface (tests, local development). */
 export function idpRequestOptionsFor(settings: OidcClientSettings): IdpRequestOptions {
   return { allowInsecureHttpIssuer: isLoopbackHost(new URL(settings.issuer).hostname) };
+}
+
+/** The browser sign-in's options from the settings: the issuer's, and the fixed redirect port if one is set. */
+export function browserLoginOptionsFor(
+  config: DaemonConfig,
+  settings: OidcClientSettings,
+): BrowserLoginOptions {
+  const port = config.login.redirectPort;
+  return { ...idpRequestOptionsFor(settings), ...(port !== undefined ? { redirectPort: port } : {}) };
 }

@@ -347,6 +347,8 @@ export async function startLocalIdp(options: LocalIdpOptions): Promise<LocalIdp>
       },
       features: {
         devInteractions: { enabled: false },
+        // RFC 7009: the tray revokes its refresh token at sign-out.
+        revocation: { enabled: true },
         deviceFlow: {
           enabled: true,
           userCodeInputSource: devicePage(
