@@ -127,16 +127,22 @@ export class SignInOwner {
   }
 
   /**
-   * Sign out: the refresh token leaves memory and store, then is revoked at the IdP where it
-   * offers revocation (RFC 7009). Returns what the IdP did with it; rejects only if the revocation
-   * failed (the token is forgotten here either way).
+   * Sign out: the sign-in is let go at once (so the status that follows `endSession`, the
+   * daemon's logout, finds nothing to forget or restore), `endSession` runs, then the refresh token
+   * leaves the store and is revoked at the IdP where it offers revocation (RFC 7009). Returns what
+   * the IdP did with it; rejects if the session could not be ended or the revocation failed (the
+   * token is forgotten here either way).
    */
-  async signOut(): Promise<'revoked' | 'not-supported' | 'none'> {
+  async signOut(endSession: () => Promise<unknown>): Promise<'revoked' | 'not-supported' | 'none'> {
     const held = this.held;
     this.held = undefined;
-    // A renewal under way may rotate the token: the one to revoke is the newest.
-    await this.renewing?.catch(() => undefined);
-    await this.deps.store.clear();
+    try {
+      await endSession();
+    } finally {
+      // A renewal under way may rotate the token: the one to revoke is the newest.
+      await this.renewing?.catch(() => undefined);
+      await this.deps.store.clear();
+    }
     const token = held?.refreshToken;
     if (!held || !token) return 'none';
     const { revokeRefreshToken } = await import('../daemon/login/revoke-token.js');

@@ -57,8 +57,7 @@ export class TrayActions {
    * and is revoked at the IdP where it offers revocation (RFC 7009).
    */
   async signOut(): Promise<null> {
-    await this.deps.watch.request('logout');
-    const revoked = await this.deps.owner.signOut();
+    const revoked = await this.deps.owner.signOut(() => this.deps.watch.request('logout'));
     if (revoked === 'not-supported')
       this.deps.inform(
         'Signed out of cardlink',

@@ -266,8 +266,11 @@ export class TrayApp {
     this.notify({ kind: 'info', summary, body, urgency: 'low' });
   }
 
-  /** Carries out a menu action; its entry is disabled meanwhile and a failure is shown. */
-  private async run(action: TrayAction): Promise<void> {
+  /**
+   * Carries out a menu action (a click in the menu; a test without a tray host calls it directly);
+   * its entry is disabled meanwhile and a failure is shown.
+   */
+  async run(action: TrayAction): Promise<void> {
     if (action === 'quit') {
       await this.stop();
       return;

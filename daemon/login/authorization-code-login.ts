@@ -5,7 +5,8 @@
  * A one-shot HTTP listener on 127.0.0.1 (never another interface) and a random port (or the fixed
  * `redirectPort` for identity providers that register exact redirect URIs) receives the
  * redirect at `http://127.0.0.1:<port>/callback`. It accepts exactly one callback: its `state` must
- * match (else the login fails, so a forged or stale redirect cannot be retried against it), the code
+ * match and its `iss` name the IdP (RFC 9207; else the login fails, so a forged or stale redirect
+ * cannot be retried against it), the code
  * is exchanged (with the code verifier, the nonce check and the resource indicator), and the browser
  * gets a small page that says whether it worked. The listener closes after that callback, on
  * `cancel()`, when the caller's signal aborts, or when the timeout passes.
@@ -226,6 +227,27 @@ export async function startBrowserLogin(
           'ERR_LOGIN_DENIED',
           'The browser came back with a sign-in response for another request (wrong state): refused. Start the sign-in again.',
           { issuer: resolved.issuer, stage: 'authorization', reason: 'state-mismatch' },
+        ),
+      );
+    }
+
+    // RFC 9207: the response names its issuer; one that names another is a mix-up (an
+    // attacker's IdP answering for ours), refused before the code goes anywhere.
+    const issued = url.searchParams.get('iss');
+    const expectedIssuer = config.serverMetadata().issuer;
+    const issRequired = config.serverMetadata().authorization_response_iss_parameter_supported === true;
+    if ((issued !== null || issRequired) && issued !== expectedIssuer) {
+      page(
+        res,
+        400,
+        'Sign-in refused',
+        'This sign-in response comes from another identity provider than the one cardlink asked. Start the sign-in again.',
+      );
+      return fail(
+        new CardlinkError(
+          'ERR_LOGIN_DENIED',
+          'The browser came back with a sign-in response from another issuer (wrong iss): refused. Start the sign-in again.',
+          { issuer: resolved.issuer, stage: 'authorization', reason: 'issuer-mismatch' },
         ),
       );
     }
