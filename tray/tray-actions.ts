@@ -20,6 +20,8 @@ import { openWithDesktop } from '../daemon/cli/desktop-open.js';
 import { DAEMON_VERSION } from '../daemon/daemon.js';
 import type { BrowserLogin } from '../daemon/login/authorization-code-login.js';
 import type { DaemonWatch } from './daemon-watch.js';
+import { copyToClipboard } from './clipboard.js';
+import type { DeviceCodePrompt } from './sign-in-menu.js';
 import type { SignInOwner } from './sign-in-owner.js';
 import { displayName, hostOf } from './tray-state.js';
 
@@ -41,6 +43,7 @@ export function logDirectory(config: DaemonConfig): string {
 
 export class TrayActions {
   private login: BrowserLogin | undefined;
+  private codeLogin: AbortController | undefined;
 
   constructor(private readonly deps: TrayActionsDeps) {}
 
@@ -86,15 +89,15 @@ export class TrayActions {
   }
 
   /**
-   * Browser sign-in (Authorization Code + PKCE, loopback redirect) at the daemon's `login.issuer`;
-   * the tokens go to the daemon. Resolves when they are handed over; rejects with the login's
-   * error (ERR_LOGIN_CANCELLED after cancelSignIn()).
+   * Browser sign-in (Authorization Code + PKCE, loopback redirect) at the `issuer`th configured
+   * identity provider (0: the default); the tokens go to the daemon. Resolves when they are handed
+   * over; rejects with the login's error (ERR_LOGIN_CANCELLED after cancelSignIn()).
    */
-  async signIn(): Promise<void> {
+  async signIn(issuer = 0): Promise<void> {
     const { config, inform } = this.deps;
-    const { oidcSettingsFrom, browserLoginOptionsFor } = await import('../daemon/login/login-settings.js');
+    const { oidcSettingsAt, browserLoginOptionsFor } = await import('../daemon/login/login-settings.js');
     const { startBrowserLogin } = await import('../daemon/login/authorization-code-login.js');
-    const settings = oidcSettingsFrom(config);
+    const settings = oidcSettingsAt(config, issuer);
     const login = await startBrowserLogin(settings, browserLoginOptionsFor(config, settings));
     this.login = login;
     try {
@@ -112,9 +115,44 @@ export class TrayActions {
     }
   }
 
-  /** Stops a sign-in waiting for the browser. */
+  /**
+   * Sign-in with a code (RFC 8628 device authorization grant) at the default identity provider,
+   * for where no browser opens here: `onCode` gets the code and the address (the menu shows them),
+   * the address goes to the clipboard where a tool exists, and a notification says both. Resolves
+   * once the user finished on any device and the tokens are handed over.
+   */
+  async signInWithCode(onCode: (code: DeviceCodePrompt | undefined) => void): Promise<void> {
+    const { config, inform } = this.deps;
+    const { oidcSettingsAt, idpRequestOptionsFor } = await import('../daemon/login/login-settings.js');
+    const { startDeviceCodeLogin } = await import('../daemon/login/device-code-login.js');
+    const settings = oidcSettingsAt(config, 0);
+    const control = new AbortController();
+    this.codeLogin = control;
+    try {
+      const login = await startDeviceCodeLogin(settings, {
+        ...idpRequestOptionsFor(settings),
+        signal: control.signal,
+      });
+      const address = login.verificationUriComplete ?? login.verificationUri;
+      const copied = await copyToClipboard(address);
+      onCode({ userCode: login.userCode, verificationUri: login.verificationUri });
+      inform(
+        'Sign in to cardlink with a code',
+        `On any device, open ${login.verificationUri} and enter the code ${login.userCode}.` +
+          (copied ? ' The address is on the clipboard.' : ''),
+      );
+      const grant = await login.complete();
+      await this.deps.owner.adopt(settings, grant);
+    } finally {
+      this.codeLogin = undefined;
+      onCode(undefined);
+    }
+  }
+
+  /** Stops a sign-in waiting for the browser or for the code to be entered. */
   cancelSignIn(): void {
     this.login?.cancel();
+    this.codeLogin?.abort();
   }
 
   /**

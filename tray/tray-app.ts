@@ -18,6 +18,7 @@ import { trayIconPng } from './icons.js';
 import { TrayMenu } from './menu.js';
 import { DesktopNotifier } from './notifications.js';
 import { RefreshTokenStore } from './refresh-token-store.js';
+import { issuerIndexOf } from './sign-in-menu.js';
 import { SignInOwner } from './sign-in-owner.js';
 import { TrayActions } from './tray-actions.js';
 import {
@@ -28,7 +29,9 @@ import {
   withBusy,
   withClock,
   withDaemonUnreachable,
+  withDeviceCode,
   withDiagnostics,
+  withSignInChoices,
   withEvent,
   withSigningIn,
   withStatus,
@@ -85,12 +88,19 @@ export class TrayApp {
     const config = options.config;
     this.owner = new SignInOwner({
       store: new RefreshTokenStore({ stateDir: config.stateDir, setting: config.tray.refreshTokenStore }),
-      settingsFor: (signIn) => ({
-        issuer: signIn.issuer,
-        clientId: signIn.clientId,
-        scope: config.login.scope,
-        ...(config.login.resource ? { resource: config.login.resource } : {}),
-      }),
+      settingsFor: (signIn) => {
+        // The configured identity provider the sign-in was made at, for its resource and scope.
+        const known = config.login.issuers.find(
+          (i) => i.issuer === signIn.issuer && i.clientId === signIn.clientId,
+        );
+        const resource = known ? known.resource : config.login.resource;
+        return {
+          issuer: signIn.issuer,
+          clientId: signIn.clientId,
+          scope: known?.scope ?? config.login.scope,
+          ...(resource ? { resource } : {}),
+        };
+      },
       handOver: async (settings, grant) => {
         await this.watch.request('hand-over-token', {
           accessToken: grant.accessToken,
@@ -119,6 +129,10 @@ export class TrayApp {
 
   static async start(options: TrayAppOptions): Promise<TrayApp> {
     const app = new TrayApp(options);
+    app.model = withSignInChoices(
+      app.model,
+      options.config.login.issuers.map((i) => i.name),
+    );
     const pngs = Object.fromEntries(TRAY_ICON_STATES.map((s) => [s, trayIconPng(s)])) as Record<
       TrayIconState,
       Buffer
@@ -283,9 +297,24 @@ export class TrayApp {
     try {
       switch (action) {
         case 'sign-in':
+        case 'sign-in-2':
+        case 'sign-in-3':
+        case 'sign-in-4':
+        case 'sign-in-5':
+        case 'sign-in-6':
+        case 'sign-in-7':
+        case 'sign-in-8':
           this.set(withSigningIn(this.model, true));
           try {
-            await this.actions.signIn();
+            await this.actions.signIn(issuerIndexOf(action));
+          } finally {
+            this.set(withSigningIn(this.model, false));
+          }
+          break;
+        case 'sign-in-code':
+          this.set(withSigningIn(this.model, true));
+          try {
+            await this.actions.signInWithCode((code) => this.set(withDeviceCode(this.model, code)));
           } finally {
             this.set(withSigningIn(this.model, false));
           }
@@ -327,6 +356,14 @@ export class TrayApp {
 
 const ACTION_NAMES: Record<TrayAction, string> = {
   'sign-in': 'sign-in',
+  'sign-in-2': 'sign-in',
+  'sign-in-3': 'sign-in',
+  'sign-in-4': 'sign-in',
+  'sign-in-5': 'sign-in',
+  'sign-in-6': 'sign-in',
+  'sign-in-7': 'sign-in',
+  'sign-in-8': 'sign-in',
+  'sign-in-code': 'sign-in with a code',
   'cancel-sign-in': 'cancelling the sign-in',
   'sign-out': 'sign-out',
   connect: 'Connect',

@@ -14,6 +14,7 @@
  * - a callback with a wrong `state` or a wrong `iss` is refused;
  * - a daemon restart, and a daemon and tray restart, bring the card back with no browser;
  * - Sign out empties the reader, empties the keyring and revokes the token at the IdP (RFC 7009);
+ * - Sign in with a code… (RFC 8628) shows the code and the address and brings the card too;
  * - a revoked refresh token leads to exactly one request to sign in again, and no browser;
  * - after all that, no token is anywhere in clear: files under the test's directories (logs,
  *   config, state, caches) and every process's output.
@@ -258,6 +259,23 @@ describe('the tray signs in in a real browser, keeps the refresh token in the ke
     assert.equal((await daemon.status()).user, undefined);
     assert.equal(await keyringEntry.getPassword(), null);
     await assert.rejects(stack.idp.refresh(token), /invalid_grant/);
+  });
+
+  it('Sign in with a code… (device authorization grant): the code and the address shown, the card in pcscd', async () => {
+    const before = opened().length;
+    const signingIn = app!.run('sign-in-code');
+    const [, address, code] = await until(
+      'the code shown',
+      () => /open (\S+) and enter the code (\S+)\./.exec(appOutput) ?? undefined,
+    );
+    await stack.idp.approveDeviceCode(code!.replace(/\.$/, ''), { verificationUri: address! });
+    await signingIn;
+    await cardInserted(daemon);
+    await waitForCardPresent(stack.pcscd.readerName(0), WAIT_MS);
+    assert.ok(await storedRefreshToken(), 'the code sign-in’s refresh token is in the keyring');
+    assert.equal(opened().length, before, 'no browser opened');
+    await app!.run('sign-out');
+    await waitForCardAbsent(stack.pcscd.readerName(0), WAIT_MS);
   });
 
   it('signed in again, `cardlink tray` and the daemon restart: the card comes back with no browser', async () => {
