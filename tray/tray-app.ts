@@ -77,6 +77,8 @@ export class TrayApp {
   private readonly actions: TrayActions;
   private readonly owner: SignInOwner;
   private restoring = false;
+  /** When the tray last renewed a sign-in that had run out (ms): a second within RESTORE_RETRY_MS ends it. */
+  private lastExpiryRenewal = -Infinity;
   private restoreTimer: NodeJS.Timeout | undefined;
   private quit!: () => void;
   /** Resolves when the user chose Quit (or stop() was called). */
@@ -179,8 +181,14 @@ export class TrayApp {
       if (status.user === undefined && before?.user !== undefined) {
         // Ran out (the renewal failed, or the IdP was away when it was due): renewing may still
         // work. Ended by someone (`cardlink logout`): the tray's sign-in ends with it.
-        if (status.lastError?.code === 'ERR_AUTH_TOKEN_INVALID' && app.owner.holds()) void app.restore();
-        else void app.actions.forgetSignIn();
+        // A token refused right after a renewal (the server no longer takes this user) is not
+        // renewed again and again: the sign-in ends, and the daemon's error asks the user once.
+        const now = Date.now();
+        const ranOut = status.lastError?.code === 'ERR_AUTH_TOKEN_INVALID';
+        if (ranOut && app.owner.holds() && now - app.lastExpiryRenewal >= RESTORE_RETRY_MS) {
+          app.lastExpiryRenewal = now;
+          void app.restore();
+        } else void app.actions.forgetSignIn();
       } else if (before === undefined) {
         // The first status from this daemon (the tray or the daemon started).
         if (status.user === undefined && status.state === 'logged-out') void app.restore();
