@@ -89,7 +89,7 @@ export class TrayApp {
     this.watch = new DaemonWatch({ socketPath: paths.socketPath, secretFile: paths.secretFile });
     const config = options.config;
     this.owner = new SignInOwner({
-      store: new RefreshTokenStore({ stateDir: config.stateDir, setting: config.tray.refreshTokenStore }),
+      store: new RefreshTokenStore({ stateDir: config.stateDir, setting: config.tray.signInStore }),
       settingsFor: (signIn) => {
         // The configured identity provider the sign-in was made at, for its resource and scope.
         const known = config.login.issuers.find(

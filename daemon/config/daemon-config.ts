@@ -34,7 +34,7 @@ import { controlRuntimeDirectory } from '../control/control-paths.js';
 import { DEFAULT_BRIDGE_SOCKET, DEFAULT_READER_NAME } from '../reader/reader-names.js';
 import { DEVICE_KEY_STORES, type DeviceKeyStoreSetting } from '../device/device-key.js';
 
-/** Where the tray keeps its refresh token (`tray.refreshTokenStore`, tray/refresh-token-store.ts). */
+/** Where the tray keeps its refresh token (`tray.signInStore`, tray/refresh-token-store.ts). */
 export const REFRESH_TOKEN_STORES = ['auto', 'keyring', 'file'] as const;
 export type RefreshTokenStoreSetting = (typeof REFRESH_TOKEN_STORES)[number];
 
@@ -86,7 +86,7 @@ export interface DaemonConfig {
   };
   readonly tray: {
     /** Where the tray keeps its refresh token: the keyring when it can (auto), only there, or a file. */
-    readonly refreshTokenStore: RefreshTokenStoreSetting;
+    readonly signInStore: RefreshTokenStoreSetting;
   };
   readonly reader: {
     readonly bridgeSocket: string;
@@ -186,7 +186,7 @@ const SECTION_KEYS: Readonly<Record<string, readonly string[]>> = {
   timeouts: ['connectSeconds', 'commandSeconds', 'graceSeconds'],
   reconnect: ['initialDelayMs', 'maxDelayMs'],
   log: ['level', 'file', 'maxSizeBytes', 'maxFiles'],
-  tray: ['refreshTokenStore'],
+  tray: ['signInStore'],
 };
 
 /** The machine-wide config file an admin's install script writes. */
@@ -330,8 +330,7 @@ export function loadDaemonConfig(
       redirectPort: last((s) => s.int('login.redirectPort', 0, 65_535))?.value || undefined,
     },
     tray: {
-      refreshTokenStore:
-        last((s) => s.oneOf('tray.refreshTokenStore', REFRESH_TOKEN_STORES))?.value ?? 'auto',
+      signInStore: last((s) => s.oneOf('tray.signInStore', REFRESH_TOKEN_STORES))?.value ?? 'auto',
     },
     reader: {
       bridgeSocket: pathSetting('reader.bridgeSocket') ?? DEFAULT_BRIDGE_SOCKET,

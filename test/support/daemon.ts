@@ -99,7 +99,7 @@ export async function startTestDaemon(options: TestDaemonOptions): Promise<TestD
         log: { level: 'debug', file: logFile },
         // A tray on this config keeps its refresh token in the test keyring when there is one;
         // else in a file, never in a keyring the desktop session's bus would start on demand.
-        ...(options.keyringBus ? {} : { tray: { refreshTokenStore: 'file' } }),
+        ...(options.keyringBus ? {} : { tray: { signInStore: 'file' } }),
         ...options.settings,
       },
       null,

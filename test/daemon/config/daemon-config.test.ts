@@ -593,7 +593,7 @@ describe('the admin’s file with the user’s over it', () => {
       ],
       redirectPort: 47_311,
     },
-    tray: { refreshTokenStore: 'keyring' },
+    tray: { signInStore: 'keyring' },
   };
 
   it('merges key by key: the user’s settings win, the admin’s fill the rest; paths are relative to their own file', () => {
@@ -610,7 +610,7 @@ describe('the admin’s file with the user’s over it', () => {
     assert.equal(config.server.caFile, path.join(dir, 'etc', 'cards-ca.pem'));
     assert.equal(config.deviceName, 'alice-laptop');
     assert.equal(config.login.redirectPort, undefined, 'the user chose an ephemeral port');
-    assert.equal(config.tray.refreshTokenStore, 'keyring');
+    assert.equal(config.tray.signInStore, 'keyring');
   });
 
   it('lists the identity providers, the admin’s default first, each with its client, resource and scope', () => {
@@ -658,7 +658,7 @@ describe('the admin’s file with the user’s over it', () => {
     assert.deepEqual(config.configFiles, []);
     assert.deepEqual(config.login.issuers, []);
     assert.equal(config.login.redirectPort, undefined);
-    assert.equal(config.tray.refreshTokenStore, 'auto');
+    assert.equal(config.tray.signInStore, 'auto');
   });
 
   it('a bad entry is refused naming the entry’s key and the file', () => {
@@ -685,7 +685,7 @@ describe('the admin’s file with the user’s over it', () => {
       ],
       [{ login: { issuers: ['https://a.example/'] } }, 'login.issuers[0]'],
       [{ login: { redirectPort: 70_000 } }, 'login.redirectPort'],
-      [{ tray: { refreshTokenStore: 'disk' } }, 'tray.refreshTokenStore'],
+      [{ tray: { signInStore: 'disk' } }, 'tray.signInStore'],
       [{ tray: { refreshTokenFile: 'x' } }, 'tray.refreshTokenFile'],
     ];
     for (const [content, key] of cases) {
