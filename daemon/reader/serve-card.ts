@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import { CardlinkError } from '../../protocol/errors.js';
 import { BridgeSocketClient } from './bridge-socket-client.js';
 import { assertPcscdAvailable, waitForCardPresent } from './pcsc-presence.js';
-import { DEFAULT_READER_NAME, pcscReaderName } from './reader-names.js';
+import { DEFAULT_READER_NAME, DEFAULT_VPCD_READER_NAME, pcscReaderName } from './reader-names.js';
 import type { VirtualCard } from './virtual-card.js';
 import { VpcdCardServer } from './vpcd-card-server.js';
 import { VpcdPlaceholderCard } from './vpcd-placeholder-card.js';
@@ -15,9 +15,12 @@ export type ReaderTransport = 'bridge' | 'vpcd';
 
 // Also here for the callers that serve cards; they live in reader-names.ts so that the daemon and
 // the CLI's definitions can read them without loading the PC/SC client.
-export { DEFAULT_BRIDGE_SOCKET, DEFAULT_READER_NAME, pcscReaderName } from './reader-names.js';
-/** FRIENDLYNAME of vsmartcard's vpcd reader. */
-export const DEFAULT_VPCD_READER_NAME = 'Virtual PCD';
+export {
+  DEFAULT_BRIDGE_SOCKET,
+  DEFAULT_READER_NAME,
+  DEFAULT_VPCD_READER_NAME,
+  pcscReaderName,
+} from './reader-names.js';
 /** How long to wait for the driver's socket to appear after pcscd was woken (socket activation). */
 export const DRIVER_SOCKET_WAIT_MS = 5000;
 

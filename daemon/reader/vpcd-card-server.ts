@@ -25,6 +25,7 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { CardlinkError } from '../../protocol/errors.js';
 import type { Logger } from '../../protocol/log.js';
+import { DEFAULT_VPCD_HOST, isVpcdLoopbackHost } from './reader-names.js';
 import type { RearmQuickAck } from './tcp-quickack.js';
 import { isPlausibleAtr, MAX_ATR_BYTES, transmitSafely, type VirtualCard } from './virtual-card.js';
 
@@ -33,19 +34,7 @@ export const VPCD_SLOTS = 2;
 /** Largest vpcd message payload: the 2-byte length prefix. */
 export const VPCD_MAX_MESSAGE_BYTES = 0xffff;
 /** The address this server listens on unless told another loopback address. */
-export const VPCD_LOOPBACK_HOST = '127.0.0.1';
-
-/**
- * Whether `host` is an address this server may listen on: IPv4 loopback (127.0.0.0/8) or `localhost`.
- * Whoever reaches the port talks to the card; vpcd itself connects over IPv4 only.
- */
-export function isVpcdLoopbackHost(host: string): boolean {
-  if (host === 'localhost') return true;
-  const parts = host.split('.');
-  return (
-    parts.length === 4 && parts[0] === '127' && parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255)
-  );
-}
+export const VPCD_LOOPBACK_HOST = DEFAULT_VPCD_HOST;
 
 /** vpcd control bytes (virtualsmartcard src/vpcd/vpcd.h). */
 export const VpcdControl = { POWER_OFF: 0x00, POWER_ON: 0x01, RESET: 0x02, GET_ATR: 0x04 } as const;
