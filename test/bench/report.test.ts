@@ -68,7 +68,11 @@ function all(e: XmlElement, name: string): XmlElement[] {
 
 // Small results in the shape the benchmarks write; figures chosen so some targets are met, some not.
 const fixtures = {
-  'pcsc-roundtrip': { 'ifd-cardlink': { median_ms: 0.2, p99_ms: 1.5 }, vpcd: { median_ms: 44, p99_ms: 88 } },
+  'pcsc-roundtrip': {
+    'ifd-cardlink': { median_ms: 0.2, p99_ms: 1.5 },
+    'vpcd-quickack': { median_ms: 0.3, p99_ms: 2.5, target_median_ms: 1, pass: true },
+    vpcd: { median_ms: 44, p99_ms: 88 },
+  },
   'daemon-chain': {
     date: '2026-12-05T00:00:00.000Z',
     command: 'node dist/bench/daemon-chain.js',
@@ -138,6 +142,11 @@ describe('benchmark report', () => {
     assert.equal(hop.value, '0.2 / 1.5 ms');
     assert.equal(hop.anchor, 'Debian vpcd 44 / 88 ms');
     assert.equal(hop.met, null);
+    const vpcdHop = row(report.rows, 'vpcd hop (p50 / p99)');
+    assert.deepEqual(
+      [vpcdHop.value, vpcdHop.anchor, vpcdHop.target, vpcdHop.met],
+      ['0.3 / 2.5 ms', 'bridge 0.2 / 1.5 ms; stock Debian vpcd 44 / 88 ms', 'median ≤ 1 ms', true],
+    );
     const p256 = row(report.rows, 'C_Sign latency p256_9e (p50 / p99)');
     assert.deepEqual([p256.value, p256.target, p256.met], ['1.2 / 4 ms (n 5)', 'p50 ≤ 2 ms', true]);
     assert.equal(row(report.rows, 'C_Sign latency rsa2048_9a (p50 / p99)').met, false);
