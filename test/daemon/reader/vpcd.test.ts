@@ -11,6 +11,7 @@ import { waitForCardPresent } from '../../../daemon/reader/pcsc-presence.js';
 import { EchoCard, echoAtr, ECHO_INS_COUNTER, ECHO_INS_FAIL } from '../../support/echo-card.js';
 import { PcscClient } from '../../support/pcsc-client.js';
 import { startPcscd, type PcscdInstance } from '../../support/pcscd.js';
+import { VpcdPeer } from '../../support/vpcd-peer.js';
 
 const COUNTER = Uint8Array.of(0x80, ECHO_INS_COUNTER, 0x00, 0x00, 0x04);
 
@@ -33,45 +34,6 @@ async function listenOnFreePorts(): Promise<VpcdCardServer> {
     }
   }
   throw new Error('no free port pair for vpcd');
-}
-
-/** A vpcd stand-in speaking the protocol over TCP, for the server-side checks. */
-class VpcdPeer {
-  private buffered = Buffer.alloc(0);
-  private waiters: ((b: Buffer) => void)[] = [];
-
-  private constructor(readonly socket: net.Socket) {
-    socket.on('data', (c: Buffer) => {
-      this.buffered = Buffer.concat([this.buffered, c]);
-      while (this.buffered.length >= 2 && this.buffered.length >= 2 + this.buffered.readUInt16BE(0)) {
-        const len = this.buffered.readUInt16BE(0);
-        const msg = this.buffered.subarray(2, 2 + len);
-        this.buffered = this.buffered.subarray(2 + len);
-        this.waiters.shift()?.(Buffer.from(msg));
-      }
-    });
-  }
-
-  static connect(port: number): Promise<VpcdPeer> {
-    return new Promise((resolve, reject) => {
-      const s = net.createConnection({ host: VPCD_LOOPBACK_HOST, port });
-      s.once('connect', () => resolve(new VpcdPeer(s)));
-      s.once('error', reject);
-    });
-  }
-
-  send(payload: Uint8Array): void {
-    const out = Buffer.alloc(2 + payload.length);
-    out.writeUInt16BE(payload.length, 0);
-    out.set(payload, 2);
-    this.socket.write(out);
-  }
-
-  request(payload: Uint8Array): Promise<Buffer> {
-    const p = new Promise<Buffer>((resolve) => this.waiters.push(resolve));
-    this.send(payload);
-    return p;
-  }
 }
 
 describe('vpcd card server on its own', () => {
