@@ -15,7 +15,7 @@ import { CardlinkError } from '../../protocol/errors.js';
 import type { Logger } from '../../protocol/log.js';
 import type { ReaderSlots } from './bridge-reader.js';
 import { pcscReaderName } from './reader-names.js';
-import { loadTcpQuickAck } from './tcp-quickack.js';
+import { loadTcpQuickAck, type TcpQuickAck } from './tcp-quickack.js';
 import type { VirtualCard } from './virtual-card.js';
 import { VpcdCardServer, VPCD_SLOTS } from './vpcd-card-server.js';
 import { VpcdPlaceholderCard } from './vpcd-placeholder-card.js';
@@ -30,8 +30,8 @@ export interface VpcdReaderOptions {
   /** Slots cards may go into (`reader.slots`), never more than vpcd has. */
   maxSlots: number;
   logger: Logger;
-  /** Set false to serve without TCP_QUICKACK (the benchmark's stock-vpcd figure). */
-  quickAck?: boolean;
+  /** The TCP_QUICKACK addon as loaded (default loadTcpQuickAck()); false serves without it. */
+  quickAck?: TcpQuickAck | false;
 }
 
 export class VpcdReader implements ReaderSlots {
@@ -50,7 +50,7 @@ export class VpcdReader implements ReaderSlots {
    * every vpcd slot and gives up the reader when one does not answer.
    */
   static async open(options: VpcdReaderOptions): Promise<VpcdReader> {
-    const quickAck = options.quickAck === false ? undefined : loadTcpQuickAck();
+    const quickAck = options.quickAck === false ? undefined : (options.quickAck ?? loadTcpQuickAck());
     if (quickAck && !quickAck.rearm)
       options.logger.warn('vpcd reader: TCP_QUICKACK is not available; each APDU may wait ~40 ms', {
         reason: quickAck.why,

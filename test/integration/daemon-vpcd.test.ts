@@ -3,16 +3,18 @@
  * the test IdP, a card server with two cards of alice's, `cardlink daemon` listening on a loopback
  * port pair, then a private pcscd with Debian 12's vpcd reader in reversed mode connecting to it.
  * OpenSC sees both cards, one per vpcd slot, and passes its own PKCS#11 self-test with a login on
- * each; logging out leaves pcscd running with the inert placeholder in both slots.
+ * each; a restarted pcscd finds the cards again; logging out leaves pcscd running with the inert
+ * placeholder in both slots.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import fs from 'node:fs';
 import { promisify } from 'node:util';
 import { cardlinkCli, type TestDaemon } from '../support/daemon.js';
 import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
 import { OPENSC_PKCS11 } from '../support/local-card.js';
-import type { PcscdInstance } from '../support/pcscd.js';
+import { startPcscd, type PcscdInstance } from '../support/pcscd.js';
 
 const PINS = ['246810', '135791'];
 
@@ -52,6 +54,8 @@ describe("the daemon serves a user's two cards through Debian's vpcd (reversed m
 
   after(async () => {
     const running = pcscd?.running();
+    // The pcscd of the restart test is not the stack's: it too stops before the daemon.
+    await pcscd?.stop();
     await stack?.stop();
     assert.ok(running !== false, 'pcscd survived the tests');
   });
@@ -87,6 +91,24 @@ describe("the daemon serves a user's two cards through Debian's vpcd (reversed m
       assert.match(out, /No errors/);
       assert.doesNotMatch(out, /ERR|failed/);
     }
+  });
+
+  it('after a pcscd restart the new vpcd connects again and OpenSC sees both cards', async () => {
+    const settings = JSON.parse(fs.readFileSync(daemon.configFile, 'utf8')) as {
+      reader: { vpcdPort: number };
+    };
+    const connectedBefore = (stack.daemonLog().match(/"message":"vpcd connected"/g) ?? []).length;
+    await pcscd.stop();
+    pcscd = await startPcscd({ cardlink: false, vpcd: { port: settings.reader.vpcdPort } });
+    const { code, out } = await p11(['--list-token-slots']);
+    assert.equal(code, 0, out);
+    assert.equal((out.match(/token label/g) ?? []).length, 2, out);
+    // The log file is written asynchronously: wait for the lines, then count them exactly.
+    const connected = () => (stack.daemonLog().match(/"message":"vpcd connected"/g) ?? []).length;
+    for (const deadline = Date.now() + 5000; connected() < connectedBefore + 2 && Date.now() < deadline;)
+      await new Promise((r) => setTimeout(r, 50));
+    assert.equal(connected(), connectedBefore + 2, 'one new connection per slot');
+    assert.equal((await daemon.cards()).filter((c) => c.state === 'inserted').length, 2);
   });
 
   it('logout takes both cards out: pcscd keeps running and OpenSC finds no token', async () => {

@@ -117,6 +117,34 @@ describe('VpcdReader', () => {
     assert.equal(loadTcpQuickAck().rearm !== undefined, true, 'npm run build builds the addon on Linux');
     assert.doesNotMatch(raw(), /TCP_QUICKACK/);
   });
+
+  it('without the addon it still serves its cards and says once why it may be slow', async () => {
+    const { logger, lines } = capturedLogger();
+    const port = await freePortPair();
+    const reader = await VpcdReader.open({
+      host: 'localhost',
+      port,
+      friendlyName: 'Virtual PCD',
+      maxSlots: 2,
+      logger,
+      quickAck: { rearm: undefined, why: 'the addon is not built (test)' },
+    });
+    const peer = await VpcdPeer.connect(port);
+    try {
+      const card = new EchoCard({ atr: echoAtr('no-quickack') });
+      reader.insert(0, card);
+      assert.deepEqual([...(await peer.request(GET_ATR))], [...card.atr]);
+      assert.deepEqual([...(await peer.request(COUNTER)).subarray(4)], [0x90, 0x00]);
+      await new Promise((r) => setImmediate(r));
+      const warnings = lines.filter((l) => /TCP_QUICKACK is not available/.test(String(l['message'])));
+      assert.equal(warnings.length, 1, JSON.stringify(lines));
+      assert.equal(warnings[0]!['reason'], 'the addon is not built (test)');
+      assert.equal(warnings[0]!['level'], 'warn');
+    } finally {
+      peer.socket.destroy();
+      await reader.close();
+    }
+  });
 });
 
 describe('TCP_QUICKACK addon', () => {
