@@ -25,6 +25,7 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { CardlinkError } from '../../protocol/errors.js';
 import type { Logger } from '../../protocol/log.js';
+import { loopbackPeerUid } from './loopback-peer.js';
 import { DEFAULT_VPCD_HOST, isVpcdLoopbackHost } from './reader-names.js';
 import type { RearmQuickAck } from './tcp-quickack.js';
 import { isPlausibleAtr, MAX_ATR_BYTES, transmitSafely, type VirtualCard } from './virtual-card.js';
@@ -48,6 +49,11 @@ export interface VpcdCardServerOptions {
   host?: string;
   /** Re-arms TCP_QUICKACK on vpcd's connections (tcp-quickack.ts); without it, delayed ACK applies. */
   quickAck?: RearmQuickAck | undefined;
+  /**
+   * Linux: the uids whose connections are taken (loopback-peer.ts), others are closed at once.
+   * Default: root (pcscd) and this process's user; elsewhere there is no check (docs/reader-vpcd.md).
+   */
+  allowedPeerUids?: readonly number[];
   logger?: Logger;
 }
 
@@ -64,6 +70,7 @@ export class VpcdCardServer extends EventEmitter {
   private readonly slots: VpcdSlot[];
   private readonly logger: Logger | undefined;
   private readonly quickAck: RearmQuickAck | undefined;
+  private readonly allowedPeerUids: readonly number[] | undefined;
 
   constructor(options: VpcdCardServerOptions) {
     super();
@@ -78,6 +85,9 @@ export class VpcdCardServer extends EventEmitter {
     // vpcd resolves "localhost" to 127.0.0.1 (IPv4 only); listen where it will connect.
     this.host = host === 'localhost' ? VPCD_LOOPBACK_HOST : host;
     this.quickAck = options.quickAck;
+    this.allowedPeerUids =
+      options.allowedPeerUids ??
+      (process.platform === 'linux' && process.getuid ? [0, process.getuid()] : undefined);
     this.slotCount = slots;
     this.logger = options.logger;
     this.slots = Array.from({ length: slots }, (_, i) => ({
@@ -178,6 +188,18 @@ export class VpcdCardServer extends EventEmitter {
 
   private onConnection(slot: number, socket: net.Socket): void {
     const s = this.slots[slot]!;
+    if (this.allowedPeerUids) {
+      // Before anything else: a refused peer must not displace vpcd's connection either.
+      const uid = loopbackPeerUid(socket);
+      if (uid === undefined || !this.allowedPeerUids.includes(uid)) {
+        this.logger?.warn('vpcd connection refused: not from root or this user', {
+          slot,
+          uid: uid ?? 'unknown',
+        });
+        socket.destroy();
+        return;
+      }
+    }
     socket.setNoDelay(true);
     // vpcd opens one connection per slot; a new one (a reconnect) replaces the old one.
     s.connection?.destroy();
