@@ -188,6 +188,14 @@ export function buildReport(results: Readonly<Record<string, unknown>>): Report 
     met: null,
     source: 'pkcs11-test-login.json',
   });
+  rows.push({
+    figure: 'pkcs11-tool --test --login, card behind vpcd with TCP_QUICKACK (median)',
+    value: fmt([num(p11, 'vpcd_quickack_ms', 'median')], (a) => `${a.toFixed(0)} ms`),
+    anchor: fmt([num(p11, 'debian_vpcd_ms', 'median')], (a) => `without TCP_QUICKACK ${a.toFixed(0)} ms`),
+    target: NO_TARGET,
+    met: null,
+    source: 'pkcs11-test-login.json',
+  });
   for (const [key, label] of [
     ['rtt_0ms', '0 ms'],
     ['rtt_20ms', '20 ms'],

@@ -7,6 +7,7 @@ import { CardlinkError } from '../../protocol/errors.js';
 import { BridgeSocketClient } from './bridge-socket-client.js';
 import { assertPcscdAvailable, waitForCardPresent } from './pcsc-presence.js';
 import { DEFAULT_READER_NAME, DEFAULT_VPCD_READER_NAME, pcscReaderName } from './reader-names.js';
+import { loadTcpQuickAck } from './tcp-quickack.js';
 import type { VirtualCard } from './virtual-card.js';
 import { VpcdCardServer } from './vpcd-card-server.js';
 import { VpcdPlaceholderCard } from './vpcd-placeholder-card.js';
@@ -102,7 +103,8 @@ async function serveOverBridge(card: VirtualCard, o: ServeCardOptions): Promise<
 
 async function serveOverVpcd(card: VirtualCard, o: ServeCardOptions): Promise<ServedCard> {
   // vpcd (reversed mode) connects to us; pcscd blocks until both ports answer, so listen first.
-  const server = new VpcdCardServer({ port: o.vpcdPort });
+  // TCP_QUICKACK as in the daemon (docs/reader-vpcd.md); without the addon, slower but the same.
+  const server = new VpcdCardServer({ port: o.vpcdPort, quickAck: loadTcpQuickAck().rearm });
   await server.listen();
   server.insert(0, card);
   // Debian 12's vpcd cannot live with an empty slot: the second one gets an inert card.

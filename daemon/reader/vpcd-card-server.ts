@@ -20,6 +20,10 @@
  *   The cure on our side (`quickAck`): TCP_QUICKACK set again after every chunk read and every answer
  *   written, so the length prefix is acknowledged at once and Nagle releases the payload; Linux leaves
  *   quick-ACK mode by itself once it sees request/response traffic, hence "again" (tcp-quickack.ts).
+ *
+ * Who may connect: a loopback port is open to every local user. On Linux a connection is taken only
+ * from root (pcscd) or this process's user (loopback-peer.ts), checked before it can replace vpcd's;
+ * elsewhere there is no check (docs/reader-vpcd.md).
  */
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
