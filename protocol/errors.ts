@@ -68,6 +68,8 @@ export type CardlinkErrorCode =
   | 'ERR_DEMO_STATE'
   | 'ERR_TRAY_HOST_UNAVAILABLE'
   | 'ERR_NOTIFICATIONS_UNAVAILABLE'
+  /** The tray's refresh token store (keyring, else a 0600 file) cannot be read or written. */
+  | 'ERR_TOKEN_STORE_UNAVAILABLE'
   | 'ERR_INTERNAL';
 
 export class CardlinkError extends Error {
@@ -99,6 +101,7 @@ export function exitCodeFor(code: CardlinkErrorCode): number {
     case 'ERR_READER_DRIVER_MISSING':
     case 'ERR_CONTROL_UNAVAILABLE':
     case 'ERR_DEVICE_KEY_UNAVAILABLE':
+    case 'ERR_TOKEN_STORE_UNAVAILABLE':
     case 'ERR_NATIVE_MODULE_UNAVAILABLE':
     case 'ERR_PORT_IN_USE':
       return 69; // EX_UNAVAILABLE

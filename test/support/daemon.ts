@@ -34,9 +34,9 @@ export interface TestDaemonOptions {
   /** Options for the daemon's node (a benchmark's `--cpu-prof`). */
   nodeArgs?: string[];
   /**
-   * The D-Bus session bus of a test keyring (test/support/secret-service.ts) for the device key.
-   * Without it the daemon sees no keyring at all (never the desktop's of whoever runs the tests)
-   * and keeps its key in a file.
+   * The D-Bus session bus of a test keyring (test/support/secret-service.ts) for the device key
+   * (and a tray's refresh token). Without it the daemon sees no keyring at all (never the
+   * desktop's of whoever runs the tests) and keeps its key in a file, and a tray its token.
    */
   keyringBus?: string;
 }
@@ -107,6 +107,9 @@ export async function startTestDaemon(options: TestDaemonOptions): Promise<TestD
         stateDir: path.join(dir, 'state'),
         runtimeDir,
         log: { level: 'debug', file: logFile },
+        // A tray on this config keeps its refresh token in the test keyring when there is one;
+        // else in a file, never in a keyring the desktop session's bus would start on demand.
+        ...(options.keyringBus ? {} : { tray: { signInStore: 'file' } }),
         ...options.settings,
       },
       null,
