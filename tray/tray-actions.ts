@@ -8,14 +8,14 @@
  * to renew the sign-in itself when the daemon says the token expires (docs/security-model.md,
  * "Refresh token only for a login without a tray").
  *
- * Two entries lead to pages the tray does not have yet (issue 16's later slice): Change PIN… and
- * Unblock PIN… call `openPinPage`, which for now tells the user how to do it with a PIV tool,
- * naming their card's reader. Sign in… opens the browser sign-in; the tray's own sign-in window
- * comes with that slice too.
+ * Change PIN… and Unblock PIN… open the tray's PIN page (tray/pin-page/) at a one-time link in the
+ * system browser. Sign in… opens the browser sign-in; the tray's own sign-in window comes in a
+ * later slice.
  */
 import path from 'node:path';
 import type { DaemonConfig } from '../daemon/config/daemon-config.js';
-import type { CardStatus, DaemonStatus } from '../daemon/control/control-protocol.js';
+import type { PinOperation } from '../apdu/piv/index.js';
+import type { DaemonStatus } from '../daemon/control/control-protocol.js';
 import { openWithDesktop } from '../daemon/cli/desktop-open.js';
 import { DAEMON_VERSION } from '../daemon/daemon.js';
 import type { BrowserLogin } from '../daemon/login/authorization-code-login.js';
@@ -23,7 +23,9 @@ import type { OidcClientSettings } from '../daemon/login/oidc-client-settings.js
 import type { TokenGrant } from '../daemon/login/token-grant.js';
 import { CardlinkError } from '../protocol/errors.js';
 import type { DaemonWatch } from './daemon-watch.js';
-import { displayName, hostOf } from './tray-state.js';
+import { PIN_LINK_TTL_MS } from './pin-page/one-time-links.js';
+import type { PinPageServer } from './pin-page/pin-page-server.js';
+import { hostOf } from './tray-state.js';
 
 export interface TrayActionsDeps {
   config: DaemonConfig;
@@ -48,6 +50,8 @@ interface TraySignIn {
 export class TrayActions {
   private login: BrowserLogin | undefined;
   private signedIn: TraySignIn | undefined;
+  /** The PIN page's server, started by the first Change PIN… / Unblock PIN…. */
+  private pinPage: Promise<PinPageServer> | undefined;
 
   constructor(private readonly deps: TrayActionsDeps) {}
 
@@ -140,29 +144,47 @@ export class TrayActions {
   }
 
   /**
-   * The hook for the tray's PIN page (a later slice of issue 16). Until it exists: how to change
-   * or unblock the PIN with yubico-piv-tool, for the card in the reader.
+   * Change PIN… / Unblock PIN…: a one-time link to the tray's PIN page (tray/pin-page/, started on
+   * first use), opened in the system browser and shown in a notification and the tray's output (so
+   * it works with no browser opener and no tray host too). Resolves with the link, or undefined
+   * when no card is in the reader.
    */
-  openPinPage(kind: 'change' | 'unblock'): void {
-    const cards = (this.deps.status()?.cards ?? []).filter(
-      (c): c is CardStatus & { readerName: string } => c.state === 'inserted' && c.readerName !== undefined,
-    );
-    const card = cards[0];
+  async openPinPage(kind: PinOperation): Promise<string | undefined> {
     const what = kind === 'change' ? 'Change PIN' : 'Unblock PIN';
-    if (!card) {
+    if (!(this.deps.status()?.cards ?? []).some((c) => c.state === 'inserted')) {
       this.deps.inform(what, 'No cardlink card is in the reader: connect first.');
-      return;
+      return undefined;
     }
-    const command = `yubico-piv-tool -r '${card.readerName}' -a ${kind === 'change' ? 'change-pin' : 'unblock-pin'}`;
-    const asks =
-      kind === 'change'
-        ? 'It asks for the current PIN and the new one.'
-        : 'It asks for the PUK and a new PIN.';
-    const others = cards.length > 1 ? ` For another card, name its reader instead.` : '';
+    this.pinPage ??= this.startPinPage();
+    const url = (await this.pinPage).link(kind);
+    const opened = await openWithDesktop(url);
+    const minutes = PIN_LINK_TTL_MS / 60_000;
     this.deps.inform(
       what,
-      `The tray's PIN page is not there yet. For “${displayName(card.label)}”, run in a terminal: ${command} ${asks}${others}`,
+      opened
+        ? `Your browser opened the PIN page. If it did not, open ${url} (it works once, for ${minutes} minutes).`
+        : `Open this address in a browser: ${url} (it works once, for ${minutes} minutes).`,
     );
+    return url;
+  }
+
+  private async startPinPage(): Promise<PinPageServer> {
+    const { PinPageServer } = await import('./pin-page/pin-page-server.js');
+    const { watch } = this.deps;
+    return PinPageServer.start({
+      daemon: {
+        cards: () => watch.request('cards'),
+        changePin: (p) => watch.request('change-pin', p),
+        unblockPin: (p) => watch.request('unblock-pin', p),
+      },
+    });
+  }
+
+  /** Stops the PIN page's server, if it was started. */
+  async close(): Promise<void> {
+    const page = this.pinPage;
+    this.pinPage = undefined;
+    if (page) await (await page.catch(() => undefined))?.close();
   }
 
   /** Opens the folder of the daemon's log (and the diagnostics files) in the file manager. */
