@@ -79,9 +79,19 @@ describe('the PIN page and cardlink pin, against a real card in pcscd', { timeou
     return (await page.textContent('.answer')) ?? '';
   };
 
+  /** The card server runs in this process: what it logs to stderr is kept here for the scan too. */
+  let serverStderr = '';
+  const stderrWrite = process.stderr.write.bind(process.stderr);
+
   before(async () => {
+    process.stderr.write = ((chunk: string | Uint8Array, ...rest: never[]) => {
+      serverStderr += typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
+      return stderrWrite(chunk, ...rest);
+    }) as typeof process.stderr.write;
     stack = await startDaemonStack({
       name: 'pin-page',
+      // The server's most talkative level, so the scan at the end covers all it could log.
+      server: { log: { level: 'debug' } },
       cards: [{ label: 'alice work card', pin: PIN, puk: PUK }],
       pcscd: { cardlink: { slots: 4, friendlyName: 'cardlink PIN Reader' } },
       daemon: { deviceName: 'alice-laptop' },
@@ -119,6 +129,7 @@ describe('the PIN page and cardlink pin, against a real card in pcscd', { timeou
   });
 
   after(async () => {
+    process.stderr.write = stderrWrite;
     await browser?.close();
     await actions?.close();
     await watch?.stop();
@@ -310,17 +321,22 @@ describe('the PIN page and cardlink pin, against a real card in pcscd', { timeou
       }
     };
     walk(stack.daemonDir);
+    walk(path.join(stack.dir, 'server'));
     const log = stack.daemonLog();
     assert.match(log, /"message":"PIN operation"/, 'the log tells of the operations');
     assert.match(log, /"outcome":"wrong"/);
     const texts: [string, string][] = [
-      ...files
-        .filter((f) => !f.endsWith('.sqlite'))
-        .map((f): [string, string] => [f, fs.readFileSync(f, 'latin1')]),
+      // Every file, the card server's database too: PINs are kept there only as hashes.
+      ...files.map((f): [string, string] => [f, fs.readFileSync(f, 'latin1')]),
       ['daemon output', stack.daemon.output()],
+      ["the card server's log (this process's stderr)", serverStderr],
       ['tray notices', informed.join('\n')],
       ...outputs.map((o, i): [string, string] => [`process output ${i}`, o]),
     ];
+    assert.ok(
+      files.some((f) => /\.(sqlite|db)$/.test(f)),
+      `the server's database is scanned: ${files.join(' ')}`,
+    );
     assert.ok(texts.length > 5);
     for (const [where, text] of texts)
       for (const secret of SECRETS) assert.ok(!text.includes(secret), `${secret} found in ${where}`);
