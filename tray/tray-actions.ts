@@ -155,7 +155,11 @@ export class TrayActions {
       this.deps.inform(what, 'No cardlink card is in the reader: connect first.');
       return undefined;
     }
-    this.pinPage ??= this.startPinPage();
+    // A server that could not start is forgotten, so the next click tries again.
+    this.pinPage ??= this.startPinPage().catch((error: unknown) => {
+      this.pinPage = undefined;
+      throw error;
+    });
     const url = (await this.pinPage).link(kind);
     const opened = await openWithDesktop(url);
     const minutes = PIN_LINK_TTL_MS / 60_000;
