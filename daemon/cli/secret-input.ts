@@ -78,38 +78,49 @@ function readLines(prompts: readonly string[], input: NodeJS.ReadableStream): Pr
   });
 }
 
-/** Each prompt on the terminal, the answer typed without echo (raw mode: Enter ends, Backspace, Ctrl-C / Ctrl-D stop). */
-async function readFromTerminal(prompts: readonly string[], io: SecretInput): Promise<string[]> {
-  const answers: string[] = [];
-  for (const prompt of prompts) answers.push(await readOneHidden(prompt, io));
-  return answers;
-}
-
-function readOneHidden(prompt: string, io: SecretInput): Promise<string> {
+/**
+ * Each prompt on the terminal, each answer typed without echo. The terminal stays in raw mode from
+ * the first prompt to the last answer, so what is typed ahead of a prompt is not echoed either:
+ * Enter ends an answer, Backspace deletes, Ctrl-C and Ctrl-D stop (ERR_USAGE).
+ */
+function readFromTerminal(prompts: readonly string[], io: SecretInput): Promise<string[]> {
   const { input } = io;
   return new Promise((resolve, reject) => {
-    io.prompts.write(prompt);
+    const answers: string[] = [];
     let typed = '';
+    /** The last character was CR: an LF right after it (a pasted CR LF) ends nothing. */
+    let afterCr = false;
     const done = (error?: CardlinkError) => {
       input.removeListener('data', onData);
       input.setRawMode(false);
       input.pause();
-      io.prompts.write('\n');
-      if (error) reject(error);
-      else resolve(typed);
+      if (error) {
+        io.prompts.write('\n');
+        reject(error);
+      } else resolve(answers);
     };
     const onData = (chunk: Buffer) => {
-      for (const ch of chunk.toString('utf8')) {
-        if (ch === '\r' || ch === '\n') return done();
-        if (ch === '\u0003') return done(new CardlinkError('ERR_USAGE', 'cancelled'));
-        if (ch === '\u0004') return done(usage('cancelled (end of input)'));
-        if (ch === '\u007f' || ch === '\b') typed = [...typed].slice(0, -1).join('');
+      const text = chunk.toString('utf8');
+      chunk.fill(0);
+      for (const ch of text) {
+        const lfAfterCr = afterCr && ch === '\n';
+        afterCr = ch === '\r';
+        if (lfAfterCr) continue;
+        if (ch === '\r' || ch === '\n') {
+          answers.push(typed);
+          typed = '';
+          io.prompts.write('\n');
+          if (answers.length === prompts.length) return done();
+          io.prompts.write(prompts[answers.length]!);
+        } else if (ch === '\u0003') return done(usage('cancelled'));
+        else if (ch === '\u0004') return done(usage('cancelled (end of input)'));
+        else if (ch === '\u007f' || ch === '\b') typed = [...typed].slice(0, -1).join('');
         else if (ch >= ' ') typed += ch;
         if (Buffer.byteLength(typed) > MAX_SECRET_LINE_BYTES) return done(usage('input too long'));
       }
-      chunk.fill(0);
     };
     input.setRawMode(true);
+    io.prompts.write(prompts[0]!);
     input.on('data', onData);
     input.resume();
   });

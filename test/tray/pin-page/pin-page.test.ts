@@ -33,7 +33,8 @@ const WRONG_PUK = '19283746';
 const PIN_2 = '13572468';
 const PIN_3 = '864213';
 const PIN_4 = '55443322';
-const SECRETS = [PIN, PUK, WRONG_PIN, WRONG_PUK, PIN_2, PIN_3, PIN_4];
+const PIN_5 = '70615243';
+const SECRETS = [PIN, PUK, WRONG_PIN, WRONG_PUK, PIN_2, PIN_3, PIN_4, PIN_5];
 
 describe('the PIN page and cardlink pin, against a real card in pcscd', { timeout: 600_000 }, () => {
   let stack: DaemonStack;
@@ -306,6 +307,39 @@ describe('the PIN page and cardlink pin, against a real card in pcscd', { timeou
     assert.equal(done.code, 0, done.stderr);
     assert.equal(done.stdout, 'Done: the PIN is changed.\n');
     assert.equal((await pkcs11Login(PIN_4)).ok, true, 'login with the PIN set by the CLI');
+  });
+
+  it('cardlink pin change on a terminal asks three times and echoes nothing typed, even typed ahead', async () => {
+    // `script` gives the command a terminal; everything the terminal shows is in its output.
+    const command = [process.execPath, CARDLINK_MAIN, 'pin', 'change', '--config', stack.daemon.configFile]
+      .map((a) => `'${a.replace(/'/g, `'\\''`)}'`)
+      .join(' ');
+    const child = spawn('script', ['-qec', command, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let screen = '';
+    let typed = false;
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const onOutput = (d: Buffer) => {
+      screen += d.toString();
+      // All three answers at once, as soon as the first prompt is up: the typed-ahead ones too
+      // must not be echoed.
+      if (!typed && screen.includes('Current PIN: ')) {
+        typed = true;
+        child.stdin.write(`${PIN_4}\r${PIN_5}\r${PIN_5}\r`);
+      }
+    };
+    child.stdout.on('data', onOutput);
+    child.stderr.on('data', onOutput);
+    const code = await exited;
+    clearTimeout(timer);
+    child.stdin.destroy();
+    outputs.push(screen);
+    assert.equal(code, 0, screen);
+    assert.match(screen, /Changing the PIN of "alice work card"\./);
+    assert.match(screen, /Current PIN: \r?\nNew PIN: \r?\nNew PIN again: \r?\n/);
+    assert.match(screen, /Done: the PIN is changed\./);
+    assert.ok(!screen.includes(PIN_4) && !screen.includes(PIN_5), `echoed: ${JSON.stringify(screen)}`);
+    assert.equal((await pkcs11Login(PIN_5)).ok, true, 'login with the PIN typed on the terminal');
   });
 
   it('no PIN or PUK typed in this test is in a log file or any process output', async () => {
