@@ -226,6 +226,20 @@ describe('the PIN page and cardlink pin, against a real card in pcscd', { timeou
       await ask({ method: 'POST', path: '/pin', headers: { ...form, origin: 'http://evil.example' } }, body),
       403,
     );
+    const withSession = { ...form, origin: url.origin };
+    assert.equal(
+      await ask({ method: 'POST', path: '/pin', headers: withSession }, 'x'.repeat(5000)),
+      413,
+      'a body over MAX_PIN_FORM_BYTES',
+    );
+    assert.equal(
+      await ask(
+        { method: 'POST', path: '/pin', headers: { ...withSession, 'content-type': 'application/json' } },
+        '{}',
+      ),
+      415,
+    );
+    assert.equal(await ask({ path: '/other', headers: { host: `127.0.0.1:${url.port}` } }), 404);
     // Nothing reached the card: the PIN's tries are untouched.
     const page = await browser.newPage();
     await page.goto(url.href);
