@@ -9,9 +9,10 @@
  *   rebinds its own DNS name to 127.0.0.1 cannot talk to it.
  * - The link's token is spent on first use and traded for a page session (an HttpOnly,
  *   SameSite=Strict cookie) and a CSRF token in the form; the browser is sent on to /pin at once,
- *   so the token leaves the address bar and history. A POST needs the cookie, the CSRF token and
- *   an Origin of this server (or `null`: Chromium sends that for a form POST from a page whose
- *   Referrer-Policy is no-referrer), and a urlencoded body of at most MAX_PIN_FORM_BYTES.
+ *   so the token leaves the address bar and history. A POST needs the cookie, the CSRF token, an
+ *   Origin of this server (or `null`: Chromium sends that for a form POST from a page whose
+ *   Referrer-Policy is no-referrer), a Sec-Fetch-Site of `same-origin` where the browser sends
+ *   one, and a urlencoded body of at most MAX_PIN_FORM_BYTES.
  * - Every answer: a CSP that allows no script, no frames, no other origin (PIN_PAGE_CSP),
  *   X-Content-Type-Options nosniff, Cache-Control no-store, Referrer-Policy no-referrer. The page
  *   loads nothing but its own stylesheet.
@@ -207,7 +208,10 @@ export class PinPageServer {
 
   private async submit(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const origin = req.headers.origin;
-    if (origin !== this.origin && origin !== 'null') {
+    // Browsers that send Sec-Fetch-Site (Chromium, Firefox, Safari) say whether the form was on
+    // this very origin; it tells what an Origin of `null` cannot.
+    const site = req.headers['sec-fetch-site'];
+    if ((origin !== this.origin && origin !== 'null') || (site !== undefined && site !== 'same-origin')) {
       req.resume();
       this.send(res, 403, renderRefusal('session'));
       return;

@@ -226,6 +226,18 @@ describe('the PIN page and cardlink pin, against a real card in pcscd', { timeou
       await ask({ method: 'POST', path: '/pin', headers: { ...form, origin: 'http://evil.example' } }, body),
       403,
     );
+    assert.equal(
+      await ask(
+        {
+          method: 'POST',
+          path: '/pin',
+          headers: { ...form, origin: 'null', 'sec-fetch-site': 'cross-site' },
+        },
+        body,
+      ),
+      403,
+      'a form on another site (its Origin hidden by no-referrer)',
+    );
     const withSession = { ...form, origin: url.origin };
     assert.equal(
       await ask({ method: 'POST', path: '/pin', headers: withSession }, 'x'.repeat(5000)),
