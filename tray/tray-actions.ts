@@ -13,9 +13,11 @@
  * later slice.
  */
 import path from 'node:path';
-import type { DaemonConfig } from '../daemon/config/daemon-config.js';
 import type { PinOperation } from '../apdu/piv/index.js';
-import type { DaemonStatus } from '../daemon/control/control-protocol.js';
+import { PIN_LINK_TTL_MS } from './pin-page/one-time-links.js';
+import type { PinPageServer } from './pin-page/pin-page-server.js';
+import type { DaemonConfig } from '../daemon/config/daemon-config.js';
+import type { CardStatus, DaemonStatus } from '../daemon/control/control-protocol.js';
 import { openWithDesktop } from '../daemon/cli/desktop-open.js';
 import { DAEMON_VERSION } from '../daemon/daemon.js';
 import type { BrowserLogin } from '../daemon/login/authorization-code-login.js';
@@ -23,9 +25,7 @@ import type { OidcClientSettings } from '../daemon/login/oidc-client-settings.js
 import type { TokenGrant } from '../daemon/login/token-grant.js';
 import { CardlinkError } from '../protocol/errors.js';
 import type { DaemonWatch } from './daemon-watch.js';
-import { PIN_LINK_TTL_MS } from './pin-page/one-time-links.js';
-import type { PinPageServer } from './pin-page/pin-page-server.js';
-import { hostOf } from './tray-state.js';
+import { displayName, hostOf } from './tray-state.js';
 
 export interface TrayActionsDeps {
   config: DaemonConfig;
@@ -48,10 +48,10 @@ interface TraySignIn {
 }
 
 export class TrayActions {
-  private login: BrowserLogin | undefined;
-  private signedIn: TraySignIn | undefined;
   /** The PIN page's server, started by the first Change PIN… / Unblock PIN…. */
   private pinPage: Promise<PinPageServer> | undefined;
+  private login: BrowserLogin | undefined;
+  private signedIn: TraySignIn | undefined;
 
   constructor(private readonly deps: TrayActionsDeps) {}
 
@@ -151,10 +151,12 @@ export class TrayActions {
    */
   async openPinPage(kind: PinOperation): Promise<string | undefined> {
     const what = kind === 'change' ? 'Change PIN' : 'Unblock PIN';
-    if (!(this.deps.status()?.cards ?? []).some((c) => c.state === 'inserted')) {
+    const inReader = (this.deps.status()?.cards ?? []).filter((c: CardStatus) => c.state === 'inserted');
+    if (inReader.length === 0) {
       this.deps.inform(what, 'No cardlink card is in the reader: connect first.');
       return undefined;
     }
+    const forWhom = inReader.length === 1 ? ` for “${displayName(inReader[0]!.label)}”` : '';
     // A server that could not start is forgotten, so the next click tries again.
     this.pinPage ??= this.startPinPage().catch((error: unknown) => {
       this.pinPage = undefined;
@@ -166,8 +168,8 @@ export class TrayActions {
     this.deps.inform(
       what,
       opened
-        ? `Your browser opened the PIN page. If it did not, open ${url} (it works once, for ${minutes} minutes).`
-        : `Open this address in a browser: ${url} (it works once, for ${minutes} minutes).`,
+        ? `Your browser opened the PIN page${forWhom}. If it did not, open ${url} (it works once, for ${minutes} minutes).`
+        : `Open this address in a browser to ${kind} the PIN${forWhom}: ${url} (it works once, for ${minutes} minutes).`,
     );
     return url;
   }
