@@ -14,10 +14,9 @@
  */
 import path from 'node:path';
 import type { PinOperation } from '../apdu/piv/index.js';
-import { PIN_LINK_TTL_MS } from './pin-page/one-time-links.js';
-import type { PinPageServer } from './pin-page/pin-page-server.js';
+import { PinPageOpener } from './pin-page/pin-page-opener.js';
 import type { DaemonConfig } from '../daemon/config/daemon-config.js';
-import type { CardStatus, DaemonStatus } from '../daemon/control/control-protocol.js';
+import type { DaemonStatus } from '../daemon/control/control-protocol.js';
 import { openWithDesktop } from '../daemon/cli/desktop-open.js';
 import { DAEMON_VERSION } from '../daemon/daemon.js';
 import type { BrowserLogin } from '../daemon/login/authorization-code-login.js';
@@ -25,7 +24,7 @@ import type { OidcClientSettings } from '../daemon/login/oidc-client-settings.js
 import type { TokenGrant } from '../daemon/login/token-grant.js';
 import { CardlinkError } from '../protocol/errors.js';
 import type { DaemonWatch } from './daemon-watch.js';
-import { displayName, hostOf } from './tray-state.js';
+import { hostOf } from './tray-state.js';
 
 export interface TrayActionsDeps {
   config: DaemonConfig;
@@ -48,8 +47,8 @@ interface TraySignIn {
 }
 
 export class TrayActions {
-  /** The PIN page's server, started by the first Change PIN… / Unblock PIN…. */
-  private pinPage: Promise<PinPageServer> | undefined;
+  /** Change PIN… / Unblock PIN… (made on first use). */
+  private pinPage: PinPageOpener | undefined;
   private login: BrowserLogin | undefined;
   private signedIn: TraySignIn | undefined;
 
@@ -144,53 +143,17 @@ export class TrayActions {
   }
 
   /**
-   * Change PIN… / Unblock PIN…: a one-time link to the tray's PIN page (tray/pin-page/, started on
-   * first use), opened in the system browser and shown in a notification and the tray's output (so
-   * it works with no browser opener and no tray host too). Resolves with the link, or undefined
-   * when no card is in the reader.
+   * Change PIN… / Unblock PIN…: the tray's PIN page at a one-time link in the system browser
+   * (tray/pin-page/). Resolves with the link, or undefined when no card is in the reader.
    */
-  async openPinPage(kind: PinOperation): Promise<string | undefined> {
-    const what = kind === 'change' ? 'Change PIN' : 'Unblock PIN';
-    const inReader = (this.deps.status()?.cards ?? []).filter((c: CardStatus) => c.state === 'inserted');
-    if (inReader.length === 0) {
-      this.deps.inform(what, 'No cardlink card is in the reader: connect first.');
-      return undefined;
-    }
-    const forWhom = inReader.length === 1 ? ` for “${displayName(inReader[0]!.label)}”` : '';
-    // A server that could not start is forgotten, so the next click tries again.
-    this.pinPage ??= this.startPinPage().catch((error: unknown) => {
-      this.pinPage = undefined;
-      throw error;
-    });
-    const url = (await this.pinPage).link(kind);
-    const opened = await openWithDesktop(url);
-    const minutes = PIN_LINK_TTL_MS / 60_000;
-    this.deps.inform(
-      what,
-      opened
-        ? `Your browser opened the PIN page${forWhom}. If it did not, open ${url} (it works once, for ${minutes} minutes).`
-        : `Open this address in a browser to ${kind} the PIN${forWhom}: ${url} (it works once, for ${minutes} minutes).`,
-    );
-    return url;
-  }
-
-  private async startPinPage(): Promise<PinPageServer> {
-    const { PinPageServer } = await import('./pin-page/pin-page-server.js');
-    const { watch } = this.deps;
-    return PinPageServer.start({
-      daemon: {
-        cards: () => watch.request('cards'),
-        changePin: (p) => watch.request('change-pin', p),
-        unblockPin: (p) => watch.request('unblock-pin', p),
-      },
-    });
+  openPinPage(kind: PinOperation): Promise<string | undefined> {
+    this.pinPage ??= new PinPageOpener(this.deps);
+    return this.pinPage.open(kind);
   }
 
   /** Stops the PIN page's server, if it was started. */
   async close(): Promise<void> {
-    const page = this.pinPage;
-    this.pinPage = undefined;
-    if (page) await (await page.catch(() => undefined))?.close();
+    await this.pinPage?.close();
   }
 
   /** Opens the folder of the daemon's log (and the diagnostics files) in the file manager. */

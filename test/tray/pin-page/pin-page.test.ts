@@ -1,7 +1,7 @@
 /**
  * The tray's PIN page and `cardlink pin`, end to end with real parts: the test IdP, a card server
  * (SQLite) with alice's card, pcscd with the cardlink reader, `cardlink daemon` signed in, the
- * tray's own TrayActions and DaemonWatch (the menu entries' code, without a tray host), Debian's
+ * tray's own PinPageOpener and DaemonWatch (what Change PIN…/Unblock PIN… run, without a tray host), Debian's
  * Chromium driving the page, and OpenSC's pkcs11-tool checking the card's PIN through pcscd.
  *
  * Only the desktop's opener is replaced (a script first on PATH that records the URL): a test must
@@ -15,11 +15,10 @@ import http from 'node:http';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Page } from 'playwright-core';
-import { loadDaemonConfig } from '../../../daemon/config/daemon-config.js';
 import type { DaemonStatus } from '../../../daemon/control/control-protocol.js';
 import { DaemonWatch } from '../../../tray/daemon-watch.js';
 import { PinPageServer } from '../../../tray/pin-page/pin-page-server.js';
-import { TrayActions } from '../../../tray/tray-actions.js';
+import { PinPageOpener } from '../../../tray/pin-page/pin-page-opener.js';
 import { artifactPath, launchChromium, type TestBrowser } from '../../support/chromium.js';
 import { CARDLINK_MAIN } from '../../support/cli-run.js';
 import { startDaemonStack, type DaemonStack } from '../../support/daemon-stack.js';
@@ -40,7 +39,7 @@ describe('the PIN page and cardlink pin, against a real card in pcscd', { timeou
   let stack: DaemonStack;
   let browser: TestBrowser;
   let watch: DaemonWatch;
-  let actions: TrayActions;
+  let actions: PinPageOpener;
   let status: DaemonStatus | undefined;
   let openerLog: string;
   /** Everything shown or printed during the test, scanned for secrets at the end. */
@@ -106,7 +105,6 @@ describe('the PIN page and cardlink pin, against a real card in pcscd', { timeou
       mode: 0o755,
     });
     process.env['PATH'] = `${bin}:${process.env['PATH'] ?? ''}`;
-    const config = loadDaemonConfig({ config: stack.daemon.configFile });
     const run = path.join(stack.daemonDir, 'run');
     watch = new DaemonWatch({
       socketPath: path.join(run, 'control.sock'),
@@ -115,8 +113,7 @@ describe('the PIN page and cardlink pin, against a real card in pcscd', { timeou
     });
     watch.on('status', (s) => (status = s));
     watch.start();
-    actions = new TrayActions({
-      config,
+    actions = new PinPageOpener({
       watch,
       inform: (summary, body) => informed.push(`${summary}: ${body}`),
       status: () => status,
@@ -140,7 +137,7 @@ describe('the PIN page and cardlink pin, against a real card in pcscd', { timeou
   let changeUrl: string;
 
   it('Change PIN…: the link opens the form; the new PIN is set, and pkcs11-tool logs in with it', async () => {
-    const url = await actions.openPinPage('change');
+    const url = await actions.open('change');
     assert.ok(url, informed.join('\n'));
     changeUrl = url;
     assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/pin\/[A-Za-z0-9_-]{43}$/);
@@ -205,7 +202,7 @@ describe('the PIN page and cardlink pin, against a real card in pcscd', { timeou
   });
 
   it('refuses another Host, a POST without the session and CSRF token, and a foreign Origin', async () => {
-    const url = new URL((await actions.openPinPage('change'))!);
+    const url = new URL((await actions.open('change'))!);
     const ask = (options: http.RequestOptions, body?: string) =>
       new Promise<number>((resolve, reject) => {
         const req = http.request({ host: '127.0.0.1', port: url.port, ...options }, (res) => {
@@ -264,7 +261,7 @@ describe('the PIN page and cardlink pin, against a real card in pcscd', { timeou
 
   it('a wrong current PIN shows the tries left; the third blocks the PIN', async () => {
     const page = await browser.newPage();
-    await page.goto((await actions.openPinPage('change'))!);
+    await page.goto((await actions.open('change'))!);
     const fields = { current: WRONG_PIN, new: PIN_3, again: PIN_3 };
     assert.equal(
       await submit(page, fields),
@@ -282,7 +279,7 @@ describe('the PIN page and cardlink pin, against a real card in pcscd', { timeou
 
   it('Unblock PIN…: a wrong PUK shows its tries left; the PUK unblocks the PIN with a new one', async () => {
     const page = await browser.newPage();
-    await page.goto((await actions.openPinPage('unblock'))!);
+    await page.goto((await actions.open('unblock'))!);
     assert.equal(await page.textContent('h1'), 'Unblock PIN');
     await page.screenshot({ path: artifactPath('pin-page-unblock-form.png') });
     assert.match(await submit(page, { puk: WRONG_PUK, new: PIN_3, again: PIN_3 }), /Wrong PUK: 2 tries left/);
