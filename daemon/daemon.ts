@@ -18,8 +18,12 @@ import type {
   ControlErrorInfo,
   ControlHandler,
   DaemonStatus,
+  PinChangeParams,
+  PinResult,
+  PinUnblockParams,
   TokenHandover,
 } from './control/control-protocol.js';
+import { pinOperationCommand, pinOperationOutcome, type PinOperation } from '../apdu/piv/index.js';
 import { ControlServer } from './control/control-server.js';
 import { loadOrCreateDeviceKey } from './device/device-key.js';
 import { BridgeReader, type ReaderSlots } from './reader/bridge-reader.js';
@@ -249,6 +253,46 @@ export class Daemon implements ControlHandler {
     await this.link.stop();
     this.link.restart();
     this.token = token; // kept for "connect"
+  }
+
+  changePin(p: PinChangeParams): Promise<PinResult> {
+    return this.pinOperation('change', p.cardId, p.currentPin, p.newPin);
+  }
+
+  unblockPin(p: PinUnblockParams): Promise<PinResult> {
+    return this.pinOperation('unblock', p.cardId, p.puk, p.newPin);
+  }
+
+  /**
+   * CHANGE REFERENCE DATA or RESET RETRY COUNTER on a card in the reader, its answer as a result.
+   * The PIN and PUK are in the command only (overwritten once sent) and never logged; the log line
+   * names the card, the operation and the outcome.
+   */
+  private async pinOperation(
+    operation: PinOperation,
+    cardId: string,
+    proof: string,
+    newPin: string,
+  ): Promise<PinResult> {
+    const built = pinOperationCommand(operation, proof, newPin);
+    let result: PinResult;
+    if ('outcome' in built) result = built.outcome;
+    else {
+      try {
+        const response = await this.cardManager.transmitToCard(cardId, built.command);
+        const sw = (response[response.length - 2]! << 8) | response[response.length - 1]!;
+        result = pinOperationOutcome(operation, sw);
+      } finally {
+        built.command.fill(0);
+      }
+    }
+    this.logger.info('PIN operation', {
+      card: cardId.slice(0, 64),
+      operation,
+      outcome: result.outcome,
+      ...('triesLeft' in result ? { triesLeft: result.triesLeft } : {}),
+    });
+    return result;
   }
 
   /** Stops everything: cards out of the reader, session closed, control socket removed. */

@@ -8,14 +8,15 @@
  * SignInOwner (sign-in-owner.ts: memory and the keyring), which renews the sign-in when the daemon
  * says the token expires (docs/security-model.md, "The refresh token's owner").
  *
- * Two entries lead to pages the tray does not have yet (issue 16's later slice): Change PIN… and
- * Unblock PIN… call `openPinPage`, which for now tells the user how to do it with a PIV tool,
- * naming their card's reader. Sign in… opens the browser sign-in; the tray's own sign-in window
- * comes with that slice too.
+ * Change PIN… and Unblock PIN… open the tray's PIN page (tray/pin-page/) at a one-time link in the
+ * system browser. Sign in… opens the browser sign-in; the tray's own sign-in window comes in a
+ * later slice.
  */
 import path from 'node:path';
+import type { PinOperation } from '../apdu/piv/index.js';
+import { PinPageOpener } from './pin-page/pin-page-opener.js';
 import type { DaemonConfig } from '../daemon/config/daemon-config.js';
-import type { CardStatus, DaemonStatus } from '../daemon/control/control-protocol.js';
+import type { DaemonStatus } from '../daemon/control/control-protocol.js';
 import { openWithDesktop } from '../daemon/cli/desktop-open.js';
 import { DAEMON_VERSION } from '../daemon/daemon.js';
 import type { BrowserLogin } from '../daemon/login/authorization-code-login.js';
@@ -23,7 +24,7 @@ import type { DaemonWatch } from './daemon-watch.js';
 import { copyToClipboard } from './clipboard.js';
 import type { DeviceCodePrompt } from './sign-in-menu.js';
 import type { SignInOwner } from './sign-in-owner.js';
-import { displayName, hostOf } from './tray-state.js';
+import { hostOf } from './tray-state.js';
 
 export interface TrayActionsDeps {
   config: DaemonConfig;
@@ -42,6 +43,8 @@ export function logDirectory(config: DaemonConfig): string {
 }
 
 export class TrayActions {
+  /** Change PIN… / Unblock PIN… (made on first use). */
+  private pinPage: PinPageOpener | undefined;
   private login: BrowserLogin | undefined;
   private codeLogin: AbortController | undefined;
 
@@ -156,29 +159,17 @@ export class TrayActions {
   }
 
   /**
-   * The hook for the tray's PIN page (a later slice of issue 16). Until it exists: how to change
-   * or unblock the PIN with yubico-piv-tool, for the card in the reader.
+   * Change PIN… / Unblock PIN…: the tray's PIN page at a one-time link in the system browser
+   * (tray/pin-page/). Resolves with the link, or undefined when no card is in the reader.
    */
-  openPinPage(kind: 'change' | 'unblock'): void {
-    const cards = (this.deps.status()?.cards ?? []).filter(
-      (c): c is CardStatus & { readerName: string } => c.state === 'inserted' && c.readerName !== undefined,
-    );
-    const card = cards[0];
-    const what = kind === 'change' ? 'Change PIN' : 'Unblock PIN';
-    if (!card) {
-      this.deps.inform(what, 'No cardlink card is in the reader: connect first.');
-      return;
-    }
-    const command = `yubico-piv-tool -r '${card.readerName}' -a ${kind === 'change' ? 'change-pin' : 'unblock-pin'}`;
-    const asks =
-      kind === 'change'
-        ? 'It asks for the current PIN and the new one.'
-        : 'It asks for the PUK and a new PIN.';
-    const others = cards.length > 1 ? ` For another card, name its reader instead.` : '';
-    this.deps.inform(
-      what,
-      `The tray's PIN page is not there yet. For “${displayName(card.label)}”, run in a terminal: ${command} ${asks}${others}`,
-    );
+  openPinPage(kind: PinOperation): Promise<string | undefined> {
+    this.pinPage ??= new PinPageOpener(this.deps);
+    return this.pinPage.open(kind);
+  }
+
+  /** Stops the PIN page's server, if it was started. */
+  async close(): Promise<void> {
+    await this.pinPage?.close();
   }
 
   /** Opens the folder of the daemon's log (and the diagnostics files) in the file manager. */

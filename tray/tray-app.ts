@@ -216,6 +216,7 @@ export class TrayApp {
     clearTimeout(this.clockTimer);
     clearTimeout(this.restoreTimer);
     this.actions.cancelSignIn();
+    await this.actions.close();
     await this.watch.stop();
     await this.menu?.close();
     this.notifier?.close();
@@ -337,10 +338,10 @@ export class TrayApp {
           await this.actions.disconnect();
           break;
         case 'change-pin':
-          this.actions.openPinPage('change');
+          await this.actions.openPinPage('change');
           break;
         case 'unblock-pin':
-          this.actions.openPinPage('unblock');
+          await this.actions.openPinPage('unblock');
           break;
         case 'open-logs':
           await this.actions.openLogs();

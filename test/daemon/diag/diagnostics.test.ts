@@ -295,6 +295,8 @@ describe('collectDiagnostics', () => {
       logout: async () => undefined,
       connect: async () => undefined,
       disconnect: async () => undefined,
+      changePin: async () => ({ outcome: 'done' }),
+      unblockPin: async () => ({ outcome: 'done' }),
     };
     const server = await ControlServer.start({ ...controlPaths({ runtimeDir: config.runtimeDir }), handler });
     try {
