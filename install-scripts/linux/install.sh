@@ -53,7 +53,7 @@ usage: install.sh [options]
 USAGE
 }
 
-silent=0 dry=0 skip_apt=0
+silent=0 dry=0 skip_apt=0 package=0
 server_url="" issuer="" client_id="" ca_file="" slots="" user="" variant="" server_config=""
 fail() { local code=$1; shift; echo "cardlink install: error: $*" >&2; exit "$code"; }
 say() { [ "$silent" = 1 ] || echo "cardlink install: $*"; }
@@ -73,6 +73,8 @@ while [ $# -gt 0 ]; do
     --variant) need_value "$@"; variant=$2; shift 2 ;;
     --server-config) need_value "$@"; server_config=$2; shift 2 ;;
     --skip-apt) skip_apt=1; shift ;;
+    # From the .deb's postinst: dpkg owns /opt/cardlink and /usr/bin/cardlink and did the Depends.
+    --package) package=1; skip_apt=1; shift ;;
     --dry-run) dry=1; shift ;;
     --silent) silent=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -195,10 +197,21 @@ if [ "$staged" != "$PREFIX" ]; then
     fi
   fi
 fi
-put_link "$PREFIX/bin/cardlink" "$BIN_LINK"
+# The .deb ships /usr/bin/cardlink itself (a package does not write to /usr/local).
+[ "$package" = 1 ] || put_link "$PREFIX/bin/cardlink" "$BIN_LINK"
 
 # 3. The settings this install used, so an upgrade without parameters keeps them.
-printf 'CARDLINK_VARIANT=%s\nCARDLINK_SLOTS=%s\nCARDLINK_USER=%s\n' "$variant" "$slots" "$user" > "$tmp/install.conf"
+# The client settings given now (or kept from the file: the .deb reads them there at its first
+# install) are recorded too, but only parameters given on the command line rewrite daemon.json.
+{
+  printf 'CARDLINK_VARIANT=%s\nCARDLINK_SLOTS=%s\nCARDLINK_USER=%s\n' "$variant" "$slots" "$user"
+  for pair in "CARDLINK_SERVER_URL:$server_url" "CARDLINK_ISSUER:$issuer" "CARDLINK_CLIENT_ID:$client_id" \
+              "CARDLINK_CA_FILE:$ca_file" "CARDLINK_SERVER_CONFIG:$server_config"; do
+    key=${pair%%:*} value=${pair#*:}
+    [ -n "$value" ] || value=$(setting "$key")
+    [ -z "$value" ] || printf '%s=%s\n' "$key" "$value"
+  done
+} > "$tmp/install.conf"
 put_file "$tmp/install.conf" "$CONF_DIR/install.conf" 0644
 
 reader_changed=0
@@ -209,8 +222,15 @@ if [ "$client" = 1 ]; then
       -e "s|@LIBPATH@|$PREFIX/daemon/ifd-handler/build/libifd-cardlink.so|" \
       "$source_tree/daemon/ifd-handler/reader.conf.in" > "$tmp/reader.conf"
   put_file "$tmp/reader.conf" "$READER_CONF" 0644
-  # A new driver or a new reader file needs a pcscd restart; a config change does not.
-  [ "$changes" = "$before" ] && [ "$app_changed" = 0 ] || reader_changed=1
+  # A new reader file or a new driver needs a pcscd restart; a config change does not. The driver's
+  # hash is kept beside the manifest: under dpkg the files change before this script runs.
+  sha256sum "$PREFIX/daemon/ifd-handler/build/libifd-cardlink.so" 2>/dev/null | cut -d' ' -f1 > "$tmp/driver.sha256" ||
+    sha256sum "$staged/daemon/ifd-handler/build/libifd-cardlink.so" | cut -d' ' -f1 > "$tmp/driver.sha256"
+  if [ "$changes" != "$before" ] || [ "$app_changed" = 1 ] || ! cmp -s "$tmp/driver.sha256" "$STATE/driver.sha256"; then
+    reader_changed=1
+  fi
+  record "$STATE/driver.sha256"
+  [ "$dry" = 1 ] || { install -d -m 0755 "$STATE"; install -m 0644 "$tmp/driver.sha256" "$STATE/driver.sha256"; }
 
   # 5. The machine-wide client config, checked by the daemon before it replaces the old one.
   if [ -n "$server_url" ]; then

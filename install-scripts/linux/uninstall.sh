@@ -12,7 +12,7 @@ STATE=/var/lib/cardlink-install
 MANIFEST=$STATE/manifest
 PREFIX=/opt/cardlink
 
-purge=0 dry=0 silent=0
+purge=0 dry=0 silent=0 package=0
 fail() { local code=$1; shift; echo "cardlink uninstall: error: $*" >&2; exit "$code"; }
 say() { [ "$silent" = 1 ] || echo "cardlink uninstall: $*"; }
 while [ $# -gt 0 ]; do
@@ -20,6 +20,8 @@ while [ $# -gt 0 ]; do
     --purge) purge=1 ;;
     --dry-run) dry=1 ;;
     --silent) silent=1 ;;
+    # From the .deb's prerm: dpkg removes /opt/cardlink; the config stays until purge (postrm).
+    --package) package=1 ;;
     -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) fail 2 "unknown parameter '$1' (--purge, --dry-run, --silent)" ;;
   esac
@@ -59,6 +61,7 @@ for path in "${entries[@]}"; do
   case "$path" in
     '') ;;
     */) dirs+=("${path%/}") ;;
+    "$PREFIX"|/etc/cardlink/*|"$STATE"/*) if [ "$package" = 1 ]; then continue; elif [ -e "$path" ]; then remove "$path"; fi ;;
     /usr/local/bin/cardlink)
       # Only our link: a cardlink of the checkout's setup.sh or another install is left alone.
       if [ -L "$path" ] && [ "$(readlink "$path")" = "$PREFIX/bin/cardlink" ]; then remove "$path"; fi ;;
