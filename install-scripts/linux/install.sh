@@ -156,7 +156,39 @@ put_link() {
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# 1. Debian packages.
+# 1. The tree to install: staged already (the .deb, a copy of stage.sh's output) or staged now.
+if grep -q '"cardlinkVariant"' "$source_tree/package.json" 2>/dev/null; then
+  staged=$source_tree
+  have=$(node -p 'require(process.argv[1]).cardlinkVariant' "$source_tree/package.json")
+  [ "$have" = full ] || [ "$have" = "$variant" ] || fail 2 "this tree was staged for '$have', not '$variant'"
+else
+  say "staging the $variant tree from the checkout $source_tree"
+  bash "$here/stage.sh" "$variant" "$tmp/stage" || fail 7 "staging failed (is the checkout built? npm ci && npm run build)"
+  staged=$tmp/stage
+fi
+# The machine-wide client config, checked before anything changes: settings the daemon refuses
+# stop the install here with nothing changed.
+if [ "$client" = 1 ] && [ -n "$server_url" ]; then
+  ca_json=""
+  if [ -n "$ca_file" ]; then ca_json=$CONF_DIR/server-ca.pem; fi
+  # JSON written by node so that no value can break the quoting.
+  client_json() {
+    URL="$server_url" CA="$1" ISSUER="$issuer" CLIENT_ID="$client_id" node -e '
+      const e = process.env, c = { server: { url: e.URL } };
+      if (e.CA) c.server.caFile = e.CA;
+      if (e.ISSUER) c.login = { issuer: e.ISSUER, clientId: e.CLIENT_ID, resource: e.URL };
+      process.stdout.write(JSON.stringify(c, null, 2) + "\n");'
+  }
+  client_json "$ca_json" > "$tmp/daemon.json"
+  # Checked by the daemon code being installed, with the CA file where it is now (its copy in
+  # /etc/cardlink does not exist yet in a dry run), before the old file is replaced.
+  client_json "$ca_file" > "$tmp/daemon-check.json"
+  env -i PATH="$PATH" CARDLINK_SYSTEM_CONFIG="$tmp/daemon-check.json" HOME=/nonexistent XDG_CONFIG_HOME=/nonexistent \
+    "$staged/bin/cardlink" daemon --check >/dev/null 2>"$tmp/check.err" ||
+    { cat "$tmp/check.err" >&2; fail 6 "the client settings were refused (above); $CONF_DIR/daemon.json is unchanged"; }
+fi
+
+# 2. Debian packages, then the application in /opt/cardlink, compared file by file.
 if [ "$client" = 1 ] && [ "$skip_apt" = 0 ]; then
   missing=$(for p in $CLIENT_PACKAGES; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"; done)
   if [ -n "$missing" ]; then
@@ -170,16 +202,6 @@ if [ "$client" = 1 ] && [ "$skip_apt" = 0 ]; then
   fi
 fi
 
-# 2. The application in /opt/cardlink: a staged tree, compared file by file with the installed one.
-if grep -q '"cardlinkVariant"' "$source_tree/package.json" 2>/dev/null; then
-  staged=$source_tree
-  have=$(node -p 'require(process.argv[1]).cardlinkVariant' "$source_tree/package.json")
-  [ "$have" = full ] || [ "$have" = "$variant" ] || fail 2 "this tree was staged for '$have', not '$variant'"
-else
-  say "staging the $variant tree from the checkout $source_tree"
-  bash "$here/stage.sh" "$variant" "$tmp/stage" || fail 7 "staging failed (is the checkout built? npm ci && npm run build)"
-  staged=$tmp/stage
-fi
 record "$PREFIX"
 app_changed=0
 if [ "$staged" != "$PREFIX" ]; then
@@ -232,25 +254,9 @@ if [ "$client" = 1 ]; then
   record "$STATE/driver.sha256"
   [ "$dry" = 1 ] || { install -d -m 0755 "$STATE"; install -m 0644 "$tmp/driver.sha256" "$STATE/driver.sha256"; }
 
-  # 5. The machine-wide client config, checked by the daemon before it replaces the old one.
+  # 5. The machine-wide client config (checked above), replacing the old one.
   if [ -n "$server_url" ]; then
-    ca_json=""
-    if [ -n "$ca_file" ]; then put_file "$ca_file" "$CONF_DIR/server-ca.pem" 0644; ca_json=$CONF_DIR/server-ca.pem; fi
-    # JSON written by node so that no value can break the quoting.
-    client_json() {
-      URL="$server_url" CA="$1" ISSUER="$issuer" CLIENT_ID="$client_id" node -e '
-        const e = process.env, c = { server: { url: e.URL } };
-        if (e.CA) c.server.caFile = e.CA;
-        if (e.ISSUER) c.login = { issuer: e.ISSUER, clientId: e.CLIENT_ID, resource: e.URL };
-        process.stdout.write(JSON.stringify(c, null, 2) + "\n");'
-    }
-    client_json "$ca_json" > "$tmp/daemon.json"
-    # Checked by the daemon code being installed, with the CA file where it is now (its copy in
-    # /etc/cardlink does not exist yet in a dry run), before the old file is replaced.
-    client_json "$ca_file" > "$tmp/daemon-check.json"
-    env -i PATH="$PATH" CARDLINK_SYSTEM_CONFIG="$tmp/daemon-check.json" HOME=/nonexistent XDG_CONFIG_HOME=/nonexistent \
-      "$staged/bin/cardlink" daemon --check >/dev/null 2>"$tmp/check.err" ||
-      { cat "$tmp/check.err" >&2; fail 6 "the client settings were refused (above); $CONF_DIR/daemon.json is unchanged"; }
+    if [ -n "$ca_file" ]; then put_file "$ca_file" "$CONF_DIR/server-ca.pem" 0644; fi
     put_file "$tmp/daemon.json" "$CONF_DIR/daemon.json" 0644
   elif [ ! -f "$CONF_DIR/daemon.json" ]; then
     say "no --server-url and no $CONF_DIR/daemon.json: each user configures the daemon (docs/daemon-config.md)"

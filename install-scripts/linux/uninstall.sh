@@ -28,9 +28,14 @@ while [ $# -gt 0 ]; do
   shift
 done
 [ "$(id -u)" = 0 ] || fail 3 "run as root (sudo $0)"
+# Without a manifest there is nothing of ours to remove, but --purge still removes users' data
+# (after an uninstall without it).
 if [ ! -f "$MANIFEST" ]; then
-  say "nothing to remove: $MANIFEST does not exist (cardlink was not installed by install.sh)"
-  exit 0
+  say "no $MANIFEST: nothing installed by install.sh to remove"
+  entries=()
+else
+  # A copy: the manifest itself is in the list.
+  mapfile -t entries < "$MANIFEST"
 fi
 
 remove() {
@@ -51,12 +56,10 @@ fi
 # The restart script goes with /opt/cardlink: keep a copy for the end.
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-cp "$(dirname "$(readlink -f "$0")")/restart-pcscd.sh" "$tmp/restart-pcscd.sh"
+cp "$(dirname "$(readlink -f "$0")")/restart-pcscd.sh" "$tmp/restart-pcscd.sh" 2>/dev/null || true
 
 reader=0
 dirs=()
-# A copy: the manifest itself is in the list.
-mapfile -t entries < "$MANIFEST"
 for path in "${entries[@]}"; do
   case "$path" in
     '') ;;
@@ -70,7 +73,7 @@ for path in "${entries[@]}"; do
   esac
 done
 # Directories the install created, deepest first, when nothing else is in them.
-for dir in $(printf '%s\n' "${dirs[@]}" | sort -r); do
+for dir in $([ "${#dirs[@]}" = 0 ] || printf '%s\n' "${dirs[@]}" | sort -r); do
   if [ -d "$dir" ] && [ -z "$(ls -A "$dir")" ]; then remove "$dir"; fi
 done
 
