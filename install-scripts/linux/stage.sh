@@ -47,8 +47,9 @@ if [ "$variant" != server ]; then
   install -m 0644 daemon/ifd-handler/build/libifd-cardlink.so "$dest/daemon/ifd-handler/build/"
   install -m 0644 daemon/ifd-handler/reader.conf.in "$dest/daemon/ifd-handler/"
 fi
-install -d "$dest/install-scripts/linux"
-cp -a install-scripts/linux/. "$dest/install-scripts/linux/"
+# The install scripts travel with the tree (the .deb's and .pkg's maintainer steps, uninstall).
+install -d "$dest/install-scripts"
+cp -a install-scripts/linux install-scripts/macos "$dest/install-scripts/"
 install -d "$dest/docs"
 cp -a docs/install.md "$dest/docs/" 2>/dev/null || true
 cp -a package.json package-lock.json "$dest/"

@@ -4,121 +4,54 @@
  * root's own pcscd. The card server and the IdP run in this process on loopback; everything else
  * (the installed daemon, `cardlink login`, pcscd, `pkcs11-tool`) runs inside the root.
  *
- * Node.js 20 is the install's one prerequisite that Debian 12 does not ship: the test copies this
- * machine's node binary to the root's /usr/local/bin, as an admin would install it.
+ * Node.js 20 is the install's one prerequisite that Debian 12 does not ship: the root gets this
+ * machine's node binary in /usr/local/bin, as an admin would install it (test/support/debian-root.ts).
  *
  * The root takes ~3 minutes to build the first time (test/prepare-machine.sh builds it once per
  * machine); from the cache the whole test takes about a minute, most of it staging /opt/cardlink.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { promisify } from 'node:util';
 import { createTestCard, startTestCardServer, type TestCardServer } from '../support/card-server.js';
+import {
+  inRootExists,
+  makeDebianRoot,
+  run,
+  type DebianRoot,
+  type Ran,
+  waitFor,
+} from '../support/debian-root.js';
 import { freePort } from '../support/free-port.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-provider.js';
 import { REPO_ROOT } from '../support/pcscd.js';
-
-const execFileP = promisify(execFile);
 
 /** The whole scenario: building the root (first run), staging, four installs and two removals. */
 const INSTALL_TEST_TIMEOUT_MS = 15 * 60_000;
 /** How long the installed daemon may take to put alice's card into the root's reader. */
 const CARD_VISIBLE_TIMEOUT_MS = 30_000;
-/** Paths of the root not compared before and after: kernel file systems and scratch space. */
-const NOT_COMPARED = ['/proc', '/dev', '/tmp', '/run', '/home'];
-const CHROOT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 const SCRIPTS = '/tmp/cardlink-src/install-scripts/linux';
-
-interface Ran {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<Ran> {
-  try {
-    const { stdout, stderr } = await execFileP(cmd, args, {
-      env: env ?? process.env,
-      maxBuffer: 64 * 1024 * 1024,
-    });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code?: number | string; stdout?: string; stderr?: string };
-    if (typeof e.code !== 'number') throw error;
-    return { code: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
-}
 
 function ok(r: Ran, what: string): Ran {
   assert.equal(r.code, 0, `${what} exited ${r.code}:\n${r.stdout}\n${r.stderr}`);
   return r;
 }
 
+let debian: DebianRoot | undefined;
 let root = '';
-let procMounted = false;
 let idp: TestIdp | undefined;
 let server: TestCardServer | undefined;
 let daemon: ChildProcess | undefined;
 let serverUrl = '';
-
-/** Runs `args` in the root as `user` (root unless given), with a clean environment. */
-function inRoot(args: string[], user?: string): Promise<Ran> {
-  const env: NodeJS.ProcessEnv = { PATH: CHROOT_PATH, LANG: 'C.UTF-8' };
-  if (user) Object.assign(env, { HOME: `/home/${user}`, USER: user });
-  const userspec = user ? [`--userspec=${user}:${user}`] : [];
-  return run('chroot', [...userspec, root, ...args], env);
-}
-
-/** Every path in the root except the ones not compared, relative to it. */
-async function listRoot(): Promise<Set<string>> {
-  const prune = NOT_COMPARED.flatMap((p, i) => [...(i ? ['-o'] : []), '-path', root + p]);
-  const r = ok(await run('find', [root, '-xdev', '(', ...prune, ')', '-prune', '-o', '-print']), 'find');
-  return new Set(
-    r.stdout
-      .split('\n')
-      .filter(Boolean)
-      .map((p) => p.slice(root.length) || '/'),
-  );
-}
-
-/** The pid of the root's own pcscd (from its pid file), checked to be a process in this root. */
-function rootPcscdPid(): number | undefined {
-  const pidFile = path.join(root, 'run/pcscd/pcscd.pid');
-  if (!fs.existsSync(pidFile)) return undefined;
-  const pid = Number(fs.readFileSync(pidFile, 'utf8').replace(/\D/g, ''));
-  try {
-    if (pid > 0 && fs.realpathSync(`/proc/${pid}/root`) === fs.realpathSync(root)) return pid;
-  } catch {
-    // The process is gone.
-  }
-  return undefined;
-}
-
-async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
+const inRoot = (args: string[], user?: string): Promise<Ran> => debian!.run(args, user);
+const listRoot = (): Promise<Set<string>> => debian!.listPaths();
+const rootPcscdPid = (): number | undefined => debian!.pcscdPid();
 
 before(async () => {
-  const tarball = ok(
-    await run('bash', [path.join(REPO_ROOT, 'test/install-scripts/debian-root.sh')]),
-    'debian-root.sh',
-  ).stdout.trim();
-  root = fs.mkdtempSync('/var/tmp/cardlink-install-test-');
-  ok(await run('tar', ['-C', root, '-xf', tarball]), 'tar');
-  ok(await run('mount', ['-t', 'proc', 'proc', path.join(root, 'proc')]), 'mount proc');
-  procMounted = true;
-  fs.copyFileSync(process.execPath, path.join(root, 'usr/local/bin/node'));
-  fs.chmodSync(path.join(root, 'usr/local/bin/node'), 0o755);
-  ok(await inRoot(['useradd', '--create-home', 'alice']), 'useradd');
+  debian = await makeDebianRoot('alice');
+  root = debian.dir;
 
   // The card server and the IdP on this machine's loopback; the root shares the network.
   const port = await freePort();
@@ -137,13 +70,7 @@ after(async () => {
   if (daemon && daemon.exitCode === null) daemon.kill('SIGKILL');
   await server?.stop().catch(() => undefined);
   await idp?.close().catch(() => undefined);
-  if (!root) return;
-  const pid = rootPcscdPid();
-  if (pid) process.kill(pid, 'SIGKILL');
-  if (procMounted) await run('umount', [path.join(root, 'proc')]);
-  // Never delete through a mount point: only when nothing is mounted below the root any more.
-  const mounts = fs.readFileSync('/proc/mounts', 'utf8');
-  if (!mounts.includes(` ${root}/`)) await run('rm', ['-rf', '--one-file-system', root]);
+  await debian?.remove();
 });
 
 test(
@@ -228,7 +155,7 @@ test(
     const unit = fs.readFileSync(path.join(root, 'etc/systemd/user/cardlink-daemon.service'), 'utf8');
     const execStart = /^ExecStart=(.+)$/m.exec(unit)![1]!.split(' ');
     assert.deepEqual(execStart, ['/opt/cardlink/bin/cardlink', 'daemon']);
-    const env = { PATH: CHROOT_PATH, HOME: '/home/alice', USER: 'alice', LANG: 'C.UTF-8' };
+    const env = debian!.env('alice');
     daemon = spawn('chroot', ['--userspec=alice:alice', root, ...execStart], {
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -318,9 +245,9 @@ test(
       'nothing of the root removed',
     );
     for (const line of manifest.split('\n').filter(Boolean)) {
-      assert.ok(!fs.existsSync(path.join(root, line)), `${line} (manifest) removed`);
+      assert.ok(!inRootExists(path.join(root, line)), `${line} (manifest) removed`);
     }
-    assert.ok(fs.existsSync(path.join(root, 'home/alice/.local/state/cardlink')), "alice's data kept");
+    assert.ok(inRootExists(path.join(root, 'home/alice/.local/state/cardlink')), "alice's data kept");
     const gone = await waitFor('the reader gone after pcscd restart', 10_000, async () => {
       const r = await inRoot(['pkcs11-tool', '-L'], 'alice');
       return /cardlink Virtual Reader/.test(r.stdout) ? undefined : r.stdout + r.stderr;
@@ -328,6 +255,6 @@ test(
     assert.doesNotMatch(gone, /cardlink/);
     // --purge afterwards takes the users' data too.
     ok(await inRoot([`${SCRIPTS}/uninstall.sh`, '--purge']), 'uninstall.sh --purge');
-    assert.ok(!fs.existsSync(path.join(root, 'home/alice/.local/state/cardlink')), "alice's data purged");
+    assert.ok(!inRootExists(path.join(root, 'home/alice/.local/state/cardlink')), "alice's data purged");
   },
 );
