@@ -8,6 +8,7 @@
  *   own ExecStartPre (`cardlink server migrate`) and ExecStart, run as that user with the unit's
  *   Environment=, bring up a server that answers /healthz. No systemd runs in the root, so the test
  *   does what systemd would do for StateDirectory= (the directory, 0700, owned by the user).
+ * Both took 5 min here (2 cores, load average ~10), most of it building the two packages.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
