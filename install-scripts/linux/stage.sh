@@ -40,8 +40,13 @@ rm -f "$dest/bin/"*.ts
 # Compiled code without tests, benchmarks, fuzzers and source maps (the .ts sources are not shipped).
 tar -C dist --exclude=./test --exclude=./bench --exclude=./fuzz --exclude='*.map' -cf - . |
   (install -d "$dest/dist" && tar -C "$dest/dist" -xf -)
-install -d "$dest/apdu/piv/crypto/native/build"
-install -m 0644 apdu/piv/crypto/native/build/cardlink-ecdsa.node "$dest/apdu/piv/crypto/native/build/"
+# The project's own native addons (each <part>/.../native/build/*.node, loaded by a path relative to
+# the tree): the daemon's only for a client.
+while IFS= read -r addon; do
+  case "$addon" in daemon/*) [ "$variant" != server ] || continue ;; esac
+  install -d "$dest/$(dirname "$addon")"
+  install -m 0644 "$addon" "$dest/$addon"
+done < <(find apdu daemon protocol server -path '*/native/build/*.node' -type f | sort)
 if [ "$variant" != server ]; then
   install -d "$dest/daemon/ifd-handler/build"
   install -m 0644 daemon/ifd-handler/build/libifd-cardlink.so "$dest/daemon/ifd-handler/build/"
