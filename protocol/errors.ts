@@ -62,7 +62,7 @@ export type CardlinkErrorCode =
   | 'ERR_SNAPSHOT_INVALID'
   | 'ERR_NATIVE_MODULE_UNAVAILABLE'
   | 'ERR_USAGE'
-  /** `cardlink demo`: a port it needs is taken. */
+  /** `cardlink demo`, or the daemon's vpcd reader: a port it needs is taken. */
   | 'ERR_PORT_IN_USE'
   /** `cardlink demo`: its state directory is from another version, half-written or damaged. */
   | 'ERR_DEMO_STATE'

@@ -27,8 +27,19 @@ import type { LogLevel } from '../../protocol/log.js';
 import { sessionUrlFor } from '../../protocol/wire/session-url.js';
 import { DEFAULT_OIDC_SCOPE } from '../login/oidc-client-settings.js';
 import { controlRuntimeDirectory } from '../control/control-paths.js';
-import { DEFAULT_BRIDGE_SOCKET, DEFAULT_READER_NAME } from '../reader/reader-names.js';
+import {
+  DEFAULT_BRIDGE_SOCKET,
+  DEFAULT_READER_NAME,
+  DEFAULT_VPCD_HOST,
+  DEFAULT_VPCD_PORT,
+  DEFAULT_VPCD_READER_NAME,
+  isVpcdLoopbackHost,
+} from '../reader/reader-names.js';
 import { DEVICE_KEY_STORES, type DeviceKeyStoreSetting } from '../device/device-key.js';
+
+/** The daemon's reader transports (`reader.transport`). */
+export const READER_TRANSPORTS = ['bridge', 'vpcd'] as const;
+export type ReaderTransportSetting = (typeof READER_TRANSPORTS)[number];
 
 export interface DaemonConfig {
   /** The file the settings came from, if any (for `diag`). */
@@ -54,7 +65,13 @@ export interface DaemonConfig {
     readonly scope: string;
   };
   readonly reader: {
+    /** Our pcsc-lite driver over a Unix socket (Linux), or vsmartcard's vpcd over loopback TCP. */
+    readonly transport: ReaderTransportSetting;
     readonly bridgeSocket: string;
+    /** Loopback address the vpcd transport listens on (vpcd connects to it in reversed mode). */
+    readonly vpcdHost: string;
+    /** Port of vpcd's slot 0; slot i is vpcdPort + i. */
+    readonly vpcdPort: number;
     readonly name: string;
     /** Slots the daemon fills, from 0; a user with more cards sees the first ones. */
     readonly slots: number;
@@ -112,6 +129,7 @@ export const DAEMON_ENV: Readonly<Record<string, string>> = {
   CARDLINK_DEVICE_KEY_STORE: 'deviceKeyStore',
   CARDLINK_DAEMON_RUNTIME_DIR: 'runtimeDir',
   CARDLINK_READER_SOCKET: 'reader.bridgeSocket',
+  CARDLINK_READER_TRANSPORT: 'reader.transport',
   CARDLINK_DAEMON_LOG_LEVEL: 'log.level',
 };
 
@@ -146,7 +164,7 @@ function xdg(env: NodeJS.ProcessEnv, variable: string, fallback: string[]): stri
 const SECTION_KEYS: Readonly<Record<string, readonly string[]>> = {
   server: ['url', 'caFile', 'certificateSha256'],
   login: ['issuer', 'clientId', 'resource', 'scope'],
-  reader: ['bridgeSocket', 'name', 'slots'],
+  reader: ['transport', 'bridgeSocket', 'vpcdHost', 'vpcdPort', 'name', 'slots'],
   timeouts: ['connectSeconds', 'commandSeconds', 'graceSeconds'],
   reconnect: ['initialDelayMs', 'maxDelayMs'],
   log: ['level', 'file', 'maxSizeBytes', 'maxFiles'],
@@ -264,6 +282,15 @@ export function loadDaemonConfig(
         );
   }
 
+  const transport = last((s) => s.oneOf('reader.transport', READER_TRANSPORTS))?.value ?? 'bridge';
+  const vpcdHost = last((s) => s.string('reader.vpcdHost'));
+  if (vpcdHost && !isVpcdLoopbackHost(vpcdHost.value))
+    throw new ConfigError(
+      'reader.vpcdHost',
+      vpcdHost.source,
+      'must be a loopback address, 127.0.0.1 (or another 127.x.x.x) or localhost: whoever reaches the port uses the cards, and vpcd connects over IPv4',
+    );
+
   const stateDir =
     pathSetting('stateDir') ??
     path.join(xdg(env, 'XDG_STATE_HOME', ['.local', 'state']), 'cardlink', 'daemon');
@@ -283,8 +310,14 @@ export function loadDaemonConfig(
       scope: last((s) => s.string('login.scope'))?.value ?? DEFAULT_OIDC_SCOPE,
     },
     reader: {
+      transport,
       bridgeSocket: pathSetting('reader.bridgeSocket') ?? DEFAULT_BRIDGE_SOCKET,
-      name: last((s) => s.string('reader.name'))?.value ?? DEFAULT_READER_NAME,
+      vpcdHost: vpcdHost?.value ?? DEFAULT_VPCD_HOST,
+      // Slot 1 listens on vpcdPort + 1: the last port must exist too.
+      vpcdPort: last((s) => s.int('reader.vpcdPort', 1, 65534))?.value ?? DEFAULT_VPCD_PORT,
+      name:
+        last((s) => s.string('reader.name'))?.value ??
+        (transport === 'vpcd' ? DEFAULT_VPCD_READER_NAME : DEFAULT_READER_NAME),
       slots: last((s) => s.int('reader.slots', 1, 16))?.value ?? 4,
     },
     timeouts,

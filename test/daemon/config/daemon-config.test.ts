@@ -13,7 +13,11 @@ import {
   type DaemonFlags,
 } from '../../../daemon/config/daemon-config.js';
 import { DEFAULT_OIDC_SCOPE } from '../../../daemon/login/oidc-client-settings.js';
-import { DEFAULT_BRIDGE_SOCKET, DEFAULT_READER_NAME } from '../../../daemon/reader/serve-card.js';
+import {
+  DEFAULT_BRIDGE_SOCKET,
+  DEFAULT_READER_NAME,
+  DEFAULT_VPCD_READER_NAME,
+} from '../../../daemon/reader/serve-card.js';
 import { ConfigError } from '../../../protocol/config/config-sources.js';
 import { CardlinkError } from '../../../protocol/errors.js';
 
@@ -77,7 +81,14 @@ describe('loadDaemonConfig defaults', () => {
       resource: undefined,
       scope: DEFAULT_OIDC_SCOPE,
     });
-    assert.deepEqual(c.reader, { bridgeSocket: DEFAULT_BRIDGE_SOCKET, name: DEFAULT_READER_NAME, slots: 4 });
+    assert.deepEqual(c.reader, {
+      transport: 'bridge',
+      bridgeSocket: DEFAULT_BRIDGE_SOCKET,
+      vpcdHost: '127.0.0.1',
+      vpcdPort: 35963,
+      name: DEFAULT_READER_NAME,
+      slots: 4,
+    });
     assert.deepEqual(c.timeouts, { connectSeconds: 10, commandSeconds: 30, graceSeconds: 120 });
     assert.deepEqual(c.timeouts, { ...DEFAULT_TIMEOUTS });
     assert.deepEqual(c.reconnect, { initialDelayMs: 500, maxDelayMs: 30_000 });
@@ -289,6 +300,8 @@ describe('loadDaemonConfig refuses bad values, naming key and source', () => {
       ['reader.slots', 0],
       ['reader.slots', 17],
       ['reader.slots', 1.5],
+      ['reader.vpcdPort', 0],
+      ['reader.vpcdPort', 65535],
       ['log.maxSizeBytes', 1024],
       ['log.maxFiles', 101],
       ['log.maxFiles', 1],
@@ -299,6 +312,42 @@ describe('loadDaemonConfig refuses bad values, naming key and source', () => {
       const file = writeConfig({ [group]: { [leaf]: value } }, `${key}-${String(value)}.json`);
       assert.throws(() => load({ config: file }), configError(key, file, /must be a whole number/), key);
     }
+  });
+
+  it('reader.transport vpcd: loopback host and port from the file, the vpcd reader name by default', () => {
+    const file = writeConfig({ reader: { transport: 'vpcd', vpcdHost: 'localhost', vpcdPort: 40100 } });
+    const c = load({ config: file });
+    assert.equal(c.reader.transport, 'vpcd');
+    assert.equal(c.reader.vpcdHost, 'localhost');
+    assert.equal(c.reader.vpcdPort, 40100);
+    assert.equal(c.reader.name, DEFAULT_VPCD_READER_NAME);
+    const named = writeConfig(
+      { reader: { transport: 'vpcd', vpcdHost: '127.0.0.2', name: 'Mine' } },
+      'n.json',
+    );
+    assert.deepEqual(
+      [load({ config: named }).reader.vpcdHost, load({ config: named }).reader.name],
+      ['127.0.0.2', 'Mine'],
+    );
+    assert.equal(load({}, { CARDLINK_READER_TRANSPORT: 'vpcd' }).reader.transport, 'vpcd');
+  });
+
+  it('reader.vpcdHost other than loopback is refused naming the key and the file', () => {
+    for (const host of ['0.0.0.0', '192.168.1.10', '::1', 'cards.example.com', '127.0.0.256', '127.1']) {
+      const file = writeConfig({ reader: { transport: 'vpcd', vpcdHost: host } }, `h-${host}.json`);
+      assert.throws(
+        () => load({ config: file }),
+        configError('reader.vpcdHost', file, /must be a loopback address/),
+        host,
+      );
+    }
+    const transport = writeConfig({ reader: { transport: 'tcp' } }, 't.json');
+    assert.throws(
+      () => load({ config: transport }),
+      configError('reader.transport', transport, /must be one of bridge, vpcd/),
+    );
+    const typo = writeConfig({ reader: { vpcdport: 40100 } }, 'typo.json');
+    assert.throws(() => load({ config: typo }), configError('reader.vpcdport', typo, /not a known setting/));
   });
 
   it('a string where a string is needed, and a known string for log.level', () => {

@@ -219,6 +219,7 @@ describe('collectDiagnostics', () => {
     assert.deepEqual(bundle['server'], { configured: false });
     assert.deepEqual(bundle['deviceKey'], { setting: 'auto', present: false });
     assert.deepEqual(bundle['reader'], {
+      transport: 'bridge',
       driverSocket: path.join(dir, 'bridge.sock'),
       driverSocketPresent: false,
     });
