@@ -6,13 +6,16 @@
  *
  * Each transport gets its own private pcscd (test/support/pcscd.ts; root), one after the other in the
  * same run, as a user's machine has one of them: ours (daemon/ifd-handler, Unix socket bridge), then
- * vsmartcard's vpcd in reversed mode (TCP loopback). Sharing one pcscd would let vpcd's reader
- * polling add jitter to our tail. Writes bench/results/pcsc-roundtrip.json and prints it.
+ * vsmartcard's vpcd in reversed mode (TCP loopback) twice: `vpcd-quickack` is the daemon's vpcd side
+ * as it runs (TCP_QUICKACK re-armed through daemon/reader/native, docs/reader-vpcd.md), `vpcd` the
+ * same card server without it (stock vpcd's cost). Sharing one pcscd would let vpcd's reader polling
+ * add jitter to our tail. Writes bench/results/pcsc-roundtrip.json and prints it.
  */
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { BridgeSocketClient } from '../daemon/reader/bridge-socket-client.js';
 import { waitForCardPresent } from '../daemon/reader/pcsc-presence.js';
+import { loadTcpQuickAck, type RearmQuickAck } from '../daemon/reader/tcp-quickack.js';
 import { VpcdCardServer } from '../daemon/reader/vpcd-card-server.js';
 import { EchoCard, echoAtr } from '../test/support/echo-card.js';
 import { PcscClient, type PcscCard } from '../test/support/pcsc-client.js';
@@ -24,6 +27,8 @@ import { percentile, round } from './support/stats.js';
 const DEFAULT_N = 2000;
 /** Unmeasured round trips first, unless --warmup says otherwise. */
 const DEFAULT_WARMUP = 200;
+/** Target for the daemon's vpcd hop (issue 18): median at most this, against stock vpcd's ~44 ms. */
+const VPCD_HOP_TARGET_MEDIAN_MS = 1;
 /** Port pairs tried for vpcd before giving up. */
 const PORT_ATTEMPTS = 20;
 /** The APDU: SELECT of the PIV AID (SP 800-73-4 Part 2, 3.1.1), a typical short command. */
@@ -68,9 +73,9 @@ async function measure(card: PcscCard, n: number, warmup: number): Promise<Stats
   };
 }
 
-async function vpcdServer(): Promise<VpcdCardServer> {
+async function vpcdServer(quickAck: RearmQuickAck | undefined): Promise<VpcdCardServer> {
   for (let attempt = 0; attempt < PORT_ATTEMPTS; attempt++) {
-    const server = new VpcdCardServer({ port: 20000 + Math.floor(Math.random() * 40000) });
+    const server = new VpcdCardServer({ port: 20000 + Math.floor(Math.random() * 40000), quickAck });
     try {
       await server.listen();
       return server;
@@ -88,10 +93,19 @@ async function main(): Promise<void> {
   if (!Number.isInteger(n) || n < 1 || !Number.isInteger(warmup) || warmup < 0)
     throw new Error('--n and --warmup take whole numbers');
 
+  const quickAck = loadTcpQuickAck();
+  // Without the addon the "vpcd hop" figure would silently be stock vpcd's: refuse instead.
+  if (!quickAck.rearm) throw new Error(`TCP_QUICKACK addon unavailable: ${quickAck.why}`);
   const ours = await measureCardlinkDriver(n, warmup);
-  const vpcd = await measureVpcd(n, warmup);
+  const withQuickAck = await measureVpcd(n, warmup, quickAck.rearm);
+  const vpcd = await measureVpcd(n, warmup, undefined);
   const result = {
     'ifd-cardlink': ours,
+    'vpcd-quickack': {
+      ...withQuickAck,
+      target_median_ms: VPCD_HOP_TARGET_MEDIAN_MS,
+      pass: withQuickAck.median_ms <= VPCD_HOP_TARGET_MEDIAN_MS,
+    },
     vpcd,
     apdu_bytes: APDU.length,
     warmup,
@@ -125,10 +139,13 @@ async function measureCardlinkDriver(n: number, warmup: number): Promise<Stats> 
   }
 }
 
-/** Debian 12's vpcd alone in a private pcscd, our card on its loopback card port. */
-async function measureVpcd(n: number, warmup: number): Promise<Stats> {
+/**
+ * Debian 12's vpcd alone in a private pcscd, our card on its loopback card port; with `quickAck` as
+ * the daemon serves it, without as stock vpcd costs.
+ */
+async function measureVpcd(n: number, warmup: number, quickAck: RearmQuickAck | undefined): Promise<Stats> {
   // vpcd needs both of its card ports answering before pcscd starts (vpcd-card-server.ts).
-  const server = await vpcdServer();
+  const server = await vpcdServer(quickAck);
   server.insert(0, new EchoCard({ atr: echoAtr('bench-v0') }));
   server.insert(1, new EchoCard({ atr: echoAtr('bench-v1') }));
   const pcscd = await startPcscd({ cardlink: false, vpcd: { port: server.port } });

@@ -1,7 +1,8 @@
 /**
  * Wall time of OpenSC's `pkcs11-tool --test --login` (about 150 APDUs: enumeration, login, signatures,
  * decryptions with every key) against the same PIV card served through each transport:
- * the cardlink pcsc-lite driver (Unix socket) and Debian 12's vpcd (TCP loopback, reversed mode).
+ * the cardlink pcsc-lite driver (Unix socket), and Debian 12's vpcd (TCP loopback, reversed mode) to
+ * the card side as the daemon runs it (TCP_QUICKACK re-armed, docs/reader-vpcd.md) and without it.
  *
  *   npm run build && node dist/bench/pkcs11-test-login.js [runs]
  *
@@ -12,6 +13,7 @@ import { createMemoryCardState, provisionStandardKeys, PivCard } from '../apdu/p
 import { installDefaultObjects } from '../apdu/piv/objects/index.js';
 import { BridgeSocketClient } from '../daemon/reader/bridge-socket-client.js';
 import { waitForCardPresent } from '../daemon/reader/pcsc-presence.js';
+import { loadTcpQuickAck, type RearmQuickAck } from '../daemon/reader/tcp-quickack.js';
 import { VpcdCardServer } from '../daemon/reader/vpcd-card-server.js';
 import { VpcdPlaceholderCard } from '../daemon/reader/vpcd-placeholder-card.js';
 import { startPcscd } from '../test/support/pcscd.js';
@@ -66,9 +68,9 @@ async function measureBridge(): Promise<number[]> {
   }
 }
 
-async function measureVpcd(): Promise<number[]> {
+async function measureVpcd(quickAck: RearmQuickAck | undefined): Promise<number[]> {
   const port = 36000 + Math.floor(Math.random() * 2000);
-  const server = new VpcdCardServer({ port });
+  const server = new VpcdCardServer({ port, quickAck });
   await server.listen();
   server.insert(0, await newCard());
   server.insert(1, new VpcdPlaceholderCard());
@@ -84,8 +86,12 @@ async function measureVpcd(): Promise<number[]> {
 
 console.error('measuring the cardlink driver');
 const bridge = await measureBridge();
+const quickAck = loadTcpQuickAck();
+if (!quickAck.rearm) throw new Error(`TCP_QUICKACK addon unavailable: ${quickAck.why}`);
+console.error('measuring vpcd with TCP_QUICKACK');
+const vpcdQuickAck = await measureVpcd(quickAck.rearm);
 console.error('measuring vpcd');
-const vpcd = await measureVpcd();
+const vpcd = await measureVpcd(undefined);
 const result = {
   benchmark: 'pkcs11-tool --test --login wall time',
   command: `node dist/bench/pkcs11-test-login.js ${runs}`,
@@ -93,6 +99,7 @@ const result = {
   node: process.version,
   runs,
   cardlink_driver_ms: { median: median(bridge), all: bridge },
+  vpcd_quickack_ms: { median: median(vpcdQuickAck), all: vpcdQuickAck },
   debian_vpcd_ms: { median: median(vpcd), all: vpcd },
   speedup: Number((median(vpcd) / median(bridge)).toFixed(1)),
 };

@@ -93,6 +93,28 @@ export function buildReport(results: Readonly<Record<string, unknown>>): Report 
     source: 'pcsc-roundtrip.json',
   });
 
+  // The daemon's vpcd side (TCP_QUICKACK) next to the bridge and stock vpcd, all in the same run.
+  const vpcdTarget = num(pcsc, 'vpcd-quickack', 'target_median_ms');
+  rows.push({
+    figure: 'vpcd hop (p50 / p99)',
+    value: fmt(
+      [num(pcsc, 'vpcd-quickack', 'median_ms'), num(pcsc, 'vpcd-quickack', 'p99_ms')],
+      (a, b) => `${a} / ${b} ms`,
+    ),
+    anchor: fmt(
+      [
+        num(pcsc, 'ifd-cardlink', 'median_ms'),
+        num(pcsc, 'ifd-cardlink', 'p99_ms'),
+        num(pcsc, 'vpcd', 'median_ms'),
+        num(pcsc, 'vpcd', 'p99_ms'),
+      ],
+      (a, b, c, d) => `bridge ${a} / ${b} ms; stock Debian vpcd ${c} / ${d} ms`,
+    ),
+    target: vpcdTarget === undefined ? NO_TARGET : `median ≤ ${vpcdTarget} ms`,
+    met: vpcdTarget === undefined ? null : bool(pcsc, 'vpcd-quickack', 'pass'),
+    source: 'pcsc-roundtrip.json',
+  });
+
   // C_Sign latency per algorithm through the whole chain.
   const signLatency = get(chainR, 'sign_latency');
   const algorithms = signLatency && typeof signLatency === 'object' ? Object.keys(signLatency) : [];
@@ -163,6 +185,14 @@ export function buildReport(results: Readonly<Record<string, unknown>>): Report 
     figure: 'pkcs11-tool --test --login, card in pcscd (median)',
     value: fmt([num(p11, 'cardlink_driver_ms', 'median')], (a) => `${a.toFixed(0)} ms`),
     anchor: fmt([num(p11, 'debian_vpcd_ms', 'median')], (a) => `Debian vpcd ${a.toFixed(0)} ms`),
+    target: NO_TARGET,
+    met: null,
+    source: 'pkcs11-test-login.json',
+  });
+  rows.push({
+    figure: 'pkcs11-tool --test --login, card behind vpcd with TCP_QUICKACK (median)',
+    value: fmt([num(p11, 'vpcd_quickack_ms', 'median')], (a) => `${a.toFixed(0)} ms`),
+    anchor: fmt([num(p11, 'debian_vpcd_ms', 'median')], (a) => `without TCP_QUICKACK ${a.toFixed(0)} ms`),
     target: NO_TARGET,
     met: null,
     source: 'pkcs11-test-login.json',

@@ -12,6 +12,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { daemonCommands } from '../daemon/cli/daemon-commands.js';
 import { localCardCommand } from '../daemon/cli/local-card.js';
+import { pinCommand } from '../daemon/cli/pin-command.js';
 import { CardlinkError } from '../protocol/errors.js';
 import { serverCommand } from '../server/cli/server-command.js';
 import { demoCommand } from '../demo/demo-command.js';
@@ -43,6 +44,7 @@ await yargs(argv)
   .command(adminCommand)
   .command(serverCommand)
   .command(daemonCommands)
+  .command(pinCommand)
   .command(demoCommand)
   .command(trayCommand)
   .demandCommand(1, 'Name a command; see --help.')

@@ -18,11 +18,15 @@ import type {
   ControlErrorInfo,
   ControlHandler,
   DaemonStatus,
+  PinChangeParams,
+  PinResult,
+  PinUnblockParams,
   TokenHandover,
 } from './control/control-protocol.js';
+import { pinOperationCommand, pinOperationOutcome, type PinOperation } from '../apdu/piv/index.js';
 import { ControlServer } from './control/control-server.js';
 import { loadOrCreateDeviceKey } from './device/device-key.js';
-import { BridgeReader } from './reader/bridge-reader.js';
+import { BridgeReader, type ReaderSlots } from './reader/bridge-reader.js';
 import { ServerLink } from './session/server-link.js';
 import fs from 'node:fs';
 import { isLoopbackHost } from '../protocol/config/config-sources.js';
@@ -63,7 +67,7 @@ export class Daemon implements ControlHandler {
     private readonly logger: Logger,
     private readonly link: ServerLink,
     private readonly cardManager: CardManager,
-    private readonly reader: BridgeReader,
+    private readonly reader: ReaderSlots,
     private control: ControlServer | undefined,
   ) {}
 
@@ -75,25 +79,7 @@ export class Daemon implements ControlHandler {
         reason: device.keyringUnavailable,
       });
     if (device.created) logger.info('device key created', { store: device.store, location: device.location });
-    let reader: BridgeReader;
-    try {
-      reader = await BridgeReader.open({
-        socketPath: config.reader.bridgeSocket,
-        friendlyName: config.reader.name,
-        maxSlots: config.reader.slots,
-        logger,
-      });
-    } catch (error) {
-      throw new CardlinkError(
-        'ERR_READER_DRIVER_MISSING',
-        `the cardlink reader driver is not listening on ${config.reader.bridgeSocket}: is pcscd running with it? ` +
-          '(install-scripts/debian/setup.sh registers it)',
-        {
-          socket: config.reader.bridgeSocket,
-          cause: error instanceof CardlinkError ? error.code : 'connect',
-        },
-      );
-    }
+    const reader = await openReader(config, logger);
     const link = new ServerLink({
       sessionUrl: config.server.sessionUrl,
       ca: config.server.caFile ? fs.readFileSync(config.server.caFile, 'utf8') : undefined,
@@ -119,6 +105,7 @@ export class Daemon implements ControlHandler {
     logger.info('daemon started', {
       server: config.server.url,
       control: paths.socketPath,
+      reader: config.reader.transport,
       slots: reader.slotCount,
     });
     return daemon;
@@ -268,6 +255,46 @@ export class Daemon implements ControlHandler {
     this.token = token; // kept for "connect"
   }
 
+  changePin(p: PinChangeParams): Promise<PinResult> {
+    return this.pinOperation('change', p.cardId, p.currentPin, p.newPin);
+  }
+
+  unblockPin(p: PinUnblockParams): Promise<PinResult> {
+    return this.pinOperation('unblock', p.cardId, p.puk, p.newPin);
+  }
+
+  /**
+   * CHANGE REFERENCE DATA or RESET RETRY COUNTER on a card in the reader, its answer as a result.
+   * The PIN and PUK are in the command only (overwritten once sent) and never logged; the log line
+   * names the card, the operation and the outcome.
+   */
+  private async pinOperation(
+    operation: PinOperation,
+    cardId: string,
+    proof: string,
+    newPin: string,
+  ): Promise<PinResult> {
+    const built = pinOperationCommand(operation, proof, newPin);
+    let result: PinResult;
+    if ('outcome' in built) result = built.outcome;
+    else {
+      try {
+        const response = await this.cardManager.transmitToCard(cardId, built.command);
+        const sw = (response[response.length - 2]! << 8) | response[response.length - 1]!;
+        result = pinOperationOutcome(operation, sw);
+      } finally {
+        built.command.fill(0);
+      }
+    }
+    this.logger.info('PIN operation', {
+      card: cardId.slice(0, 64),
+      operation,
+      outcome: result.outcome,
+      ...('triesLeft' in result ? { triesLeft: result.triesLeft } : {}),
+    });
+    return result;
+  }
+
   /** Stops everything: cards out of the reader, session closed, control socket removed. */
   async close(): Promise<void> {
     this.clearExpiryTimer();
@@ -372,6 +399,42 @@ export class Daemon implements ControlHandler {
     this.lastError = { code: error.code, message: error.message };
     this.logger.warn('daemon error', { code: error.code, error: error.message });
     this.control?.broadcast({ event: 'error', data: this.lastError });
+  }
+}
+
+/**
+ * The configured reader: our pcsc-lite driver (it must be running inside pcscd), or a listener for
+ * vpcd (loaded only then; it must be up before pcscd starts, docs/reader-vpcd.md).
+ */
+async function openReader(config: DaemonConfig, logger: Logger): Promise<ReaderSlots> {
+  const { reader } = config;
+  if (reader.transport === 'vpcd') {
+    const { VpcdReader } = await import('./reader/vpcd-reader.js');
+    return VpcdReader.open({
+      host: reader.vpcdHost,
+      port: reader.vpcdPort,
+      friendlyName: reader.name,
+      maxSlots: reader.slots,
+      logger,
+    });
+  }
+  try {
+    return await BridgeReader.open({
+      socketPath: reader.bridgeSocket,
+      friendlyName: reader.name,
+      maxSlots: reader.slots,
+      logger,
+    });
+  } catch (error) {
+    throw new CardlinkError(
+      'ERR_READER_DRIVER_MISSING',
+      `the cardlink reader driver is not listening on ${reader.bridgeSocket}: is pcscd running with it? ` +
+        '(install-scripts/debian/setup.sh registers it)',
+      {
+        socket: reader.bridgeSocket,
+        cause: error instanceof CardlinkError ? error.code : 'connect',
+      },
+    );
   }
 }
 

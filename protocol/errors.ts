@@ -62,7 +62,7 @@ export type CardlinkErrorCode =
   | 'ERR_SNAPSHOT_INVALID'
   | 'ERR_NATIVE_MODULE_UNAVAILABLE'
   | 'ERR_USAGE'
-  /** `cardlink demo`: a port it needs is taken. */
+  /** `cardlink demo`, or the daemon's vpcd reader: a port it needs is taken. */
   | 'ERR_PORT_IN_USE'
   /** `cardlink demo`: its state directory is from another version, half-written or damaged. */
   | 'ERR_DEMO_STATE'
@@ -72,6 +72,8 @@ export type CardlinkErrorCode =
   | 'ERR_CA_EXISTS'
   | 'ERR_CA_INVALID'
   | 'ERR_ENROLLMENT'
+  /** The tray's refresh token store (keyring, else a 0600 file) cannot be read or written. */
+  | 'ERR_TOKEN_STORE_UNAVAILABLE'
   | 'ERR_INTERNAL';
 
 export class CardlinkError extends Error {
@@ -106,6 +108,7 @@ export function exitCodeFor(code: CardlinkErrorCode): number {
     case 'ERR_READER_DRIVER_MISSING':
     case 'ERR_CONTROL_UNAVAILABLE':
     case 'ERR_DEVICE_KEY_UNAVAILABLE':
+    case 'ERR_TOKEN_STORE_UNAVAILABLE':
     case 'ERR_NATIVE_MODULE_UNAVAILABLE':
     case 'ERR_PORT_IN_USE':
       return 69; // EX_UNAVAILABLE

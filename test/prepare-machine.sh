@@ -4,6 +4,8 @@
 # The tray's tests (test/tray/) run a real X desktop: Xvfb, trayer (tray host), dunst
 # (notifications), xdotool and xsetroot, ImageMagick (screenshots) and tesseract (to read the menus).
 # The browser tests (IdP login, PIN page) drive Debian's chromium with playwright-core.
+# Deployment: shellcheck (.ci/check-deploy.sh) and debootstrap (the clean Debian 12 root the install
+# test installs into, built here once per machine and cached: test/install-scripts/debian-root.sh).
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -12,10 +14,10 @@ packages="pcscd libpcsclite-dev pkg-config make gcc g++ python3 opensc pcsc-tool
   yubico-piv-tool softhsm2 libengine-pkcs11-openssl gnutls-bin openssl postgresql openssh-server
   openssh-client dbus-daemon gnome-keyring libglib2.0-bin
   xvfb trayer xdotool x11-utils x11-xserver-utils dunst libayatana-appindicator3-1 imagemagick dbus-x11
-  fonts-dejavu-core tesseract-ocr tesseract-ocr-eng chromium"
+  fonts-dejavu-core tesseract-ocr tesseract-ocr-eng chromium shellcheck debootstrap"
 missing=$(for p in $packages; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"; done)
 if [ -n "$missing" ]; then
-  echo "prepare-machine: installing $(echo $missing)"
+  echo "prepare-machine: installing $(echo "$missing" | tr "\n" " ")"
   apt-get update -qq
   # shellcheck disable=SC2086
   apt-get install -y -qq --no-install-recommends $missing >/dev/null
@@ -30,9 +32,12 @@ fi
 
 CARDLINK_SKIP_APT=1 bash install-scripts/debian/setup.sh
 
+# The install test's Debian 12 root (about 3 minutes the first time, then cached).
+bash test/install-scripts/debian-root.sh >/dev/null
+
 # PostgreSQL for the server's tests (127.0.0.1:5432, local trust for the postgres role).
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
-  version=$(ls /etc/postgresql | sort -n | tail -1)
+  version=$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf "%f\n" | sort -n | tail -1)
   pg_ctlcluster --skip-systemctl-redirect "$version" main start
   for _ in $(seq 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
 fi
@@ -41,7 +46,7 @@ pg_isready -h 127.0.0.1 -p 5432
 # The tests connect as postgres over 127.0.0.1 without a password. A fresh Debian cluster asks for
 # one on TCP; on this test machine, trust the postgres role from loopback only.
 if ! psql -w -h 127.0.0.1 -U postgres -d postgres -qAt -c 'select 1' >/dev/null 2>&1; then
-  version=$(ls /etc/postgresql | sort -n | tail -1)
+  version=$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf "%f\n" | sort -n | tail -1)
   hba=/etc/postgresql/$version/main/pg_hba.conf
   sed -i '1i host all postgres 127.0.0.1/32 trust  # added by cardlink test/prepare-machine.sh' "$hba"
   pg_ctlcluster --skip-systemctl-redirect "$version" main reload

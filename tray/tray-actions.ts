@@ -4,26 +4,27 @@
  * the CLI uses: the sign-in (`cardlink login`'s browser sign-in) and the diagnostics bundle
  * (`cardlink diag`).
  *
- * Tokens: the tray hands the daemon the access token only and keeps the refresh token (in memory)
- * to renew the sign-in itself when the daemon says the token expires (docs/security-model.md,
- * "Refresh token only for a login without a tray").
+ * Tokens: the tray hands the daemon the access token only; the refresh token belongs to the tray's
+ * SignInOwner (sign-in-owner.ts: memory and the keyring), which renews the sign-in when the daemon
+ * says the token expires (docs/security-model.md, "The refresh token's owner").
  *
- * Two entries lead to pages the tray does not have yet (issue 16's later slice): Change PIN… and
- * Unblock PIN… call `openPinPage`, which for now tells the user how to do it with a PIV tool,
- * naming their card's reader. Sign in… opens the browser sign-in; the tray's own sign-in window
- * comes with that slice too.
+ * Change PIN… and Unblock PIN… open the tray's PIN page (tray/pin-page/) at a one-time link in the
+ * system browser. Sign in… opens the browser sign-in; the tray's own sign-in window comes in a
+ * later slice.
  */
 import path from 'node:path';
+import type { PinOperation } from '../apdu/piv/index.js';
+import { PinPageOpener } from './pin-page/pin-page-opener.js';
 import type { DaemonConfig } from '../daemon/config/daemon-config.js';
-import type { CardStatus, DaemonStatus } from '../daemon/control/control-protocol.js';
+import type { DaemonStatus } from '../daemon/control/control-protocol.js';
 import { openWithDesktop } from '../daemon/cli/desktop-open.js';
 import { DAEMON_VERSION } from '../daemon/daemon.js';
 import type { BrowserLogin } from '../daemon/login/authorization-code-login.js';
-import type { OidcClientSettings } from '../daemon/login/oidc-client-settings.js';
-import type { TokenGrant } from '../daemon/login/token-grant.js';
-import { CardlinkError } from '../protocol/errors.js';
 import type { DaemonWatch } from './daemon-watch.js';
-import { displayName, hostOf } from './tray-state.js';
+import { copyToClipboard } from './clipboard.js';
+import type { DeviceCodePrompt } from './sign-in-menu.js';
+import type { SignInOwner } from './sign-in-owner.js';
+import { hostOf } from './tray-state.js';
 
 export interface TrayActionsDeps {
   config: DaemonConfig;
@@ -32,6 +33,8 @@ export interface TrayActionsDeps {
   inform(summary: string, body: string): void;
   /** The daemon's last status, if the tray has one. */
   status(): DaemonStatus | undefined;
+  /** The tray's sign-in and its refresh token. */
+  owner: SignInOwner;
 }
 
 /** The daemon's log folder: `Open logs` opens it, and `Save diagnostics` writes there. */
@@ -39,15 +42,11 @@ export function logDirectory(config: DaemonConfig): string {
   return config.log.file ? path.dirname(config.log.file) : config.stateDir;
 }
 
-/** The tray's own sign-in, kept to renew it: the refresh token never goes to the daemon. */
-interface TraySignIn {
-  readonly settings: OidcClientSettings;
-  refreshToken: string;
-}
-
 export class TrayActions {
+  /** Change PIN… / Unblock PIN… (made on first use). */
+  private pinPage: PinPageOpener | undefined;
   private login: BrowserLogin | undefined;
-  private signedIn: TraySignIn | undefined;
+  private codeLogin: AbortController | undefined;
 
   constructor(private readonly deps: TrayActionsDeps) {}
 
@@ -59,54 +58,50 @@ export class TrayActions {
     return this.deps.watch.request('disconnect');
   }
 
-  signOut(): Promise<null> {
-    this.signedIn = undefined;
-    return this.deps.watch.request('logout');
+  /**
+   * The daemon's `logout` empties the reader; then the refresh token leaves memory and keyring
+   * and is revoked at the IdP where it offers revocation (RFC 7009).
+   */
+  async signOut(): Promise<null> {
+    const revoked = await this.deps.owner.signOut(() => this.deps.watch.request('logout'));
+    if (revoked === 'not-supported')
+      this.deps.inform(
+        'Signed out of cardlink',
+        'Your identity provider offers no token revocation: the sign-in runs out on its own at its expiry.',
+      );
+    return null;
   }
 
   /** Whether the tray holds a refresh token of its own sign-in to renew it with. */
   canRenew(): boolean {
-    return this.signedIn !== undefined;
+    return this.deps.owner.holds();
   }
 
-  /** Drops the tray's sign-in (the daemon's session ended, or another sign-in replaced it). */
-  forgetSignIn(): void {
-    this.signedIn = undefined;
+  /** Drops the tray's sign-in (the daemon's session ended without the tray, e.g. `cardlink logout`). */
+  forgetSignIn(): Promise<void> {
+    return this.deps.owner.forget();
   }
 
   /**
    * Renews the tray's sign-in with its refresh token (on the daemon's `token-expiring`) and hands
    * the new access token over; the daemon renews the live session with it (RENEW_TOKEN). Rejects
-   * with the refresh's error; ERR_LOGIN_EXPIRED also drops the refresh token (sign in again).
+   * with the refresh's error; a final one (ERR_LOGIN_EXPIRED) also drops the refresh token.
    */
-  async renewSignIn(): Promise<void> {
-    const held = this.signedIn;
-    if (!held) throw new CardlinkError('ERR_LOGIN_EXPIRED', 'the tray has no sign-in of its own to renew');
-    const { refreshAccessToken } = await import('../daemon/login/refresh-token.js');
-    const { idpRequestOptionsFor } = await import('../daemon/login/login-settings.js');
-    let grant: TokenGrant;
-    try {
-      grant = await refreshAccessToken(held.settings, held.refreshToken, idpRequestOptionsFor(held.settings));
-    } catch (error) {
-      if (error instanceof CardlinkError && error.code === 'ERR_LOGIN_EXPIRED' && this.signedIn === held)
-        this.signedIn = undefined;
-      throw error;
-    }
-    if (grant.refreshToken) held.refreshToken = grant.refreshToken;
-    await this.handOver(held.settings, grant);
+  renewSignIn(): Promise<void> {
+    return this.deps.owner.renew();
   }
 
   /**
-   * Browser sign-in (Authorization Code + PKCE, loopback redirect) at the daemon's `login.issuer`;
-   * the tokens go to the daemon. Resolves when they are handed over; rejects with the login's
-   * error (ERR_LOGIN_CANCELLED after cancelSignIn()).
+   * Browser sign-in (Authorization Code + PKCE, loopback redirect) at the `issuer`th configured
+   * identity provider (0: the default); the tokens go to the daemon. Resolves when they are handed
+   * over; rejects with the login's error (ERR_LOGIN_CANCELLED after cancelSignIn()).
    */
-  async signIn(): Promise<void> {
+  async signIn(issuer = 0): Promise<void> {
     const { config, inform } = this.deps;
-    const { oidcSettingsFrom, idpRequestOptionsFor } = await import('../daemon/login/login-settings.js');
+    const { oidcSettingsAt, browserLoginOptionsFor } = await import('../daemon/login/login-settings.js');
     const { startBrowserLogin } = await import('../daemon/login/authorization-code-login.js');
-    const settings = oidcSettingsFrom(config);
-    const login = await startBrowserLogin(settings, idpRequestOptionsFor(settings));
+    const settings = oidcSettingsAt(config, issuer);
+    const login = await startBrowserLogin(settings, browserLoginOptionsFor(config, settings));
     this.login = login;
     try {
       const opened = await openWithDesktop(login.authorizationUrl);
@@ -117,52 +112,64 @@ export class TrayActions {
           : `Open this address in a browser to sign in: ${login.authorizationUrl}`,
       );
       const grant = await login.complete();
-      await this.handOver(settings, grant);
-      this.signedIn = grant.refreshToken ? { settings, refreshToken: grant.refreshToken } : undefined;
+      await this.deps.owner.adopt(settings, grant);
     } finally {
       this.login = undefined;
     }
   }
 
-  /** The access token only (docs/security-model.md: the tray renews, so the daemon needs no refresh token). */
-  private async handOver(settings: OidcClientSettings, grant: TokenGrant): Promise<void> {
-    await this.deps.watch.request('hand-over-token', {
-      accessToken: grant.accessToken,
-      expiresAt: grant.expiresAt,
-      issuer: settings.issuer,
-      clientId: settings.clientId,
-    });
+  /**
+   * Sign-in with a code (RFC 8628 device authorization grant) at the default identity provider,
+   * for where no browser opens here: `onCode` gets the code and the address (the menu shows them),
+   * the address goes to the clipboard where a tool exists, and a notification says both. Resolves
+   * once the user finished on any device and the tokens are handed over.
+   */
+  async signInWithCode(onCode: (code: DeviceCodePrompt | undefined) => void): Promise<void> {
+    const { config, inform } = this.deps;
+    const { oidcSettingsAt, idpRequestOptionsFor } = await import('../daemon/login/login-settings.js');
+    const { startDeviceCodeLogin } = await import('../daemon/login/device-code-login.js');
+    const settings = oidcSettingsAt(config, 0);
+    const control = new AbortController();
+    this.codeLogin = control;
+    try {
+      const login = await startDeviceCodeLogin(settings, {
+        ...idpRequestOptionsFor(settings),
+        signal: control.signal,
+      });
+      const address = login.verificationUriComplete ?? login.verificationUri;
+      const copied = await copyToClipboard(address);
+      onCode({ userCode: login.userCode, verificationUri: login.verificationUri });
+      inform(
+        'Sign in to cardlink with a code',
+        `On any device, open ${login.verificationUri} and enter the code ${login.userCode}.` +
+          (copied ? ' The address is on the clipboard.' : ''),
+      );
+      const grant = await login.complete();
+      await this.deps.owner.adopt(settings, grant);
+    } finally {
+      this.codeLogin = undefined;
+      onCode(undefined);
+    }
   }
 
-  /** Stops a sign-in waiting for the browser. */
+  /** Stops a sign-in waiting for the browser or for the code to be entered. */
   cancelSignIn(): void {
     this.login?.cancel();
+    this.codeLogin?.abort();
   }
 
   /**
-   * The hook for the tray's PIN page (a later slice of issue 16). Until it exists: how to change
-   * or unblock the PIN with yubico-piv-tool, for the card in the reader.
+   * Change PIN… / Unblock PIN…: the tray's PIN page at a one-time link in the system browser
+   * (tray/pin-page/). Resolves with the link, or undefined when no card is in the reader.
    */
-  openPinPage(kind: 'change' | 'unblock'): void {
-    const cards = (this.deps.status()?.cards ?? []).filter(
-      (c): c is CardStatus & { readerName: string } => c.state === 'inserted' && c.readerName !== undefined,
-    );
-    const card = cards[0];
-    const what = kind === 'change' ? 'Change PIN' : 'Unblock PIN';
-    if (!card) {
-      this.deps.inform(what, 'No cardlink card is in the reader: connect first.');
-      return;
-    }
-    const command = `yubico-piv-tool -r '${card.readerName}' -a ${kind === 'change' ? 'change-pin' : 'unblock-pin'}`;
-    const asks =
-      kind === 'change'
-        ? 'It asks for the current PIN and the new one.'
-        : 'It asks for the PUK and a new PIN.';
-    const others = cards.length > 1 ? ` For another card, name its reader instead.` : '';
-    this.deps.inform(
-      what,
-      `The tray's PIN page is not there yet. For “${displayName(card.label)}”, run in a terminal: ${command} ${asks}${others}`,
-    );
+  openPinPage(kind: PinOperation): Promise<string | undefined> {
+    this.pinPage ??= new PinPageOpener(this.deps);
+    return this.pinPage.open(kind);
+  }
+
+  /** Stops the PIN page's server, if it was started. */
+  async close(): Promise<void> {
+    await this.pinPage?.close();
   }
 
   /** Opens the folder of the daemon's log (and the diagnostics files) in the file manager. */

@@ -17,6 +17,9 @@ import { DaemonWatch } from './daemon-watch.js';
 import { trayIconPng } from './icons.js';
 import { TrayMenu } from './menu.js';
 import { DesktopNotifier } from './notifications.js';
+import { RefreshTokenStore } from './refresh-token-store.js';
+import { issuerIndexOf } from './sign-in-menu.js';
+import { SignInOwner } from './sign-in-owner.js';
 import { TrayActions } from './tray-actions.js';
 import {
   INITIAL_TRAY_MODEL,
@@ -26,7 +29,9 @@ import {
   withBusy,
   withClock,
   withDaemonUnreachable,
+  withDeviceCode,
   withDiagnostics,
+  withSignInChoices,
   withEvent,
   withSigningIn,
   withStatus,
@@ -46,6 +51,9 @@ export interface TrayAppOptions {
   /** Overrides TRAY_READY_TIMEOUT_MS. */
   readyTimeoutMs?: number;
 }
+
+/** How long the tray waits before it tries again to restore a sign-in the IdP could not renew (unreachable). */
+export const RESTORE_RETRY_MS = 30_000;
 
 /** The icon shown with each kind of notice. */
 const NOTICE_ICON: Record<TrayNotice['kind'], TrayIconState> = {
@@ -67,6 +75,11 @@ export class TrayApp {
   private notifyFailed = false;
   private readonly watch: DaemonWatch;
   private readonly actions: TrayActions;
+  private readonly owner: SignInOwner;
+  private restoring = false;
+  /** When the tray last renewed a sign-in that had run out (ms): a second within RESTORE_RETRY_MS ends it. */
+  private lastExpiryRenewal = -Infinity;
+  private restoreTimer: NodeJS.Timeout | undefined;
   private quit!: () => void;
   /** Resolves when the user chose Quit (or stop() was called). */
   readonly done = new Promise<void>((resolve) => (this.quit = resolve));
@@ -74,16 +87,54 @@ export class TrayApp {
   private constructor(private readonly options: TrayAppOptions) {
     const paths = controlPaths({ runtimeDir: options.config.runtimeDir });
     this.watch = new DaemonWatch({ socketPath: paths.socketPath, secretFile: paths.secretFile });
+    const config = options.config;
+    this.owner = new SignInOwner({
+      store: new RefreshTokenStore({ stateDir: config.stateDir, setting: config.tray.signInStore }),
+      settingsFor: (signIn) => {
+        // The configured identity provider the sign-in was made at, for its resource and scope.
+        const known = config.login.issuers.find(
+          (i) => i.issuer === signIn.issuer && i.clientId === signIn.clientId,
+        );
+        const resource = known ? known.resource : config.login.resource;
+        return {
+          issuer: signIn.issuer,
+          clientId: signIn.clientId,
+          scope: known?.scope ?? config.login.scope,
+          ...(resource ? { resource } : {}),
+        };
+      },
+      handOver: async (settings, grant) => {
+        await this.watch.request('hand-over-token', {
+          accessToken: grant.accessToken,
+          expiresAt: grant.expiresAt,
+          issuer: settings.issuer,
+          clientId: settings.clientId,
+        });
+      },
+      promptSignIn: (reason) =>
+        this.notify({
+          kind: 'session-ended',
+          summary: 'Sign in to cardlink again',
+          body: `${reason} Choose Sign in… in the cardlink menu to get your cards back.`,
+          urgency: 'normal',
+        }),
+      out: options.out,
+    });
     this.actions = new TrayActions({
-      config: options.config,
+      config,
       watch: this.watch,
       inform: (summary, body) => this.inform(summary, body),
       status: () => this.model.status,
+      owner: this.owner,
     });
   }
 
   static async start(options: TrayAppOptions): Promise<TrayApp> {
     const app = new TrayApp(options);
+    app.model = withSignInChoices(
+      app.model,
+      options.config.login.issuers.map((i) => i.name),
+    );
     const pngs = Object.fromEntries(TRAY_ICON_STATES.map((s) => [s, trayIconPng(s)])) as Record<
       TrayIconState,
       Buffer
@@ -126,7 +177,23 @@ export class TrayApp {
       // through logged-out (with its token kept) while it disconnects. And only on the change: a
       // status fetched just before a sign-in's hand-over has no user either, and must not drop
       // the sign-in it never saw (fetches never overlap).
-      if (status.user === undefined && app.model.status?.user !== undefined) app.actions.forgetSignIn();
+      const before = app.model.status;
+      if (status.user === undefined && before?.user !== undefined) {
+        // Ran out (the renewal failed, or the IdP was away when it was due): renewing may still
+        // work. Ended by someone (`cardlink logout`): the tray's sign-in ends with it.
+        // A token refused right after a renewal (the server no longer takes this user) is not
+        // renewed again and again: the sign-in ends, and the daemon's error asks the user once.
+        const now = Date.now();
+        const ranOut = status.lastError?.code === 'ERR_AUTH_TOKEN_INVALID';
+        if (ranOut && app.owner.holds() && now - app.lastExpiryRenewal >= RESTORE_RETRY_MS) {
+          app.lastExpiryRenewal = now;
+          void app.restore();
+        } else void app.actions.forgetSignIn();
+      } else if (before === undefined) {
+        // The first status from this daemon (the tray or the daemon started).
+        if (status.user === undefined && status.state === 'logged-out') void app.restore();
+        else if (status.user !== undefined) void app.owner.load().catch(() => false);
+      }
       app.apply(withStatus(app.model, status, Date.now()));
     });
     app.watch.on('event', (event) => {
@@ -147,11 +214,33 @@ export class TrayApp {
   /** Removes the icon and closes the connections. */
   async stop(): Promise<void> {
     clearTimeout(this.clockTimer);
+    clearTimeout(this.restoreTimer);
     this.actions.cancelSignIn();
+    await this.actions.close();
     await this.watch.stop();
     await this.menu?.close();
     this.notifier?.close();
     this.quit();
+  }
+
+  /**
+   * Brings the stored sign-in back into a daemon without one; an IdP out of reach is tried again
+   * every RESTORE_RETRY_MS while the daemon still has no sign-in. Never opens a browser.
+   */
+  private async restore(): Promise<void> {
+    if (this.restoring) return;
+    this.restoring = true;
+    clearTimeout(this.restoreTimer);
+    try {
+      const result = await this.owner.restore();
+      if (result === 'failed' && this.owner.holds())
+        this.restoreTimer = setTimeout(() => {
+          if (this.model.status !== undefined && this.model.status.user === undefined) void this.restore();
+        }, RESTORE_RETRY_MS);
+    } finally {
+      this.restoring = false;
+      this.watch.refresh();
+    }
   }
 
   /** Renews the tray's own sign-in; only when that fails does the user hear the session expires. */
@@ -200,8 +289,11 @@ export class TrayApp {
     this.notify({ kind: 'info', summary, body, urgency: 'low' });
   }
 
-  /** Carries out a menu action; its entry is disabled meanwhile and a failure is shown. */
-  private async run(action: TrayAction): Promise<void> {
+  /**
+   * Carries out a menu action (a click in the menu; a test without a tray host calls it directly);
+   * its entry is disabled meanwhile and a failure is shown.
+   */
+  async run(action: TrayAction): Promise<void> {
     if (action === 'quit') {
       await this.stop();
       return;
@@ -214,9 +306,24 @@ export class TrayApp {
     try {
       switch (action) {
         case 'sign-in':
+        case 'sign-in-2':
+        case 'sign-in-3':
+        case 'sign-in-4':
+        case 'sign-in-5':
+        case 'sign-in-6':
+        case 'sign-in-7':
+        case 'sign-in-8':
           this.set(withSigningIn(this.model, true));
           try {
-            await this.actions.signIn();
+            await this.actions.signIn(issuerIndexOf(action));
+          } finally {
+            this.set(withSigningIn(this.model, false));
+          }
+          break;
+        case 'sign-in-code':
+          this.set(withSigningIn(this.model, true));
+          try {
+            await this.actions.signInWithCode((code) => this.set(withDeviceCode(this.model, code)));
           } finally {
             this.set(withSigningIn(this.model, false));
           }
@@ -231,10 +338,10 @@ export class TrayApp {
           await this.actions.disconnect();
           break;
         case 'change-pin':
-          this.actions.openPinPage('change');
+          await this.actions.openPinPage('change');
           break;
         case 'unblock-pin':
-          this.actions.openPinPage('unblock');
+          await this.actions.openPinPage('unblock');
           break;
         case 'open-logs':
           await this.actions.openLogs();
@@ -258,6 +365,14 @@ export class TrayApp {
 
 const ACTION_NAMES: Record<TrayAction, string> = {
   'sign-in': 'sign-in',
+  'sign-in-2': 'sign-in',
+  'sign-in-3': 'sign-in',
+  'sign-in-4': 'sign-in',
+  'sign-in-5': 'sign-in',
+  'sign-in-6': 'sign-in',
+  'sign-in-7': 'sign-in',
+  'sign-in-8': 'sign-in',
+  'sign-in-code': 'sign-in with a code',
   'cancel-sign-in': 'cancelling the sign-in',
   'sign-out': 'sign-out',
   connect: 'Connect',

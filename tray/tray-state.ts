@@ -18,6 +18,14 @@ import type {
   ControlEvent,
   DaemonStatus,
 } from '../daemon/control/control-protocol.js';
+import {
+  OTHER_ISSUER_KEYS,
+  signInEntries,
+  signInTitle,
+  type DeviceCodePrompt,
+  type OtherIssuerKey,
+  type SignInAction,
+} from './sign-in-menu.js';
 
 /** The icon states, one picture each (icons.ts). */
 export const TRAY_ICON_STATES = [
@@ -55,7 +63,7 @@ export const MAX_TOOLTIP_CHARS = 127;
 
 /** What a click on an entry does (tray-app.ts carries it out). */
 export type TrayAction =
-  | 'sign-in'
+  | SignInAction
   | 'cancel-sign-in'
   | 'sign-out'
   | 'connect'
@@ -74,6 +82,9 @@ export type TrayItemKey =
   | CardKey
   | 'cards-more'
   | 'sign'
+  | OtherIssuerKey
+  | 'sign-in-code'
+  | 'device-code'
   | 'connect'
   | 'disconnect'
   | 'change-pin'
@@ -94,6 +105,9 @@ export const TRAY_MENU_LAYOUT: readonly (TrayItemKey | '-')[] = [
   'cards-more',
   '-',
   'sign',
+  ...OTHER_ISSUER_KEYS,
+  'sign-in-code',
+  'device-code',
   'connect',
   'disconnect',
   '-',
@@ -151,8 +165,12 @@ export interface TrayModel {
   readonly serverDownReason?: ControlErrorInfo;
   /** The user was told the server is unreachable: "back online" follows when it is. */
   readonly unreachableNotified: boolean;
-  /** A sign-in started from the tray is waiting for the browser. */
+  /** A sign-in started from the tray is waiting for the browser (or the code to be entered). */
   readonly signingIn: boolean;
+  /** Names of the configured identity providers, the default first (sign-in-menu.ts). */
+  readonly signInChoices?: readonly string[];
+  /** The code of a device sign-in under way, and where to enter it. */
+  readonly deviceCode?: DeviceCodePrompt;
   /** Actions started and not finished: their entries are disabled meanwhile. */
   readonly busy: readonly TrayAction[];
   /** The last diagnostics file the tray wrote. */
@@ -330,6 +348,15 @@ export function withSigningIn(model: TrayModel, signingIn: boolean): TrayModel {
   return { ...model, signingIn };
 }
 
+export function withSignInChoices(model: TrayModel, names: readonly string[]): TrayModel {
+  return { ...model, signInChoices: names };
+}
+
+export function withDeviceCode(model: TrayModel, code: DeviceCodePrompt | undefined): TrayModel {
+  const { deviceCode: _old, ...rest } = model;
+  return code ? { ...rest, deviceCode: code } : rest;
+}
+
 export function withDiagnostics(model: TrayModel, file: string): TrayModel {
   return { ...model, lastDiagnostics: file };
 }
@@ -389,13 +416,29 @@ export function trayView(model: TrayModel): TrayView {
     : !status
       ? { title: 'Sign in…', enabled: false, hidden: false }
       : status.state === 'logged-out'
-        ? { title: 'Sign in…', enabled: !busy('sign-in'), hidden: false, action: 'sign-in' }
+        ? {
+            title: signInTitle(model.signInChoices ?? []),
+            enabled: !busy('sign-in'),
+            hidden: false,
+            action: 'sign-in',
+          }
         : {
             title: signedIn ? `Sign out (${displayName(status.user!)})` : 'Sign out',
             enabled: !busy('sign-out'),
             hidden: false,
             action: 'sign-out',
           };
+
+  Object.assign(
+    items,
+    signInEntries({
+      status,
+      signingIn: model.signingIn,
+      choices: model.signInChoices ?? [],
+      deviceCode: model.deviceCode,
+      busy,
+    }),
+  );
 
   const takenOver = cards.some((c) => c.state === 'taken-over');
   const canConnect =

@@ -14,3 +14,4 @@ export * from './memory-card-state.js';
 export * from './provisioning.js';
 export * from './snapshot.js';
 export * from './reference-blocking.js';
+export * from './pin-change.js';

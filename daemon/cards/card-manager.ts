@@ -83,6 +83,25 @@ export class CardManager extends EventEmitter<CardManagerEvents> {
       .sort((a, b) => (a.slot ?? 99) - (b.slot ?? 99) || a.cardId.localeCompare(b.cardId));
   }
 
+  /**
+   * Runs one PIN command (CHANGE REFERENCE DATA, RESET RETRY COUNTER) on a card this daemon has in
+   * the reader, by the same way the host's commands take (the remote card: the server's card state
+   * checks and counts), and resolves with the card's answer. What the answer says of the PIN and
+   * PUK updates the card's blocked flags (and the `blocked` event) as for the host's commands.
+   * ERR_CARD_NOT_FOUND when the card is not one of the user's, or not in this reader.
+   */
+  async transmitToCard(cardId: string, command: Uint8Array): Promise<Uint8Array> {
+    const card = this.cards.get(cardId);
+    if (!card || card.state !== 'inserted' || card.remote.handle === undefined) {
+      throw new CardlinkError(
+        'ERR_CARD_NOT_FOUND',
+        card ? `card ${card.label} is not in the reader: connect first` : 'no such card in the reader',
+        { card: cardId.slice(0, 64) },
+      );
+    }
+    return card.remote.transmit(command, false);
+  }
+
   /** A person asked for the cards ("connect"): the next sync takes them over; sync now if possible. */
   async claimAll(): Promise<void> {
     this.takeOverNext = true;

@@ -1,7 +1,7 @@
 /** `cardlink login`: signs in at the identity provider and hands the tokens to the running daemon. */
 import { startBrowserLogin } from '../login/authorization-code-login.js';
 import { startDeviceCodeLogin } from '../login/device-code-login.js';
-import { idpRequestOptionsFor, oidcSettingsFrom } from '../login/login-settings.js';
+import { browserLoginOptionsFor, idpRequestOptionsFor, oidcSettingsFrom } from '../login/login-settings.js';
 import type { TokenGrant } from '../login/token-grant.js';
 import { configFrom, out, withDaemon } from './cli-common.js';
 import { openWithDesktop } from './desktop-open.js';
@@ -19,7 +19,7 @@ export async function runLogin(args: LoginArgs): Promise<void> {
       if (login.verificationUriComplete) out(`(or open ${login.verificationUriComplete})`);
       grant = await login.complete();
     } else {
-      const login = await startBrowserLogin(settings, idpOptions);
+      const login = await startBrowserLogin(settings, browserLoginOptionsFor(config, settings));
       out(`Sign in in your browser: ${login.authorizationUrl}`);
       if (args.browser) void openWithDesktop(login.authorizationUrl);
       grant = await login.complete();

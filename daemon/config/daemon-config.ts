@@ -3,10 +3,13 @@
  * Every setting is listed in docs/daemon-config.md. A bad value fails start-up with
  * `ERR_CONFIG_INVALID` naming the key and its source (the file's path, the variable, the flag).
  *
- * The config file is `--config`, else `$CARDLINK_DAEMON_CONFIG`, else the user's
- * `$XDG_CONFIG_HOME/cardlink/daemon.json` when it exists, else the machine's
- * `/etc/cardlink/daemon.json` when it exists (what install-scripts writes for every user); with
- * none, the daemon has no server and `cardlink daemon` says which key is missing.
+ * The config file is `--config`, else `$CARDLINK_DAEMON_CONFIG`: one complete file. Without
+ * either, the machine's `/etc/cardlink/daemon.json` (what an admin pushes to every user) and the
+ * user's `$XDG_CONFIG_HOME/cardlink/daemon.json` are both read when they exist, the user's
+ * settings over the admin's, key by key; with neither, the daemon has no server and
+ * `cardlink daemon` says which key is missing.
+ *
+ * The same settings serve the daemon, `cardlink login` and the tray (`login.*`, `tray.*`): one home.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -18,6 +21,7 @@ import {
   environmentSources,
   isLoopbackHost,
   lastSetting,
+  pickSetting,
   readConfigFile,
   checkSectionKeys,
   setSetting,
@@ -27,12 +31,45 @@ import type { LogLevel } from '../../protocol/log.js';
 import { sessionUrlFor } from '../../protocol/wire/session-url.js';
 import { DEFAULT_OIDC_SCOPE } from '../login/oidc-client-settings.js';
 import { controlRuntimeDirectory } from '../control/control-paths.js';
-import { DEFAULT_BRIDGE_SOCKET, DEFAULT_READER_NAME } from '../reader/reader-names.js';
+import {
+  DEFAULT_BRIDGE_SOCKET,
+  DEFAULT_READER_NAME,
+  DEFAULT_VPCD_HOST,
+  DEFAULT_VPCD_PORT,
+  DEFAULT_VPCD_READER_NAME,
+  isVpcdLoopbackHost,
+} from '../reader/reader-names.js';
 import { DEVICE_KEY_STORES, type DeviceKeyStoreSetting } from '../device/device-key.js';
 
+/** Where the tray keeps its refresh token (`tray.signInStore`, tray/refresh-token-store.ts). */
+export const REFRESH_TOKEN_STORES = ['auto', 'keyring', 'file'] as const;
+export type RefreshTokenStoreSetting = (typeof REFRESH_TOKEN_STORES)[number];
+
+/** One identity provider the user can sign in at (`login.issuers`). */
+export interface LoginIssuer {
+  readonly issuer: string;
+  readonly clientId: string | undefined;
+  /** RFC 8707 resource indicator: the card server's audience. */
+  readonly resource: string | undefined;
+  readonly scope: string;
+  /** Shown in the tray's menu ("Sign in with <name>…"); the issuer's host unless set. */
+  readonly name: string;
+}
+
+/** Most identity providers `login.issuers` may list (a menu entry each). */
+export const MAX_LOGIN_ISSUERS = 8;
+/** Keys of one entry of `login.issuers`. */
+const ISSUER_KEYS: readonly string[] = ['issuer', 'clientId', 'resource', 'scope', 'name'];
+
+/** The daemon's reader transports (`reader.transport`). */
+export const READER_TRANSPORTS = ['bridge', 'vpcd'] as const;
+export type ReaderTransportSetting = (typeof READER_TRANSPORTS)[number];
+
 export interface DaemonConfig {
-  /** The file the settings came from, if any (for `diag`). */
+  /** The most specific file the settings came from, if any (for `diag`). */
   readonly configFile: string | undefined;
+  /** Every file read, the admin's (system) first, the user's over it. */
+  readonly configFiles: readonly string[];
   /** That file, or where one would have been read from (for error messages). */
   readonly configFileLocation: string;
   readonly server: {
@@ -45,16 +82,31 @@ export interface DaemonConfig {
     /** SHA-256 of the server certificate (hex), checked in addition to the chain. */
     readonly certificateSha256: string | undefined;
   };
-  /** The identity provider for `cardlink login` (the tray has its own copy of the same settings). */
+  /** The identity provider(s) for `cardlink login` and the tray. */
   readonly login: {
+    /** The default identity provider's (the first of `issuers`). */
     readonly issuer: string | undefined;
     readonly clientId: string | undefined;
     /** RFC 8707 resource indicator: the card server's audience. */
     readonly resource: string | undefined;
     readonly scope: string;
+    /** Every identity provider, the admin's default first (`login.issuers`, else `login.issuer`). */
+    readonly issuers: readonly LoginIssuer[];
+    /** A fixed loopback port for the browser sign-in's redirect; undefined: a random free port. */
+    readonly redirectPort: number | undefined;
+  };
+  readonly tray: {
+    /** Where the tray keeps its refresh token: the keyring when it can (auto), only there, or a file. */
+    readonly signInStore: RefreshTokenStoreSetting;
   };
   readonly reader: {
+    /** Our pcsc-lite driver over a Unix socket (Linux), or vsmartcard's vpcd over loopback TCP. */
+    readonly transport: ReaderTransportSetting;
     readonly bridgeSocket: string;
+    /** Loopback address the vpcd transport listens on (vpcd connects to it in reversed mode). */
+    readonly vpcdHost: string;
+    /** Port of vpcd's slot 0; slot i is vpcdPort + i. */
+    readonly vpcdPort: number;
     readonly name: string;
     /** Slots the daemon fills, from 0; a user with more cards sees the first ones. */
     readonly slots: number;
@@ -112,6 +164,7 @@ export const DAEMON_ENV: Readonly<Record<string, string>> = {
   CARDLINK_DEVICE_KEY_STORE: 'deviceKeyStore',
   CARDLINK_DAEMON_RUNTIME_DIR: 'runtimeDir',
   CARDLINK_READER_SOCKET: 'reader.bridgeSocket',
+  CARDLINK_READER_TRANSPORT: 'reader.transport',
   CARDLINK_DAEMON_LOG_LEVEL: 'log.level',
 };
 
@@ -126,6 +179,7 @@ const KNOWN_KEYS = new Set([
   'deviceKeyStore',
   'runtimeDir',
   'log',
+  'tray',
 ]);
 
 export const DEFAULT_TIMEOUTS: DaemonConfig['timeouts'] = Object.freeze({
@@ -145,11 +199,12 @@ function xdg(env: NodeJS.ProcessEnv, variable: string, fallback: string[]): stri
 /** Allowed keys inside each section of the file: a typo is an error, never silently ignored. */
 const SECTION_KEYS: Readonly<Record<string, readonly string[]>> = {
   server: ['url', 'caFile', 'certificateSha256'],
-  login: ['issuer', 'clientId', 'resource', 'scope'],
-  reader: ['bridgeSocket', 'name', 'slots'],
+  login: ['issuer', 'clientId', 'resource', 'scope', 'issuers', 'redirectPort'],
+  reader: ['transport', 'bridgeSocket', 'vpcdHost', 'vpcdPort', 'name', 'slots'],
   timeouts: ['connectSeconds', 'commandSeconds', 'graceSeconds'],
   reconnect: ['initialDelayMs', 'maxDelayMs'],
   log: ['level', 'file', 'maxSizeBytes', 'maxFiles'],
+  tray: ['signInStore'],
 };
 
 /** The machine-wide config file an admin's install script writes. */
@@ -198,21 +253,18 @@ export function loadDaemonConfig(
   const named = flags.config ?? (env['CARDLINK_DAEMON_CONFIG'] || undefined);
   const implicit = defaultDaemonConfigFile(env);
   const system = systemDaemonConfigFile(env);
-  const configFile = named
-    ? path.resolve(named)
-    : fs.existsSync(implicit)
-      ? implicit
-      : fs.existsSync(system)
-        ? system
-        : undefined;
-  const file = configFile ? readConfigFile(configFile, KNOWN_KEYS, 'docs/daemon-config.md') : undefined;
-  const sources = [...(file ? [file] : []), ...environmentSources(env, DAEMON_ENV), flagSource(flags)];
+  // A named file is complete; else the admin's file with the user's over it.
+  const configFiles = named ? [path.resolve(named)] : [system, implicit].filter((f) => fs.existsSync(f));
+  const configFile = configFiles[configFiles.length - 1];
+  const files = configFiles.map((f) => readConfigFile(f, KNOWN_KEYS, 'docs/daemon-config.md'));
+  for (const file of files) checkSectionKeys(file, SECTION_KEYS, 'docs/daemon-config.md');
+  const sources = [...files, ...environmentSources(env, DAEMON_ENV), flagSource(flags)];
   const last = <T>(get: (s: ConfigSource) => T | undefined) => lastSetting(sources, get);
-  if (file) checkSectionKeys(file, SECTION_KEYS, 'docs/daemon-config.md');
-  // A path from the file is relative to the file; from the environment or a flag, to the cwd.
+  const fileNames = new Set(configFiles);
+  // A path from a file is relative to that file; from the environment or a flag, to the cwd.
   const pathOf = (setting: { value: string; source: string }) =>
-    file && setting.source === file.name
-      ? path.resolve(path.dirname(file.name), setting.value)
+    fileNames.has(setting.source)
+      ? path.resolve(path.dirname(setting.source), setting.value)
       : path.resolve(setting.value);
   const pathSetting = (key: string) => {
     const setting = last((s) => s.string(key));
@@ -233,11 +285,20 @@ export function loadDaemonConfig(
     throw new ConfigError('server.caFile', caFile.source, `names a file that does not exist`);
 
   const issuer = last((s) => s.string('login.issuer'));
-  if (issuer) {
-    const u = new URL(checkUrl(issuer.value, 'login.issuer', issuer.source, ['https:', 'http:']));
-    if (u.protocol === 'http:' && !isLoopbackHost(u.hostname))
-      throw new ConfigError('login.issuer', issuer.source, 'must be an https URL (http only on loopback)');
-  }
+  if (issuer) checkIssuerUrl(issuer.value, 'login.issuer', issuer.source);
+  const clientId = last((s) => s.string('login.clientId'))?.value;
+  const resource = last((s) => s.string('login.resource'))?.value;
+  const scope = last((s) => s.string('login.scope'))?.value ?? DEFAULT_OIDC_SCOPE;
+  const listed = last((s) => issuerList(s, { clientId, resource, scope }));
+  // The later source wins: CARDLINK_ISSUER over a file's list, a user's list over the admin's issuer.
+  const sourceIndex = (name: string) => sources.findIndex((s) => s.name === name);
+  const issuers: readonly LoginIssuer[] =
+    listed && (!issuer || sourceIndex(listed.source) > sourceIndex(issuer.source))
+      ? listed.value
+      : issuer
+        ? [{ issuer: issuer.value, clientId, resource, scope, name: hostName(issuer.value) }]
+        : [];
+  const defaultIssuer = issuers[0];
 
   const timeouts = {
     connectSeconds:
@@ -264,11 +325,21 @@ export function loadDaemonConfig(
         );
   }
 
+  const transport = last((s) => s.oneOf('reader.transport', READER_TRANSPORTS))?.value ?? 'bridge';
+  const vpcdHost = last((s) => s.string('reader.vpcdHost'));
+  if (vpcdHost && !isVpcdLoopbackHost(vpcdHost.value))
+    throw new ConfigError(
+      'reader.vpcdHost',
+      vpcdHost.source,
+      'must be a loopback address, 127.0.0.1 (or another 127.x.x.x) or localhost: whoever reaches the port uses the cards, and vpcd connects over IPv4',
+    );
+
   const stateDir =
     pathSetting('stateDir') ??
     path.join(xdg(env, 'XDG_STATE_HOME', ['.local', 'state']), 'cardlink', 'daemon');
   return Object.freeze({
     configFile,
+    configFiles,
     configFileLocation: configFile ?? implicit,
     server: {
       url,
@@ -277,14 +348,26 @@ export function loadDaemonConfig(
       certificateSha256,
     },
     login: {
-      issuer: issuer?.value,
-      clientId: last((s) => s.string('login.clientId'))?.value,
-      resource: last((s) => s.string('login.resource'))?.value,
-      scope: last((s) => s.string('login.scope'))?.value ?? DEFAULT_OIDC_SCOPE,
+      issuer: defaultIssuer?.issuer,
+      clientId: defaultIssuer?.clientId,
+      resource: defaultIssuer?.resource,
+      scope: defaultIssuer?.scope ?? scope,
+      issuers,
+      // 0 (the default) is a random free port; below 1024 needs privileges a user's tray lacks.
+      redirectPort: last((s) => s.int('login.redirectPort', 0, 65_535))?.value || undefined,
+    },
+    tray: {
+      signInStore: last((s) => s.oneOf('tray.signInStore', REFRESH_TOKEN_STORES))?.value ?? 'auto',
     },
     reader: {
+      transport,
       bridgeSocket: pathSetting('reader.bridgeSocket') ?? DEFAULT_BRIDGE_SOCKET,
-      name: last((s) => s.string('reader.name'))?.value ?? DEFAULT_READER_NAME,
+      vpcdHost: vpcdHost?.value ?? DEFAULT_VPCD_HOST,
+      // Slot 1 listens on vpcdPort + 1: the last port must exist too.
+      vpcdPort: last((s) => s.int('reader.vpcdPort', 1, 65534))?.value ?? DEFAULT_VPCD_PORT,
+      name:
+        last((s) => s.string('reader.name'))?.value ??
+        (transport === 'vpcd' ? DEFAULT_VPCD_READER_NAME : DEFAULT_READER_NAME),
       slots: last((s) => s.int('reader.slots', 1, 16))?.value ?? 4,
     },
     timeouts,
@@ -299,6 +382,72 @@ export function loadDaemonConfig(
       maxSizeBytes: last((s) => s.int('log.maxSizeBytes', 64 * 1024, 1024 ** 3))?.value ?? 5 * 1024 * 1024,
       maxFiles: last((s) => s.int('log.maxFiles', 2, 100))?.value ?? 3,
     },
+  });
+}
+
+/** An issuer must be https, or http on the loopback interface (tests, local development). */
+function checkIssuerUrl(value: string, key: string, source: string): string {
+  const u = new URL(checkUrl(value, key, source, ['https:', 'http:']));
+  if (u.protocol === 'http:' && !isLoopbackHost(u.hostname))
+    throw new ConfigError(key, source, 'must be an https URL (http only on loopback)');
+  return value;
+}
+
+function hostName(url: string): string {
+  return new URL(url).host;
+}
+
+/**
+ * `login.issuers` of one source, checked: 1 to MAX_LOGIN_ISSUERS objects, each with an `issuer`,
+ * and `clientId`, `resource`, `scope` defaulting to the `login.*` ones. Errors name the entry
+ * (`login.issuers[1].issuer`) and the source.
+ */
+function issuerList(
+  source: ConfigSource,
+  defaults: { clientId: string | undefined; resource: string | undefined; scope: string },
+): LoginIssuer[] | undefined {
+  const raw = pickSetting(source.values, 'login.issuers');
+  if (raw === undefined) return undefined;
+  if (!Array.isArray(raw) || raw.length < 1 || raw.length > MAX_LOGIN_ISSUERS)
+    throw new ConfigError(
+      'login.issuers',
+      source.name,
+      `must be a list of 1 to ${MAX_LOGIN_ISSUERS} identity providers, the default first`,
+    );
+  const seen = new Set<string>();
+  return raw.map((entry: unknown, i) => {
+    const key = `login.issuers[${i}]`;
+    if (entry === null || typeof entry !== 'object' || Array.isArray(entry))
+      throw new ConfigError(key, source.name, 'must be an object with an "issuer"');
+    for (const k of Object.keys(entry))
+      if (!ISSUER_KEYS.includes(k))
+        throw new ConfigError(
+          `${key}.${k}`,
+          source.name,
+          'is not a known setting (see docs/daemon-config.md)',
+        );
+    const one = new ConfigSource(source.name, entry as RawSettings);
+    const text = (k: string) => {
+      try {
+        return one.string(k);
+      } catch {
+        throw new ConfigError(`${key}.${k}`, source.name, 'must be a non-empty string');
+      }
+    };
+    const issuer = text('issuer');
+    if (issuer === undefined) throw new ConfigError(`${key}.issuer`, source.name, 'is required');
+    checkIssuerUrl(issuer, `${key}.issuer`, source.name);
+    const clientId = text('clientId') ?? defaults.clientId;
+    if (seen.has(`${issuer} ${clientId}`))
+      throw new ConfigError(`${key}.issuer`, source.name, 'lists the same issuer and client twice');
+    seen.add(`${issuer} ${clientId}`);
+    return {
+      issuer,
+      clientId,
+      resource: text('resource') ?? defaults.resource,
+      scope: text('scope') ?? defaults.scope,
+      name: text('name') ?? hostName(issuer),
+    };
   });
 }
 

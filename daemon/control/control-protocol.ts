@@ -12,6 +12,7 @@
  * field); clients ignore fields and events they do not know, so a newer daemon can add them.
  */
 import { CardlinkError, type CardlinkErrorCode } from '../../protocol/errors.js';
+import type { PinChangeOutcome } from '../../apdu/piv/index.js';
 import { isControlNonce } from './control-proof.js';
 
 /** Version of this protocol, sent in hello-ok. 2: the secret is proved, never sent. */
@@ -40,6 +41,8 @@ export const CONTROL_METHODS = [
   'logout',
   'connect',
   'disconnect',
+  'change-pin',
+  'unblock-pin',
 ] as const;
 export type ControlMethod = (typeof CONTROL_METHODS)[number];
 
@@ -116,6 +119,30 @@ export interface TokenHandover {
   clientId?: string;
 }
 
+/**
+ * Longest PIN, PUK or card id a PIN request may carry, in characters. Far above any real value (a
+ * PIN is at most 8 bytes): it only keeps a client from sending a large string the daemon would
+ * have to hold; the card's own rule is checked afterwards (apdu/piv/pin-change.ts).
+ */
+export const MAX_PIN_PARAM_CHARS = 64;
+
+/** Params of `change-pin`: the card (a `cardId` of `cards`), its current PIN and the new one. */
+export interface PinChangeParams {
+  cardId: string;
+  currentPin: string;
+  newPin: string;
+}
+
+/** Params of `unblock-pin`: the card, its PUK and the new PIN. */
+export interface PinUnblockParams {
+  cardId: string;
+  puk: string;
+  newPin: string;
+}
+
+/** The result of `change-pin` and `unblock-pin`: what the card answered, in kinds (apdu/piv/pin-change.ts). */
+export type PinResult = PinChangeOutcome;
+
 /** What the daemon does for each request; errors it throws reach the client (see ControlServer). */
 export interface ControlHandler {
   status(): DaemonStatus;
@@ -124,6 +151,8 @@ export interface ControlHandler {
   logout(): Promise<void>;
   connect(): Promise<void>;
   disconnect(): Promise<void>;
+  changePin(p: PinChangeParams): Promise<PinResult>;
+  unblockPin(p: PinUnblockParams): Promise<PinResult>;
 }
 
 /** A method without params takes `{}` (or no params member at all). */
@@ -137,6 +166,8 @@ export interface ControlParams {
   logout: EmptyParams;
   connect: EmptyParams;
   disconnect: EmptyParams;
+  'change-pin': PinChangeParams;
+  'unblock-pin': PinUnblockParams;
 }
 
 /** Result of each method (`null` for those that only act). */
@@ -147,6 +178,8 @@ export interface ControlResults {
   logout: null;
   connect: null;
   disconnect: null;
+  'change-pin': PinResult;
+  'unblock-pin': PinResult;
 }
 
 /** Data of each event. */
@@ -424,6 +457,35 @@ function validateTokenHandover(params: Record<string, unknown>): TokenHandover {
   return out;
 }
 
+/**
+ * A required string param of a PIN request: non-empty, at most MAX_PIN_PARAM_CHARS. The messages
+ * name the field, never its value (it is a PIN or a PUK).
+ */
+function pinParam(params: Record<string, unknown>, field: string): string {
+  const v = params[field];
+  if (v === undefined) throw paramsError(`params.${field} is required`, field);
+  if (typeof v !== 'string' || v.length === 0 || v.length > MAX_PIN_PARAM_CHARS) {
+    throw paramsError(`params.${field} must be a string of 1 to ${MAX_PIN_PARAM_CHARS} characters`, field);
+  }
+  return v;
+}
+
+function validatePinParams(
+  method: 'change-pin' | 'unblock-pin',
+  params: Record<string, unknown>,
+): PinChangeParams | PinUnblockParams {
+  const proof = method === 'change-pin' ? 'currentPin' : 'puk';
+  checkFields(params, ['cardId', proof, 'newPin'], (f) =>
+    paramsError(`params.${f.slice(0, 64)} is not a parameter of ${method}`, f.slice(0, 64)),
+  );
+  const cardId = pinParam(params, 'cardId');
+  const proofValue = pinParam(params, proof);
+  const newPin = pinParam(params, 'newPin');
+  return method === 'change-pin'
+    ? { cardId, currentPin: proofValue, newPin }
+    : { cardId, puk: proofValue, newPin };
+}
+
 /** A request whose method and params passed validateRequest. */
 export type ValidRequest = {
   [M in ControlMethod]: { method: M; params: ControlParams[M] };
@@ -442,6 +504,8 @@ export function validateRequest(method: unknown, params: unknown): ValidRequest 
   if (params !== undefined && !isObject(params)) throw paramsError('params must be an object', 'params');
   const p = params ?? {};
   if (m === 'hand-over-token') return { method: m, params: validateTokenHandover(p) };
+  if (m === 'change-pin' || m === 'unblock-pin')
+    return { method: m, params: validatePinParams(m, p) } as ValidRequest;
   checkFields(p, [], (f) =>
     paramsError(`params.${f.slice(0, 64)} is not a parameter of ${m}`, f.slice(0, 64)),
   );

@@ -4,7 +4,8 @@
  * secret file's secret (after proving it first), runs its requests on a ControlHandler and pushes
  * events to every authenticated client.
  *
- * Secrets stay out of the log: neither the control secret nor any hand-over-token param is ever
+ * Secrets stay out of the log: neither the control secret nor any hand-over-token, change-pin or
+ * unblock-pin param (tokens, PINs, PUKs) is ever
  * written to a log line, and errors the handler throws reach the client only as a CardlinkError's
  * code and message (anything else becomes a generic ERR_INTERNAL).
  */
@@ -50,6 +51,9 @@ export const CONTROL_CLOSE_GRACE_MS = 1000;
 
 /** How long start() waits for an existing socket to answer before taking it as in use, in milliseconds. */
 export const STALE_SOCKET_PROBE_TIMEOUT_MS = 1000;
+
+/** Methods whose params are secrets (tokens, PIN, PUK): an unexpected error's text is not logged. */
+const SECRET_PARAM_METHODS: ReadonlySet<string> = new Set(['hand-over-token', 'change-pin', 'unblock-pin']);
 
 /** What a client sees when a handler fails with anything but a CardlinkError. */
 const INTERNAL_ERROR_MESSAGE = 'the daemon could not carry out the request (see its log)';
@@ -436,6 +440,10 @@ export class ControlServer {
       case 'disconnect':
         await h.disconnect();
         return null;
+      case 'change-pin':
+        return h.changePin(request.params);
+      case 'unblock-pin':
+        return h.unblockPin(request.params);
     }
   }
 
@@ -446,9 +454,10 @@ export class ControlServer {
       return { code: error.code, message: error.message };
     }
     const name = error instanceof Error ? error.name : typeof error;
-    // An unexpected error's message may quote its input: for hand-over-token that is a token.
-    const detail =
-      method === 'hand-over-token' ? {} : { detail: error instanceof Error ? error.message : String(error) };
+    // An unexpected error's message may quote its input: a token, a PIN or a PUK.
+    const detail = SECRET_PARAM_METHODS.has(method)
+      ? {}
+      : { detail: error instanceof Error ? error.message : String(error) };
     this.logger?.error('control request failed unexpectedly', {
       client: c.client ?? '',
       method,

@@ -186,10 +186,14 @@ export async function collectDiagnostics(config: DaemonConfig): Promise<Record<s
     // The device name (the host name by default) and home directory would identify the person.
     config: withoutHome(maskSecrets({ ...config, deviceName: digest(config.deviceName) })),
     daemon: await daemonState(config),
-    reader: {
-      driverSocket: config.reader.bridgeSocket,
-      driverSocketPresent: fs.existsSync(config.reader.bridgeSocket),
-    },
+    reader:
+      config.reader.transport === 'vpcd'
+        ? { transport: 'vpcd', vpcdHost: config.reader.vpcdHost, vpcdPort: config.reader.vpcdPort }
+        : {
+            transport: 'bridge',
+            driverSocket: config.reader.bridgeSocket,
+            driverSocketPresent: fs.existsSync(config.reader.bridgeSocket),
+          },
     deviceKey,
     server: await serverLatency(config),
     // The host name is part of the report; hash it so a shared bundle does not name the machine.

@@ -2,9 +2,11 @@
  * Browser sign-in: Authorization Code with PKCE (RFC 7636, S256) and a loopback redirect
  * (RFC 8252 section 7.3), for the tray and for a daemon that can open a browser.
  *
- * A one-shot HTTP listener on 127.0.0.1 (never another interface) and a random port receives the
+ * A one-shot HTTP listener on 127.0.0.1 (never another interface) and a random port (or the fixed
+ * `redirectPort` for identity providers that register exact redirect URIs) receives the
  * redirect at `http://127.0.0.1:<port>/callback`. It accepts exactly one callback: its `state` must
- * match (else the login fails, so a forged or stale redirect cannot be retried against it), the code
+ * match and its `iss` name the IdP (RFC 9207; else the login fails, so a forged or stale redirect
+ * cannot be retried against it), the code
  * is exchanged (with the code verifier, the nonce check and the resource indicator), and the browser
  * gets a small page that says whether it worked. The listener closes after that callback, on
  * `cancel()`, when the caller's signal aborts, or when the timeout passes.
@@ -39,6 +41,12 @@ export const CALLBACK_PATH = '/callback';
 export interface BrowserLoginOptions extends IdpRequestOptions {
   /** Milliseconds to wait for the redirect before the login fails with ERR_LOGIN_EXPIRED. */
   timeoutMs?: number;
+  /**
+   * A fixed loopback port for the redirect (`login.redirectPort`), for an IdP that registered the
+   * exact redirect URI; undefined or 0: a random free port (RFC 8252 section 7.3). A port in use
+   * fails with ERR_PORT_IN_USE.
+   */
+  redirectPort?: number;
 }
 
 export interface BrowserLogin {
@@ -87,10 +95,10 @@ function sameSecret(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
-async function listenOnLoopback(server: Server): Promise<number> {
+async function listenOnLoopback(server: Server, port: number): Promise<number> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen({ port: 0, host: LOOPBACK_CALLBACK_HOST, exclusive: true }, () => {
+    server.listen({ port, host: LOOPBACK_CALLBACK_HOST, exclusive: true }, () => {
       server.off('error', reject);
       resolve();
     });
@@ -146,7 +154,15 @@ export async function startBrowserLogin(
       if (!res.headersSent) page(res, 500, 'Sign-in failed', 'An unexpected error occurred.');
     });
   });
-  const port = await listenOnLoopback(server).catch((error: unknown) => {
+  const port = await listenOnLoopback(server, options.redirectPort ?? 0).catch((error: unknown) => {
+    if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE')
+      throw new CardlinkError(
+        'ERR_PORT_IN_USE',
+        `The sign-in's redirect port ${options.redirectPort} (login.redirectPort) on ${LOOPBACK_CALLBACK_HOST} is in use; ` +
+          'close the program that holds it or finish the other sign-in first.',
+        { host: LOOPBACK_CALLBACK_HOST, port: options.redirectPort ?? 0, setting: 'login.redirectPort' },
+        { cause: error },
+      );
     throw new CardlinkError(
       'ERR_INTERNAL',
       'Could not listen on the loopback interface for the sign-in redirect.',
@@ -211,6 +227,27 @@ export async function startBrowserLogin(
           'ERR_LOGIN_DENIED',
           'The browser came back with a sign-in response for another request (wrong state): refused. Start the sign-in again.',
           { issuer: resolved.issuer, stage: 'authorization', reason: 'state-mismatch' },
+        ),
+      );
+    }
+
+    // RFC 9207: the response names its issuer; one that names another is a mix-up (an
+    // attacker's IdP answering for ours), refused before the code goes anywhere.
+    const issued = url.searchParams.get('iss');
+    const expectedIssuer = config.serverMetadata().issuer;
+    const issRequired = config.serverMetadata().authorization_response_iss_parameter_supported === true;
+    if ((issued !== null || issRequired) && issued !== expectedIssuer) {
+      page(
+        res,
+        400,
+        'Sign-in refused',
+        'This sign-in response comes from another identity provider than the one cardlink asked. Start the sign-in again.',
+      );
+      return fail(
+        new CardlinkError(
+          'ERR_LOGIN_DENIED',
+          'The browser came back with a sign-in response from another issuer (wrong iss): refused. Start the sign-in again.',
+          { issuer: resolved.issuer, stage: 'authorization', reason: 'issuer-mismatch' },
         ),
       );
     }

@@ -25,7 +25,13 @@ const LOOPBACK_HOSTS: ReadonlySet<string> = new Set(['127.0.0.1', 'localhost', '
 
 /** What the login was doing when it failed (goes into the error's context). */
 export type LoginStage =
-  'discovery' | 'device-authorization' | 'device-token' | 'authorization' | 'token' | 'refresh';
+  | 'discovery'
+  | 'device-authorization'
+  | 'device-token'
+  | 'authorization'
+  | 'token'
+  | 'refresh'
+  | 'revocation';
 
 /** The settings, checked, with the defaults filled in. */
 export interface ResolvedSettings {

@@ -5,6 +5,7 @@
  */
 import { ConfigError, isLoopbackHost } from '../../protocol/config/config-sources.js';
 import type { DaemonConfig } from '../config/daemon-config.js';
+import type { BrowserLoginOptions } from './authorization-code-login.js';
 import type { IdpRequestOptions, OidcClientSettings } from './oidc-client-settings.js';
 
 /** Throws a ConfigError naming `login.issuer` or `login.clientId` and the file when one is missing. */
@@ -20,7 +21,35 @@ export function oidcSettingsFrom(config: DaemonConfig): OidcClientSettings {
   };
 }
 
+/**
+ * The settings of the `index`th configured identity provider (`login.issuers`, 0 the default);
+ * throws a ConfigError naming the entry when there is none or it has no client id.
+ */
+export function oidcSettingsAt(config: DaemonConfig, index: number): OidcClientSettings {
+  if (index === 0) return oidcSettingsFrom(config);
+  const where = config.configFile ?? 'the daemon config';
+  const entry = config.login.issuers[index];
+  if (!entry) throw new ConfigError(`login.issuers[${index}]`, where, 'is not configured');
+  if (!entry.clientId)
+    throw new ConfigError(`login.issuers[${index}].clientId`, where, 'is required to sign in');
+  return {
+    issuer: entry.issuer,
+    clientId: entry.clientId,
+    scope: entry.scope,
+    ...(entry.resource ? { resource: entry.resource } : {}),
+  };
+}
+
 /** An `http://` issuer is accepted only on the loopback interface (tests, local development). */
 export function idpRequestOptionsFor(settings: OidcClientSettings): IdpRequestOptions {
   return { allowInsecureHttpIssuer: isLoopbackHost(new URL(settings.issuer).hostname) };
+}
+
+/** The browser sign-in's options from the settings: the issuer's, and the fixed redirect port if one is set. */
+export function browserLoginOptionsFor(
+  config: DaemonConfig,
+  settings: OidcClientSettings,
+): BrowserLoginOptions {
+  const port = config.login.redirectPort;
+  return { ...idpRequestOptionsFor(settings), ...(port !== undefined ? { redirectPort: port } : {}) };
 }

@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import { CardlinkError } from '../../protocol/errors.js';
 import { BridgeSocketClient } from './bridge-socket-client.js';
 import { assertPcscdAvailable, waitForCardPresent } from './pcsc-presence.js';
-import { DEFAULT_READER_NAME, pcscReaderName } from './reader-names.js';
+import { DEFAULT_READER_NAME, DEFAULT_VPCD_READER_NAME, pcscReaderName } from './reader-names.js';
+import { loadTcpQuickAck } from './tcp-quickack.js';
 import type { VirtualCard } from './virtual-card.js';
 import { VpcdCardServer } from './vpcd-card-server.js';
 import { VpcdPlaceholderCard } from './vpcd-placeholder-card.js';
@@ -15,9 +16,12 @@ export type ReaderTransport = 'bridge' | 'vpcd';
 
 // Also here for the callers that serve cards; they live in reader-names.ts so that the daemon and
 // the CLI's definitions can read them without loading the PC/SC client.
-export { DEFAULT_BRIDGE_SOCKET, DEFAULT_READER_NAME, pcscReaderName } from './reader-names.js';
-/** FRIENDLYNAME of vsmartcard's vpcd reader. */
-export const DEFAULT_VPCD_READER_NAME = 'Virtual PCD';
+export {
+  DEFAULT_BRIDGE_SOCKET,
+  DEFAULT_READER_NAME,
+  DEFAULT_VPCD_READER_NAME,
+  pcscReaderName,
+} from './reader-names.js';
 /** How long to wait for the driver's socket to appear after pcscd was woken (socket activation). */
 export const DRIVER_SOCKET_WAIT_MS = 5000;
 
@@ -99,7 +103,8 @@ async function serveOverBridge(card: VirtualCard, o: ServeCardOptions): Promise<
 
 async function serveOverVpcd(card: VirtualCard, o: ServeCardOptions): Promise<ServedCard> {
   // vpcd (reversed mode) connects to us; pcscd blocks until both ports answer, so listen first.
-  const server = new VpcdCardServer({ port: o.vpcdPort });
+  // TCP_QUICKACK as in the daemon (docs/reader-vpcd.md); without the addon, slower but the same.
+  const server = new VpcdCardServer({ port: o.vpcdPort, quickAck: loadTcpQuickAck().rearm });
   await server.listen();
   server.insert(0, card);
   // Debian 12's vpcd cannot live with an empty slot: the second one gets an inert card.

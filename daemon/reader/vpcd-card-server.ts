@@ -17,19 +17,29 @@
  * - vpcd sends length and payload in two send() calls without TCP_NODELAY; with delayed ACK an APDU
  *   costs about 40 ms (bench/pcsc-roundtrip.ts). Newer virtualsmartcard (0.9+) fixed this and also
  *   reconnects, so there an empty slot ("no card", an empty GET ATR answer) works.
+ *   The cure on our side (`quickAck`): TCP_QUICKACK set again after every chunk read and every answer
+ *   written, so the length prefix is acknowledged at once and Nagle releases the payload; Linux leaves
+ *   quick-ACK mode by itself once it sees request/response traffic, hence "again" (tcp-quickack.ts).
+ *
+ * Who may connect: a loopback port is open to every local user. On Linux a connection is taken only
+ * from root (pcscd) or this process's user (loopback-peer.ts), checked before it can replace vpcd's;
+ * elsewhere there is no check (docs/reader-vpcd.md).
  */
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { CardlinkError } from '../../protocol/errors.js';
 import type { Logger } from '../../protocol/log.js';
+import { loopbackPeerUid } from './loopback-peer.js';
+import { DEFAULT_VPCD_HOST, isVpcdLoopbackHost } from './reader-names.js';
+import type { RearmQuickAck } from './tcp-quickack.js';
 import { isPlausibleAtr, MAX_ATR_BYTES, transmitSafely, type VirtualCard } from './virtual-card.js';
 
 /** Slots of Debian 12's vpcd (VPCDSLOTS): one TCP port each, from the configured port up. */
 export const VPCD_SLOTS = 2;
 /** Largest vpcd message payload: the 2-byte length prefix. */
 export const VPCD_MAX_MESSAGE_BYTES = 0xffff;
-/** The only address this server listens on. */
-export const VPCD_LOOPBACK_HOST = '127.0.0.1';
+/** The address this server listens on unless told another loopback address. */
+export const VPCD_LOOPBACK_HOST = DEFAULT_VPCD_HOST;
 
 /** vpcd control bytes (virtualsmartcard src/vpcd/vpcd.h). */
 export const VpcdControl = { POWER_OFF: 0x00, POWER_ON: 0x01, RESET: 0x02, GET_ATR: 0x04 } as const;
@@ -39,6 +49,15 @@ export interface VpcdCardServerOptions {
   port: number;
   /** Overrides VPCD_SLOTS. */
   slots?: number;
+  /** Loopback address to listen on (isVpcdLoopbackHost); default VPCD_LOOPBACK_HOST. */
+  host?: string;
+  /** Re-arms TCP_QUICKACK on vpcd's connections (tcp-quickack.ts); without it, delayed ACK applies. */
+  quickAck?: RearmQuickAck | undefined;
+  /**
+   * Linux: the uids whose connections are taken (loopback-peer.ts), others are closed at once.
+   * Default: root (pcscd) and this process's user; elsewhere there is no check (docs/reader-vpcd.md).
+   */
+  allowedPeerUids?: readonly number[];
   logger?: Logger;
 }
 
@@ -50,9 +69,12 @@ interface VpcdSlot {
 
 export class VpcdCardServer extends EventEmitter {
   readonly port: number;
+  readonly host: string;
   readonly slotCount: number;
   private readonly slots: VpcdSlot[];
   private readonly logger: Logger | undefined;
+  private readonly quickAck: RearmQuickAck | undefined;
+  private readonly allowedPeerUids: readonly number[] | undefined;
 
   constructor(options: VpcdCardServerOptions) {
     super();
@@ -60,7 +82,16 @@ export class VpcdCardServer extends EventEmitter {
     if (!Number.isInteger(options.port) || options.port < 1 || options.port + slots - 1 > 0xffff) {
       throw new CardlinkError('ERR_CONFIG_INVALID', 'vpcd port out of range', { port: options.port, slots });
     }
+    const host = options.host ?? VPCD_LOOPBACK_HOST;
+    if (!isVpcdLoopbackHost(host))
+      throw new CardlinkError('ERR_CONFIG_INVALID', 'vpcd host must be a loopback address', { host });
     this.port = options.port;
+    // vpcd resolves "localhost" to 127.0.0.1 (IPv4 only); listen where it will connect.
+    this.host = host === 'localhost' ? VPCD_LOOPBACK_HOST : host;
+    this.quickAck = options.quickAck;
+    this.allowedPeerUids =
+      options.allowedPeerUids ??
+      (process.platform === 'linux' && process.getuid ? [0, process.getuid()] : undefined);
     this.slotCount = slots;
     this.logger = options.logger;
     this.slots = Array.from({ length: slots }, (_, i) => ({
@@ -75,7 +106,7 @@ export class VpcdCardServer extends EventEmitter {
     return this.slots.map((_, i) => this.port + i);
   }
 
-  /** Listens on 127.0.0.1 on every slot's port. Call before pcscd starts. */
+  /** Listens on the loopback host on every slot's port. Call before pcscd starts. */
   async listen(): Promise<void> {
     await Promise.all(
       this.slots.map(
@@ -89,9 +120,7 @@ export class VpcdCardServer extends EventEmitter {
                 }),
               ),
             );
-            s.server.listen({ host: VPCD_LOOPBACK_HOST, port: this.port + i, exclusive: true }, () =>
-              resolve(),
-            );
+            s.server.listen({ host: this.host, port: this.port + i, exclusive: true }, () => resolve());
           }),
       ),
     );
@@ -121,6 +150,22 @@ export class VpcdCardServer extends EventEmitter {
     s.card = undefined;
   }
 
+  /**
+   * Puts `card` into `slot` in place of what is there, in one step: vpcd's next GET ATR sees the new
+   * card and never an empty slot (which Debian 12's vpcd cannot survive).
+   */
+  replace(slot: number, card: VirtualCard): void {
+    const s = this.slot(slot);
+    const previous = s.card;
+    s.card = undefined;
+    try {
+      this.insert(slot, card);
+    } catch (error) {
+      s.card = previous;
+      throw error;
+    }
+  }
+
   isOccupied(slot: number): boolean {
     return this.slot(slot).card !== undefined;
   }
@@ -147,14 +192,29 @@ export class VpcdCardServer extends EventEmitter {
 
   private onConnection(slot: number, socket: net.Socket): void {
     const s = this.slots[slot]!;
+    if (this.allowedPeerUids) {
+      // Before anything else: a refused peer must not displace vpcd's connection either.
+      const uid = loopbackPeerUid(socket);
+      if (uid === undefined || !this.allowedPeerUids.includes(uid)) {
+        this.logger?.warn('vpcd connection refused: not from root or this user', {
+          slot,
+          uid: uid ?? 'unknown',
+        });
+        socket.destroy();
+        return;
+      }
+    }
     socket.setNoDelay(true);
     // vpcd opens one connection per slot; a new one (a reconnect) replaces the old one.
     s.connection?.destroy();
     s.connection = socket;
     this.logger?.info('vpcd connected', { slot });
+    this.quickAck?.(socket);
     let buffered: Buffer = Buffer.alloc(0);
     let queue: Promise<void> = Promise.resolve();
     socket.on('data', (chunk: Buffer) => {
+      // Armed before the next segment arrives: the rest of this message, or the next message.
+      this.quickAck?.(socket);
       buffered = buffered.length ? Buffer.concat([buffered, chunk]) : chunk;
       while (buffered.length >= 2) {
         const len = buffered.readUInt16BE(0);
@@ -208,5 +268,7 @@ export class VpcdCardServer extends EventEmitter {
     out.writeUInt16BE(data.length, 0);
     out.set(data, 2);
     socket.write(out);
+    // Sending the answer puts Linux back into delayed-ACK mode; the next length prefix must not wait.
+    this.quickAck?.(socket);
   }
 }

@@ -347,6 +347,14 @@ export async function startLocalIdp(options: LocalIdpOptions): Promise<LocalIdp>
       },
       features: {
         devInteractions: { enabled: false },
+        // RFC 7009: the tray revokes its refresh token at sign-out.
+        revocation: {
+          enabled: true,
+          // A client revokes only its own tokens (RFC 7009 section 2.1); the public client proves
+          // nothing more than its id, so another client's token is silently not revoked.
+          allowedPolicy: (_ctx: unknown, client: { clientId: string }, token: { clientId?: string }) =>
+            token.clientId === client.clientId,
+        },
         deviceFlow: {
           enabled: true,
           userCodeInputSource: devicePage(

@@ -49,7 +49,7 @@ user=${CARDLINK_USER:-${SUDO_USER:-root}}
 uid=$(id -u "$user") || die "CARDLINK_USER '$user' is not a user on this machine"
 slots=${CARDLINK_SLOTS:-4}
 case "$slots" in ''|*[!0-9]*) die "CARDLINK_SLOTS must be a number from 1 to 8 (got '$slots')";; esac
-[ "$slots" -ge 1 ] && [ "$slots" -le 8 ] || die "CARDLINK_SLOTS must be a number from 1 to 8 (got '$slots')"
+{ [ "$slots" -ge 1 ] && [ "$slots" -le 8 ]; } || die "CARDLINK_SLOTS must be a number from 1 to 8 (got '$slots')"
 
 install -d -m 0755 "$prefix"
 install -m 0644 daemon/ifd-handler/build/libifd-cardlink.so "$prefix/libifd-cardlink.so"

@@ -1,7 +1,7 @@
 /**
  * The whole desktop chain for an end-to-end test, every part real: the test IdP, a card server
  * (SQLite) with the user's cards, optionally a TCP proxy between daemon and server, pcscd with the
- * project's reader, optionally a private desktop keyring, and `cardlink daemon`, logged in or not.
+ * project's reader (or, with `vpcd`, Debian's vpcd reader in reversed mode), optionally a private desktop keyring, and `cardlink daemon`, logged in or not.
  * `stop()` takes it all down again, in reverse, whatever was started.
  */
 import fs from 'node:fs';
@@ -16,7 +16,7 @@ import {
   type TestCardSpec,
 } from './card-server.js';
 import { startTestDaemon, type TestDaemon, type TestDaemonOptions } from './daemon.js';
-import { freePort } from './free-port.js';
+import { freePort, freePortPair } from './free-port.js';
 import { startTestIdp, type StartTestIdpOptions, type TestIdp } from './oidc-provider.js';
 import { startPcscd, type PcscdInstance, type StartPcscdOptions } from './pcscd.js';
 import { startSecretService, type SecretService } from './secret-service.js';
@@ -33,6 +33,12 @@ export interface DaemonStackOptions {
   /** The cards created for alice, in this order. */
   cards: TestCardSpec[];
   pcscd: StartPcscdOptions;
+  /**
+   * The daemon serves through vsmartcard's vpcd (reader.transport "vpcd") on a free loopback port
+   * pair: it starts before pcscd (whose vpcd reader must find both ports answering), and pcscd gets
+   * a vpcd reader on those ports besides `pcscd`'s own settings.
+   */
+  vpcd?: boolean;
   /** The daemon's options besides those the stack supplies. */
   daemon: Pick<TestDaemonOptions, 'deviceName'> &
     Partial<Pick<TestDaemonOptions, 'settings' | 'nodeArgs' | 'secondReader'>>;
@@ -96,8 +102,15 @@ export async function startDaemonStack(options: DaemonStackOptions): Promise<Dae
     const cardIds: string[] = [];
     for (const card of options.cards) cardIds.push((await createTestCard(cardServer, idp, card)).cardId);
 
-    const pcscd = await startPcscd(options.pcscd);
-    stops.push(() => pcscd.stop());
+    const vpcd = options.vpcd ? { port: await freePortPair() } : undefined;
+    const startTheReader = async () => {
+      const started = await startPcscd({ ...options.pcscd, ...(vpcd ? { vpcd } : {}) });
+      stops.push(() => started.stop());
+      return started;
+    };
+    // With vpcd the daemon listens first; pcscd then stops first (stops run in reverse), because
+    // Debian 12's vpcd aborts pcscd when the card side goes away.
+    const bridgePcscd = vpcd ? undefined : await startTheReader();
     const keyring = options.keyring ? await startSecretService(dir) : undefined;
     if (keyring) stops.push(() => keyring.close());
 
@@ -106,7 +119,8 @@ export async function startDaemonStack(options: DaemonStackOptions): Promise<Dae
       serverUrl,
       serverCaFile: cardServer.config.tls.certFile,
       idp,
-      pcscd,
+      ...(bridgePcscd ? { pcscd: bridgePcscd } : {}),
+      ...(vpcd ? { vpcd } : {}),
       deviceName,
     });
     const daemonDir = path.join(dir, 'daemon');
@@ -116,6 +130,7 @@ export async function startDaemonStack(options: DaemonStackOptions): Promise<Dae
       ...(keyring ? { keyringBus: keyring.address } : {}),
     });
     stops.push(() => daemon.stop());
+    const pcscd = bridgePcscd ?? (await startTheReader());
     if (options.login) {
       await daemon.login('alice');
       const count = options.cards.length;

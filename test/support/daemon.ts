@@ -1,7 +1,7 @@
 /**
  * The real daemon for end-to-end tests: `bin/cardlink daemon` as a child process with its own
  * config file, state and runtime directories, pointed at a test card server, a test IdP and a
- * pcscd with the cardlink reader; plus a scripted `cardlink login --device-code` whose user part
+ * pcscd with the cardlink reader (or listening for pcscd's vpcd reader); plus a scripted `cardlink login --device-code` whose user part
  * the test IdP drives.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -22,7 +22,10 @@ export interface TestDaemonOptions {
   /** PEM file of the server's (self-signed) certificate. */
   serverCaFile: string;
   idp: TestIdpClient;
-  pcscd: PcscdInstance;
+  /** The pcscd whose cardlink reader the daemon uses; without it, `vpcd` (pcscd starts after). */
+  pcscd?: PcscdInstance;
+  /** Serve through vpcd instead (reader.transport "vpcd"): the port of vpcd's slot 0. */
+  vpcd?: { port: number };
   deviceName: string;
   /** Use pcscd's second cardlink reader (startPcscd's secondCardlink) instead of the first. */
   secondReader?: { friendlyName: string };
@@ -31,9 +34,9 @@ export interface TestDaemonOptions {
   /** Options for the daemon's node (a benchmark's `--cpu-prof`). */
   nodeArgs?: string[];
   /**
-   * The D-Bus session bus of a test keyring (test/support/secret-service.ts) for the device key.
-   * Without it the daemon sees no keyring at all (never the desktop's of whoever runs the tests)
-   * and keeps its key in a file.
+   * The D-Bus session bus of a test keyring (test/support/secret-service.ts) for the device key
+   * (and a tray's refresh token). Without it the daemon sees no keyring at all (never the
+   * desktop's of whoever runs the tests) and keeps its key in a file, and a tray its token.
    */
   keyringBus?: string;
 }
@@ -62,6 +65,15 @@ export interface TestDaemon {
   kill(): void;
 }
 
+function readerSettings(options: TestDaemonOptions): Record<string, unknown> {
+  const { pcscd, vpcd } = options;
+  if (vpcd) return { transport: 'vpcd', vpcdHost: '127.0.0.1', vpcdPort: vpcd.port, slots: 4 };
+  if (!pcscd) throw new Error('startTestDaemon: give pcscd (bridge) or vpcd');
+  return options.secondReader
+    ? { bridgeSocket: pcscd.secondSocketPath, name: options.secondReader.friendlyName, slots: 4 }
+    : { bridgeSocket: pcscd.socketPath, name: pcscd.friendlyName, slots: 4 };
+}
+
 export function cardlinkCli(
   args: string[],
   env: NodeJS.ProcessEnv = process.env,
@@ -79,7 +91,7 @@ async function finished(child: ChildProcess, what: string, output: () => string)
 }
 
 export async function startTestDaemon(options: TestDaemonOptions): Promise<TestDaemon> {
-  const { dir, idp, pcscd } = options;
+  const { dir, idp } = options;
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const configFile = path.join(dir, 'daemon.json');
   const runtimeDir = path.join(dir, 'run');
@@ -90,13 +102,14 @@ export async function startTestDaemon(options: TestDaemonOptions): Promise<TestD
       {
         server: { url: options.serverUrl, caFile: options.serverCaFile },
         login: { issuer: idp.issuer, clientId: idp.clientId, resource: idp.resource },
-        reader: options.secondReader
-          ? { bridgeSocket: pcscd.secondSocketPath, name: options.secondReader.friendlyName, slots: 4 }
-          : { bridgeSocket: pcscd.socketPath, name: pcscd.friendlyName, slots: 4 },
+        reader: readerSettings(options),
         deviceName: options.deviceName,
         stateDir: path.join(dir, 'state'),
         runtimeDir,
         log: { level: 'debug', file: logFile },
+        // A tray on this config keeps its refresh token in the test keyring when there is one;
+        // else in a file, never in a keyring the desktop session's bus would start on demand.
+        ...(options.keyringBus ? {} : { tray: { signInStore: 'file' } }),
         ...options.settings,
       },
       null,

@@ -13,7 +13,11 @@ import {
   type DaemonFlags,
 } from '../../../daemon/config/daemon-config.js';
 import { DEFAULT_OIDC_SCOPE } from '../../../daemon/login/oidc-client-settings.js';
-import { DEFAULT_BRIDGE_SOCKET, DEFAULT_READER_NAME } from '../../../daemon/reader/serve-card.js';
+import {
+  DEFAULT_BRIDGE_SOCKET,
+  DEFAULT_READER_NAME,
+  DEFAULT_VPCD_READER_NAME,
+} from '../../../daemon/reader/serve-card.js';
 import { ConfigError } from '../../../protocol/config/config-sources.js';
 import { CardlinkError } from '../../../protocol/errors.js';
 
@@ -76,8 +80,17 @@ describe('loadDaemonConfig defaults', () => {
       clientId: undefined,
       resource: undefined,
       scope: DEFAULT_OIDC_SCOPE,
+      issuers: [],
+      redirectPort: undefined,
     });
-    assert.deepEqual(c.reader, { bridgeSocket: DEFAULT_BRIDGE_SOCKET, name: DEFAULT_READER_NAME, slots: 4 });
+    assert.deepEqual(c.reader, {
+      transport: 'bridge',
+      bridgeSocket: DEFAULT_BRIDGE_SOCKET,
+      vpcdHost: '127.0.0.1',
+      vpcdPort: 35963,
+      name: DEFAULT_READER_NAME,
+      slots: 4,
+    });
     assert.deepEqual(c.timeouts, { connectSeconds: 10, commandSeconds: 30, graceSeconds: 120 });
     assert.deepEqual(c.timeouts, { ...DEFAULT_TIMEOUTS });
     assert.deepEqual(c.reconnect, { initialDelayMs: 500, maxDelayMs: 30_000 });
@@ -236,11 +249,16 @@ describe('loadDaemonConfig precedence: file < environment < flags', () => {
       log: { maxSizeBytes: 65_536, maxFiles: 2 },
     });
     const c = load({ config: file });
-    assert.deepEqual(c.login, {
+    const only = {
       issuer: 'https://login.example/',
       clientId: 'c',
       resource: 'https://cards.example/',
       scope: 'openid',
+    };
+    assert.deepEqual(c.login, {
+      ...only,
+      issuers: [{ ...only, name: 'login.example' }],
+      redirectPort: undefined,
     });
     assert.equal(c.reader.name, 'My Reader');
     assert.equal(c.reader.slots, 2);
@@ -289,6 +307,8 @@ describe('loadDaemonConfig refuses bad values, naming key and source', () => {
       ['reader.slots', 0],
       ['reader.slots', 17],
       ['reader.slots', 1.5],
+      ['reader.vpcdPort', 0],
+      ['reader.vpcdPort', 65535],
       ['log.maxSizeBytes', 1024],
       ['log.maxFiles', 101],
       ['log.maxFiles', 1],
@@ -299,6 +319,42 @@ describe('loadDaemonConfig refuses bad values, naming key and source', () => {
       const file = writeConfig({ [group]: { [leaf]: value } }, `${key}-${String(value)}.json`);
       assert.throws(() => load({ config: file }), configError(key, file, /must be a whole number/), key);
     }
+  });
+
+  it('reader.transport vpcd: loopback host and port from the file, the vpcd reader name by default', () => {
+    const file = writeConfig({ reader: { transport: 'vpcd', vpcdHost: 'localhost', vpcdPort: 40100 } });
+    const c = load({ config: file });
+    assert.equal(c.reader.transport, 'vpcd');
+    assert.equal(c.reader.vpcdHost, 'localhost');
+    assert.equal(c.reader.vpcdPort, 40100);
+    assert.equal(c.reader.name, DEFAULT_VPCD_READER_NAME);
+    const named = writeConfig(
+      { reader: { transport: 'vpcd', vpcdHost: '127.0.0.2', name: 'Mine' } },
+      'n.json',
+    );
+    assert.deepEqual(
+      [load({ config: named }).reader.vpcdHost, load({ config: named }).reader.name],
+      ['127.0.0.2', 'Mine'],
+    );
+    assert.equal(load({}, { CARDLINK_READER_TRANSPORT: 'vpcd' }).reader.transport, 'vpcd');
+  });
+
+  it('reader.vpcdHost other than loopback is refused naming the key and the file', () => {
+    for (const host of ['0.0.0.0', '192.168.1.10', '::1', 'cards.example.com', '127.0.0.256', '127.1']) {
+      const file = writeConfig({ reader: { transport: 'vpcd', vpcdHost: host } }, `h-${host}.json`);
+      assert.throws(
+        () => load({ config: file }),
+        configError('reader.vpcdHost', file, /must be a loopback address/),
+        host,
+      );
+    }
+    const transport = writeConfig({ reader: { transport: 'tcp' } }, 't.json');
+    assert.throws(
+      () => load({ config: transport }),
+      configError('reader.transport', transport, /must be one of bridge, vpcd/),
+    );
+    const typo = writeConfig({ reader: { vpcdport: 40100 } }, 'typo.json');
+    assert.throws(() => load({ config: typo }), configError('reader.vpcdport', typo, /not a known setting/));
   });
 
   it('a string where a string is needed, and a known string for log.level', () => {
@@ -571,5 +627,119 @@ describe('the machine-wide config file', () => {
   it('names itself in errors', () => {
     const system = writeConfig({ server: { url: 'http://machine.example/' } }, 'etc/daemon.json');
     assert.throws(() => load(), configError('server.url', system));
+  });
+});
+
+describe('the admin’s file with the user’s over it', () => {
+  const admin = {
+    server: { url: 'https://cards.example/', caFile: 'cards-ca.pem' },
+    login: {
+      clientId: 'cardlink',
+      resource: 'https://cards.example/',
+      issuers: [
+        { issuer: 'https://login.example/', name: 'Example staff' },
+        { issuer: 'https://partners.example/', clientId: 'cardlink-partners', scope: 'openid cards' },
+      ],
+      redirectPort: 47_311,
+    },
+    tray: { signInStore: 'keyring' },
+  };
+
+  it('merges key by key: the user’s settings win, the admin’s fill the rest; paths are relative to their own file', () => {
+    const system = writeConfig(admin, 'etc/daemon.json');
+    writeConfig('-----BEGIN CERTIFICATE-----\n', 'etc/cards-ca.pem');
+    const user = writeConfig(
+      { login: { redirectPort: 0 }, deviceName: 'alice-laptop' },
+      'config/cardlink/daemon.json',
+    );
+    const config = load();
+    assert.deepEqual(config.configFiles, [system, user]);
+    assert.equal(config.configFile, user);
+    assert.equal(config.server.url, 'https://cards.example/');
+    assert.equal(config.server.caFile, path.join(dir, 'etc', 'cards-ca.pem'));
+    assert.equal(config.deviceName, 'alice-laptop');
+    assert.equal(config.login.redirectPort, undefined, 'the user chose an ephemeral port');
+    assert.equal(config.tray.signInStore, 'keyring');
+  });
+
+  it('lists the identity providers, the admin’s default first, each with its client, resource and scope', () => {
+    writeConfig(admin, 'etc/daemon.json');
+    writeConfig('x', 'etc/cards-ca.pem');
+    const { login } = load();
+    assert.deepEqual(login.issuers, [
+      {
+        issuer: 'https://login.example/',
+        clientId: 'cardlink',
+        resource: 'https://cards.example/',
+        scope: DEFAULT_OIDC_SCOPE,
+        name: 'Example staff',
+      },
+      {
+        issuer: 'https://partners.example/',
+        clientId: 'cardlink-partners',
+        resource: 'https://cards.example/',
+        scope: 'openid cards',
+        name: 'partners.example',
+      },
+    ]);
+    assert.equal(login.issuer, 'https://login.example/');
+    assert.equal(login.clientId, 'cardlink');
+    assert.equal(login.redirectPort, 47_311);
+  });
+
+  it('a user’s list replaces the admin’s; CARDLINK_ISSUER replaces a file’s list; login.issuer is a list of one', () => {
+    writeConfig(admin, 'etc/daemon.json');
+    writeConfig('x', 'etc/cards-ca.pem');
+    writeConfig({ login: { issuers: [{ issuer: 'https://mine.example/' }] } }, 'config/cardlink/daemon.json');
+    assert.deepEqual(
+      load().login.issuers.map((i) => i.issuer),
+      ['https://mine.example/'],
+    );
+    const fromEnv = load({}, { CARDLINK_ISSUER: 'https://env.example/' }).login;
+    assert.deepEqual(
+      fromEnv.issuers.map((i) => [i.issuer, i.clientId, i.name]),
+      [['https://env.example/', 'cardlink', 'env.example']],
+    );
+  });
+
+  it('defaults: no issuers, a random redirect port, the refresh token in the keyring when it can', () => {
+    const config = load();
+    assert.deepEqual(config.configFiles, []);
+    assert.deepEqual(config.login.issuers, []);
+    assert.equal(config.login.redirectPort, undefined);
+    assert.equal(config.tray.signInStore, 'auto');
+  });
+
+  it('a bad entry is refused naming the entry’s key and the file', () => {
+    const cases: [unknown, string][] = [
+      [{ login: { issuers: [] } }, 'login.issuers'],
+      [{ login: { issuers: 'https://login.example/' } }, 'login.issuers'],
+      [
+        { login: { issuers: Array.from({ length: 9 }, (_, i) => ({ issuer: `https://l${i}.example/` })) } },
+        'login.issuers',
+      ],
+      [{ login: { issuers: [{ name: 'no issuer' }] } }, 'login.issuers[0].issuer'],
+      [
+        { login: { issuers: [{ issuer: 'https://a.example/' }, { issuer: 'http://b.example/' }] } },
+        'login.issuers[1].issuer',
+      ],
+      [
+        { login: { issuers: [{ issuer: 'https://a.example/', clientld: 'typo' }] } },
+        'login.issuers[0].clientld',
+      ],
+      [{ login: { issuers: [{ issuer: 'https://a.example/', scope: '' }] } }, 'login.issuers[0].scope'],
+      [
+        { login: { issuers: [{ issuer: 'https://a.example/' }, { issuer: 'https://a.example/' }] } },
+        'login.issuers[1].issuer',
+      ],
+      [{ login: { issuers: ['https://a.example/'] } }, 'login.issuers[0]'],
+      [{ login: { redirectPort: 70_000 } }, 'login.redirectPort'],
+      [{ tray: { signInStore: 'disk' } }, 'tray.signInStore'],
+      [{ tray: { refreshTokenFile: 'x' } }, 'tray.refreshTokenFile'],
+    ];
+    for (const [content, key] of cases) {
+      const system = writeConfig(content, 'etc/daemon.json');
+      assert.throws(() => load(), configError(key, system), key);
+    }
   });
 });

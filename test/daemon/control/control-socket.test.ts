@@ -32,6 +32,9 @@ import {
   type ControlEvent,
   type ControlHandler,
   type DaemonStatus,
+  type PinChangeParams,
+  type PinResult,
+  type PinUnblockParams,
   type TokenHandover,
 } from '../../../daemon/control/control-protocol.js';
 import { ControlServer } from '../../../daemon/control/control-server.js';
@@ -83,7 +86,24 @@ class FakeHandler implements ControlHandler {
   async disconnect(): Promise<void> {
     this.calls.push('disconnect');
   }
+  pins: (PinChangeParams | PinUnblockParams)[] = [];
+  async changePin(p: PinChangeParams): Promise<PinResult> {
+    this.calls.push('change-pin');
+    this.pins.push(p);
+    if (this.failWith) throw this.failWith;
+    return { outcome: 'wrong', reference: 'pin', triesLeft: 2 };
+  }
+  async unblockPin(p: PinUnblockParams): Promise<PinResult> {
+    this.calls.push('unblock-pin');
+    this.pins.push(p);
+    if (this.failWith) throw this.failWith;
+    return { outcome: 'done' };
+  }
 }
+
+/** A PIN and a PUK that must never reach a log line (nor an error message). */
+const PIN_NEVER_LOGGED = '91735';
+const PUK_NEVER_LOGGED = '48261507';
 
 /** A client that speaks raw lines, to send what ControlClient never would. */
 class RawPeer {
@@ -236,6 +256,14 @@ describe('control socket', () => {
     assert.equal(await c.request('logout'), null);
     assert.equal(await c.request('connect'), null);
     assert.equal(await c.request('disconnect'), null);
+    const change = { cardId: 'c1', currentPin: '123456', newPin: '24681357' };
+    assert.deepEqual(await c.request('change-pin', change), {
+      outcome: 'wrong',
+      reference: 'pin',
+      triesLeft: 2,
+    });
+    const unblock = { cardId: 'c1', puk: '12345678', newPin: '246813' };
+    assert.deepEqual(await c.request('unblock-pin', unblock), { outcome: 'done' });
     assert.deepEqual(handler.calls, [
       'status',
       'cards',
@@ -243,7 +271,10 @@ describe('control socket', () => {
       'logout',
       'connect',
       'disconnect',
+      'change-pin',
+      'unblock-pin',
     ]);
+    assert.deepEqual(handler.pins, [change, unblock]);
     assert.deepEqual(handler.tokens, [handover]);
     // Concurrent requests are matched by id.
     const [s, k] = await Promise.all([c.request('status'), c.request('cards')]);
@@ -517,6 +548,41 @@ describe('control socket', () => {
       ['hand-over-token', { accessToken: 'a', clientId: ['x'] }, /params\.clientId/],
       ['hand-over-token', { accessToken: 'a', idToken: 'x' }, /params\.idToken is not a parameter/],
       ['hand-over-token', [ACCESS_TOKEN], /params must be an object/],
+      ['change-pin', {}, /params\.cardId is required/],
+      ['change-pin', { cardId: 'c1', newPin: '123456' }, /params\.currentPin is required/],
+      ['change-pin', { cardId: 'c1', currentPin: '123456' }, /params\.newPin is required/],
+      [
+        'change-pin',
+        { cardId: 'c1', currentPin: 123456, newPin: '654321' },
+        /params\.currentPin must be a string/,
+      ],
+      [
+        'change-pin',
+        { cardId: 'c1', currentPin: '', newPin: '654321' },
+        /params\.currentPin must be a string/,
+      ],
+      [
+        'change-pin',
+        { cardId: 'c1', currentPin: '1'.repeat(65), newPin: '654321' },
+        /params\.currentPin .*1 to 64/,
+      ],
+      [
+        'change-pin',
+        { cardId: 'c1', puk: '12345678', currentPin: '1', newPin: '2' },
+        /params\.puk is not a parameter of change-pin/,
+      ],
+      [
+        'unblock-pin',
+        { cardId: 'c1', currentPin: '123456', newPin: '654321' },
+        /params\.currentPin is not a parameter of unblock-pin/,
+      ],
+      ['unblock-pin', { cardId: 'c1', newPin: '654321' }, /params\.puk is required/],
+      [
+        'unblock-pin',
+        { cardId: ['c1'], puk: '12345678', newPin: '654321' },
+        /params\.cardId must be a string/,
+      ],
+      ['unblock-pin', 'c1', /params must be an object/],
       ['status', { verbose: true }, /params\.verbose is not a parameter of status/],
       ['logout', 'now', /params must be an object/],
     ];
@@ -580,6 +646,37 @@ describe('control socket', () => {
     assert.ok(!log.includes(REFRESH_TOKEN), 'refresh token in log');
     assert.ok(!log.includes(secret), 'secret in log');
     assert.ok(!log.includes(secret.slice(1)), 'secret in log');
+  });
+
+  it('never writes a PIN or PUK to the log or into an error message, refused or failed', async () => {
+    const { logger, text } = captureLogger();
+    await startServer({ logger });
+    const c = await client();
+    const call = (c.request as (m: string, p?: unknown) => Promise<unknown>).bind(c);
+    await c.request('change-pin', { cardId: 'c1', currentPin: PIN_NEVER_LOGGED, newPin: PUK_NEVER_LOGGED });
+    await c.request('unblock-pin', { cardId: 'c1', puk: PUK_NEVER_LOGGED, newPin: PIN_NEVER_LOGGED });
+    const messages: string[] = [];
+    const keep = (err: unknown) => {
+      messages.push(err instanceof Error ? `${err.message} ${JSON.stringify(err)}` : String(err));
+      return true;
+    };
+    await assert.rejects(call('change-pin', { cardId: 'c1', currentPin: PIN_NEVER_LOGGED, newPin: 7 }), keep);
+    await assert.rejects(
+      call('unblock-pin', { cardId: 'c1', puk: PUK_NEVER_LOGGED, pin: PIN_NEVER_LOGGED }),
+      keep,
+    );
+    handler.failWith = new Error(`the card refused ${PIN_NEVER_LOGGED} and ${PUK_NEVER_LOGGED}`);
+    await assert.rejects(
+      c.request('change-pin', { cardId: 'c1', currentPin: PIN_NEVER_LOGGED, newPin: PUK_NEVER_LOGGED }),
+      (err: unknown) => keep(err) && isCode('ERR_INTERNAL')(err),
+    );
+    await server!.close();
+    const log = text();
+    assert.match(log, /control request failed unexpectedly/);
+    for (const where of [log, ...messages]) {
+      assert.ok(!where.includes(PIN_NEVER_LOGGED), `PIN in: ${where}`);
+      assert.ok(!where.includes(PUK_NEVER_LOGGED), `PUK in: ${where}`);
+    }
   });
 
   it('creates the runtime directory 0700, the secret 0600 and the socket 0600', async () => {

@@ -219,6 +219,7 @@ describe('collectDiagnostics', () => {
     assert.deepEqual(bundle['server'], { configured: false });
     assert.deepEqual(bundle['deviceKey'], { setting: 'auto', present: false });
     assert.deepEqual(bundle['reader'], {
+      transport: 'bridge',
       driverSocket: path.join(dir, 'bridge.sock'),
       driverSocketPresent: false,
     });
@@ -294,6 +295,8 @@ describe('collectDiagnostics', () => {
       logout: async () => undefined,
       connect: async () => undefined,
       disconnect: async () => undefined,
+      changePin: async () => ({ outcome: 'done' }),
+      unblockPin: async () => ({ outcome: 'done' }),
     };
     const server = await ControlServer.start({ ...controlPaths({ runtimeDir: config.runtimeDir }), handler });
     try {

@@ -8,6 +8,7 @@ import { CardlinkError } from '../../../protocol/errors.js';
 import { startBrowserLogin, type BrowserLogin } from '../../../daemon/login/authorization-code-login.js';
 import { refreshAccessToken } from '../../../daemon/login/refresh-token.js';
 import type { OidcClientSettings } from '../../../daemon/login/oidc-client-settings.js';
+import { freePort } from '../../support/free-port.js';
 import { startTestIdp, type TestIdp } from '../../support/oidc-provider.js';
 
 const insecure = { allowInsecureHttpIssuer: true };
@@ -181,6 +182,36 @@ describe('browser login (Authorization Code + PKCE, loopback redirect)', { concu
     controller.abort();
     await assert.rejects(second.complete(), typed('ERR_LOGIN_CANCELLED'));
     assert.notEqual(await tryConnect('127.0.0.1', portOf(second)), 'open');
+  });
+
+  it('listens on the fixed redirect port when one is set (login.redirectPort), and names it when it is taken', async () => {
+    const port = await freePort();
+    const login = await startBrowserLogin(settings, { ...insecure, redirectPort: port });
+    assert.equal(login.redirectUri, `http://127.0.0.1:${port}/callback`);
+    assert.equal(new URL(login.authorizationUrl).searchParams.get('redirect_uri'), login.redirectUri);
+    // A second sign-in on the same port while the first waits.
+    await assert.rejects(
+      startBrowserLogin(settings, { ...insecure, redirectPort: port }),
+      typed('ERR_PORT_IN_USE', (e) => {
+        assert.equal(e.context['port'], port);
+        assert.match(e.message, /login\.redirectPort/);
+      }),
+    );
+    const result = await idp.completeBrowserLogin(login.authorizationUrl);
+    assert.equal(result.status, 200);
+    assert.ok((await login.complete()).accessToken);
+  });
+
+  it('refuses a callback whose iss names another issuer (RFC 9207), before the code is used', async () => {
+    const login = await startBrowserLogin(settings, insecure);
+    const callback = await idp.authorize(login.authorizationUrl);
+    callback.searchParams.set('iss', 'https://mix-up.example/');
+    const response = await fetch(callback);
+    assert.equal(response.status, 400);
+    await assert.rejects(
+      login.complete(),
+      typed('ERR_LOGIN_DENIED', (e) => assert.equal(e.context['reason'], 'issuer-mismatch')),
+    );
   });
 
   it('gives ERR_IDP_UNAVAILABLE naming the issuer when the issuer is unreachable', async () => {

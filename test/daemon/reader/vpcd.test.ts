@@ -4,13 +4,18 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import net from 'node:net';
 import { CardlinkError } from '../../../protocol/errors.js';
+import type { Logger } from '../../../protocol/log.js';
+import { loopbackPeerUid } from '../../../daemon/reader/loopback-peer.js';
+import { capturedLogger } from '../../support/captured-log.js';
 import { VpcdCardServer, VpcdControl, VPCD_LOOPBACK_HOST } from '../../../daemon/reader/vpcd-card-server.js';
 import { waitForCardPresent } from '../../../daemon/reader/pcsc-presence.js';
 import { EchoCard, echoAtr, ECHO_INS_COUNTER, ECHO_INS_FAIL } from '../../support/echo-card.js';
 import { PcscClient } from '../../support/pcsc-client.js';
 import { startPcscd, type PcscdInstance } from '../../support/pcscd.js';
+import { VpcdPeer } from '../../support/vpcd-peer.js';
 
 const COUNTER = Uint8Array.of(0x80, ECHO_INS_COUNTER, 0x00, 0x00, 0x04);
 
@@ -21,10 +26,10 @@ function counterValue(r: Buffer): number {
 }
 
 /** Listens on a free port pair (P, P+1), trying random ports. */
-async function listenOnFreePorts(): Promise<VpcdCardServer> {
+async function listenOnFreePorts(options: { logger?: Logger } = {}): Promise<VpcdCardServer> {
   for (let attempt = 0; attempt < 20; attempt++) {
     const port = 20000 + Math.floor(Math.random() * 40000);
-    const server = new VpcdCardServer({ port });
+    const server = new VpcdCardServer({ port, ...options });
     try {
       await server.listen();
       return server;
@@ -33,45 +38,6 @@ async function listenOnFreePorts(): Promise<VpcdCardServer> {
     }
   }
   throw new Error('no free port pair for vpcd');
-}
-
-/** A vpcd stand-in speaking the protocol over TCP, for the server-side checks. */
-class VpcdPeer {
-  private buffered = Buffer.alloc(0);
-  private waiters: ((b: Buffer) => void)[] = [];
-
-  private constructor(readonly socket: net.Socket) {
-    socket.on('data', (c: Buffer) => {
-      this.buffered = Buffer.concat([this.buffered, c]);
-      while (this.buffered.length >= 2 && this.buffered.length >= 2 + this.buffered.readUInt16BE(0)) {
-        const len = this.buffered.readUInt16BE(0);
-        const msg = this.buffered.subarray(2, 2 + len);
-        this.buffered = this.buffered.subarray(2 + len);
-        this.waiters.shift()?.(Buffer.from(msg));
-      }
-    });
-  }
-
-  static connect(port: number): Promise<VpcdPeer> {
-    return new Promise((resolve, reject) => {
-      const s = net.createConnection({ host: VPCD_LOOPBACK_HOST, port });
-      s.once('connect', () => resolve(new VpcdPeer(s)));
-      s.once('error', reject);
-    });
-  }
-
-  send(payload: Uint8Array): void {
-    const out = Buffer.alloc(2 + payload.length);
-    out.writeUInt16BE(payload.length, 0);
-    out.set(payload, 2);
-    this.socket.write(out);
-  }
-
-  request(payload: Uint8Array): Promise<Buffer> {
-    const p = new Promise<Buffer>((resolve) => this.waiters.push(resolve));
-    this.send(payload);
-    return p;
-  }
 }
 
 describe('vpcd card server on its own', () => {
@@ -134,6 +100,67 @@ describe('vpcd card server on its own', () => {
       }
     } finally {
       await server.close();
+    }
+  });
+});
+
+describe('vpcd card server: who may play vpcd (Linux)', () => {
+  /** Connects from `uid` in a child process, sends GET ATR; "answered" or "closed". */
+  function tryAs(uid: number, port: number): Promise<string> {
+    const script = `const s = require('net').createConnection({ host: '127.0.0.1', port: ${port} });
+      s.on('connect', () => s.write(Buffer.from([0, 1, ${VpcdControl.GET_ATR}])));
+      s.on('data', () => { console.log('answered'); process.exit(0); });
+      s.on('close', () => { console.log('closed'); process.exit(0); });
+      s.on('error', () => {});`;
+    return new Promise((resolve, reject) => {
+      execFile(process.execPath, ['-e', script], { uid, gid: uid, timeout: 10_000 }, (error, stdout) =>
+        error ? reject(error) : resolve(stdout.trim()),
+      );
+    });
+  }
+
+  it("closes a connection from another local user at once and keeps vpcd's", async () => {
+    assert.equal(process.getuid?.(), 0, 'runs as root (as the pcscd tests do)');
+    const { logger, lines } = capturedLogger();
+    const server = await listenOnFreePorts({ logger });
+    const card = new EchoCard();
+    server.insert(0, card);
+    const peer = await VpcdPeer.connect(server.port);
+    try {
+      assert.deepEqual([...(await peer.request(Uint8Array.of(VpcdControl.GET_ATR)))], [...card.atr]);
+      const nobody = 65534;
+      assert.equal(await tryAs(nobody, server.port), 'closed');
+      const refused = lines.filter(
+        (l) => l['message'] === 'vpcd connection refused: not from root or this user',
+      );
+      assert.deepEqual(
+        refused.map((l) => [l['slot'], l['uid']]),
+        [[0, nobody]],
+      );
+      // root's connection (pcscd's) is still the slot's
+      assert.deepEqual([...(await peer.request(Uint8Array.of(VpcdControl.GET_ATR)))], [...card.atr]);
+    } finally {
+      peer.socket.destroy();
+      await server.close();
+    }
+  });
+
+  it('loopbackPeerUid names the owner of the other end', async () => {
+    const listener = net.createServer();
+    const accepted = new Promise<net.Socket>((resolve) => listener.once('connection', resolve));
+    await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+    const client = net.createConnection({
+      host: '127.0.0.1',
+      port: (listener.address() as net.AddressInfo).port,
+    });
+    const socket = await accepted;
+    try {
+      assert.equal(loopbackPeerUid(socket), process.getuid?.());
+      assert.equal(loopbackPeerUid(socket, '/nonexistent/tcp'), undefined);
+    } finally {
+      client.destroy();
+      socket.destroy();
+      await new Promise((r) => listener.close(r));
     }
   });
 });

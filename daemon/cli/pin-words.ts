@@ -1,0 +1,88 @@
+/**
+ * The card's answer to a PIN change or unblock in words, for `cardlink pin` and the tray's PIN page
+ * (one wording for both), and the exit status the CLI gives each answer.
+ */
+import {
+  REFERENCE_DATA_MAX_BYTES,
+  REFERENCE_DATA_MIN_BYTES,
+  type PinOperation,
+} from '../../apdu/piv/index.js';
+import type { PinResult } from '../control/control-protocol.js';
+
+/** What to tell the person; `ok` only when the card did it. */
+export interface PinAnswer {
+  readonly ok: boolean;
+  readonly text: string;
+}
+
+const NAME = { pin: 'PIN', puk: 'PUK' } as const;
+
+function tries(n: number): string {
+  return n === 1 ? '1 try left' : `${n} tries left`;
+}
+
+export function describePinResult(operation: PinOperation, result: PinResult): PinAnswer {
+  switch (result.outcome) {
+    case 'done':
+      return {
+        ok: true,
+        text:
+          operation === 'change'
+            ? 'Done: the PIN is changed.'
+            : 'Done: the PIN is unblocked and set to the new PIN.',
+      };
+    case 'wrong':
+      return {
+        ok: false,
+        text:
+          `Wrong ${operation === 'change' ? 'current PIN' : 'PUK'}: ${tries(result.triesLeft)} ` +
+          `before the ${NAME[result.reference]} is blocked. Nothing was changed.`,
+      };
+    case 'blocked':
+      return {
+        ok: false,
+        text:
+          result.reference === 'pin'
+            ? 'The PIN is blocked. Unblock it with the PUK (Unblock PIN).'
+            : 'The PUK is blocked: the PIN cannot be unblocked any more. Ask your administrator for a new card.',
+      };
+    case 'new-pin-invalid':
+      return {
+        ok: false,
+        text: `The new PIN must be ${result.minLength} to ${result.maxLength} digits. Nothing was changed.`,
+      };
+    case 'value-invalid':
+      return {
+        ok: false,
+        text:
+          `The ${operation === 'change' ? 'current PIN' : 'PUK'} must be ` +
+          `${REFERENCE_DATA_MIN_BYTES} to ${REFERENCE_DATA_MAX_BYTES} characters. No try was used.`,
+      };
+    case 'refused':
+      return {
+        ok: false,
+        text: `The card refused (status ${result.statusWord.toString(16).toUpperCase().padStart(4, '0')}). Nothing was changed.`,
+      };
+  }
+}
+
+/**
+ * The exit status of `cardlink pin` for each answer (docs/cli.md): 0 done, 2 wrong PIN or PUK
+ * (tries left), 3 blocked, 65 (EX_DATAERR) a new PIN outside the rule or a value that cannot be a
+ * PIN, 1 anything else the card refused.
+ */
+export function pinExitStatus(result: PinResult): number {
+  switch (result.outcome) {
+    case 'done':
+      return 0;
+    case 'wrong':
+      return 2;
+    case 'blocked':
+      return 3;
+    case 'new-pin-invalid':
+    case 'value-invalid':
+      return 65;
+    case 'refused':
+      return 1;
+  }
+}

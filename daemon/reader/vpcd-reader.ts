@@ -1,0 +1,109 @@
+/**
+ * The daemon's reader on vsmartcard's vpcd (setting `reader.transport: "vpcd"`): where our pcsc-lite
+ * driver does not exist (macOS, Windows), pcscd's vpcd driver connects in reversed mode to this
+ * daemon on loopback, one TCP port per slot, and the daemon serves a card per slot.
+ *
+ * Debian 12's vpcd (virtualsmartcard 0.8, vpcd-card-server.ts) aborts pcscd when a slot answers "no
+ * card" or its connection drops, so a slot is never empty: every slot without a user's card holds the
+ * inert placeholder card, and putting a card in or taking it out swaps in one step. pcscd therefore
+ * never sees a card inserted or removed here, only a different ATR at its next power-up of the slot
+ * (it powers an idle card down within about a second); docs/reader-vpcd.md says what that means for
+ * middleware. The listener outlives pcscd restarts: vpcd reconnects to it (newer vpcd versions) or
+ * pcscd's start connects anew.
+ */
+import { CardlinkError } from '../../protocol/errors.js';
+import type { Logger } from '../../protocol/log.js';
+import type { ReaderSlots } from './bridge-reader.js';
+import { pcscReaderName } from './reader-names.js';
+import { loadTcpQuickAck, type TcpQuickAck } from './tcp-quickack.js';
+import type { VirtualCard } from './virtual-card.js';
+import { VpcdCardServer, VPCD_SLOTS } from './vpcd-card-server.js';
+import { VpcdPlaceholderCard } from './vpcd-placeholder-card.js';
+
+export interface VpcdReaderOptions {
+  /** Loopback address to listen on (`reader.vpcdHost`). */
+  host: string;
+  /** Port of slot 0 (`reader.vpcdPort`, the DEVICENAME port of the vpcd reader); slot i is port + i. */
+  port: number;
+  /** FRIENDLYNAME of the vpcd reader in reader.conf. */
+  friendlyName: string;
+  /** Slots cards may go into (`reader.slots`), never more than vpcd has. */
+  maxSlots: number;
+  logger: Logger;
+  /** The TCP_QUICKACK addon as loaded (default loadTcpQuickAck()); false serves without it. */
+  quickAck?: TcpQuickAck | false;
+}
+
+export class VpcdReader implements ReaderSlots {
+  /** The inert card every unused slot holds; one is enough, it keeps no state. */
+  private readonly placeholder = new VpcdPlaceholderCard();
+
+  private constructor(
+    private readonly server: VpcdCardServer,
+    private readonly friendlyName: string,
+    readonly slotCount: number,
+  ) {}
+
+  /**
+   * Listens on every port vpcd connects to (all of vpcd's slots, also those beyond `maxSlots`), each
+   * holding the placeholder. Start the daemon before pcscd: Debian 12's pcscd waits at start for
+   * every vpcd slot and gives up the reader when one does not answer.
+   */
+  static async open(options: VpcdReaderOptions): Promise<VpcdReader> {
+    const quickAck = options.quickAck === false ? undefined : (options.quickAck ?? loadTcpQuickAck());
+    if (quickAck && !quickAck.rearm)
+      options.logger.warn('vpcd reader: TCP_QUICKACK is not available; each APDU may wait ~40 ms', {
+        reason: quickAck.why,
+      });
+    const server = new VpcdCardServer({
+      host: options.host,
+      port: options.port,
+      slots: VPCD_SLOTS,
+      quickAck: quickAck?.rearm,
+      logger: options.logger,
+    });
+    try {
+      await server.listen();
+    } catch (error) {
+      await server.close();
+      throw new CardlinkError(
+        'ERR_PORT_IN_USE',
+        `cannot listen for vpcd on ${server.host} ports ${server.ports.join(', ')}: another program ` +
+          '(a second daemon, cardlink local-card) may hold them; see reader.vpcdPort in docs/daemon-config.md',
+        {
+          port: options.port,
+          cause: error instanceof CardlinkError ? String(error.context['errno'] ?? error.code) : 'listen',
+        },
+      );
+    }
+    const reader = new VpcdReader(server, options.friendlyName, Math.min(VPCD_SLOTS, options.maxSlots));
+    for (let slot = 0; slot < server.slotCount; slot++) server.insert(slot, reader.placeholder);
+    return reader;
+  }
+
+  readerName(slot: number): string {
+    return pcscReaderName(this.friendlyName, slot);
+  }
+
+  insert(slot: number, card: VirtualCard): void {
+    this.check(slot);
+    this.server.replace(slot, card);
+  }
+
+  remove(slot: number): Promise<void> {
+    this.check(slot);
+    this.server.replace(slot, this.placeholder);
+    return Promise.resolve();
+  }
+
+  /** Stops listening. pcscd's vpcd reader then fails (Debian 12: pcscd aborts); stop pcscd first. */
+  async close(): Promise<void> {
+    for (let slot = 0; slot < this.server.slotCount; slot++) this.server.replace(slot, this.placeholder);
+    await this.server.close();
+  }
+
+  private check(slot: number): void {
+    if (!Number.isInteger(slot) || slot < 0 || slot >= this.slotCount)
+      throw new CardlinkError('ERR_SLOT_UNAVAILABLE', `slot ${slot} does not exist`, { slot });
+  }
+}

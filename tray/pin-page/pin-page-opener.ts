@@ -1,0 +1,74 @@
+/**
+ * What Change PIN… and Unblock PIN… do (TrayActions.openPinPage calls it): start the PIN page's
+ * server on first use, make a one-time link, open it in the system browser (the opener `cardlink
+ * login` uses, daemon/cli/desktop-open.ts) and show it in a notification and the tray's output, so
+ * it works where no browser opens and where the tray has no tray host too.
+ */
+import type { PinOperation } from '../../apdu/piv/index.js';
+import { openWithDesktop } from '../../daemon/cli/desktop-open.js';
+import type { DaemonStatus } from '../../daemon/control/control-protocol.js';
+import type { DaemonWatch } from '../daemon-watch.js';
+import { displayName } from '../tray-state.js';
+import { PIN_LINK_TTL_MS } from './one-time-links.js';
+import type { PinPageServer } from './pin-page-server.js';
+
+export interface PinPageOpenerDeps {
+  /** The tray's control connection: the page's `cards`, `change-pin` and `unblock-pin` go through it. */
+  readonly watch: Pick<DaemonWatch, 'request'>;
+  /** Shows an answer to the user (a notification, and the tray's output). */
+  inform(summary: string, body: string): void;
+  /** The daemon's last status, if the tray has one. */
+  status(): DaemonStatus | undefined;
+}
+
+export class PinPageOpener {
+  /** The page's server, started by the first open(). */
+  private server: Promise<PinPageServer> | undefined;
+
+  constructor(private readonly deps: PinPageOpenerDeps) {}
+
+  /** Opens the page for `kind`; resolves with the link, or undefined when no card is in the reader. */
+  async open(kind: PinOperation): Promise<string | undefined> {
+    const what = kind === 'change' ? 'Change PIN' : 'Unblock PIN';
+    const inReader = (this.deps.status()?.cards ?? []).filter((c) => c.state === 'inserted');
+    if (inReader.length === 0) {
+      this.deps.inform(what, 'No cardlink card is in the reader: connect first.');
+      return undefined;
+    }
+    const forWhom = inReader.length === 1 ? ` for “${displayName(inReader[0]!.label)}”` : '';
+    // A server that could not start is forgotten, so the next click tries again.
+    this.server ??= this.start().catch((error: unknown) => {
+      this.server = undefined;
+      throw error;
+    });
+    const url = (await this.server).link(kind);
+    const opened = await openWithDesktop(url);
+    const valid = `it works once, for ${PIN_LINK_TTL_MS / 60_000} minutes`;
+    this.deps.inform(
+      what,
+      opened
+        ? `Your browser opened the PIN page${forWhom}. If it did not, open ${url} (${valid}).`
+        : `Open this address in a browser to ${kind} the PIN${forWhom}: ${url} (${valid}).`,
+    );
+    return url;
+  }
+
+  /** Stops the page's server, if it was started. */
+  async close(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    if (server) await (await server.catch(() => undefined))?.close();
+  }
+
+  private async start(): Promise<PinPageServer> {
+    const { PinPageServer } = await import('./pin-page-server.js');
+    const { watch } = this.deps;
+    return PinPageServer.start({
+      daemon: {
+        cards: () => watch.request('cards'),
+        changePin: (p) => watch.request('change-pin', p),
+        unblockPin: (p) => watch.request('unblock-pin', p),
+      },
+    });
+  }
+}
