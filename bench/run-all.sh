@@ -12,4 +12,5 @@ node dist/bench/card-command-cpu.js
 node dist/bench/daemon-chain.js
 node dist/bench/daemon-idle-rss.js
 node dist/bench/demo-startup.js --runs 5
+node dist/bench/personalization.js
 node dist/bench/report.js

@@ -68,6 +68,10 @@ export type CardlinkErrorCode =
   | 'ERR_DEMO_STATE'
   | 'ERR_TRAY_HOST_UNAVAILABLE'
   | 'ERR_NOTIFICATIONS_UNAVAILABLE'
+  | 'ERR_CA_MISSING'
+  | 'ERR_CA_EXISTS'
+  | 'ERR_CA_INVALID'
+  | 'ERR_ENROLLMENT'
   /** The tray's refresh token store (keyring, else a 0600 file) cannot be read or written. */
   | 'ERR_TOKEN_STORE_UNAVAILABLE'
   | 'ERR_INTERNAL';
@@ -96,6 +100,9 @@ export function exitCodeFor(code: CardlinkErrorCode): number {
       return 64; // EX_USAGE
     case 'ERR_CONFIG_INVALID':
     case 'ERR_DEMO_STATE':
+    case 'ERR_CA_MISSING':
+    case 'ERR_CA_EXISTS':
+    case 'ERR_CA_INVALID':
       return 78; // EX_CONFIG
     case 'ERR_PCSCD_UNAVAILABLE':
     case 'ERR_READER_DRIVER_MISSING':

@@ -18,6 +18,7 @@ import {
   listCardSummaries,
   listUserSummaries,
   lockCardForAdmin,
+  revokeCardCertificates,
   setReference,
   type CardSummary,
   type Storage,
@@ -115,20 +116,26 @@ export async function unblockCard(options: {
 
 /**
  * Deletes the card with its sealed keys, wrapped data keys, objects and sessions in one
- * transaction with its audit entry (crypto-shred). Throws `ERR_CARD_NOT_FOUND` for an unknown card.
+ * transaction with its audit entry (crypto-shred), and revokes the certificates the issuing CA gave
+ * it (cessationOfOperation) in the same transaction. With `kek`, a new CRL listing them is signed
+ * right after (without it, the next `cardlink admin ca crl` does). Throws `ERR_CARD_NOT_FOUND`
+ * for an unknown card.
  */
 export async function deleteCard(options: {
   storage: Storage;
   cardId: string;
+  kek?: KekProvider;
   actor?: string;
-}): Promise<void> {
+}): Promise<{ revoked: readonly string[]; crlNumber?: number }> {
   const { storage, cardId } = options;
-  await storage.transaction(async (tx) => {
+  const actor = options.actor ?? DEFAULT_ADMIN_ACTOR;
+  const revoked = await storage.transaction(async (tx) => {
     const card = await getCard(tx, cardId);
     const slotKeys = await countCardKeys(tx, cardId);
     await deleteCardRows(tx, cardId);
+    const serials = await revokeCardCertificates(tx, cardId, 'cessationOfOperation');
     await appendAudit(tx, {
-      actor: options.actor ?? DEFAULT_ADMIN_ACTOR,
+      actor,
       eventType: AUDIT_EVENTS.cardDeleted,
       cardId,
       details: {
@@ -136,9 +143,24 @@ export async function deleteCard(options: {
         serial: card.serial,
         userId: card.userId,
         slotKeysDeleted: slotKeys,
+        certificatesRevoked: serials.length,
       },
     });
+    if (serials.length > 0) {
+      await appendAudit(tx, {
+        actor,
+        eventType: AUDIT_EVENTS.certificatesRevoked,
+        cardId,
+        details: { reason: 'cessationOfOperation', serials },
+      });
+    }
+    return serials;
   });
+  if (revoked.length === 0 || !options.kek) return { revoked };
+  // Loaded only when there is a CRL to sign: the other admin commands never load the CA.
+  const { issueCrl } = await import('../ca/crl.js');
+  const crl = await issueCrl({ storage, kek: options.kek, actor });
+  return { revoked, crlNumber: crl.crlNumber };
 }
 
 /** The PIN policy stored with the card's profile, or SP 800-73-4's 6..8 digits. */

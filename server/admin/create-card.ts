@@ -35,6 +35,7 @@ import {
   createTenant,
   ensureUser,
   findTenant,
+  highestSerialInRange,
   INITIAL_CARD_VERSION,
   isSerialTaken,
   MANAGEMENT_KEY_SLOT,
@@ -55,6 +56,7 @@ import {
   ProfileError,
   type CardProfile,
   type ReferencePolicy,
+  type SerialRange,
 } from './profile.js';
 
 /** Random serials tried before giving up (a collision among 2^31 values is already rare). */
@@ -159,7 +161,11 @@ export async function createCard(options: CreateCardOptions): Promise<CreatedCar
       if (!(await findTenant(tx, tenantId))) await createTenant(tx, tenantId, tenantId);
       const owner = await ensureUser(tx, tenantId, user.issuer, user.subject);
       const serial =
-        options.serial === undefined ? await freeSerial(tx) : await checkSerialFree(tx, options.serial);
+        options.serial !== undefined
+          ? await checkSerialFree(tx, options.serial)
+          : profile.cardSerials
+            ? await nextSerialInRange(tx, profile.cardSerials)
+            : await freeSerial(tx);
       await insertCard(tx, {
         id: cardId,
         tenantId,
@@ -306,6 +312,15 @@ async function checkSerialFree(tx: Tx, serial: number): Promise<number> {
   if (await isSerialTaken(tx, serial))
     throw new ProfileError('serial', 'already used by another card', { serial });
   return serial;
+}
+
+/** The serial after the highest one in the profile's range (the range's first when none is used). */
+async function nextSerialInRange(tx: Tx, range: SerialRange): Promise<number> {
+  const highest = await highestSerialInRange(tx, range.first, range.last);
+  const next = highest === undefined ? range.first : highest + 1;
+  if (next > range.last)
+    throw new ProfileError('cardSerials', 'every serial of the range is used', { ...range });
+  return next;
 }
 
 async function freeSerial(tx: Tx): Promise<number> {

@@ -16,7 +16,14 @@
  *                                              generatedLength defaults to maxLength
  *     "managementKey": { "algorithm": "AES192" },   3DES AES128 AES192 AES256
  *     "certificateValidityDays": 365           optional, 1..11000
+ *     "cardSerials": { "first": 100000, "last": 199999 }
+ *                                              optional: new cards take the lowest free serial
+ *                                              above the highest in this range (per tenant, by
+ *                                              giving each tenant's profile its own range)
  *   }
+ *
+ * A slot may also carry a certificate `template` for the certificates an issuing CA gives it at
+ * enrollment (`certificate-template.ts`, docs/personalization.md).
  *
  * Unknown members are refused (a typo must not silently fall back to a default). Every error is
  * a `ProfileError` (`ERR_CONFIG_INVALID`) whose context names the field, e.g. `slots[1].algorithm`.
@@ -41,6 +48,11 @@ import {
   REFERENCE_DATA_MIN_BYTES,
 } from '../../apdu/piv/index.js';
 import { CardlinkError } from '../../protocol/errors.js';
+import {
+  parseCertificateTemplate,
+  templateToJson,
+  type CertificateTemplate,
+} from './certificate-template.js';
 
 /** Longest card label (it also prefixes certificate common names, RFC 5280 ub-common-name 64). */
 export const MAX_CARD_LABEL_LENGTH = 64;
@@ -54,6 +66,14 @@ export interface SlotProfile {
   readonly pinPolicy: PinPolicy;
   /** Whether a self-signed certificate goes into the slot's certificate object. */
   readonly certificate: boolean;
+  /** What a CA-issued certificate of this slot says (defaults by slot when absent). */
+  readonly template?: CertificateTemplate;
+}
+
+/** A range of card serials, inclusive. */
+export interface SerialRange {
+  readonly first: number;
+  readonly last: number;
 }
 
 export interface ReferencePolicy {
@@ -74,6 +94,8 @@ export interface CardProfile {
   readonly puk: ReferencePolicy;
   readonly managementKey: { readonly algorithm: ManagementKeyAlgorithm };
   readonly certificateValidityDays: number;
+  /** Where new cards' serials come from; random below 2^31 when absent. */
+  readonly cardSerials?: SerialRange;
 }
 
 /** A profile (or a value checked against one) is not valid; `context.field` names the culprit. */
@@ -95,6 +117,7 @@ export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardP
     'puk',
     'managementKey',
     'certificateValidityDays',
+    'cardSerials',
   ]);
   const name = root.name === undefined ? fallbackName : text(root.name, 'name', 64);
   const label = text(root.label, 'label', MAX_CARD_LABEL_LENGTH);
@@ -106,7 +129,7 @@ export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardP
   const slots = root.slots.map((entry: unknown, i: number): SlotProfile => {
     const field = `slots[${i}]`;
     const s = objectAt(entry, field);
-    onlyMembers(s, field, ['slot', 'algorithm', 'pinPolicy', 'certificate']);
+    onlyMembers(s, field, ['slot', 'algorithm', 'pinPolicy', 'certificate', 'template']);
     const slot = slotNumber(s.slot, `${field}.slot`);
     if (seen.has(slot)) throw new ProfileError(`${field}.slot`, 'slot listed twice');
     seen.add(slot);
@@ -116,7 +139,9 @@ export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardP
         ? defaultPinPolicy(slot)
         : (oneOf(s.pinPolicy, `${field}.pinPolicy`, PIN_POLICIES) as PinPolicy);
     const certificate = s.certificate === undefined ? true : bool(s.certificate, `${field}.certificate`);
-    return Object.freeze({ slot, algorithm, pinPolicy, certificate });
+    const template =
+      s.template === undefined ? undefined : parseCertificateTemplate(s.template, `${field}.template`);
+    return Object.freeze({ slot, algorithm, pinPolicy, certificate, ...(template ? { template } : {}) });
   });
 
   const managementKey = objectAt(root.managementKey, 'managementKey');
@@ -132,6 +157,15 @@ export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardP
       ? DEFAULT_CERTIFICATE_VALIDITY_DAYS
       : integer(root.certificateValidityDays, 'certificateValidityDays', 1, MAX_CERTIFICATE_VALIDITY_DAYS);
 
+  let cardSerials: SerialRange | undefined;
+  if (root.cardSerials !== undefined) {
+    const r = objectAt(root.cardSerials, 'cardSerials');
+    onlyMembers(r, 'cardSerials', ['first', 'last']);
+    const first = integer(r.first, 'cardSerials.first', 1, 0xffffffff);
+    const last = integer(r.last, 'cardSerials.last', first, 0xffffffff);
+    cardSerials = Object.freeze({ first, last });
+  }
+
   return Object.freeze({
     name,
     label,
@@ -140,6 +174,7 @@ export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardP
     puk: referencePolicy(root.puk, 'puk'),
     managementKey: Object.freeze({ algorithm: mgmtAlgorithm }),
     certificateValidityDays,
+    ...(cardSerials ? { cardSerials } : {}),
   });
 }
 
@@ -153,11 +188,13 @@ export function profileToJson(profile: CardProfile): Record<string, unknown> {
       algorithm: s.algorithm,
       pinPolicy: s.pinPolicy,
       certificate: s.certificate,
+      ...(s.template ? { template: templateToJson(s.template) } : {}),
     })),
     pin: { ...profile.pin },
     puk: { ...profile.puk },
     managementKey: { ...profile.managementKey },
     certificateValidityDays: profile.certificateValidityDays,
+    ...(profile.cardSerials ? { cardSerials: { ...profile.cardSerials } } : {}),
   };
 }
 

@@ -50,6 +50,16 @@ export const AUDIT_EVENTS = {
   keyUsed: 'key.used',
   managementKeyChanged: 'mgmt-key.changed',
   kekRotated: 'kek.rotated',
+  /** The embedded issuing CA was generated (`cardlink admin ca init`). */
+  caCreated: 'ca.created',
+  /** An existing CA was imported (`cardlink admin ca import`). */
+  caImported: 'ca.imported',
+  /** A CRL was signed (after a revocation, or `cardlink admin ca crl`). */
+  crlIssued: 'crl.issued',
+  /** CA-issued keys and certificates were written to a card (`cardlink admin enroll`). */
+  cardEnrolled: 'card.enrolled',
+  /** A card's certificates were revoked (re-enrollment or erase). */
+  certificatesRevoked: 'certificates.revoked',
   deviceRegistered: 'device.registered',
   deviceApproved: 'device.approved',
   sessionOpened: 'session.opened',

@@ -15,6 +15,7 @@
 import type { CommandModule } from 'yargs';
 import type { AdminArgs } from './admin/admin-cli.js';
 import { auditCommand } from './admin/audit-commands.js';
+import { caCommand, enrollCommand } from './admin/ca-commands.js';
 import {
   createCardCommand,
   deleteCardCommand,
@@ -55,6 +56,8 @@ export const adminCommand: CommandModule<object, AdminArgs> = {
       .command(rotateKekCommand)
       .command(approveDeviceCommand)
       .command(auditCommand)
+      .command(caCommand)
+      .command(enrollCommand)
       .demandCommand(1, "Name an admin command; see 'cardlink admin --help'."),
   handler: () => undefined,
 };

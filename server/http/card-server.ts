@@ -1,7 +1,8 @@
 /**
  * The public listener: HTTPS (TLS 1.2 or later) with the WebSocket session endpoint
- * (SESSION_PATH), `/healthz` (the process is up) and `/readyz` (the database answers). Nothing
- * else, in particular no administration: `cardlink admin` works on the server host only.
+ * (SESSION_PATH), `/healthz` (the process is up), `/readyz` (the database answers) and the issuing
+ * CA's certificate and CRL (`/ca/cert`, `/ca/crl`: ca-routes.ts). Nothing else, in particular no
+ * administration: `cardlink admin` works on the server host only.
  */
 import { createPrivateKey } from 'node:crypto';
 import https from 'node:https';
@@ -19,6 +20,7 @@ import { Connection } from '../session/connection.js';
 import { SessionService } from '../session/session-service.js';
 import type { TlsPair } from '../tls/tls-pair.js';
 import { guardConnections, listenerTimeouts } from './connection-guard.js';
+import { handleCaRequest } from './ca-routes.js';
 import { refuse, reply } from './responses.js';
 
 /** Interval of WebSocket pings that find dead peers (a live one answers with a pong). */
@@ -105,6 +107,7 @@ export async function startCardServer(options: CardServerOptions): Promise<Runni
         .catch(() => reply(res, 503, { status: 'database unavailable' }));
       return;
     }
+    if (handleCaRequest(storage, path ?? '/', req, res)) return;
     reply(res, 404, { error: 'not found' });
   });
 

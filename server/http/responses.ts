@@ -46,3 +46,23 @@ export function refuse(socket: Duplex, status: number, headers: Readonly<Record<
     () => socket.destroy(),
   );
 }
+
+/**
+ * A binary answer (a certificate or CRL). Public data meant to be cached by relying parties, so
+ * `Cache-Control` says how long instead of `no-store`.
+ */
+export function replyBytes(
+  res: ServerResponse,
+  body: Uint8Array,
+  contentType: string,
+  maxAgeSeconds: number,
+  head = false,
+): void {
+  res.writeHead(200, {
+    ...SECURITY_HEADERS,
+    'Cache-Control': `public, max-age=${maxAgeSeconds}`,
+    'Content-Type': contentType,
+    'Content-Length': body.byteLength,
+  });
+  res.end(head ? undefined : Buffer.from(body.buffer, body.byteOffset, body.byteLength));
+}

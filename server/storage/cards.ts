@@ -199,6 +199,25 @@ export async function isSerialTaken(q: Queryable, serial: number): Promise<boole
 }
 
 /**
+ * The highest serial a card has within [first, last], or undefined when none has one. Two
+ * transactions taking the next serial at once collide on the serial's unique constraint; the
+ * loser fails and is retried by the administrator.
+ */
+export async function highestSerialInRange(
+  q: Queryable,
+  first: number,
+  last: number,
+): Promise<number | undefined> {
+  const row = await q.db
+    .selectFrom('cards')
+    .select((eb) => eb.fn.max('serial').as('serial'))
+    .where('serial', '>=', first)
+    .where('serial', '<=', last)
+    .executeTakeFirst();
+  return row?.serial === null || row?.serial === undefined ? undefined : Number(row.serial);
+}
+
+/**
  * Locks the card's row until `tx` ends (PostgreSQL `FOR UPDATE`; SQLite runs one transaction at a
  * time) without changing it, so that what is read next about the card stays as it is until the
  * transaction's own writes. Returns false when there is no such card.

@@ -54,6 +54,10 @@ export async function findUser(q: Queryable, issuer: string, subject: string): P
     .executeTakeFirst();
 }
 
+export async function findUserById(q: Queryable, userId: string): Promise<UserRow | undefined> {
+  return q.db.selectFrom('users').selectAll().where('id', '=', userId).executeTakeFirst();
+}
+
 /** Base64url SHA-256 of a DER SubjectPublicKeyInfo. */
 export function deviceThumbprint(publicKeySpki: Uint8Array): string {
   return createHash('sha256').update(publicKeySpki).digest('base64url');

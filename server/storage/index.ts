@@ -16,3 +16,5 @@ export * from './identities.js';
 export * from './audit.js';
 export * from './wrapped-keys.js';
 export * from './listings.js';
+export * from './issuing-ca.js';
+export * from './ca-key-location.js';

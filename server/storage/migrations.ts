@@ -196,6 +196,50 @@ export const MIGRATIONS: readonly Migration[] = [
         .execute();
     },
   },
+  {
+    version: 2,
+    name: 'issuing CAs and the certificates they issued (docs/personalization.md)',
+    async up(db, dialect) {
+      const { bytes, int64 } = types(dialect);
+      await db.schema
+        .createTable('issuing_cas')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('certificate', bytes, (c) => c.notNull())
+        .addColumn('sealed_private_key', bytes, (c) => c.notNull())
+        .addColumn('wrapped_data_key', bytes, (c) => c.notNull())
+        .addColumn('kek_version', 'integer', (c) => c.notNull())
+        .addColumn('key_version', int64, (c) => c.notNull())
+        .addColumn('origin', 'text', (c) => c.notNull().check(sql`origin in ('generated', 'imported')`))
+        .addColumn('crl_url', 'text', (c) => c.notNull())
+        .addColumn('crl_number', int64, (c) => c.notNull().defaultTo(0))
+        .addColumn('crl', bytes)
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+      // No foreign key to cards: a revoked certificate stays listed after its card is erased.
+      await db.schema
+        .createTable('issued_certificates')
+        .addColumn('serial', 'text', (c) => c.primaryKey())
+        .addColumn('ca_id', 'text', (c) => c.notNull().references('issuing_cas.id'))
+        .addColumn('card_id', 'text')
+        .addColumn('slot', 'integer')
+        .addColumn('subject', 'text', (c) => c.notNull())
+        .addColumn('not_after', 'text', (c) => c.notNull())
+        .addColumn('issued_at', 'text', (c) => c.notNull())
+        .addColumn('revoked_at', 'text')
+        .addColumn('revocation_reason', 'text')
+        .execute();
+      await db.schema
+        .createIndex('issued_certificates_card_idx')
+        .on('issued_certificates')
+        .column('card_id')
+        .execute();
+      await db.schema
+        .createIndex('issued_certificates_revoked_idx')
+        .on('issued_certificates')
+        .columns(['ca_id', 'revoked_at'])
+        .execute();
+    },
+  },
 ];
 
 export interface MigrateResult {

@@ -150,6 +150,45 @@ export interface AuditChainHeadTable {
   last_hash: Buffer;
 }
 
+/** A CA that issues the cards' certificates (server/ca/); its key sealed like a card key. */
+export interface IssuingCasTable {
+  /** `default`: the one issuing CA of this server. */
+  id: string;
+  /** The CA certificate, DER. */
+  certificate: Buffer;
+  /** PKCS#8 private key sealed with AES-256-GCM under a data key (`server/keys/sealing.ts`). */
+  sealed_private_key: Buffer;
+  wrapped_data_key: Buffer;
+  kek_version: number;
+  key_version: number;
+  /** `generated` inside the server, or `imported` by the administrator. */
+  origin: string;
+  /** The CRL distribution point written into every certificate it issues. */
+  crl_url: string;
+  /** The number of the last CRL issued (RFC 5280 section 5.2.3); 0 before the first. */
+  crl_number: Defaulted<number>;
+  /** The current CRL, DER; null before the first. */
+  crl: Buffer | null;
+  created_at: string;
+}
+
+/** Every certificate an issuing CA signed, for revocation and the CRL. */
+export interface IssuedCertificatesTable {
+  /** The certificate's serial number, lower-case hex without leading zero bytes. */
+  serial: string;
+  ca_id: string;
+  /** The card and slot it was written to (null once erased cards are no longer tracked). */
+  card_id: string | null;
+  slot: number | null;
+  /** Subject DN as text, for the administrator. */
+  subject: string;
+  not_after: string;
+  issued_at: string;
+  revoked_at: string | null;
+  /** RFC 5280 section 5.3.1 reason name (`superseded`, `cessationOfOperation`, ...). */
+  revocation_reason: string | null;
+}
+
 export interface Database {
   schema_migrations: SchemaMigrationsTable;
   tenants: TenantsTable;
@@ -162,6 +201,8 @@ export interface Database {
   applied_commands: AppliedCommandsTable;
   audit_log: AuditLogTable;
   audit_chain_head: AuditChainHeadTable;
+  issuing_cas: IssuingCasTable;
+  issued_certificates: IssuedCertificatesTable;
 }
 
 export type CardRow = Selectable<CardsTable>;

@@ -1,16 +1,17 @@
 /**
- * The KEK-wrapped data keys, wherever they are stored: a slot's private key (`card_keys`) or a
- * card's management key (`cards.mgmt_*`). KEK rotation (server/keys/rewrap.ts) reads them in
+ * The KEK-wrapped data keys, wherever they are stored: a slot's private key (`card_keys`), a
+ * card's management key (`cards.mgmt_*`) or an issuing CA's key (`issuing_cas`). KEK rotation (server/keys/rewrap.ts) reads them in
  * batches and writes back new wraps of the same data keys; the sealed blobs are never touched.
  */
 import { MANAGEMENT_KEY_SLOT, type SealedRecord } from './cards.js';
+import { caKeyLocation, caIdOfKeyLocation } from './ca-key-location.js';
 import type { Queryable, Tx } from './storage.js';
 
 /** Where a wrapped data key is stored. */
-export type WrappedKeyKind = 'slot' | 'management';
+export type WrappedKeyKind = 'slot' | 'management' | 'ca';
 
 /** Every kind, in the order a rotation takes them. */
-export const WRAPPED_KEY_KINDS: readonly WrappedKeyKind[] = ['slot', 'management'];
+export const WRAPPED_KEY_KINDS: readonly WrappedKeyKind[] = ['slot', 'management', 'ca'];
 
 /** A wrapped data key's place: the card and the PIV key reference (0x9B for a management key). */
 export interface WrappedKeyPlace {
@@ -41,6 +42,25 @@ export async function listKeysNotUnderKek(
   limit: number,
   after?: WrappedKeyPlace,
 ): Promise<WrappedKeyRecord[]> {
+  if (kind === 'ca') {
+    const rows = await q.db
+      .selectFrom('issuing_cas')
+      .select(['id', 'sealed_private_key', 'wrapped_data_key', 'kek_version', 'key_version'])
+      .where('kek_version', '!=', kekVersion)
+      .$if(after !== undefined, (qb) => qb.where('id', '>', caIdOfKeyLocation(after!.cardId)))
+      .orderBy('id')
+      .limit(limit)
+      .execute();
+    return rows.map((row) => ({
+      ...caKeyLocation(row.id),
+      key: {
+        sealed: row.sealed_private_key,
+        wrappedDataKey: row.wrapped_data_key,
+        kekVersion: row.kek_version,
+        keyVersion: Number(row.key_version),
+      },
+    }));
+  }
   if (kind === 'management') {
     const rows = await q.db
       .selectFrom('cards')
@@ -112,6 +132,17 @@ export async function storeRewraps(
 ): Promise<number> {
   let changed = 0;
   for (const r of rewraps) {
+    if (kind === 'ca') {
+      const ca = await tx.db
+        .updateTable('issuing_cas')
+        .set({ wrapped_data_key: r.wrappedDataKey, kek_version: r.kekVersion })
+        .where('id', '=', caIdOfKeyLocation(r.cardId))
+        .where('key_version', '=', r.old.keyVersion)
+        .where('kek_version', '=', r.old.kekVersion)
+        .executeTakeFirst();
+      changed += Number(ca.numUpdatedRows);
+      continue;
+    }
     const result =
       kind === 'management'
         ? await tx.db
@@ -134,7 +165,7 @@ export async function storeRewraps(
   return changed;
 }
 
-/** How many wrapped data keys (slot keys and management keys) each KEK version protects. */
+/** How many wrapped data keys (slot keys, management keys, CA keys) each KEK version protects. */
 export async function countWrappedKeysByKekVersion(q: Queryable): Promise<Map<number, number>> {
   const counts = new Map<number, number>();
   const keys = await q.db
@@ -147,7 +178,12 @@ export async function countWrappedKeysByKekVersion(q: Queryable): Promise<Map<nu
     .select(['mgmt_kek_version as kek_version', (eb) => eb.fn.countAll<number>().as('n')])
     .groupBy('mgmt_kek_version')
     .execute();
-  for (const r of [...keys, ...mgmt])
+  const ca = await q.db
+    .selectFrom('issuing_cas')
+    .select(['kek_version', (eb) => eb.fn.countAll<number>().as('n')])
+    .groupBy('kek_version')
+    .execute();
+  for (const r of [...keys, ...mgmt, ...ca])
     counts.set(r.kek_version, (counts.get(r.kek_version) ?? 0) + Number(r.n));
   return counts;
 }

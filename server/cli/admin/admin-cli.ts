@@ -39,7 +39,8 @@ export function adminActor(): string {
   }
 }
 
-function configOf(args: AdminArgs): ServerConfig {
+/** The server's configuration as the subcommand's options and environment give it. */
+export function configOf(args: AdminArgs): ServerConfig {
   return loadServerConfig({
     config: args.config,
     dataDir: args['data-dir'],

@@ -240,11 +240,17 @@ export const forceLogoutCommand: CommandModule<AdminArgs, CardIdArgs> = {
 
 export const deleteCardCommand: CommandModule<AdminArgs, CardIdArgs> = {
   command: 'delete-card <cardId>',
-  describe: 'Delete a card with its sealed keys, objects and sessions (crypto-shred; cannot be undone)',
+  describe:
+    'Delete a card with its sealed keys, objects and sessions (crypto-shred; cannot be undone) ' +
+    'and revoke the certificates the issuing CA gave it',
   builder: cardIdPositional,
   handler: async (args) => {
-    await withStorage(args, (storage) => deleteCard({ storage, cardId: args.cardId, actor: adminActor() }));
-    if (args.json) return printJson({ cardId: args.cardId, deleted: true });
+    const result = await withResources(args, ({ storage, kek }) =>
+      deleteCard({ storage, kek, cardId: args.cardId, actor: adminActor() }),
+    );
+    if (args.json) return printJson({ cardId: args.cardId, deleted: true, ...result });
     print(`card ${args.cardId} deleted`);
+    if (result.revoked.length > 0)
+      print(`  ${result.revoked.length} certificate(s) revoked; CRL ${result.crlNumber ?? '-'} signed`);
   },
 };

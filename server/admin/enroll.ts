@@ -1,0 +1,276 @@
+/**
+ * `cardlink admin enroll`: personalization with certificates from the issuing CA
+ * (docs/personalization.md). For every slot of the card's profile:
+ *
+ *   1. a new key pair is generated here, in the card server (the private key never leaves it);
+ *   2. a PKCS#10 request is signed by that key through the same key-store signer a card slot uses
+ *      (proof of possession: the CA checks the request's signature before it issues);
+ *   3. the CA issues the certificate from the slot's template, filled with the user's claims:
+ *      the embedded CA (server/ca/issuing-ca.ts), or the organisation's through the external CA
+ *      command (server/ca/external-ca.ts), which gets a request carrying the template's names
+ *      and usages, also signed by the new key.
+ *
+ * Then ONE transaction takes the card for the administrator (like unblock: the epoch goes up, a
+ * session holding the card loses it and reopens it with the new keys), replaces the slots' sealed
+ * keys, writes the certificates into the card's certificate objects, registers them, revokes the
+ * certificates they supersede and appends the audit entry. A failure leaves the card as it was.
+ * When something was revoked, a new CRL is signed afterwards.
+ */
+import { createPublicKey } from 'node:crypto';
+import {
+  cardSigningKey,
+  certificateObjectTag,
+  encodeCertificateObject,
+  Name,
+  Pkcs10CertificateRequestGenerator,
+  type CardSigningKey,
+  type Pkcs10CertificateRequest,
+} from '../../apdu/piv/certificates/index.js';
+import { generateKeyPair, prepareSigner } from '../../apdu/piv/crypto/index.js';
+import type { KeyAlgorithm } from '../../apdu/piv/index.js';
+import { AUDIT_EVENTS, appendAudit } from '../audit/audit-log.js';
+import { issueCrl } from '../ca/crl.js';
+import { externalRequestPem, issueWithCommand, type ExternalCa } from '../ca/external-ca.js';
+import { certificateSha256, issueCertificate, type IssuedCertificate } from '../ca/issue-certificate.js';
+import { openIssuingCa } from '../ca/issuing-ca.js';
+import { STORED_TOUCH_POLICY } from '../cards/key-store.js';
+import type { KekProvider } from '../keys/kek-provider.js';
+import { sealSecret } from '../keys/sealing.js';
+import {
+  findUserById,
+  getCard,
+  lockCardForAdmin,
+  putCardKey,
+  putCardObject,
+  recordIssuedCertificate,
+  revokeCardCertificates,
+  type Storage,
+} from '../storage/index.js';
+import { DEFAULT_ADMIN_ACTOR } from './admin-common.js';
+import { checkClaimValue, resolveTemplate, type ResolvedTemplate } from './certificate-template.js';
+import { parseCardProfile } from './profile.js';
+
+export interface EnrollOptions {
+  readonly storage: Storage;
+  readonly kek: KekProvider;
+  readonly cardId: string;
+  /**
+   * The user's claims (email, upn, name, ...) the templates name. `sub` is the user's subject
+   * at the identity provider and `name` defaults to it.
+   */
+  readonly claims?: Readonly<Record<string, string>>;
+  readonly actor?: string;
+  readonly now?: Date;
+  /**
+   * Have the organisation's CA issue instead of the embedded one (server/ca/external-ca.ts).
+   * Its certificates are neither registered nor revoked here: that is the external CA's job.
+   */
+  readonly externalCa?: ExternalCa;
+}
+
+export interface EnrolledSlot {
+  readonly slot: number;
+  readonly algorithm: KeyAlgorithm;
+  /** Certificate serial number, lower-case hex. */
+  readonly serial: string;
+  readonly subject: string;
+  readonly notAfter: string;
+  /** DER. */
+  readonly certificate: Uint8Array;
+}
+
+export interface EnrolledCard {
+  readonly cardId: string;
+  readonly cardSerial: number;
+  readonly slots: readonly EnrolledSlot[];
+  /** Serials of the certificates the new ones superseded (revoked). */
+  readonly revoked: readonly string[];
+  /** The CRL signed after the revocation, if any. */
+  readonly crlNumber?: number;
+}
+
+interface PreparedSlot {
+  readonly slot: number;
+  readonly algorithm: KeyAlgorithm;
+  readonly pinPolicy: string;
+  readonly publicKeySpki: Uint8Array;
+  readonly pkcs8: Buffer;
+  readonly issued: IssuedCertificate;
+}
+
+export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> {
+  const { storage, kek, cardId } = options;
+  const actor = options.actor ?? DEFAULT_ADMIN_ACTOR;
+  const card = await getCard(storage, cardId);
+  const profile = parseCardProfile(card.profile, 'stored');
+  const user = await findUserById(storage, card.userId);
+  const claims: Record<string, string> = { sub: user?.subject ?? '', name: user?.subject ?? '' };
+  for (const [name, value] of Object.entries(options.claims ?? {}))
+    claims[name] = checkClaimValue(name, value);
+  const ca = options.externalCa ? undefined : await openIssuingCa(storage, kek);
+  const issuer: SlotIssuer = ca
+    ? (request) =>
+        issueCertificate(ca, {
+          request: request.request,
+          template: request.template,
+          claims,
+          cardSerial: card.serial,
+          slot: request.slot,
+          ...(options.now ? { now: options.now } : {}),
+        })
+    : async (request) =>
+        issueWithCommand(
+          options.externalCa!,
+          await externalRequestPem(request.key, request.template, claims, card.serial, request.slot),
+          request.publicKeySpki,
+          request.slot,
+          options.now,
+        );
+
+  const prepared: PreparedSlot[] = [];
+  const prepare = (s: (typeof profile.slots)[number]) =>
+    prepareSlot(
+      s.slot,
+      s.algorithm,
+      s.pinPolicy,
+      resolveTemplate(s.slot, s.algorithm, s.template, profile.certificateValidityDays),
+      card.serial,
+      issuer,
+    );
+  try {
+    if (ca) {
+      const settled = await Promise.allSettled(profile.slots.map(prepare));
+      for (const r of settled) if (r.status === 'fulfilled') prepared.push(r.value); // zeroed below
+      const failed = settled.find((r) => r.status === 'rejected');
+      if (failed) throw failed.reason;
+    } else {
+      // One request at a time: an external CA command (openssl ca's index and serial files) need
+      // not be safe to run concurrently.
+      for (const s of profile.slots) prepared.push(await prepare(s));
+    }
+
+    const revoked = await storage.transaction(async (tx) => {
+      const fenced = await lockCardForAdmin(tx, cardId);
+      const superseded = ca
+        ? await revokeCardCertificates(
+            tx,
+            cardId,
+            'superseded',
+            prepared.map((p) => p.slot),
+          )
+        : [];
+      for (const p of prepared) {
+        const sealed = await sealSecret(
+          kek,
+          p.pkcs8,
+          { tenantId: fenced.tenantId, cardId, slot: p.slot },
+          fenced.version,
+        );
+        await putCardKey(fenced, {
+          slot: p.slot,
+          algorithm: p.algorithm,
+          publicKeySpki: p.publicKeySpki,
+          key: sealed,
+          pinPolicy: p.pinPolicy,
+          touchPolicy: STORED_TOUCH_POLICY,
+          origin: 'generated',
+        });
+        await putCardObject(fenced, certificateObjectTag(p.slot)!, encodeCertificateObject(p.issued.der));
+        if (ca)
+          await recordIssuedCertificate(tx, {
+            serial: p.issued.serial,
+            caId: ca.record.id,
+            cardId,
+            slot: p.slot,
+            subject: p.issued.subject,
+            notAfter: p.issued.notAfter.toISOString(),
+          });
+      }
+      await appendAudit(tx, {
+        actor,
+        eventType: AUDIT_EVENTS.cardEnrolled,
+        cardId,
+        details: {
+          caId: ca?.record.id ?? 'external',
+          cardSerial: card.serial,
+          slots: prepared.map((p) => ({
+            slot: `0x${p.slot.toString(16)}`,
+            algorithm: p.algorithm,
+            serial: p.issued.serial,
+            certificateSha256: certificateSha256(p.issued.der),
+          })),
+          superseded,
+        },
+      });
+      if (superseded.length > 0) {
+        await appendAudit(tx, {
+          actor,
+          eventType: AUDIT_EVENTS.certificatesRevoked,
+          cardId,
+          details: { reason: 'superseded', serials: superseded },
+        });
+      }
+      return superseded;
+    });
+    const crl = ca && revoked.length > 0 ? await issueCrl({ storage, kek, ca, actor }) : undefined;
+    return {
+      cardId,
+      cardSerial: card.serial,
+      slots: prepared.map((p) => ({
+        slot: p.slot,
+        algorithm: p.algorithm,
+        serial: p.issued.serial,
+        subject: p.issued.subject,
+        notAfter: p.issued.notAfter.toISOString(),
+        certificate: p.issued.der,
+      })),
+      revoked,
+      ...(crl ? { crlNumber: crl.crlNumber } : {}),
+    };
+  } finally {
+    for (const p of prepared) p.pkcs8.fill(0);
+  }
+}
+
+/** What the CA side gets for one slot: the request (embedded CA) or the key to make one (external). */
+interface SlotRequest {
+  readonly slot: number;
+  readonly template: ResolvedTemplate;
+  readonly request: Pkcs10CertificateRequest;
+  readonly key: CardSigningKey;
+  readonly publicKeySpki: Uint8Array;
+}
+
+type SlotIssuer = (request: SlotRequest) => Promise<IssuedCertificate>;
+
+async function prepareSlot(
+  slot: number,
+  algorithm: KeyAlgorithm,
+  pinPolicy: string,
+  template: ResolvedTemplate,
+  cardSerial: number,
+  issue: SlotIssuer,
+): Promise<PreparedSlot> {
+  const { privateKey, publicKeySpki } = await generateKeyPair(algorithm);
+  const pkcs8 = privateKey.export({ type: 'pkcs8', format: 'der' });
+  try {
+    // The request is signed by the new key the way the card signs (key-store signer): proof of possession.
+    const signer = prepareSigner(privateKey);
+    const key = cardSigningKey(createPublicKey(privateKey), async (input) => signer.sign(input));
+    const request = await Pkcs10CertificateRequestGenerator.create(
+      {
+        name: new Name([
+          { CN: [{ utf8String: `card ${cardSerial} slot ${slot.toString(16).toUpperCase()}` }] },
+        ]),
+        keys: key.keys,
+        signingAlgorithm: key.signingAlgorithm,
+      },
+      key.crypto,
+    );
+    const issued = await issue({ slot, template, request, key, publicKeySpki });
+    return { slot, algorithm, pinPolicy, publicKeySpki, pkcs8, issued };
+  } catch (error) {
+    pkcs8.fill(0);
+    throw error;
+  }
+}
