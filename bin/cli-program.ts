@@ -1,5 +1,6 @@
 /**
- * `cardlink` command line: one yargs program; each part registers its own subcommands.
+ * `cardlink` command line: one yargs program; each part registers its own subcommands. bin/main.ts
+ * runs it for every command line except the daemon's own start.
  *
  * Each command loads only what it needs. The modules imported here hold definitions (options and
  * help) and nothing heavy; a command's handler imports its own module when it runs, so `cardlink
@@ -33,29 +34,27 @@ const adminCommand: CommandModule = {
   handler: () => undefined,
 };
 
-const argv = hideBin(process.argv);
-const json = jsonRequested(argv);
-const fail = (err: unknown): never => reportAndExit(err, { json });
-
-await yargs(argv)
-  .scriptName('cardlink')
-  .command(localCardCommand)
-  .command(adminCommand)
-  .command(serverCommand)
-  .command(daemonCommands)
-  .command(demoCommand)
-  .command(trayCommand)
-  .demandCommand(1, 'Name a command; see --help.')
-  .strict()
-  .fail((msg, err) => {
-    // yargs passes a message for usage errors (its own and failed checks), none for a handler's error.
-    if (err instanceof CardlinkError || !msg) fail(err);
-    fail(usageError(msg));
-  })
-  .help()
-  .parseAsync()
-  .catch(fail);
-
-// npm pcsclite keeps a native monitoring thread referenced even after its context is closed;
-// a finished command must not hang on it.
-process.exit(process.exitCode ?? 0);
+/** Runs the command `process.argv` names; resolves when its handler is done. */
+export async function runCli(): Promise<void> {
+  const argv = hideBin(process.argv);
+  const json = jsonRequested(argv);
+  const fail = (err: unknown): never => reportAndExit(err, { json });
+  await yargs(argv)
+    .scriptName('cardlink')
+    .command(localCardCommand)
+    .command(adminCommand)
+    .command(serverCommand)
+    .command(daemonCommands)
+    .command(demoCommand)
+    .command(trayCommand)
+    .demandCommand(1, 'Name a command; see --help.')
+    .strict()
+    .fail((msg, err) => {
+      // yargs passes a message for usage errors (its own and failed checks), none for a handler's error.
+      if (err instanceof CardlinkError || !msg) fail(err);
+      fail(usageError(msg));
+    })
+    .help()
+    .parseAsync()
+    .catch(fail);
+}
