@@ -2,12 +2,13 @@
  * The daemon's resident memory when it has nothing to do. `cardlink daemon` runs as the systemd
  * unit runs it (`bin/cardlink daemon`, a config file, log level info, the device key in a file)
  * against real services: a private pcscd with our reader, a card server in this process (SQLite)
- * with one card for alice, and the test IdP in a process of its own. VmRSS (with its anonymous and
+ * with a card for alice (and one for bob, for a compared build), and the test IdP in a process of
+ * its own. VmRSS (with its anonymous and
  * file-backed parts) is read from /proc/<pid>/status in two states per run:
  *
  * - `logged_out`: started and ready, no token yet;
- * - `after_login`: alice's tokens handed over on the control socket (as `cardlink login` hands them
- *   over), her card inserted in the reader, the session idle;
+ * - `after_login`: the user's tokens handed over on the control socket (as `cardlink login` hands them
+ *   over), the card inserted in the reader, the session idle;
  *
  * each once the daemon's CPU has gone quiet and again after `--idle-seconds` more (the settled
  * figure, which counts: see DEFAULT_IDLE_SECONDS).
@@ -16,8 +17,8 @@
  *
  * `--compare` measures another built checkout's daemon (`CHECKOUT/bin/cardlink`, e.g. an older
  * commit extracted with `git archive` and built in /var/tmp) in the same run, against the same
- * services: the builds run side by side, each with a pcscd and a test user of its own (one card
- * each), and swap pcscd and user from one run to the next. Side by side, a comparison takes no
+ * services: the builds run side by side, each with a cardlink reader of the pcscd and a test user
+ * of its own (one card each), and swap reader and user from one run to the next. Side by side, a comparison takes no
  * longer than one build alone, and both builds idle under the same load. Medians of the runs are
  * reported, the target (≤ 60 MiB after login, issue 15) against this checkout's.
  *
@@ -37,7 +38,7 @@ import { TEST_ACCOUNTS, type TestIdpClient } from '../test/support/oidc-provider
 import { startPcscd, type PcscdInstance } from '../test/support/pcscd.js';
 import { cpuMs, rssBreakdownMiB } from './support/proc-stats.js';
 import { benchCommand, REPO_ROOT, writeBenchResult } from './support/results.js';
-import { median } from './support/stats.js';
+import { median, round } from './support/stats.js';
 
 /** Slots of each cardlink reader. */
 const READER_SLOTS = 4;
@@ -349,11 +350,13 @@ async function main(): Promise<void> {
     if (parts.dir) await rm(parts.dir, { recursive: true, force: true });
   }
 
+  // The median of an even count is a mean: rounded to the readings' 0.1 MiB.
+  const mib = (values: number[]) => round(median(values), 1);
   const summary = (results: RunResult[], state: keyof RunResult) => ({
-    rss_mib: median(results.map((r) => r[state].settled.rss)),
-    anon_mib: median(results.map((r) => r[state].settled.anon)),
-    file_mib: median(results.map((r) => r[state].settled.file)),
-    rss_at_quiet_mib: median(results.map((r) => r[state].at_quiet.rss)),
+    rss_mib: mib(results.map((r) => r[state].settled.rss)),
+    anon_mib: mib(results.map((r) => r[state].settled.anon)),
+    file_mib: mib(results.map((r) => r[state].settled.file)),
+    rss_at_quiet_mib: mib(results.map((r) => r[state].at_quiet.rss)),
     all_quiet: results.every((r) => r[state].quiet),
   });
   const buildResults = Object.fromEntries(
