@@ -40,6 +40,8 @@ for (let cycle = 0; ; cycle++) {
     await view.keys.generate(0x9a, algorithm, 'once');
     return OK;
   });
+  // The parent may wait for this before it picks its moment to kill (see kill-consistency.test.ts).
+  if (cycle === 0) process.stdout.write('generated\n');
   await state.runCommand(seq++, async (view) => {
     const outcome = await view.references.change('pin', bytes(pins[0]!), bytes(pins[1]!));
     if (!outcome.ok) throw new Error('the child lost track of the PIN');
