@@ -37,6 +37,7 @@ export const SOURCES = [
   'daemon-idle-rss',
   'demo-startup',
   'personalization',
+  'run-all',
 ] as const;
 
 const NOT_MEASURED = 'not measured';
@@ -75,6 +76,7 @@ export function buildReport(results: Readonly<Record<string, unknown>>): Report 
   const server = results['server-throughput'];
   const rss = results['daemon-idle-rss'];
   const demo = results['demo-startup'];
+  const runAll = results['run-all'];
   const chainR = get(chain, 'results');
 
   // APDU hop through pcscd, next to Debian's vpcd in the same run.
@@ -337,6 +339,31 @@ export function buildReport(results: Readonly<Record<string, unknown>>): Report 
     target: persoTarget === undefined ? NO_TARGET : `p50 ≤ ${persoTarget} ms`,
     met: persoTarget === undefined ? null : bool(perso, 'new_user_card_total', 'pass'),
     source: 'personalization.json',
+  });
+
+  // The whole `npm run bench` (bench/run-all.sh): its duration, the slowest step beside it.
+  const steps = (get(runAll, 'steps') as { step?: unknown; seconds?: unknown }[] | undefined) ?? [];
+  const slowest = steps
+    .filter(
+      (x): x is { step: string; seconds: number } =>
+        typeof x.step === 'string' && typeof x.seconds === 'number',
+    )
+    .sort((a, b) => b.seconds - a.seconds)[0];
+  const runTarget = num(runAll, 'target_seconds');
+  rows.push({
+    figure: 'npm run bench, whole run',
+    value: fmt([num(runAll, 'seconds')], (a) => `${a} s`),
+    anchor: fmt(
+      [
+        slowest?.seconds,
+        num(runAll, 'machine', 'loadavg_1m_start'),
+        num(runAll, 'machine', 'loadavg_1m_end'),
+      ],
+      (s, l0, l1) => `slowest step ${slowest!.step} ${s} s; load average ${l0} → ${l1}`,
+    ),
+    target: runTarget === undefined ? NO_TARGET : `≤ ${runTarget} s`,
+    met: runTarget === undefined ? null : bool(runAll, 'pass'),
+    source: 'run-all.json',
   });
 
   const sources: Report['sources'] = {};

@@ -23,12 +23,14 @@ import type {
   PinUnblockParams,
   TokenHandover,
 } from './control/control-protocol.js';
-import { pinOperationCommand, pinOperationOutcome, type PinOperation } from '../apdu/piv/index.js';
+import { pinOperationCommand, pinOperationOutcome, type PinOperation } from '../apdu/piv/core/index.js';
 import { ControlServer } from './control/control-server.js';
 import { loadOrCreateDeviceKey } from './device/device-key.js';
 import { BridgeReader, type ReaderSlots } from './reader/bridge-reader.js';
 import { ServerLink } from './session/server-link.js';
 import fs from 'node:fs';
+// jose's decoder alone (a few small modules), not the whole of jose: only claims are read here.
+import { decodeJwt } from 'jose/jwt/decode';
 import { isLoopbackHost } from '../protocol/config/config-sources.js';
 
 export const DAEMON_VERSION = '0.1.0';
@@ -55,12 +57,12 @@ export class Daemon implements ControlHandler {
   private disconnected = false;
   private expiryTimer: NodeJS.Timeout | undefined;
   /**
-   * The refresh code (openid-client), loaded once a refresh token is handed over: a daemon whose
-   * tray renews the tokens never needs it, and none needs it before login.
+   * The refresh code (openid-client), loaded for the first refresh: a daemon whose tray renews the
+   * tokens never needs it, and one that refreshes by itself needs it once per token lifetime, when
+   * a load of well under a second is nothing next to the minutes left (TOKEN_EXPIRING). Loaded
+   * earlier, it would only sit in the idle daemon's memory (docs/performance.md, daemon RSS).
    */
   private refreshing: Promise<typeof import('./login/refresh-token.js')> | undefined;
-  /** jose, to read a handed-over token's claims; loaded with the first token (nothing reads one before). */
-  private jwt: typeof import('jose') | undefined;
 
   private constructor(
     private readonly config: DaemonConfig,
@@ -202,9 +204,6 @@ export class Daemon implements ControlHandler {
   }
 
   async handOverToken(t: TokenHandover): Promise<void> {
-    // Loaded now, not when the token is about to expire, so the refresh does not wait for it.
-    if (t.refreshToken) void this.refreshModule().catch(() => undefined);
-    this.jwt ??= await import('jose');
     const issuer = t.issuer ?? this.config.login.issuer;
     const clientId = t.clientId ?? this.config.login.clientId;
     this.token = {
@@ -212,7 +211,7 @@ export class Daemon implements ControlHandler {
       refreshToken: t.refreshToken,
       issuer,
       clientId,
-      expiresAt: t.expiresAt ?? expiryOf(this.jwt, t.accessToken),
+      expiresAt: t.expiresAt ?? expiryOf(t.accessToken),
     };
     this.lastError = undefined;
     this.disconnected = false;
@@ -312,9 +311,9 @@ export class Daemon implements ControlHandler {
   // --- tokens ----------------------------------------------------------------------------------
 
   private userName(): string | undefined {
-    if (!this.token || !this.jwt) return undefined;
+    if (!this.token) return undefined;
     try {
-      const claims = this.jwt.decodeJwt(this.token.accessToken);
+      const claims = decodeJwt(this.token.accessToken);
       const name = claims['preferred_username'] ?? claims['email'] ?? claims.sub;
       return typeof name === 'string' ? name : undefined;
     } catch {
@@ -448,9 +447,9 @@ function cardEventData(c: CardStatus) {
 }
 
 /** `exp` of a JWT access token, if it is one (for the local expiry timer only; never trusted). */
-function expiryOf(jwt: typeof import('jose'), accessToken: string): number | undefined {
+function expiryOf(accessToken: string): number | undefined {
   try {
-    const exp = jwt.decodeJwt(accessToken).exp;
+    const exp = decodeJwt(accessToken).exp;
     return typeof exp === 'number' ? exp : undefined;
   } catch {
     return undefined;

@@ -53,14 +53,32 @@ export function writeDemoDaemonConfig(paths: DemoPaths, settings: DemoDaemonSett
 }
 
 /**
- * The environment of the daemon: this one without the daemon's own CARDLINK_* settings, which would
- * override the demo's config file (docs/daemon-config.md: environment over file).
+ * The environment of the daemon and the tray: this one without the daemon's own CARDLINK_*
+ * settings, which would override the demo's config file (docs/daemon-config.md: environment over
+ * file).
  */
-function daemonEnvironment(): NodeJS.ProcessEnv {
+export function demoChildEnvironment(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env))
     if (!k.startsWith('CARDLINK_') || k === 'CARDLINK_DEBUG') env[k] = v;
   return env;
+}
+
+/**
+ * Spawns `node <args>` for a part of the demo that runs until the demo stops (the daemon, the
+ * tray), stdout and stderr piped. A process group of its own: Ctrl-C reaches the demo alone, which
+ * stops the parts first and in order. setpriv (same pid after its exec) makes the part die with the
+ * demo even if the demo is killed outright.
+ */
+export function spawnTiedToDemo(args: readonly string[], env: NodeJS.ProcessEnv): ChildProcess {
+  const spawnOptions: SpawnOptionsWithStdioTuple<'ignore', 'pipe', 'pipe'> = {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  };
+  return fs.existsSync(SETPRIV)
+    ? spawn(SETPRIV, ['--pdeathsig', 'TERM', '--', process.execPath, ...args], spawnOptions)
+    : spawn(process.execPath, args, spawnOptions);
 }
 
 export interface DemoDaemon {
@@ -86,18 +104,7 @@ export interface DemoDaemon {
  */
 export function spawnDemoDaemon(paths: DemoPaths): DemoDaemon {
   const args = [CARDLINK_MAIN, 'daemon', '--config', paths.daemonConfigFile];
-  const env = daemonEnvironment();
-  // A process group of its own: Ctrl-C reaches the demo alone, which stops the daemon first and in
-  // order. setpriv (same pid after its exec) makes the daemon die with the demo even if the demo is
-  // killed outright.
-  const spawnOptions: SpawnOptionsWithStdioTuple<'ignore', 'pipe', 'pipe'> = {
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
-  };
-  const child: ChildProcess = fs.existsSync(SETPRIV)
-    ? spawn(SETPRIV, ['--pdeathsig', 'TERM', '--', process.execPath, ...args], spawnOptions)
-    : spawn(process.execPath, args, spawnOptions);
+  const child = spawnTiedToDemo(args, demoChildEnvironment());
   let text = '';
   const keep = (d: Buffer) => {
     text = (text + d.toString()).slice(-OUTPUT_KEPT_BYTES);

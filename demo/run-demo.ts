@@ -7,10 +7,10 @@
  *   [4/6] `cardlink daemon` (a child process) with a config for the two above
  *   [5/6] the sign-in (browser, device code, or --yes: done by the demo)
  *   [6/6] the card in the reader, as pcscd reports it
- *   [7/7] optionally the tray (demo-tray.ts)
+ *   [7/7] where there is a display, the tray (demo-tray.ts; kept when its icon shows)
  *
  * Then it prints what to try and waits for Ctrl-C (SIGINT) or SIGTERM, and stops every part in the
- * reverse order: the daemon first (it takes the card out of the reader), then the server and the IdP.
+ * reverse order: the tray and the daemon first (it takes the card out of the reader), then the server and the IdP.
  * A first run that fails or is interrupted removes the state directory it began, so no half-written
  * state is left behind; a later run that fails leaves the state as it was.
  */
@@ -33,6 +33,7 @@ import {
   waitForCardInserted,
   writeDemoDaemonConfig,
   type DemoDaemon,
+  demoChildEnvironment,
 } from './demo-daemon.js';
 import { DEMO_CLIENT_ID, DEMO_SCOPE, DEMO_USER, generateDemoPassword } from './demo-idp.js';
 import type { DemoServer } from './demo-server.js';
@@ -51,7 +52,7 @@ import {
   type DemoPaths,
   type DemoStateFile,
 } from './demo-state.js';
-import { startDemoTray, trayAvailability, type DemoTray } from './demo-tray.js';
+import { startDemoTray, trayWanted } from './demo-tray.js';
 import { demoIssuer, demoServerUrl } from './demo-urls.js';
 import type { LocalIdp } from './idp/local-idp.js';
 import { openscModule, tryCommands, writeTryMessage } from './try-commands.js';
@@ -364,14 +365,20 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     );
     cardReader = card.readerName!;
 
-    // [7] The tray, where this cardlink has one and the desktop can show it.
-    const tray = trayAvailability();
-    let trayProcess: DemoTray | undefined;
-    if (tray.available) {
+    // [7] The tray, where there is a display; it stays when its icon shows (demo-tray.ts).
+    const trayStep = trayWanted();
+    let trayShown = trayStep.wanted ? '' : `not started: ${trayStep.reason}`;
+    if (trayStep.wanted) {
       progress.addStep();
-      trayProcess = await progress.step('tray', async () => startDemoTray(paths.daemonConfigFile));
-      const started = trayProcess;
-      cleanups.push({ what: 'tray', run: () => started.stop() });
+      const started = await progress.step(
+        'tray',
+        () => startDemoTray(paths.daemonConfigFile, demoChildEnvironment(), stop.signal),
+        (t) => (t.running ? `ok, icon shown (tray pid ${t.tray.pid})` : `not kept: ${t.reason}`),
+      );
+      if (started.running) {
+        cleanups.push({ what: 'tray', run: () => started.tray.stop() });
+        trayShown = `running (pid ${started.tray.pid}); its menu shows the card and signs in or out`;
+      } else trayShown = `not started: ${started.reason}`;
     }
 
     printReady(paths, {
@@ -379,7 +386,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
       password: first && !passwordShownAtSignIn ? password : undefined,
       cardId,
       readerName: cardReader,
-      tray: tray.available ? 'started' : tray.reason,
+      tray: trayShown,
     });
 
     // Until Ctrl-C / SIGTERM, or until the daemon stops by itself.

@@ -2,7 +2,8 @@
 # Prepares a fresh Debian 12 machine (root, Node 20) for the whole test suite: the client set-up,
 # the real middleware and services the tests drive, and the services started. Idempotent.
 # The tray's tests (test/tray/) run a real X desktop: Xvfb, trayer (tray host), dunst
-# (notifications), xdotool and xsetroot, ImageMagick (screenshots) and tesseract (to read the menus).
+# (notifications), xdotool and xsetroot, ImageMagick (screenshots), tesseract (to read the menus) and
+# xclip (the device sign-in copies its address to the clipboard).
 # The browser tests (IdP login, PIN page) drive Debian's chromium with playwright-core.
 # Deployment: shellcheck (.ci/check-deploy.sh) and debootstrap (the clean Debian 12 root the install
 # test installs into, built here once per machine and cached: test/install-scripts/debian-root.sh).
@@ -13,7 +14,7 @@ export DEBIAN_FRONTEND=noninteractive
 packages="pcscd libpcsclite-dev pkg-config make gcc g++ python3 opensc pcsc-tools vsmartcard-vpcd
   yubico-piv-tool softhsm2 libengine-pkcs11-openssl gnutls-bin openssl postgresql openssh-server
   openssh-client dbus-daemon gnome-keyring libglib2.0-bin
-  xvfb trayer xdotool x11-utils x11-xserver-utils dunst libayatana-appindicator3-1 imagemagick dbus-x11
+  xvfb trayer xdotool x11-utils x11-xserver-utils dunst libayatana-appindicator3-1 imagemagick dbus-x11 xclip
   fonts-dejavu-core tesseract-ocr tesseract-ocr-eng chromium shellcheck debootstrap"
 missing=$(for p in $packages; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"; done)
 if [ -n "$missing" ]; then

@@ -1,17 +1,5 @@
-export * from './card-state.js';
-export * from './constants.js';
-export * from './atr.js';
-export * from './piv-card.js';
-export * from './security-state.js';
-export * from './reference-data.js';
-export * from './key-policy.js';
-export * from './public-key-template.js';
-export * from './objects/index.js';
-export { applicationPropertyTemplate, isPivAid, APPLICATION_LABEL } from './commands/select.js';
-export * from './card-state-rules.js';
-export * from './dynamic-auth.js';
+export * from './core/index.js';
+// The in-memory card state (private keys) and provisioning (certificates): see core/index.ts for
+// who imports the core alone.
 export * from './memory-card-state.js';
 export * from './provisioning.js';
-export * from './snapshot.js';
-export * from './reference-blocking.js';
-export * from './pin-change.js';

@@ -13,7 +13,7 @@ import {
 } from '../codec/index.js';
 import type { PivCardState } from './card-state.js';
 import type { CommandContext } from './command-context.js';
-import { CHAINABLE_INSTRUCTIONS, COMMAND_HANDLERS } from './commands/index.js';
+import { CHAINABLE_INSTRUCTIONS, commandHandler } from './commands/index.js';
 import { INS, KEY_REF } from './constants.js';
 import { CardStateError } from './crypto/errors.js';
 import { PIV_CARD_ATR } from './atr.js';
@@ -124,10 +124,10 @@ export class PivCard {
     cmd = fed.command;
 
     if (ins === INS_GET_RESPONSE) return session.responseChain.getResponse(cmd);
-    const handler = COMMAND_HANDLERS.get(ins);
+    const handler = commandHandler(ins);
     if (!handler) throw new ApduError(SW.INS_NOT_SUPPORTED, 'instruction not supported', { ins });
     const ctx: CommandContext = { state, security: session.security, random: this.random };
-    const response = await handler(cmd, ctx);
+    const response = await (await handler)(cmd, ctx);
     return session.responseChain.respond(response.data, response.sw, cmd.ne);
   }
 }

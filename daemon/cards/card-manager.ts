@@ -12,8 +12,8 @@
  * finds it again after a reconnect.
  */
 import { EventEmitter } from 'node:events';
-import type { ReferenceBlocking, ReferenceKind } from '../../apdu/piv/index.js';
-import { decodeSnapshot } from '../../apdu/piv/index.js';
+import type { ReferenceBlocking, ReferenceKind } from '../../apdu/piv/core/index.js';
+import { decodeSnapshot } from '../../apdu/piv/core/index.js';
 import { FrontCard } from './front-card.js';
 import { CardlinkError } from '../../protocol/errors.js';
 import type { Logger } from '../../protocol/log.js';

@@ -36,8 +36,10 @@ import {
   VERIFY_P1,
   PivCard,
   isPublicObject,
+  IMPLEMENTED_INSTRUCTIONS,
+  GUID_BYTES,
   type CardSnapshot,
-} from '../../apdu/piv/index.js';
+} from '../../apdu/piv/core/index.js';
 import type {
   CardIdentity,
   DataObjectStore,
@@ -45,9 +47,7 @@ import type {
   ManagementKeyStore,
   PivCardState,
   ReferenceDataStore,
-} from '../../apdu/piv/index.js';
-import { COMMAND_HANDLERS } from '../../apdu/piv/commands/index.js';
-import { GUID_BYTES } from '../../apdu/piv/objects/index.js';
+} from '../../apdu/piv/core/index.js';
 
 /** The real card, somewhere else. */
 export interface RemoteCardLink {
@@ -281,7 +281,7 @@ export class FrontCard {
   private isLocal(cmd: CommandApdu): boolean {
     if (LOCAL_INSTRUCTIONS.has(cmd.ins)) return true;
     // An instruction the card does not implement gets its 6D00 here.
-    if (!COMMAND_HANDLERS.has(cmd.ins)) return true;
+    if (!IMPLEMENTED_INSTRUCTIONS.has(cmd.ins)) return true;
     if (cmd.ins !== INS.GET_DATA) return false;
     // 5C <len> <tag>: public containers only; a PIN-protected one depends on the card's PIN state.
     const d = cmd.data;

@@ -10,7 +10,7 @@ import {
   referenceBlocking,
   type CardSnapshot,
   type ReferenceBlocking,
-} from '../../apdu/piv/index.js';
+} from '../../apdu/piv/core/index.js';
 import { CardlinkError } from '../../protocol/errors.js';
 import { FRAME_FLAG, type Frame } from '../../protocol/wire/frames.js';
 import { errorFromFrame, type ServerLink } from '../session/server-link.js';

@@ -7,6 +7,7 @@
  * another needs (see bin/main.ts).
  */
 import type { Argv, CommandModule } from 'yargs';
+import { COMMON_OPTIONS, DAEMON_OPTIONS } from './daemon-options.js';
 
 export interface CommonArgs {
   config?: string | undefined;
@@ -15,15 +16,7 @@ export interface CommonArgs {
 
 /** The options every command that finds the daemon takes (the daemon's, the CLI's and the tray's). */
 export function common<T>(y: Argv<T>) {
-  return y
-    .option('config', {
-      type: 'string',
-      describe: 'daemon config file (default ~/.config/cardlink/daemon.json)',
-    })
-    .option('runtime-dir', {
-      type: 'string',
-      describe: 'directory of the control socket (default $XDG_RUNTIME_DIR/cardlink)',
-    });
+  return y.options(COMMON_OPTIONS);
 }
 
 export interface DaemonArgs extends CommonArgs {
@@ -40,20 +33,7 @@ export interface DaemonArgs extends CommonArgs {
 export const daemonCommand: CommandModule<object, DaemonArgs> = {
   command: 'daemon',
   describe: "Run the daemon: the user's cards from the card server in the local PC/SC reader",
-  builder: (y) =>
-    common(y)
-      .option('server-url', { type: 'string', describe: 'card server URL (https://...)' })
-      .option('server-ca', { type: 'string', describe: "PEM file to trust for the server's certificate" })
-      .option('server-cert-sha256', { type: 'string', describe: "SHA-256 pin of the server's certificate" })
-      .option('state-dir', { type: 'string', describe: 'where the device key lives (0700)' })
-      .option('reader-socket', { type: 'string', describe: "the cardlink reader driver's socket" })
-      .option('log-level', { choices: ['error', 'warn', 'info', 'debug'] })
-      .option('log-file', { type: 'string', describe: 'log file (rotated)' })
-      .option('check', {
-        type: 'boolean',
-        default: false,
-        describe: 'check the settings, print them and exit (for install scripts)',
-      }) as Argv<DaemonArgs>,
+  builder: (y) => common(y).options(DAEMON_OPTIONS) as unknown as Argv<DaemonArgs>,
   handler: async (args) => (await import('./run-daemon.js')).runDaemon(args),
 };
 

@@ -12,7 +12,7 @@
  * field); clients ignore fields and events they do not know, so a newer daemon can add them.
  */
 import { CardlinkError, type CardlinkErrorCode } from '../../protocol/errors.js';
-import type { PinChangeOutcome } from '../../apdu/piv/index.js';
+import type { PinChangeOutcome } from '../../apdu/piv/core/index.js';
 import { isControlNonce } from './control-proof.js';
 
 /** Version of this protocol, sent in hello-ok. 2: the secret is proved, never sent. */

@@ -31,7 +31,7 @@
  * length }` without any of its bytes.
  */
 import { isChained, parseCommandApdu, INS_GET_RESPONSE, parseTlvAt } from '../../apdu/codec/index.js';
-import { DATA_TAG, INS } from '../../apdu/piv/index.js';
+import { DATA_TAG, INS } from '../../apdu/piv/core/index.js';
 import { dataObjectSpec } from '../../apdu/piv/objects/index.js';
 
 /** Longest data field written out in hex; longer fields show this many bytes and the total. */

@@ -133,6 +133,21 @@ const fixtures = {
   },
 };
 
+const runAll = {
+  benchmark: 'run-all',
+  command: 'npm run bench',
+  date: '2026-12-05T16:40:00Z',
+  machine: { cpus: 2, loadavg_1m_start: 1.2, loadavg_1m_end: 2.5 },
+  seconds: 512.3,
+  target_seconds: 600,
+  pass: true,
+  steps: [
+    { step: 'build', seconds: 20.1 },
+    { step: 'daemon-idle-rss', seconds: 150.4 },
+    { step: 'server-throughput', seconds: 90 },
+  ],
+};
+
 function row(rows: ReportRow[], figure: string): ReportRow {
   const r = rows.find((x) => x.figure === figure);
   assert.ok(r, `row "${figure}" in ${rows.map((x) => x.figure).join('; ')}`);
@@ -173,6 +188,38 @@ describe('benchmark report', () => {
       [cold.target, cold.met, warm.target, warm.met],
       ['≤ 15000 ms', true, '≤ 3000 ms', false],
     );
+  });
+
+  it("has the whole run's duration next to its slowest step, against the 10 minutes", () => {
+    const withRun = buildReport({ ...fixtures, 'run-all': runAll });
+    const run = row(withRun.rows, 'npm run bench, whole run');
+    assert.deepEqual(
+      [run.value, run.anchor, run.target, run.met, run.source],
+      [
+        '512.3 s',
+        'slowest step daemon-idle-rss 150.4 s; load average 1.2 → 2.5',
+        '≤ 600 s',
+        true,
+        'run-all.json',
+      ],
+    );
+    const over = buildReport({ ...fixtures, 'run-all': { ...runAll, seconds: 744, pass: false } });
+    assert.deepEqual(
+      [row(over.rows, 'npm run bench, whole run').value, row(over.rows, 'npm run bench, whole run').met],
+      ['744 s', false],
+    );
+    assert.deepEqual(withRun.sources['run-all'], { date: runAll.date, command: 'npm run bench' });
+    assert.match(
+      renderMarkdown(withRun, 'c.svg'),
+      /\| npm run bench, whole run \| 512\.3 s \| .* \| ≤ 600 s \| met \| run-all\.json \|/,
+    );
+    assert.match(
+      renderMarkdown(withRun, 'c.svg'),
+      /\| run-all\.json \| 2026-12-05T16:40:00Z \| `npm run bench` \|/,
+    );
+    // Without the file (a benchmark run alone): not measured, nothing claimed.
+    const missing = row(report.rows, 'npm run bench, whole run');
+    assert.deepEqual([missing.value, missing.met], ['not measured', null]);
   });
 
   it('says "not measured" where a result or a field is missing, and claims no target met', () => {

@@ -96,6 +96,29 @@ describe('cardlink command line', () => {
       );
     });
 
+    it("the daemon's start loads neither yargs nor the card's key, certificate or refresh code", async () => {
+      // What the daemon process would otherwise keep for hours (docs/performance.md, daemon RSS).
+      const hidden: Record<string, HideMode> = {
+        yargs: 'missing',
+        '@noble/curves': 'missing',
+        '@peculiar/x509': 'missing',
+        'openid-client': 'missing',
+      };
+      const check = await cli(['daemon', '--check', '--server-url', 'https://cards.example.test/'], hidden);
+      assert.equal(check.status, 0, show(check));
+      assert.equal(
+        (JSON.parse(check.stdout) as { server: { url: string } }).server.url,
+        'https://cards.example.test/',
+      );
+      // Whatever that reader leaves to yargs gets yargs' answers, help and usage errors alike.
+      const help = await cli(['daemon', '--help']);
+      assert.equal(help.status, 0, show(help));
+      assert.match(help.stdout, /--log-level +\[choices: "error", "warn", "info", "debug"\]/);
+      const bad = await cli(['daemon', '--log-level', 'loud']);
+      assert.equal(bad.status, 64, show(bad));
+      assert.match(bad.stderr, /Invalid values:.*Argument: log-level, Given: "loud"/s);
+    });
+
     for (const mode of MODES) {
       it(`local-card with pcsclite ${mode} names the package and the fix, without a stack trace`, async () => {
         const r = await cli(['local-card'], { pcsclite: mode });

@@ -24,6 +24,7 @@ import { loadServerConfig } from '../../server/config/server-config.js';
 import { openServerResources } from '../../server/config/server-resources.js';
 import { cardlinkCli } from '../support/daemon.js';
 import { startPcscd, type PcscdInstance } from '../support/pcscd.js';
+import { alive, commandLine, descendants } from '../support/process-tree.js';
 
 /** From start to the ready line, generous for a loaded 2-core machine (cold: key generation). */
 const READY_TIMEOUT_MS = 180_000;
@@ -37,48 +38,6 @@ interface DemoRun {
   output(): string;
   /** Exit code, or the signal's name. */
   readonly exited: Promise<number | string>;
-}
-
-/** Every process below `pid` (from /proc), children first. */
-function descendants(pid: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      // "pid (comm) state ppid ...": comm may hold spaces and parentheses; ppid follows the last ')'.
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  const out: number[] = [];
-  const walk = (p: number) => {
-    for (const c of children.get(p) ?? []) {
-      out.push(c);
-      walk(c);
-    }
-  };
-  walk(pid);
-  return out;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function commandLine(pid: number): string {
-  try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
-  } catch {
-    return '';
-  }
 }
 
 interface Outcome {

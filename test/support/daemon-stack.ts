@@ -12,6 +12,7 @@ import { waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
 import {
   createTestCard,
   startTestCardServer,
+  TEST_TENANT,
   type TestCardServer,
   type TestCardSpec,
 } from './card-server.js';
@@ -28,6 +29,8 @@ export interface DaemonStackOptions {
   idp?: StartTestIdpOptions;
   /** Settings merged into the card server's config file. */
   server?: Record<string, unknown>;
+  /** More identity providers the card server trusts besides the stack's own (same tenant). */
+  trustIssuers?: readonly string[];
   /** Put a TCP proxy between the daemon and the server (the server's public URL names the proxy). */
   proxy?: boolean;
   /** The cards created for alice, in this order. */
@@ -96,6 +99,11 @@ export async function startDaemonStack(options: DaemonStackOptions): Promise<Dae
     let cardServer = await startTestCardServer(serverDir, idp, {
       listen: { host: '127.0.0.1', port: serverPort },
       publicUrl: serverUrl,
+      ...(options.trustIssuers
+        ? {
+            issuers: [idp.issuer, ...options.trustIssuers].map((issuer) => ({ issuer, tenant: TEST_TENANT })),
+          }
+        : {}),
       ...options.server,
     });
     stops.push(() => cardServer.stop());

@@ -11,8 +11,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { waitForCardAbsent, waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
-import { TRAY_BADGE_COLOURS } from '../../tray/icons.js';
-import { TRAY_ICON_STATES, type TrayIconState } from '../../tray/tray-state.js';
+import type { TrayIconState } from '../../tray/tray-state.js';
 import { startTestDaemon, type TestDaemon } from '../support/daemon.js';
 import { PcscClient } from '../support/pcsc-client.js';
 import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
@@ -20,6 +19,7 @@ import { startDesktopSession, type DesktopSession, type WindowGeometry } from '.
 import { REPO_ROOT } from '../support/pcscd.js';
 import { DEFAULT_ACCESS_TOKEN_TTL_SECONDS } from '../support/oidc-provider.js';
 import { startTestTray, type TestTray } from '../support/tray.js';
+import { trayOnDesktop, until, type TrayOnDesktop } from '../support/tray-desktop.js';
 
 const SECOND_READER = 'cardlink Tray Second Reader';
 const PINS = ['246810', '135791'];
@@ -33,22 +33,6 @@ const padded = (pin: string) => ascii(pin).padEnd(16, 'f');
 const WAIT_MS = 30_000;
 const ARTIFACTS = process.env['CARDLINK_TEST_ARTIFACTS'] ?? path.join(REPO_ROOT, 'test-artifacts');
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = WAIT_MS): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline)
-      throw new Error(`${what}: not within ${timeoutMs} ms${last ? ` (${String(last)})` : ''}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
 describe('cardlink tray in an X session with a tray host', () => {
   let stack: DaemonStack;
   let desktop: DesktopSession;
@@ -57,89 +41,13 @@ describe('cardlink tray in an X session with a tray host', () => {
   let dir: string;
   /** The token's expiry right after the tray's sign-in. */
   let firstExpiry: number;
-
-  /** The icon: the tray program's window that sits inside trayer's panel. */
-  const icon = () =>
-    until('the icon in the panel', async () => {
-      const pid = tray.programPid();
-      if (!pid) return undefined;
-      for (const w of await desktop.windowsOf(pid))
-        if ((await desktop.ancestorNames(w.id)).includes('panel') && w.width > 0) return w;
-      return undefined;
-    });
-
-  /** The state the icon shows, told by its badge colour on screen. */
-  const shownState = async (): Promise<TrayIconState | undefined> => {
-    const w = await icon();
-    const pixels = await desktop.pixels(w);
-    const counts = TRAY_ICON_STATES.map((state) => {
-      const [r, g, b] = TRAY_BADGE_COLOURS[state];
-      return pixels.filter(([pr, pg, pb]) => Math.abs(pr - r) + Math.abs(pg - g) + Math.abs(pb - b) <= 24)
-        .length;
-    });
-    const best = Math.max(...counts);
-    return best >= 8 ? TRAY_ICON_STATES[counts.indexOf(best)] : undefined;
-  };
-
-  const waitForIcon = (state: TrayIconState) =>
-    until(`the icon showing ${state}`, async () => ((await shownState()) === state ? true : undefined)).catch(
-      async (e: Error) => {
-        throw new Error(`${e.message}; it shows ${await shownState()}\n${tray.output()}`);
-      },
-    );
-
-  /** Clicks the icon and returns the menu's window. */
-  const openMenu = async (): Promise<WindowGeometry> => {
-    const w = await icon();
-    const pid = tray.programPid()!;
-    await desktop.click(w.x + w.width / 2, w.y + w.height / 2);
-    return until('the menu', async () =>
-      (await desktop.windowsOf(pid)).find((m) => m.id !== w.id && m.height > 100),
-    );
-  };
-
-  const closeMenu = async (menu: WindowGeometry) => {
-    await desktop.key('Escape');
-    await until('the menu to close', async () =>
-      (await desktop.windowsOf(tray.programPid()!)).some((m) => m.id === menu.id) ? undefined : true,
-    );
-  };
-
-  /**
-   * Opens the menu until a line matches `line` (the view may lag the daemon by a status fetch) and
-   * returns the menu, its lines as tesseract reads them, and the matching line; the menu stays open.
-   */
-  const menuShowing = async (line: RegExp) => {
-    for (let attempt = 0; ; attempt++) {
-      const menu = await openMenu();
-      const lines = await desktop.readText(menu);
-      const text = lines.map((l) => l.text);
-      const found = lines.find((l) => line.test(l.text));
-      if (found) return { menu, text, found };
-      await closeMenu(menu);
-      if (attempt >= 10)
-        assert.fail(`the menu never showed ${line}; last:\n${text.join('\n')}\n${tray.output()}`);
-      await new Promise((r) => setTimeout(r, 1000));
-    }
-  };
-
-  /** Opens the menu and clicks the entry whose text matches `entry`. */
-  const choose = async (entry: RegExp) => {
-    const { found } = await menuShowing(entry);
-    await desktop.click(found.x + found.width / 2, found.y + found.height / 2);
-  };
-
+  let ui: TrayOnDesktop;
+  const waitForIcon = (state: TrayIconState) => ui.waitForIcon(state);
+  const menuShowing = (line: RegExp) => ui.menuShowing(line);
+  const closeMenu = (menu: WindowGeometry) => ui.closeMenu(menu);
+  const choose = (entry: RegExp) => ui.choose(entry);
   /** A screenshot of the panel's corner with the open menu, for the docs and for people. */
-  const keepScreenshot = async (name: string, menu: WindowGeometry) => {
-    fs.mkdirSync(ARTIFACTS, { recursive: true });
-    const x = Math.max(0, menu.x - 16);
-    await desktop.screenshot(path.join(ARTIFACTS, name), {
-      x,
-      y: 0,
-      width: 1024 - x,
-      height: menu.y + menu.height + 16,
-    });
-  };
+  const keepScreenshot = (name: string, menu: WindowGeometry) => ui.keepScreenshot(ARTIFACTS, name, menu);
 
   before(async () => {
     stack = await startDaemonStack({
@@ -166,6 +74,7 @@ describe('cardlink tray in an X session with a tray host', () => {
     desktop = await startDesktopSession({ dir: desktopDir, trayHost: true, notifications: true });
     tray = startTestTray({ configFile: daemon.configFile, dir: path.join(dir, 'tray'), env: desktop.env });
     await tray.waitForOutput(/tray program pid \d+/);
+    ui = trayOnDesktop(desktop, tray);
   });
 
   after(async () => {

@@ -5,7 +5,8 @@
  * only the person the tray showed it to (their browser) has it. It is good for PIN_LINK_TTL_MS
  * after the menu entry made it, and for one use: the first GET trades it for a page session (a
  * cookie) and a per-page CSRF token, and the link is then spent. A reused, expired or unknown link
- * gets a refusal page. The session lasts PIN_PAGE_SESSION_TTL_MS and ends when the card said done.
+ * gets a refusal page. The session lasts PIN_PAGE_SESSION_TTL_MS; once the card said done it takes no
+ * further form (pin-page-server.ts).
  *
  * Tokens are kept only as SHA-256 hashes, so a lookup takes no time that depends on how much of a
  * guess was right, and the maps are bounded (MAX_PIN_LINKS, MAX_PIN_PAGE_SESSIONS) so a flood of

@@ -18,6 +18,10 @@
  *   loads nothing but its own stylesheet.
  * - Nothing typed is logged, kept or echoed back: the fields go into one control request and are
  *   dropped; the page shows the card's answer only.
+ * - POST, then redirect, then GET: a POST is answered 303 to /pin, which shows the card's answer
+ *   (kept with the page session, shown once). Reloading the answer page therefore sends nothing
+ *   to the card again, and the browser never offers to resubmit a PIN. After "done" the page
+ *   keeps showing it, and the session takes no further form.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -73,8 +77,17 @@ const SECURITY_HEADERS: Record<string, string> = {
   'Cross-Origin-Resource-Policy': 'same-origin',
 };
 
+/** What a POST left for the GET after its redirect: the answer (shown once), and whether the session is done. */
+interface PageOutcome {
+  answer: PinAnswer | undefined;
+  readonly cardId: string;
+  readonly done: boolean;
+}
+
 export class PinPageServer {
   private readonly links: OneTimeLinks;
+  /** By page session; gone with the session (the links keep the only strong reference). */
+  private readonly outcomes = new WeakMap<PinPageSession, PageOutcome>();
 
   private constructor(
     private readonly server: http.Server,
@@ -157,7 +170,11 @@ export class PinPageServer {
         this.send(res, 403, renderRefusal('session'));
         return;
       }
-      await this.showForm(res, session);
+      const outcome = this.outcomes.get(session);
+      const answer = outcome?.answer;
+      // A wrong PIN's answer is shown once (a reload shows the form alone); "done" stays.
+      if (outcome && !outcome.done) outcome.answer = undefined;
+      await this.showForm(res, session, answer, outcome?.cardId);
       return;
     }
     if (url.pathname === '/pin' && req.method === 'POST') {
@@ -230,7 +247,11 @@ export class PinPageServer {
     const form = new URLSearchParams(body.toString('utf8'));
     body.fill(0);
     const session = this.links.session(cookieOf(req));
-    if (!session || !OneTimeLinks.csrfMatches(session, form.get('csrf') ?? undefined)) {
+    if (
+      !session ||
+      !OneTimeLinks.csrfMatches(session, form.get('csrf') ?? undefined) ||
+      this.outcomes.get(session)?.done === true
+    ) {
       this.send(res, 403, renderRefusal('session'));
       return;
     }
@@ -252,8 +273,9 @@ export class PinPageServer {
         answer = { ok: false, text: daemonTrouble(error) };
       }
     }
-    if (answer.ok) this.links.end(session);
-    await this.showForm(res, session, answer, cardId);
+    this.outcomes.set(session, { answer, cardId, done: answer.ok });
+    res.setHeader('Location', '/pin');
+    this.send(res, 303, '');
   }
 
   private send(

@@ -161,9 +161,27 @@ describe('the PIN page and cardlink pin, against a real card in pcscd', { timeou
     await page.fill('input[name="new"]', PIN_2);
     await page.fill('input[name="again"]', PIN_2);
     await page.screenshot({ path: artifactPath('pin-page-change-form.png') });
-    await Promise.all([page.waitForNavigation(), page.click('button[type="submit"]')]);
+    const csrf = await page.locator('input[name="csrf"]').inputValue();
+    const cardId = await page.locator('[name="card"]').inputValue();
+    const posted = page.waitForRequest((r) => r.method() === 'POST');
+    const [answered] = await Promise.all([page.waitForNavigation(), page.click('button[type="submit"]')]);
+    // POST/redirect/GET: the POST is answered 303 to /pin, which the browser GETs.
+    const post = await posted;
+    assert.equal((await post.response())!.status(), 303);
+    assert.equal(answered!.request().method(), 'GET');
+    assert.equal(answered!.request().redirectedFrom(), post);
+    assert.equal(new URL(page.url()).pathname, '/pin');
     assert.equal(await page.textContent('.answer'), 'Done: the PIN is changed.');
     assert.equal(await page.locator('form').count(), 0, 'no form after done');
+    // A reload shows "done" again and sends nothing; the session takes no further form.
+    await page.reload();
+    assert.equal(await page.textContent('.answer'), 'Done: the PIN is changed.');
+    const again = await page.request.post(new URL('/pin', url).href, {
+      headers: { origin: new URL(url).origin },
+      form: { csrf, card: cardId, current: PIN_2, new: PIN_2, again: PIN_2 },
+      maxRedirects: 0,
+    });
+    assert.equal(again.status(), 403, 'a done session takes no form');
     await page.screenshot({ path: artifactPath('pin-page-change-done.png') });
     await page.close();
     // The old PIN first: the right one afterwards gives the PIN its full tries back.
@@ -268,6 +286,14 @@ describe('the PIN page and cardlink pin, against a real card in pcscd', { timeou
       'Wrong current PIN: 2 tries left before the PIN is blocked. Nothing was changed.',
     );
     await page.screenshot({ path: artifactPath('pin-page-wrong-pin.png') });
+    // POST, redirect, GET: the answer is on /pin, reached by a GET after a 303 to the POST.
+    const shown = await page.reload();
+    assert.equal(shown!.request().method(), 'GET');
+    assert.equal(new URL(page.url()).pathname, '/pin');
+    // The reload sent nothing to the card (the next wrong PIN still has a try after it), and the
+    // answer, shown once, is gone.
+    assert.equal(await page.locator('.answer').count(), 0, 'the answer is shown once');
+    assert.equal(await page.locator('form').count(), 1);
     assert.match(await submit(page, fields), /1 try left/);
     assert.match(await submit(page, fields), /The PIN is blocked/);
     await page.screenshot({ path: artifactPath('pin-page-blocked.png') });
