@@ -16,7 +16,7 @@
  * certificates they supersede and appends the audit entry. A failure leaves the card as it was.
  * When something was revoked, a new CRL is signed afterwards.
  */
-import { createPublicKey } from 'node:crypto';
+import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import {
   cardSigningKey,
   certificateObjectTag,
@@ -31,12 +31,18 @@ import type { KeyAlgorithm } from '../../apdu/piv/index.js';
 import { AUDIT_EVENTS, appendAudit } from '../audit/audit-log.js';
 import { issueCrl } from '../ca/crl.js';
 import { externalRequestPem, issueWithCommand, type ExternalCa } from '../ca/external-ca.js';
-import { certificateSha256, issueCertificate, type IssuedCertificate } from '../ca/issue-certificate.js';
+import {
+  certificateSha256,
+  EnrollmentError,
+  issueCertificate,
+  type IssuedCertificate,
+} from '../ca/issue-certificate.js';
 import { openIssuingCa } from '../ca/issuing-ca.js';
 import { STORED_TOUCH_POLICY } from '../cards/key-store.js';
 import type { KekProvider } from '../keys/kek-provider.js';
-import { sealSecret } from '../keys/sealing.js';
+import { sealSecret, unsealSecret } from '../keys/sealing.js';
 import {
+  findCardKey,
   findUserById,
   getCard,
   lockCardForAdmin,
@@ -44,6 +50,7 @@ import {
   putCardObject,
   recordIssuedCertificate,
   revokeCardCertificates,
+  type FencedCard,
   type Storage,
 } from '../storage/index.js';
 import { DEFAULT_ADMIN_ACTOR } from './admin-common.js';
@@ -66,6 +73,21 @@ export interface EnrollOptions {
    * Its certificates are neither registered nor revoked here: that is the external CA's job.
    */
   readonly externalCa?: ExternalCa;
+  /**
+   * Renewal (server/admin/renew.ts): `same` certifies each slot's current key again instead of
+   * generating a new one. Default `new`.
+   */
+  readonly keys?: 'new' | 'same';
+  /** Only these slots of the profile (default: all of them). */
+  readonly slots?: readonly number[];
+  /**
+   * Runs inside the transaction, after the card is taken and before the slots' keys and
+   * certificates are replaced (renewal moves the old key management key to a retired slot here).
+   * What it returns is added to the audit entry's details.
+   */
+  readonly beforeReplace?: (card: FencedCard) => Promise<Record<string, unknown> | undefined>;
+  /** The audit event (default `card.enrolled`). */
+  readonly auditEvent?: string;
 }
 
 export interface EnrolledSlot {
@@ -96,6 +118,8 @@ interface PreparedSlot {
   readonly publicKeySpki: Uint8Array;
   readonly pkcs8: Buffer;
   readonly issued: IssuedCertificate;
+  /** card_keys.origin: `generated` for a new key, the old key's origin when it is kept. */
+  readonly origin: string;
 }
 
 export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> {
@@ -127,8 +151,9 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
           options.now,
         );
 
+  const slots = profile.slots.filter((s) => options.slots?.includes(s.slot) ?? true);
   const prepared: PreparedSlot[] = [];
-  const prepare = (s: (typeof profile.slots)[number]) =>
+  const prepare = async (s: (typeof profile.slots)[number]) =>
     prepareSlot(
       s.slot,
       s.algorithm,
@@ -136,17 +161,18 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
       resolveTemplate(s.slot, s.algorithm, s.template, profile.certificateValidityDays),
       card.serial,
       issuer,
+      options.keys === 'same' ? await currentKey(options, card.tenantId, s.slot, s.algorithm) : undefined,
     );
   try {
     if (ca) {
-      const settled = await Promise.allSettled(profile.slots.map(prepare));
+      const settled = await Promise.allSettled(slots.map(prepare));
       for (const r of settled) if (r.status === 'fulfilled') prepared.push(r.value); // zeroed below
       const failed = settled.find((r) => r.status === 'rejected');
       if (failed) throw failed.reason;
     } else {
       // One request at a time: an external CA command (openssl ca's index and serial files) need
       // not be safe to run concurrently.
-      for (const s of profile.slots) prepared.push(await prepare(s));
+      for (const s of slots) prepared.push(await prepare(s));
     }
 
     const revoked = await storage.transaction(async (tx) => {
@@ -159,6 +185,7 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
             prepared.map((p) => p.slot),
           )
         : [];
+      const extra = options.beforeReplace ? await options.beforeReplace(fenced) : undefined;
       for (const p of prepared) {
         const sealed = await sealSecret(
           kek,
@@ -173,7 +200,7 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
           key: sealed,
           pinPolicy: p.pinPolicy,
           touchPolicy: STORED_TOUCH_POLICY,
-          origin: 'generated',
+          origin: p.origin,
         });
         await putCardObject(fenced, certificateObjectTag(p.slot)!, encodeCertificateObject(p.issued.der));
         if (ca)
@@ -188,9 +215,11 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
       }
       await appendAudit(tx, {
         actor,
-        eventType: AUDIT_EVENTS.cardEnrolled,
+        eventType: options.auditEvent ?? AUDIT_EVENTS.cardEnrolled,
         cardId,
         details: {
+          ...extra,
+          keys: options.keys ?? 'new',
           caId: ca?.record.id ?? 'external',
           cardSerial: card.serial,
           slots: prepared.map((p) => ({
@@ -243,6 +272,22 @@ interface SlotRequest {
 
 type SlotIssuer = (request: SlotRequest) => Promise<IssuedCertificate>;
 
+/** The slot's current key (renewal with the same key), unsealed; zero `pkcs8` after use. */
+async function currentKey(
+  options: EnrollOptions,
+  tenantId: string,
+  slot: number,
+  algorithm: KeyAlgorithm,
+): Promise<{ pkcs8: Buffer; origin: string }> {
+  const record = await findCardKey(options.storage, options.cardId, slot);
+  const hex = slot.toString(16).toUpperCase();
+  if (!record) throw new EnrollmentError('the slot holds no key to renew with', { slot: hex });
+  if (record.algorithm !== algorithm)
+    throw new EnrollmentError("the slot's key is not of the profile's algorithm", { slot: hex });
+  const pkcs8 = await unsealSecret(options.kek, record.key, { tenantId, cardId: options.cardId, slot });
+  return { pkcs8, origin: record.origin };
+}
+
 async function prepareSlot(
   slot: number,
   algorithm: KeyAlgorithm,
@@ -250,9 +295,21 @@ async function prepareSlot(
   template: ResolvedTemplate,
   cardSerial: number,
   issue: SlotIssuer,
+  existing?: { pkcs8: Buffer; origin: string },
 ): Promise<PreparedSlot> {
-  const { privateKey, publicKeySpki } = await generateKeyPair(algorithm);
-  const pkcs8 = privateKey.export({ type: 'pkcs8', format: 'der' });
+  let pkcs8: Buffer;
+  let publicKeySpki: Uint8Array;
+  let privateKey: KeyObject;
+  if (existing) {
+    pkcs8 = existing.pkcs8;
+    privateKey = createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' });
+    publicKeySpki = createPublicKey(privateKey).export({ type: 'spki', format: 'der' });
+  } else {
+    const pair = await generateKeyPair(algorithm);
+    privateKey = pair.privateKey;
+    publicKeySpki = pair.publicKeySpki;
+    pkcs8 = privateKey.export({ type: 'pkcs8', format: 'der' });
+  }
   try {
     // The request is signed by the new key the way the card signs (key-store signer): proof of possession.
     const signer = prepareSigner(privateKey);
@@ -268,7 +325,15 @@ async function prepareSlot(
       key.crypto,
     );
     const issued = await issue({ slot, template, request, key, publicKeySpki });
-    return { slot, algorithm, pinPolicy, publicKeySpki, pkcs8, issued };
+    return {
+      slot,
+      algorithm,
+      pinPolicy,
+      publicKeySpki,
+      pkcs8,
+      issued,
+      origin: existing?.origin ?? 'generated',
+    };
   } catch (error) {
     pkcs8.fill(0);
     throw error;

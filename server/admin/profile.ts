@@ -20,6 +20,11 @@
  *                                              optional: new cards take the lowest free serial
  *                                              above the highest in this range (per tenant, by
  *                                              giving each tenant's profile its own range)
+ *     "renewal": { "key": "new", "windowDays": 30 }
+ *                                              optional: renewal (renew.ts) makes new keys
+ *                                              ("new", default) or certifies the same ones
+ *                                              ("same"); `renew --due` renews certificates
+ *                                              expiring within windowDays (1..365, default 30)
  *   }
  *
  * A slot may also carry a certificate `template` for the certificates an issuing CA gives it at
@@ -96,7 +101,21 @@ export interface CardProfile {
   readonly certificateValidityDays: number;
   /** Where new cards' serials come from; random below 2^31 when absent. */
   readonly cardSerials?: SerialRange;
+  readonly renewal: RenewalPolicy;
 }
+
+/** How a card's certificates are renewed (server/admin/renew.ts). */
+export interface RenewalPolicy {
+  /** `new`: new keys (the old key management key is retired); `same`: the current keys again. */
+  readonly key: 'new' | 'same';
+  /** `renew --due` renews a card whose first certificate expires within this many days. */
+  readonly windowDays: number;
+}
+
+/** Renewal window when the profile names none: a month before expiry. */
+export const DEFAULT_RENEWAL_WINDOW_DAYS = 30;
+/** Longest renewal window. */
+export const MAX_RENEWAL_WINDOW_DAYS = 365;
 
 /** A profile (or a value checked against one) is not valid; `context.field` names the culprit. */
 export class ProfileError extends CardlinkError {
@@ -118,6 +137,7 @@ export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardP
     'managementKey',
     'certificateValidityDays',
     'cardSerials',
+    'renewal',
   ]);
   const name = root.name === undefined ? fallbackName : text(root.name, 'name', 64);
   const label = text(root.label, 'label', MAX_CARD_LABEL_LENGTH);
@@ -166,6 +186,19 @@ export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardP
     cardSerials = Object.freeze({ first, last });
   }
 
+  let renewal: RenewalPolicy = { key: 'new', windowDays: DEFAULT_RENEWAL_WINDOW_DAYS };
+  if (root.renewal !== undefined) {
+    const r = objectAt(root.renewal, 'renewal');
+    onlyMembers(r, 'renewal', ['key', 'windowDays']);
+    renewal = {
+      key: r.key === undefined ? 'new' : (oneOf(r.key, 'renewal.key', ['new', 'same']) as 'new' | 'same'),
+      windowDays:
+        r.windowDays === undefined
+          ? DEFAULT_RENEWAL_WINDOW_DAYS
+          : integer(r.windowDays, 'renewal.windowDays', 1, MAX_RENEWAL_WINDOW_DAYS),
+    };
+  }
+
   return Object.freeze({
     name,
     label,
@@ -175,6 +208,7 @@ export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardP
     managementKey: Object.freeze({ algorithm: mgmtAlgorithm }),
     certificateValidityDays,
     ...(cardSerials ? { cardSerials } : {}),
+    renewal: Object.freeze(renewal),
   });
 }
 
@@ -195,6 +229,7 @@ export function profileToJson(profile: CardProfile): Record<string, unknown> {
     managementKey: { ...profile.managementKey },
     certificateValidityDays: profile.certificateValidityDays,
     ...(profile.cardSerials ? { cardSerials: { ...profile.cardSerials } } : {}),
+    renewal: { ...profile.renewal },
   };
 }
 

@@ -60,6 +60,11 @@ export const AUDIT_EVENTS = {
   cardEnrolled: 'card.enrolled',
   /** A card's certificates were revoked (re-enrollment or erase). */
   certificatesRevoked: 'certificates.revoked',
+  /**
+   * A card's certificates were renewed (`cardlink admin renew`, or `renew --due` from a timer);
+   * the details name the retired slot an old key management key moved to.
+   */
+  cardRenewed: 'card.renewed',
   deviceRegistered: 'device.registered',
   deviceApproved: 'device.approved',
   sessionOpened: 'session.opened',

@@ -24,6 +24,7 @@ import {
   unblockCommand,
 } from './admin/card-commands.js';
 import { rotateKekCommand } from './admin/kek-commands.js';
+import { renewCommand } from './admin/lifecycle-commands.js';
 import { approveDeviceCommand, listUsersCommand, sessionsCommand } from './admin/user-commands.js';
 
 export type { AdminArgs };
@@ -58,6 +59,7 @@ export const adminCommand: CommandModule<object, AdminArgs> = {
       .command(auditCommand)
       .command(caCommand)
       .command(enrollCommand)
+      .command(renewCommand)
       .demandCommand(1, "Name an admin command; see 'cardlink admin --help'."),
   handler: () => undefined,
 };

@@ -1,6 +1,6 @@
 import { concatBytes, encodeTlv, findTlv, parseTlvList } from '../../codec/ber-tlv.js';
 import type { PivCardState } from '../card-state.js';
-import { KEY_REF, RETIRED_SLOT_COUNT } from '../constants.js';
+import { isRetiredSlot, KEY_REF, RETIRED_SLOT_COUNT } from '../constants.js';
 import { OBJECT_TAG, retiredCertificateTag } from './catalogue.js';
 
 /**
@@ -50,19 +50,41 @@ export function decodeKeyHistory(value: Uint8Array): { onCard: number; offCard: 
   }
 }
 
+/**
+ * keysWithOnCardCerts by the rule above, from the retired slots that hold both a key and a
+ * certificate (other references are ignored).
+ */
+export function keyHistoryOnCardCount(retiredSlotsWithKeyAndCertificate: Iterable<number>): number {
+  let highest = 0;
+  for (const slot of retiredSlotsWithKeyAndCertificate)
+    if (isRetiredSlot(slot)) highest = Math.max(highest, slot - KEY_REF.RETIRED_FIRST + 1);
+  return highest;
+}
+
+/**
+ * The retired slot a key management key being replaced moves to: the one after the highest
+ * retired slot in use (SP 800-73-4 Part 1 section 3.3.3 fills 82, 83, ... in order, and the Key
+ * History count above then stays exact), or undefined when 95 is in use (all 20 taken).
+ */
+export function nextRetiredSlot(retiredSlotsInUse: Iterable<number>): number | undefined {
+  let highest = KEY_REF.RETIRED_FIRST - 1;
+  for (const slot of retiredSlotsInUse) if (isRetiredSlot(slot)) highest = Math.max(highest, slot);
+  return highest < KEY_REF.RETIRED_LAST ? highest + 1 : undefined;
+}
+
 /** keysWithOnCardCerts by the rule above. */
 export async function countRetiredKeysWithCertificates(
   state: Pick<PivCardState, 'keys' | 'objects'>,
 ): Promise<number> {
-  let highest = 0;
+  const filled: number[] = [];
   for (let i = 0; i < RETIRED_SLOT_COUNT; i++) {
     const [info, cert] = await Promise.all([
       state.keys.info(KEY_REF.RETIRED_FIRST + i),
       state.objects.get(retiredCertificateTag(i)),
     ]);
-    if (info !== undefined && cert !== undefined && cert.length > 0) highest = i + 1;
+    if (info !== undefined && cert !== undefined && cert.length > 0) filled.push(KEY_REF.RETIRED_FIRST + i);
   }
-  return highest;
+  return keyHistoryOnCardCount(filled);
 }
 
 /**

@@ -192,7 +192,7 @@ interface EnrollArgs extends AdminArgs {
 }
 
 /** `name=value` pairs of --claim. */
-function parseClaims(values: readonly string[] | undefined): Record<string, string> {
+export function parseClaims(values: readonly string[] | undefined): Record<string, string> {
   const claims: Record<string, string> = {};
   for (const item of values ?? []) {
     const eq = item.indexOf('=');

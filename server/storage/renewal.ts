@@ -1,0 +1,31 @@
+/**
+ * Queries for certificate renewal (server/admin/renew.ts): which cards hold a CA-issued
+ * certificate that expires soon.
+ */
+import type { Queryable } from './storage.js';
+
+export interface ExpiringCard {
+  readonly cardId: string;
+  /** The earliest notAfter among the card's unrevoked certificates (ISO 8601). */
+  readonly firstNotAfter: string;
+}
+
+/**
+ * Cards with an unrevoked certificate that expires before `cutoff`, the soonest first. Expired
+ * certificates count too: a card whose certificates lapsed is due as well.
+ */
+export async function listCardsWithCertificatesExpiringBefore(
+  q: Queryable,
+  cutoff: Date,
+): Promise<ExpiringCard[]> {
+  const rows = await q.db
+    .selectFrom('issued_certificates')
+    .select((eb) => ['card_id', eb.fn.min<string>('not_after').as('first_not_after')])
+    .where('revoked_at', 'is', null)
+    .where('card_id', 'is not', null)
+    .where('not_after', '<', cutoff.toISOString())
+    .groupBy('card_id')
+    .orderBy('first_not_after')
+    .execute();
+  return rows.map((r) => ({ cardId: r.card_id!, firstNotAfter: r.first_not_after }));
+}

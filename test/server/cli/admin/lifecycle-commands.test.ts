@@ -1,0 +1,88 @@
+/**
+ * `cardlink admin renew` as an administrator runs it: the built CLI as a child process on a
+ * SQLite data directory. New keys retire the old 9D key to slot 82 (Key History 1), `--keys same`
+ * retires nothing, `--due` finds nothing inside the window of a fresh card, and a call without a
+ * card id or --due is a usage error.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { envWithoutCardlinkSettings, runCardlink, type CliRun } from '../../../support/cli-run.js';
+
+const show = (r: CliRun) => `status ${r.status}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
+
+interface Renewed {
+  keys: string;
+  slots: { slot: string; serial: string }[];
+  revoked: string[];
+  retiredTo?: string;
+  keyHistoryOnCard?: number;
+}
+
+describe('cardlink admin renew', () => {
+  let dir: string;
+  const admin = (args: string[]) =>
+    runCardlink(['admin', ...args, '--data-dir', join(dir, 'site')], {
+      ...envWithoutCardlinkSettings(),
+      XDG_STATE_HOME: join(dir, 'state'),
+    });
+  const ok = async <T>(args: string[]): Promise<T> => {
+    const r = await admin([...args, '--json']);
+    assert.equal(r.status, 0, show(r));
+    return JSON.parse(r.stdout) as T;
+  };
+  let cardId: string;
+  let firstSerials: string[];
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cardlink-renew-cli-'));
+    await ok(['ca', 'init', '--crl-url', 'http://127.0.0.1:8080/ca/crl']);
+    const enrolled = await ok<{ cardId: string; slots: { serial: string }[] }>([
+      'enroll',
+      '--issuer',
+      'https://idp.example',
+      '--subject',
+      'alice',
+      '--tenant',
+      'example',
+      '--claim',
+      'email=alice@example.com',
+      '--claim',
+      'name=Alice Example',
+    ]);
+    cardId = enrolled.cardId;
+    firstSerials = enrolled.slots.map((s) => s.serial);
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  it('renews with new keys and retires the old key management key to 82', async () => {
+    const r = await ok<Renewed>(['renew', cardId]);
+    assert.equal(r.keys, 'new');
+    assert.equal(r.retiredTo, '82');
+    assert.equal(r.keyHistoryOnCard, 1);
+    assert.deepEqual([...r.revoked].sort(), [...firstSerials].sort());
+    assert.deepEqual(
+      r.slots.map((s) => s.slot),
+      ['9A', '9C', '9D', '9E'],
+    );
+  });
+
+  it('--keys same retires nothing; the text output says what happened', async () => {
+    const r = await ok<Renewed>(['renew', cardId, '--keys', 'same']);
+    assert.equal(r.keys, 'same');
+    assert.equal(r.retiredTo, undefined);
+    const text = await admin(['renew', cardId, '--keys', 'new']);
+    assert.equal(text.status, 0, show(text));
+    assert.match(text.stdout, /renewed \(new keys\)/);
+    assert.match(text.stdout, /moved to slot 83 \(Key History: 2\)/);
+  });
+
+  it('--due renews nothing for certificates far from expiry; no card id nor --due is a usage error', async () => {
+    assert.deepEqual(await ok<unknown[]>(['renew', '--due']), []);
+    const usage = await admin(['renew']);
+    assert.equal(usage.status, 64, show(usage));
+    assert.match(usage.stderr, /give either a card id or --due/);
+  });
+});
