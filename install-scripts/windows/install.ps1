@@ -23,8 +23,10 @@
 [CmdletBinding()]
 param(
   [string]$ServerUrl = '',
-  [string]$Issuer = '',
-  [string]$ClientId = '',
+  # One or more identity providers (-Issuer a,b), the first the default; -ClientId once for all or
+  # once per issuer, as install.sh's repeatable --issuer / --client-id.
+  [string[]]$Issuer = @(),
+  [string[]]$ClientId = @(),
   [string]$CaFile = '',
   # vsmartcard's default vpcd port (0x8C7B); BixVReader's reader 0 listens there.
   [ValidateRange(1, 65534)][int]$VpcdPort = 35963,
@@ -64,7 +66,8 @@ if (-not $principal.IsInRole([Security.Principal.WindowsBuiltInRole]::Administra
   Fail 3 'run from an elevated PowerShell (Run as administrator)'
 }
 if ($ServerUrl -and -not $ServerUrl.StartsWith('https://')) { Fail 2 "-ServerUrl must be an https:// URL (got '$ServerUrl')" }
-if (($Issuer -and -not $ClientId) -or ($ClientId -and -not $Issuer)) { Fail 2 '-Issuer and -ClientId go together' }
+if (($Issuer.Count -and -not $ClientId.Count) -or ($ClientId.Count -and -not $Issuer.Count)) { Fail 2 '-Issuer and -ClientId go together' }
+if ($ClientId.Count -gt 1 -and $ClientId.Count -ne $Issuer.Count) { Fail 2 '-ClientId: give one for every issuer, or one per -Issuer' }
 if ($CaFile -and -not (Test-Path -PathType Leaf $CaFile)) { Fail 2 "-CaFile '$CaFile' is not a file" }
 if (-not (Select-String -Quiet -Pattern '"cardlinkVariant"' -Path (Join-Path $Source 'package.json'))) {
   Fail 2 "-Source '$Source' is not a staged tree (install-scripts/linux/stage.sh client <dir>)"
@@ -82,7 +85,12 @@ if ($ServerUrl) {
   function Client-Json([string]$Ca) {
     $c = [ordered]@{ server = [ordered]@{ url = $ServerUrl } }
     if ($Ca) { $c.server.caFile = $Ca }
-    if ($Issuer) { $c.login = [ordered]@{ issuer = $Issuer; clientId = $ClientId; resource = $ServerUrl } }
+    if ($Issuer.Count -eq 1) { $c.login = [ordered]@{ issuer = $Issuer[0]; clientId = $ClientId[0]; resource = $ServerUrl } }
+    if ($Issuer.Count -gt 1) {
+      $list = @(for ($i = 0; $i -lt $Issuer.Count; $i++) {
+          [ordered]@{ issuer = $Issuer[$i]; clientId = $ClientId[$(if ($ClientId.Count -eq 1) { 0 } else { $i })] } })
+      $c.login = [ordered]@{ resource = $ServerUrl; issuers = $list }
+    }
     # BixVReader listens (vpcd's normal mode, the only one it has): the daemon connects to it.
     $c.reader = [ordered]@{ transport = 'vpcd'; vpcdMode = 'connect'; vpcdHost = '127.0.0.1'; vpcdPort = $VpcdPort }
     return ($c | ConvertTo-Json -Depth 4) + "`n"

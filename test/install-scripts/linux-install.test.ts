@@ -34,6 +34,8 @@ const INSTALL_TEST_TIMEOUT_MS = 15 * 60_000;
 /** How long the installed daemon may take to put alice's card into the root's reader. */
 const CARD_VISIBLE_TIMEOUT_MS = 30_000;
 const SCRIPTS = '/tmp/cardlink-src/install-scripts/linux';
+/** A second identity provider for install.sh's repeatable --issuer; only written and checked, never asked. */
+const SECOND_ISSUER = 'https://idp2.example.com/';
 
 function ok(r: Ran, what: string): Ran {
   assert.equal(r.code, 0, `${what} exited ${r.code}:\n${r.stdout}\n${r.stderr}`);
@@ -93,10 +95,15 @@ test(
     const params = [
       '--server-url',
       serverUrl,
+      // Two identity providers, the first the default (login.issuers), each with its client id.
       '--issuer',
       idp!.issuer,
+      '--issuer',
+      SECOND_ISSUER,
       '--client-id',
       idp!.clientId,
+      '--client-id',
+      'cardlink-second',
       '--ca-file',
       '/tmp/server-ca.pem',
       '--user',
@@ -135,11 +142,26 @@ test(
     assert.ok(installedNow.has('/opt/cardlink/node_modules/pcsclite'));
     const config = JSON.parse(fs.readFileSync(path.join(root, 'etc/cardlink/daemon.json'), 'utf8')) as {
       server: { url: string; caFile: string };
-      login: { issuer: string; clientId: string };
+      login: { resource: string; issuers: { issuer: string; clientId: string }[] };
     };
     assert.equal(config.server.url, serverUrl);
     assert.equal(config.server.caFile, '/etc/cardlink/server-ca.pem');
-    assert.equal(config.login.issuer, idp!.issuer);
+    assert.deepEqual(config.login, {
+      resource: serverUrl,
+      issuers: [
+        { issuer: idp!.issuer, clientId: idp!.clientId },
+        { issuer: SECOND_ISSUER, clientId: 'cardlink-second' },
+      ],
+    });
+    // As the installed daemon reads it: the first is the default (cardlink login below uses it).
+    const checked = ok(await inRoot(['/usr/local/bin/cardlink', 'daemon', '--check']), 'check');
+    const effective = JSON.parse(checked.stdout) as { login: { issuer: string; issuers: unknown[] } };
+    assert.equal(effective.login.issuer, idp!.issuer);
+    assert.equal(effective.login.issuers.length, 2);
+    assert.match(
+      fs.readFileSync(path.join(root, 'etc/cardlink/install.conf'), 'utf8'),
+      new RegExp(`^CARDLINK_ISSUER=${idp!.issuer} ${SECOND_ISSUER}$`, 'm'),
+    );
     // pcscd was restarted (it reads reader.conf.d only at start) and shows the reader.
     const pcscdAfter = await waitFor('restarted pcscd', 10_000, async () => {
       const pid = rootPcscdPid();
