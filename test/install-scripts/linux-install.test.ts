@@ -27,7 +27,7 @@ import {
 } from '../support/debian-root.js';
 import { freePort } from '../support/free-port.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-provider.js';
-import { REPO_ROOT } from '../support/pcscd.js';
+import { stagedTree } from '../support/staged-tree.js';
 
 /** The whole scenario: building the root (first run), staging, four installs and two removals. */
 const INSTALL_TEST_TIMEOUT_MS = 15 * 60_000;
@@ -80,13 +80,10 @@ test(
   'install.sh into a clean Debian 12 root: the installed daemon serves a card that pkcs11-tool sees; a second run changes nothing; an upgrade keeps the config; uninstall leaves none of its files',
   { timeout: INSTALL_TEST_TIMEOUT_MS },
   async (t) => {
+    // stage.sh's client tree, made once per build and shared with linux-deb (test/support/staged-tree.ts).
     ok(
-      await run('bash', [
-        path.join(REPO_ROOT, 'install-scripts/linux/stage.sh'),
-        'client',
-        path.join(root, 'tmp/cardlink-src'),
-      ]),
-      'stage.sh',
+      await run('cp', ['-a', await stagedTree('client'), path.join(root, 'tmp/cardlink-src')]),
+      'staged tree',
     );
     ok(await inRoot(['pcscd']), 'pcscd');
     const pcscdBefore = await waitFor('pcscd pid file', 10_000, async () => rootPcscdPid());
