@@ -36,7 +36,11 @@ const INPUTS = [
   'docs/install.md',
 ];
 
+/** What stage.sh leaves out of dist/ (tests, benchmarks, fuzzers, source maps): no part of the key. */
+const NOT_STAGED = /^dist\/(test|bench|fuzz)(\/|$)|\.map$/;
+
 function addStats(hash: ReturnType<typeof createHash>, p: string): void {
+  if (NOT_STAGED.test(path.relative(REPO_ROOT, p))) return;
   let st: fs.Stats;
   try {
     st = fs.statSync(p);
