@@ -410,6 +410,7 @@ async function openReader(config: DaemonConfig, logger: Logger): Promise<ReaderS
   if (reader.transport === 'vpcd') {
     const { VpcdReader } = await import('./reader/vpcd-reader.js');
     return VpcdReader.open({
+      mode: reader.vpcdMode,
       host: reader.vpcdHost,
       port: reader.vpcdPort,
       friendlyName: reader.name,

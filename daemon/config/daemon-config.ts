@@ -64,6 +64,9 @@ const ISSUER_KEYS: readonly string[] = ['issuer', 'clientId', 'resource', 'scope
 /** The daemon's reader transports (`reader.transport`). */
 export const READER_TRANSPORTS = ['bridge', 'vpcd'] as const;
 export type ReaderTransportSetting = (typeof READER_TRANSPORTS)[number];
+/** Who listens on the vpcd transport (`reader.vpcdMode`): the daemon, or vpcd / BixVReader. */
+export const VPCD_MODES = ['listen', 'connect'] as const;
+export type VpcdModeSetting = (typeof VPCD_MODES)[number];
 
 export interface DaemonConfig {
   /** The most specific file the settings came from, if any (for `diag`). */
@@ -103,7 +106,9 @@ export interface DaemonConfig {
     /** Our pcsc-lite driver over a Unix socket (Linux), or vsmartcard's vpcd over loopback TCP. */
     readonly transport: ReaderTransportSetting;
     readonly bridgeSocket: string;
-    /** Loopback address the vpcd transport listens on (vpcd connects to it in reversed mode). */
+    /** `listen`: vpcd in reversed mode connects to the daemon; `connect`: the daemon connects to vpcd. */
+    readonly vpcdMode: VpcdModeSetting;
+    /** Loopback address the vpcd transport listens on, or connects to in connect mode. */
     readonly vpcdHost: string;
     /** Port of vpcd's slot 0; slot i is vpcdPort + i. */
     readonly vpcdPort: number;
@@ -200,19 +205,32 @@ function xdg(env: NodeJS.ProcessEnv, variable: string, fallback: string[]): stri
 const SECTION_KEYS: Readonly<Record<string, readonly string[]>> = {
   server: ['url', 'caFile', 'certificateSha256'],
   login: ['issuer', 'clientId', 'resource', 'scope', 'issuers', 'redirectPort'],
-  reader: ['transport', 'bridgeSocket', 'vpcdHost', 'vpcdPort', 'name', 'slots'],
+  reader: ['transport', 'bridgeSocket', 'vpcdMode', 'vpcdHost', 'vpcdPort', 'name', 'slots'],
   timeouts: ['connectSeconds', 'commandSeconds', 'graceSeconds'],
   reconnect: ['initialDelayMs', 'maxDelayMs'],
   log: ['level', 'file', 'maxSizeBytes', 'maxFiles'],
   tray: ['signInStore'],
 };
 
-/** The machine-wide config file an admin's install script writes. */
+/** The machine-wide config file an admin's install script writes (Linux, macOS). */
 export const SYSTEM_DAEMON_CONFIG_FILE = '/etc/cardlink/daemon.json';
+/** Windows: the same file under `%ProgramData%` (install-scripts/windows/install.ps1 writes it). */
+export const WINDOWS_SYSTEM_DAEMON_CONFIG = ['cardlink', 'daemon.json'] as const;
+/** Where Windows keeps ProgramData when the variable is missing (a service's bare environment). */
+const WINDOWS_PROGRAM_DATA = 'C:\\ProgramData';
 
-/** The machine-wide file (`CARDLINK_SYSTEM_CONFIG` overrides it, for tests). */
-export function systemDaemonConfigFile(env: NodeJS.ProcessEnv = process.env): string {
-  return env['CARDLINK_SYSTEM_CONFIG'] || SYSTEM_DAEMON_CONFIG_FILE;
+/**
+ * The machine-wide file: `/etc/cardlink/daemon.json`, on Windows `%ProgramData%\cardlink\daemon.json`
+ * (`CARDLINK_SYSTEM_CONFIG` overrides it, for tests).
+ */
+export function systemDaemonConfigFile(
+  env: NodeJS.ProcessEnv = process.env,
+  platform: NodeJS.Platform = process.platform,
+): string {
+  if (env['CARDLINK_SYSTEM_CONFIG']) return env['CARDLINK_SYSTEM_CONFIG'];
+  if (platform === 'win32')
+    return path.win32.join(env['ProgramData'] || WINDOWS_PROGRAM_DATA, ...WINDOWS_SYSTEM_DAEMON_CONFIG);
+  return SYSTEM_DAEMON_CONFIG_FILE;
 }
 
 export function defaultDaemonConfigFile(env: NodeJS.ProcessEnv = process.env): string {
@@ -331,7 +349,7 @@ export function loadDaemonConfig(
     throw new ConfigError(
       'reader.vpcdHost',
       vpcdHost.source,
-      'must be a loopback address, 127.0.0.1 (or another 127.x.x.x) or localhost: whoever reaches the port uses the cards, and vpcd connects over IPv4',
+      'must be a loopback address, 127.0.0.1 (or another 127.x.x.x) or localhost: whoever reaches the port uses the cards, and vpcd speaks IPv4 only',
     );
 
   const stateDir =
@@ -362,6 +380,7 @@ export function loadDaemonConfig(
     reader: {
       transport,
       bridgeSocket: pathSetting('reader.bridgeSocket') ?? DEFAULT_BRIDGE_SOCKET,
+      vpcdMode: last((s) => s.oneOf('reader.vpcdMode', VPCD_MODES))?.value ?? 'listen',
       vpcdHost: vpcdHost?.value ?? DEFAULT_VPCD_HOST,
       // Slot 1 listens on vpcdPort + 1: the last port must exist too.
       vpcdPort: last((s) => s.int('reader.vpcdPort', 1, 65534))?.value ?? DEFAULT_VPCD_PORT,

@@ -188,7 +188,12 @@ export async function collectDiagnostics(config: DaemonConfig): Promise<Record<s
     daemon: await daemonState(config),
     reader:
       config.reader.transport === 'vpcd'
-        ? { transport: 'vpcd', vpcdHost: config.reader.vpcdHost, vpcdPort: config.reader.vpcdPort }
+        ? {
+            transport: 'vpcd',
+            vpcdMode: config.reader.vpcdMode,
+            vpcdHost: config.reader.vpcdHost,
+            vpcdPort: config.reader.vpcdPort,
+          }
         : {
             transport: 'bridge',
             driverSocket: config.reader.bridgeSocket,

@@ -1,7 +1,13 @@
 /**
- * The vsmartcard vpcd protocol, card side, in reversed mode: this process LISTENS on loopback and
- * vpcd (the pcsc-lite driver libifdvpcd.so inside pcscd, reader.conf `DEVICENAME localhost:<port>`)
- * connects to it. This is the transport for systems where our own driver does not exist.
+ * The vsmartcard vpcd protocol, card side, for systems where our own driver does not exist. Two modes:
+ * - `listen` (vpcd's reversed mode): this process LISTENS on loopback and vpcd (the pcsc-lite driver
+ *   libifdvpcd.so inside pcscd, reader.conf `DEVICENAME localhost:<port>`) connects to it;
+ * - `connect` (vpcd's normal mode, and Windows' BixVReader, which knows no other): vpcd listens
+ *   (`DEVICENAME /dev/null:<port>`) and this process CONNECTS to it, one connection per slot, and
+ *   connects again, with a growing pause, whenever the reader goes away (pcscd restarted, BixVReader's
+ *   driver reloaded). vpcd binds its listener to every interface (`INADDR_ANY` in vpcd.c's opensock,
+ *   0.8 to 0.10, no setting), so the machine's firewall must keep the port to loopback
+ *   (docs/reader-vpcd.md); this side only ever connects to a loopback address.
  *
  * vpcd protocol: every message is a 2-byte big-endian length, then the payload. A 1-byte payload is a
  * control message: 00 power off, 01 power on, 02 reset, 04 get ATR (answered with the ATR); anything
@@ -41,6 +47,14 @@ export const VPCD_MAX_MESSAGE_BYTES = 0xffff;
 /** The address this server listens on unless told another loopback address. */
 export const VPCD_LOOPBACK_HOST = DEFAULT_VPCD_HOST;
 
+/** Connect mode: first pause before connecting again to a reader that went away or is not there. */
+export const VPCD_RECONNECT_INITIAL_MS = 250;
+/** Connect mode: longest pause between attempts (the pause doubles up to it). */
+export const VPCD_RECONNECT_MAX_MS = 5_000;
+
+/** Who listens: this process (vpcd's reversed mode) or vpcd / BixVReader (normal mode). */
+export type VpcdMode = 'listen' | 'connect';
+
 /** vpcd control bytes (virtualsmartcard src/vpcd/vpcd.h). */
 export const VpcdControl = { POWER_OFF: 0x00, POWER_ON: 0x01, RESET: 0x02, GET_ATR: 0x04 } as const;
 
@@ -49,12 +63,15 @@ export interface VpcdCardServerOptions {
   port: number;
   /** Overrides VPCD_SLOTS. */
   slots?: number;
-  /** Loopback address to listen on (isVpcdLoopbackHost); default VPCD_LOOPBACK_HOST. */
+  /** Loopback address to listen on, or to connect to (isVpcdLoopbackHost); default VPCD_LOOPBACK_HOST. */
   host?: string;
+  /** Overrides VPCD_RECONNECT_INITIAL_MS / VPCD_RECONNECT_MAX_MS (connect mode). */
+  reconnect?: { initialMs: number; maxMs: number };
   /** Re-arms TCP_QUICKACK on vpcd's connections (tcp-quickack.ts); without it, delayed ACK applies. */
   quickAck?: RearmQuickAck | undefined;
   /**
-   * Linux: the uids whose connections are taken (loopback-peer.ts), others are closed at once.
+   * Linux: the uids whose connections are taken (loopback-peer.ts), others are closed at once; in
+   * connect mode, the uids that may own the listener's end (a squatter on vpcd's port gets no card).
    * Default: root (pcscd) and this process's user; elsewhere there is no check (docs/reader-vpcd.md).
    */
   allowedPeerUids?: readonly number[];
@@ -65,6 +82,11 @@ interface VpcdSlot {
   card: VirtualCard | undefined;
   server: net.Server;
   connection: net.Socket | undefined;
+  /** Connect mode: the pending reconnect, and the pause before the next one. */
+  retry: NodeJS.Timeout | undefined;
+  delayMs: number;
+  /** Connect mode: whether the last failure was logged (one line per outage, not one per attempt). */
+  warned: boolean;
 }
 
 export class VpcdCardServer extends EventEmitter {
@@ -75,6 +97,8 @@ export class VpcdCardServer extends EventEmitter {
   private readonly logger: Logger | undefined;
   private readonly quickAck: RearmQuickAck | undefined;
   private readonly allowedPeerUids: readonly number[] | undefined;
+  private readonly reconnect: { initialMs: number; maxMs: number };
+  private closed = false;
 
   constructor(options: VpcdCardServerOptions) {
     super();
@@ -94,10 +118,17 @@ export class VpcdCardServer extends EventEmitter {
       (process.platform === 'linux' && process.getuid ? [0, process.getuid()] : undefined);
     this.slotCount = slots;
     this.logger = options.logger;
+    this.reconnect = options.reconnect ?? {
+      initialMs: VPCD_RECONNECT_INITIAL_MS,
+      maxMs: VPCD_RECONNECT_MAX_MS,
+    };
     this.slots = Array.from({ length: slots }, (_, i) => ({
       card: undefined,
       connection: undefined,
       server: net.createServer((socket) => this.onConnection(i, socket)),
+      retry: undefined,
+      delayMs: this.reconnect.initialMs,
+      warned: false,
     }));
   }
 
@@ -124,6 +155,19 @@ export class VpcdCardServer extends EventEmitter {
           }),
       ),
     );
+  }
+
+  /**
+   * Connect mode: connects to vpcd's listener on every slot's port and keeps connecting again while
+   * this server is open. Returns at once; the reader need not be there yet (`connected` events).
+   */
+  connect(): void {
+    for (let i = 0; i < this.slots.length; i++) this.connectSlot(i);
+  }
+
+  /** Whether vpcd is connected on `slot` (either mode). */
+  isConnected(slot: number): boolean {
+    return this.slot(slot).connection !== undefined;
   }
 
   /** Puts `card` into `slot`; vpcd reports it at its next GET ATR poll. */
@@ -170,17 +214,52 @@ export class VpcdCardServer extends EventEmitter {
     return this.slot(slot).card !== undefined;
   }
 
-  /** Stops listening and drops vpcd's connections. Stop pcscd first (see the module comment). */
+  /** Stops listening (or connecting) and drops vpcd's connections. Listen mode: stop pcscd first. */
   async close(): Promise<void> {
+    this.closed = true;
     await Promise.all(
       this.slots.map(
         (s) =>
           new Promise<void>((resolve) => {
+            clearTimeout(s.retry);
             s.connection?.destroy();
-            s.server.close(() => resolve());
+            if (s.server.listening) s.server.close(() => resolve());
+            else resolve();
           }),
       ),
     );
+  }
+
+  private connectSlot(slot: number): void {
+    const s = this.slots[slot]!;
+    s.retry = undefined;
+    if (this.closed) return;
+    const socket = net.connect({ host: this.host, port: this.port + slot });
+    const retry = (why: string) => {
+      if (this.closed || s.retry) return;
+      if (!s.warned) {
+        // Once per outage: the reader not running yet is normal at boot, not worth a line a second.
+        this.logger?.info('vpcd reader not reachable; connecting again', {
+          slot,
+          port: this.port + slot,
+          why,
+        });
+        s.warned = true;
+      }
+      s.retry = setTimeout(() => this.connectSlot(slot), s.delayMs);
+      s.delayMs = Math.min(s.delayMs * 2, this.reconnect.maxMs);
+    };
+    socket.once('connect', () => {
+      if (this.closed) return socket.destroy();
+      if (!this.attach(slot, socket)) return retry('listener not owned by root or this user');
+      s.delayMs = this.reconnect.initialMs;
+      s.warned = false;
+      socket.once('close', () => retry('disconnected'));
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      socket.destroy();
+      retry(err.code ?? 'error');
+    });
   }
 
   private slot(slot: number): VpcdSlot {
@@ -191,9 +270,15 @@ export class VpcdCardServer extends EventEmitter {
   }
 
   private onConnection(slot: number, socket: net.Socket): void {
+    this.attach(slot, socket);
+  }
+
+  /** Serves `slot` on a connection with vpcd (accepted or made); false when its peer was refused. */
+  private attach(slot: number, socket: net.Socket): boolean {
     const s = this.slots[slot]!;
     if (this.allowedPeerUids) {
-      // Before anything else: a refused peer must not displace vpcd's connection either.
+      // Before anything else: a refused peer must not displace vpcd's connection either. In connect
+      // mode the peer is the listener's accepted socket, owned by whoever listens on vpcd's port.
       const uid = loopbackPeerUid(socket);
       if (uid === undefined || !this.allowedPeerUids.includes(uid)) {
         this.logger?.warn('vpcd connection refused: not from root or this user', {
@@ -201,7 +286,7 @@ export class VpcdCardServer extends EventEmitter {
           uid: uid ?? 'unknown',
         });
         socket.destroy();
-        return;
+        return false;
       }
     }
     socket.setNoDelay(true);
@@ -233,6 +318,7 @@ export class VpcdCardServer extends EventEmitter {
       if (s.connection === socket) s.connection = undefined;
       this.logger?.info('vpcd disconnected', { slot });
     });
+    return true;
   }
 
   private async handle(slot: number, socket: net.Socket, payload: Buffer): Promise<void> {

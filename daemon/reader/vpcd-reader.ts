@@ -1,7 +1,9 @@
 /**
  * The daemon's reader on vsmartcard's vpcd (setting `reader.transport: "vpcd"`): where our pcsc-lite
- * driver does not exist (macOS, Windows), pcscd's vpcd driver connects in reversed mode to this
- * daemon on loopback, one TCP port per slot, and the daemon serves a card per slot.
+ * driver does not exist (macOS, Windows), the daemon serves a card per vpcd slot, one loopback TCP
+ * connection per slot. `reader.vpcdMode` says who listens: `listen`, pcscd's vpcd driver connects in
+ * reversed mode to this daemon; `connect`, vpcd (normal mode) or Windows' BixVReader listens and the
+ * daemon connects to it, again and again while the reader is away.
  *
  * Debian 12's vpcd (virtualsmartcard 0.8, vpcd-card-server.ts) aborts pcscd when a slot answers "no
  * card" or its connection drops, so a slot is never empty: every slot without a user's card holds the
@@ -17,11 +19,13 @@ import type { ReaderSlots } from './bridge-reader.js';
 import { pcscReaderName } from './reader-names.js';
 import { loadTcpQuickAck, type TcpQuickAck } from './tcp-quickack.js';
 import type { VirtualCard } from './virtual-card.js';
-import { VpcdCardServer, VPCD_SLOTS } from './vpcd-card-server.js';
+import { VpcdCardServer, VPCD_SLOTS, type VpcdMode } from './vpcd-card-server.js';
 import { VpcdPlaceholderCard } from './vpcd-placeholder-card.js';
 
 export interface VpcdReaderOptions {
-  /** Loopback address to listen on (`reader.vpcdHost`). */
+  /** `reader.vpcdMode`: the daemon listens (vpcd's reversed mode) or connects (normal mode, BixVReader). */
+  mode?: VpcdMode;
+  /** Loopback address to listen on or connect to (`reader.vpcdHost`). */
   host: string;
   /** Port of slot 0 (`reader.vpcdPort`, the DEVICENAME port of the vpcd reader); slot i is port + i. */
   port: number;
@@ -48,6 +52,10 @@ export class VpcdReader implements ReaderSlots {
    * Listens on every port vpcd connects to (all of vpcd's slots, also those beyond `maxSlots`), each
    * holding the placeholder. Start the daemon before pcscd: Debian 12's pcscd waits at start for
    * every vpcd slot and gives up the reader when one does not answer.
+   *
+   * Connect mode: connects to every slot's port instead and returns without waiting (the reader may
+   * start later). Every slot holds the placeholder here too: the daemon keeps each slot's connection
+   * for as long as it runs, so nobody else on the machine can take the slot and pose as a card.
    */
   static async open(options: VpcdReaderOptions): Promise<VpcdReader> {
     const quickAck = options.quickAck === false ? undefined : (options.quickAck ?? loadTcpQuickAck());
@@ -62,6 +70,13 @@ export class VpcdReader implements ReaderSlots {
       quickAck: quickAck?.rearm,
       logger: options.logger,
     });
+    const reader = () => new VpcdReader(server, options.friendlyName, Math.min(VPCD_SLOTS, options.maxSlots));
+    if (options.mode === 'connect') {
+      const connected = reader();
+      for (let slot = 0; slot < server.slotCount; slot++) server.insert(slot, connected.placeholder);
+      server.connect();
+      return connected;
+    }
     try {
       await server.listen();
     } catch (error) {
@@ -76,9 +91,9 @@ export class VpcdReader implements ReaderSlots {
         },
       );
     }
-    const reader = new VpcdReader(server, options.friendlyName, Math.min(VPCD_SLOTS, options.maxSlots));
-    for (let slot = 0; slot < server.slotCount; slot++) server.insert(slot, reader.placeholder);
-    return reader;
+    const listening = reader();
+    for (let slot = 0; slot < server.slotCount; slot++) server.insert(slot, listening.placeholder);
+    return listening;
   }
 
   readerName(slot: number): string {
@@ -96,7 +111,15 @@ export class VpcdReader implements ReaderSlots {
     return Promise.resolve();
   }
 
-  /** Stops listening. pcscd's vpcd reader then fails (Debian 12: pcscd aborts); stop pcscd first. */
+  /** Whether vpcd is connected on `slot` (diagnostics, tests). */
+  isConnected(slot: number): boolean {
+    return this.server.isConnected(slot);
+  }
+
+  /**
+   * Stops listening or connecting. Listen mode: pcscd's vpcd reader then fails (Debian 12: pcscd
+   * aborts); stop pcscd first. Connect mode: the reader sees its card go, nothing else.
+   */
   async close(): Promise<void> {
     for (let slot = 0; slot < this.server.slotCount; slot++) this.server.replace(slot, this.placeholder);
     await this.server.close();

@@ -7,6 +7,7 @@
 # cardlink-server  the card server; not pcsclite, the tray or the reader driver
 # cardlink         both (one machine that is client and server, e.g. a demo)
 # They all own /opt/cardlink and conflict with each other.
+# CARDLINK_STAGED_TREE=<dir>: package that tree (stage.sh <variant> <dir>'s output) instead of staging.
 #
 # The maintainer scripts run the same steps as install.sh / uninstall.sh (those scripts, shipped
 # in the package). Settings: put them in /etc/cardlink/install.conf before the first install
@@ -30,7 +31,15 @@ arch=$(dpkg --print-architecture)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 pkg=$work/pkg
-bash "$here/stage.sh" "$variant" "$pkg/opt/cardlink"
+if [ -n "${CARDLINK_STAGED_TREE:-}" ]; then
+  # A tree stage.sh made earlier from this checkout (the tests share one, staging takes a while).
+  grep -q "\"cardlinkVariant\": \"$variant\"" "$CARDLINK_STAGED_TREE/package.json" 2>/dev/null ||
+    die "CARDLINK_STAGED_TREE=$CARDLINK_STAGED_TREE is not a staged $variant tree (stage.sh $variant <dir>)"
+  install -d "$pkg/opt"
+  cp -a "$CARDLINK_STAGED_TREE" "$pkg/opt/cardlink"
+else
+  bash "$here/stage.sh" "$variant" "$pkg/opt/cardlink"
+fi
 install -d -m 0755 "$pkg/usr/bin" "$pkg/DEBIAN"
 ln -s /opt/cardlink/bin/cardlink "$pkg/usr/bin/cardlink"
 

@@ -38,8 +38,10 @@ usage() {
   cat <<'USAGE'
 usage: install.sh [options]
   --server-url URL     the card server (https://...); writes /etc/cardlink/daemon.json
-  --issuer URL         the OpenID Provider for `cardlink login` (with --client-id)
-  --client-id ID       cardlink's client id at that provider
+  --issuer URL         an OpenID Provider for `cardlink login` and the tray (with --client-id);
+                       repeat it for several, the first is the default (up to 8)
+  --client-id ID       cardlink's client id there: once for every issuer, or once per --issuer
+                       in the same order
   --ca-file FILE       PEM file to trust for the server's certificate (copied to /etc/cardlink)
   --slots N            card slots in the virtual reader, 1..8 (default 4, or the installed value)
   --user NAME          the user whose daemon may serve cards into the reader (default: the
@@ -54,19 +56,17 @@ USAGE
 }
 
 silent=0 dry=0 skip_apt=0 package=0
-server_url="" issuer="" client_id="" ca_file="" slots="" user="" variant="" server_config=""
+server_url="" ca_file="" slots="" user="" variant="" server_config=""
+issuers=() client_ids=()
 fail() { local code=$1; shift; echo "cardlink install: error: $*" >&2; exit "$code"; }
 say() { [ "$silent" = 1 ] || echo "cardlink install: $*"; }
 need_value() { if [ $# -lt 2 ] || [ -z "$2" ]; then fail 2 "$1 needs a value (see --help)"; fi; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --server-url) need_value "$@"; server_url=$2; shift 2 ;;
-    --issuer)
-      need_value "$@"
-      # The daemon's config holds one issuer (login.issuer); a second one is an error, not a surprise.
-      [ -z "$issuer" ] || fail 2 "--issuer given twice: the client config holds one identity provider"
-      issuer=$2; shift 2 ;;
-    --client-id) need_value "$@"; client_id=$2; shift 2 ;;
+    # Repeatable: the daemon's login.issuers lists several identity providers, the first the default.
+    --issuer) need_value "$@"; issuers+=("$2"); shift 2 ;;
+    --client-id) need_value "$@"; client_ids+=("$2"); shift 2 ;;
     --ca-file) need_value "$@"; ca_file=$2; shift 2 ;;
     --slots) need_value "$@"; slots=$2; shift 2 ;;
     --user) need_value "$@"; user=$2; shift 2 ;;
@@ -105,10 +105,20 @@ case "$server_url" in ''|https://*|http://127.*|http://localhost*|http://\[::1\]
   *) fail 2 "--server-url must be an https:// URL (got '$server_url')" ;; esac
 [ -z "$ca_file" ] || [ -f "$ca_file" ] || fail 2 "--ca-file '$ca_file' is not a file"
 [ -z "$server_config" ] || [ -f "$server_config" ] || fail 2 "--server-config '$server_config' is not a file"
-{ [ -n "$server_url" ] || [ -z "$issuer$client_id$ca_file" ]; } || fail 2 "--issuer, --client-id and --ca-file need --server-url"
-if { [ -n "$issuer" ] && [ -z "$client_id" ]; } || { [ -z "$issuer" ] && [ -n "$client_id" ]; }; then
+[ -n "$server_url" ] || { [ "${#issuers[@]}${#client_ids[@]}" = 00 ] && [ -z "$ca_file" ]; } ||
+  fail 2 "--issuer, --client-id and --ca-file need --server-url"
+if { [ "${#issuers[@]}" -gt 0 ] && [ "${#client_ids[@]}" = 0 ]; } || { [ "${#issuers[@]}" = 0 ] && [ "${#client_ids[@]}" -gt 0 ]; }; then
   fail 2 "--issuer and --client-id go together"
 fi
+if [ "${#client_ids[@]}" -gt 1 ] && [ "${#client_ids[@]}" != "${#issuers[@]}" ]; then
+  fail 2 "--client-id: give one for every issuer, or one per --issuer (${#issuers[@]} issuers, ${#client_ids[@]} client ids)"
+fi
+for v in "${issuers[@]}" "${client_ids[@]}"; do
+  # install.conf keeps each list on one line, separated by spaces.
+  case "$v" in *[[:space:]]*) fail 2 "--issuer and --client-id values may not contain spaces (got '$v')" ;; esac
+done
+# As one line each (URLs and client ids have no spaces): install.conf and the JSON writer.
+issuer="${issuers[*]}" client_id="${client_ids[*]}"
 
 node_ok=$(node -e 'const [a,b]=process.versions.node.split(".").map(Number);console.log(a>20||(a===20&&b>=19)?1:0)' 2>/dev/null || echo 0)
 [ "$node_ok" = 1 ] || fail 4 "Node.js 20.19 or later must be on the PATH (found: $(node --version 2>/dev/null || echo none)); see docs/install.md"
@@ -175,8 +185,12 @@ if [ "$client" = 1 ] && [ -n "$server_url" ]; then
   client_json() {
     URL="$server_url" CA="$1" ISSUER="$issuer" CLIENT_ID="$client_id" node -e '
       const e = process.env, c = { server: { url: e.URL } };
+      const issuers = e.ISSUER.split(" ").filter(Boolean), ids = e.CLIENT_ID.split(" ").filter(Boolean);
       if (e.CA) c.server.caFile = e.CA;
-      if (e.ISSUER) c.login = { issuer: e.ISSUER, clientId: e.CLIENT_ID, resource: e.URL };
+      // One issuer: the short form (what earlier installs wrote, so their file stays as it is).
+      if (issuers.length === 1) c.login = { issuer: issuers[0], clientId: ids[0], resource: e.URL };
+      if (issuers.length > 1)
+        c.login = { resource: e.URL, issuers: issuers.map((issuer, i) => ({ issuer, clientId: ids[ids.length === 1 ? 0 : i] })) };
       process.stdout.write(JSON.stringify(c, null, 2) + "\n");'
   }
   client_json "$ca_json" > "$tmp/daemon.json"

@@ -69,8 +69,15 @@ cp -a node_modules "$dest/node_modules"
   delete p.devDependencies; delete p.scripts;
   p.cardlinkVariant = process.argv[1];
   fs.writeFileSync("package.json", JSON.stringify(p, null, 2) + "\n");' "$variant" &&
-  npm prune --omit=dev --offline --no-audit --no-fund --loglevel=error >/dev/null &&
+  npm prune --omit=dev --offline --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null &&
   rm -f package-lock.json)
+# npm re-extracts some packages while pruning (better-sqlite3), without their native build; their
+# install scripts would compile it again (minutes for SQLite), so they are skipped above and the
+# checkout's build is copied back for every package that is still there and lost it.
+while IFS= read -r build; do
+  pkg_dir=$(dirname "$build")
+  if [ -d "$dest/$pkg_dir" ] && [ ! -e "$dest/$build" ]; then cp -a "$build" "$dest/$build"; fi
+done < <(find node_modules/ -mindepth 2 -maxdepth 3 -type d -name build | sed 's|^node_modules//*|node_modules/|' | sort)
 # Build leftovers of native modules that are not needed at run time.
 find "$dest/node_modules" -depth \( -name '*.o' -o -name '*.a' -o -name obj.target -o -name '.deps' \) -exec rm -rf {} +
 # Reproducible modes: files readable by all, nothing group/other-writable.

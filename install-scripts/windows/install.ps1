@@ -8,9 +8,10 @@
   Node.js so the native modules match): copies it to %ProgramFiles%\cardlink, writes the
   machine-wide client config %ProgramData%\cardlink\daemon.json (checked by
   `cardlink daemon --check` before it replaces the old one; a user's own
-  %USERPROFILE%\.config\cardlink\daemon.json overrides it), points the daemon at it with the
-  machine variable CARDLINK_SYSTEM_CONFIG, configures vsmartcard's BixVReader as the reader, and
-  starts the daemon and the tray at every user's logon. Idempotent: a second run changes nothing.
+  %USERPROFILE%\.config\cardlink\daemon.json overrides it; the daemon reads that machine-wide
+  path itself), configures vsmartcard's BixVReader as the reader (it listens on the vpcd port, the
+  daemon connects to it: reader.vpcdMode "connect"), and starts the daemon and the tray at every
+  user's logon. Idempotent: a second run changes nothing.
 
   Exit codes (as install.sh): 0 done or nothing to change, 2 bad parameter, 3 not elevated,
   4 prerequisite missing (Node.js 20.19+, BixVReader), 6 settings refused, 7 a step failed.
@@ -22,8 +23,10 @@
 [CmdletBinding()]
 param(
   [string]$ServerUrl = '',
-  [string]$Issuer = '',
-  [string]$ClientId = '',
+  # One or more identity providers (-Issuer a,b), the first the default; -ClientId once for all or
+  # once per issuer, as install.sh's repeatable --issuer / --client-id.
+  [string[]]$Issuer = @(),
+  [string[]]$ClientId = @(),
   [string]$CaFile = '',
   # vsmartcard's default vpcd port (0x8C7B); BixVReader's reader 0 listens there.
   [ValidateRange(1, 65534)][int]$VpcdPort = 35963,
@@ -63,7 +66,8 @@ if (-not $principal.IsInRole([Security.Principal.WindowsBuiltInRole]::Administra
   Fail 3 'run from an elevated PowerShell (Run as administrator)'
 }
 if ($ServerUrl -and -not $ServerUrl.StartsWith('https://')) { Fail 2 "-ServerUrl must be an https:// URL (got '$ServerUrl')" }
-if (($Issuer -and -not $ClientId) -or ($ClientId -and -not $Issuer)) { Fail 2 '-Issuer and -ClientId go together' }
+if (($Issuer.Count -and -not $ClientId.Count) -or ($ClientId.Count -and -not $Issuer.Count)) { Fail 2 '-Issuer and -ClientId go together' }
+if ($ClientId.Count -gt 1 -and $ClientId.Count -ne $Issuer.Count) { Fail 2 '-ClientId: give one for every issuer, or one per -Issuer' }
 if ($CaFile -and -not (Test-Path -PathType Leaf $CaFile)) { Fail 2 "-CaFile '$CaFile' is not a file" }
 if (-not (Select-String -Quiet -Pattern '"cardlinkVariant"' -Path (Join-Path $Source 'package.json'))) {
   Fail 2 "-Source '$Source' is not a staged tree (install-scripts/linux/stage.sh client <dir>)"
@@ -81,8 +85,14 @@ if ($ServerUrl) {
   function Client-Json([string]$Ca) {
     $c = [ordered]@{ server = [ordered]@{ url = $ServerUrl } }
     if ($Ca) { $c.server.caFile = $Ca }
-    if ($Issuer) { $c.login = [ordered]@{ issuer = $Issuer; clientId = $ClientId; resource = $ServerUrl } }
-    $c.reader = [ordered]@{ transport = 'vpcd'; vpcdHost = '127.0.0.1'; vpcdPort = $VpcdPort }
+    if ($Issuer.Count -eq 1) { $c.login = [ordered]@{ issuer = $Issuer[0]; clientId = $ClientId[0]; resource = $ServerUrl } }
+    if ($Issuer.Count -gt 1) {
+      $list = @(for ($i = 0; $i -lt $Issuer.Count; $i++) {
+          [ordered]@{ issuer = $Issuer[$i]; clientId = $ClientId[$(if ($ClientId.Count -eq 1) { 0 } else { $i })] } })
+      $c.login = [ordered]@{ resource = $ServerUrl; issuers = $list }
+    }
+    # BixVReader listens (vpcd's normal mode, the only one it has): the daemon connects to it.
+    $c.reader = [ordered]@{ transport = 'vpcd'; vpcdMode = 'connect'; vpcdHost = '127.0.0.1'; vpcdPort = $VpcdPort }
     return ($c | ConvertTo-Json -Depth 4) + "`n"
   }
   $configText = Client-Json $caTarget
@@ -111,22 +121,29 @@ if ($configText) {
   if ($CaFile) { Put-Text (Join-Path $ConfDir 'server-ca.pem') (Get-Content -Raw $CaFile) }
   Put-Text (Join-Path $ConfDir 'daemon.json') $configText
 }
+# The daemon reads %ProgramData%\cardlink\daemon.json by itself (daemon-config.ts); an earlier
+# install pointed it there with a machine variable, which is now dropped.
 $configPath = Join-Path $ConfDir 'daemon.json'
-if ([Environment]::GetEnvironmentVariable('CARDLINK_SYSTEM_CONFIG', 'Machine') -ne $configPath) {
-  Changed 'machine variable CARDLINK_SYSTEM_CONFIG'
-  if (-not $DryRun) { [Environment]::SetEnvironmentVariable('CARDLINK_SYSTEM_CONFIG', $configPath, 'Machine') }
+if ([Environment]::GetEnvironmentVariable('CARDLINK_SYSTEM_CONFIG', 'Machine') -eq $configPath) {
+  Changed 'machine variable CARDLINK_SYSTEM_CONFIG (no longer needed)'
+  if (-not $DryRun) { [Environment]::SetEnvironmentVariable('CARDLINK_SYSTEM_CONFIG', $null, 'Machine') }
 }
 
-# BixVReader's reader 0 on the daemon's port. BixVReader LISTENS there (vpcd's server mode, every
-# interface): a firewall rule keeps other hosts off the port.
-$ini = "[Driver]`r`nNumReaders=1`r`n`r`n[Reader0]`r`nRPC_TYPE=2`r`nVENDOR_NAME=Virtual Smart Card Architecture`r`nVENDOR_IFD_TYPE=Virtual PCD`r`nTCP_PORT=$VpcdPort`r`nDECIVE_UNIT=0`r`n"
+# BixVReader's reader 0 on the vpcd port. BixVReader LISTENS there and the daemon connects (vpcd's
+# normal mode). vpcd's listener binds every interface (INADDR_ANY in vpcd.c, no setting): a firewall
+# rule keeps other hosts off the port (Windows' firewall does not filter loopback, so the daemon
+# still reaches it).
+# Two readers, one per daemon slot: the daemon connects to the port and the next (vpcd's two slots).
+# ("DECIVE_UNIT" is BixVReader's own spelling of the key.)
+$reader = { param($n) "[Reader$n]`r`nRPC_TYPE=2`r`nVENDOR_NAME=Virtual Smart Card Architecture`r`nVENDOR_IFD_TYPE=Virtual PCD`r`nTCP_PORT=$($VpcdPort + $n)`r`nDECIVE_UNIT=$n`r`n" }
+$ini = "[Driver]`r`nNumReaders=2`r`n`r`n" + (& $reader 0) + "`r`n" + (& $reader 1)
 Put-Text $BixIni $ini
 $rule = Get-NetFirewallRule -Name 'cardlink-vpcd-block' -ErrorAction SilentlyContinue
 if (-not $rule) {
-  Changed 'firewall rule cardlink-vpcd-block (inbound TCP to the vpcd port from other hosts)'
+  Changed 'firewall rule cardlink-vpcd-block (inbound TCP to the vpcd ports from other hosts)'
   if (-not $DryRun) {
     New-NetFirewallRule -Name 'cardlink-vpcd-block' -DisplayName 'cardlink: no remote access to the virtual reader' `
-      -Direction Inbound -Protocol TCP -LocalPort $VpcdPort -RemoteAddress Any -Action Block | Out-Null
+      -Direction Inbound -Protocol TCP -LocalPort $VpcdPort, ($VpcdPort + 1) -RemoteAddress Any -Action Block | Out-Null
   }
 }
 

@@ -31,6 +31,7 @@ foreach ($name in 'cardlink-daemon', 'cardlink-tray') {
 Get-CimInstance Win32_Process -Filter "Name = 'node.exe'" |
   Where-Object { $_.CommandLine -like '*\cardlink\dist\bin\main.js*' } |
   ForEach-Object { Stop-Process -Id $_.ProcessId -Force -ErrorAction SilentlyContinue }
+# Set by installs before the daemon read %ProgramData%\cardlink\daemon.json by itself.
 if ([Environment]::GetEnvironmentVariable('CARDLINK_SYSTEM_CONFIG', 'Machine')) {
   [Environment]::SetEnvironmentVariable('CARDLINK_SYSTEM_CONFIG', $null, 'Machine')
   Say 'removed machine variable CARDLINK_SYSTEM_CONFIG'

@@ -27,13 +27,15 @@ import {
 } from '../support/debian-root.js';
 import { freePort } from '../support/free-port.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-provider.js';
-import { REPO_ROOT } from '../support/pcscd.js';
+import { stagedTree } from '../support/staged-tree.js';
 
 /** The whole scenario: building the root (first run), staging, four installs and two removals. */
 const INSTALL_TEST_TIMEOUT_MS = 15 * 60_000;
 /** How long the installed daemon may take to put alice's card into the root's reader. */
 const CARD_VISIBLE_TIMEOUT_MS = 30_000;
 const SCRIPTS = '/tmp/cardlink-src/install-scripts/linux';
+/** A second identity provider for install.sh's repeatable --issuer; only written and checked, never asked. */
+const SECOND_ISSUER = 'https://idp2.example.com/';
 
 function ok(r: Ran, what: string): Ran {
   assert.equal(r.code, 0, `${what} exited ${r.code}:\n${r.stdout}\n${r.stderr}`);
@@ -78,13 +80,10 @@ test(
   'install.sh into a clean Debian 12 root: the installed daemon serves a card that pkcs11-tool sees; a second run changes nothing; an upgrade keeps the config; uninstall leaves none of its files',
   { timeout: INSTALL_TEST_TIMEOUT_MS },
   async (t) => {
+    // stage.sh's client tree, made once per build and shared with linux-deb (test/support/staged-tree.ts).
     ok(
-      await run('bash', [
-        path.join(REPO_ROOT, 'install-scripts/linux/stage.sh'),
-        'client',
-        path.join(root, 'tmp/cardlink-src'),
-      ]),
-      'stage.sh',
+      await run('cp', ['-a', await stagedTree('client'), path.join(root, 'tmp/cardlink-src')]),
+      'staged tree',
     );
     ok(await inRoot(['pcscd']), 'pcscd');
     const pcscdBefore = await waitFor('pcscd pid file', 10_000, async () => rootPcscdPid());
@@ -93,10 +92,15 @@ test(
     const params = [
       '--server-url',
       serverUrl,
+      // Two identity providers, the first the default (login.issuers), each with its client id.
       '--issuer',
       idp!.issuer,
+      '--issuer',
+      SECOND_ISSUER,
       '--client-id',
       idp!.clientId,
+      '--client-id',
+      'cardlink-second',
       '--ca-file',
       '/tmp/server-ca.pem',
       '--user',
@@ -135,11 +139,26 @@ test(
     assert.ok(installedNow.has('/opt/cardlink/node_modules/pcsclite'));
     const config = JSON.parse(fs.readFileSync(path.join(root, 'etc/cardlink/daemon.json'), 'utf8')) as {
       server: { url: string; caFile: string };
-      login: { issuer: string; clientId: string };
+      login: { resource: string; issuers: { issuer: string; clientId: string }[] };
     };
     assert.equal(config.server.url, serverUrl);
     assert.equal(config.server.caFile, '/etc/cardlink/server-ca.pem');
-    assert.equal(config.login.issuer, idp!.issuer);
+    assert.deepEqual(config.login, {
+      resource: serverUrl,
+      issuers: [
+        { issuer: idp!.issuer, clientId: idp!.clientId },
+        { issuer: SECOND_ISSUER, clientId: 'cardlink-second' },
+      ],
+    });
+    // As the installed daemon reads it: the first is the default (cardlink login below uses it).
+    const checked = ok(await inRoot(['/usr/local/bin/cardlink', 'daemon', '--check']), 'check');
+    const effective = JSON.parse(checked.stdout) as { login: { issuer: string; issuers: unknown[] } };
+    assert.equal(effective.login.issuer, idp!.issuer);
+    assert.equal(effective.login.issuers.length, 2);
+    assert.match(
+      fs.readFileSync(path.join(root, 'etc/cardlink/install.conf'), 'utf8'),
+      new RegExp(`^CARDLINK_ISSUER=${idp!.issuer} ${SECOND_ISSUER}$`, 'm'),
+    );
     // pcscd was restarted (it reads reader.conf.d only at start) and shows the reader.
     const pcscdAfter = await waitFor('restarted pcscd', 10_000, async () => {
       const pid = rootPcscdPid();

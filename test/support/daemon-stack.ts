@@ -42,6 +42,11 @@ export interface DaemonStackOptions {
    * a vpcd reader on those ports besides `pcscd`'s own settings.
    */
   vpcd?: boolean;
+  /**
+   * With `vpcd`: `connect` runs vpcd in its normal mode (it listens, the daemon connects; the way
+   * Windows' BixVReader works), pcscd first. Default `listen` (reversed mode, the daemon first).
+   */
+  vpcdMode?: 'listen' | 'connect';
   /** The daemon's options besides those the stack supplies. */
   daemon: Pick<TestDaemonOptions, 'deviceName'> &
     Partial<Pick<TestDaemonOptions, 'settings' | 'nodeArgs' | 'secondReader'>>;
@@ -110,15 +115,22 @@ export async function startDaemonStack(options: DaemonStackOptions): Promise<Dae
     const cardIds: string[] = [];
     for (const card of options.cards) cardIds.push((await createTestCard(cardServer, idp, card)).cardId);
 
-    const vpcd = options.vpcd ? { port: await freePortPair() } : undefined;
+    const connect = options.vpcdMode === 'connect';
+    const vpcd = options.vpcd
+      ? { port: await freePortPair(), ...(connect ? { mode: 'connect' as const } : {}) }
+      : undefined;
     const startTheReader = async () => {
-      const started = await startPcscd({ ...options.pcscd, ...(vpcd ? { vpcd } : {}) });
+      const started = await startPcscd({
+        ...options.pcscd,
+        ...(vpcd ? { vpcd: { port: vpcd.port, listen: connect } } : {}),
+      });
       stops.push(() => started.stop());
       return started;
     };
-    // With vpcd the daemon listens first; pcscd then stops first (stops run in reverse), because
-    // Debian 12's vpcd aborts pcscd when the card side goes away.
-    const bridgePcscd = vpcd ? undefined : await startTheReader();
+    // With vpcd in reversed mode the daemon listens first; pcscd then stops first (stops run in
+    // reverse), because Debian 12's vpcd aborts pcscd when the card side goes away. In normal mode
+    // (connect) vpcd listens: pcscd first, the daemon connects to it.
+    const firstPcscd = vpcd && !connect ? undefined : await startTheReader();
     const keyring = options.keyring ? await startSecretService(dir) : undefined;
     if (keyring) stops.push(() => keyring.close());
 
@@ -127,7 +139,7 @@ export async function startDaemonStack(options: DaemonStackOptions): Promise<Dae
       serverUrl,
       serverCaFile: cardServer.config.tls.certFile,
       idp,
-      ...(bridgePcscd ? { pcscd: bridgePcscd } : {}),
+      ...(firstPcscd ? { pcscd: firstPcscd } : {}),
       ...(vpcd ? { vpcd } : {}),
       deviceName,
     });
@@ -138,7 +150,7 @@ export async function startDaemonStack(options: DaemonStackOptions): Promise<Dae
       ...(keyring ? { keyringBus: keyring.address } : {}),
     });
     stops.push(() => daemon.stop());
-    const pcscd = bridgePcscd ?? (await startTheReader());
+    const pcscd = firstPcscd ?? (await startTheReader());
     if (options.login) {
       await daemon.login('alice');
       const count = options.cards.length;

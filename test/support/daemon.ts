@@ -24,8 +24,11 @@ export interface TestDaemonOptions {
   idp: TestIdpClient;
   /** The pcscd whose cardlink reader the daemon uses; without it, `vpcd` (pcscd starts after). */
   pcscd?: PcscdInstance;
-  /** Serve through vpcd instead (reader.transport "vpcd"): the port of vpcd's slot 0. */
-  vpcd?: { port: number };
+  /**
+   * Serve through vpcd instead (reader.transport "vpcd"): the port of vpcd's slot 0, and who listens
+   * (reader.vpcdMode; default listen, vpcd's reversed mode).
+   */
+  vpcd?: { port: number; mode?: 'listen' | 'connect' };
   deviceName: string;
   /** Use pcscd's second cardlink reader (startPcscd's secondCardlink) instead of the first. */
   secondReader?: { friendlyName: string };
@@ -67,7 +70,14 @@ export interface TestDaemon {
 
 function readerSettings(options: TestDaemonOptions): Record<string, unknown> {
   const { pcscd, vpcd } = options;
-  if (vpcd) return { transport: 'vpcd', vpcdHost: '127.0.0.1', vpcdPort: vpcd.port, slots: 4 };
+  if (vpcd)
+    return {
+      transport: 'vpcd',
+      vpcdMode: vpcd.mode ?? 'listen',
+      vpcdHost: '127.0.0.1',
+      vpcdPort: vpcd.port,
+      slots: 4,
+    };
   if (!pcscd) throw new Error('startTestDaemon: give pcscd (bridge) or vpcd');
   return options.secondReader
     ? { bridgeSocket: pcscd.secondSocketPath, name: options.secondReader.friendlyName, slots: 4 }

@@ -71,8 +71,16 @@ export interface CardlinkReaderOptions {
 }
 
 export interface VpcdReaderOptions {
-  /** First port; a card server must already listen on port and port + 1 (see vpcd-card-server.ts). */
+  /**
+   * First port. Reversed mode (default): a card server must already listen on port and port + 1
+   * (see vpcd-card-server.ts). Normal mode (`listen: true`): vpcd listens on them itself.
+   */
   port: number;
+  /**
+   * vpcd's normal mode (`DEVICENAME /dev/null:<port>`): vpcd listens and the card side connects.
+   * vpcd binds every interface (INADDR_ANY, no setting): only for a test on a free port.
+   */
+  listen?: boolean;
   /** Default "Virtual PCD". */
   friendlyName?: string;
 }
@@ -234,7 +242,7 @@ export async function startPcscd(options: StartPcscdOptions = {}): Promise<Pcscd
     const port = options.vpcd.port;
     fs.writeFileSync(
       path.join(confDir, 'vpcd'),
-      `FRIENDLYNAME "${vpcdName}"\nDEVICENAME localhost:${port}\nLIBPATH ${VPCD_DRIVER}\nCHANNELID ${port}\n`,
+      `FRIENDLYNAME "${vpcdName}"\nDEVICENAME ${options.vpcd.listen ? '/dev/null' : 'localhost'}:${port}\nLIBPATH ${VPCD_DRIVER}\nCHANNELID ${port}\n`,
     );
   }
 
@@ -320,7 +328,9 @@ export async function startPcscd(options: StartPcscdOptions = {}): Promise<Pcscd
       (!secondSocketPath || fs.existsSync(secondSocketPath)) &&
       PCSCD_READY_LINE.test(instance.log()) &&
       (await canConnect(commSocketPath));
-    if (ready && (!options.vpcd || (await readersInitialised(instance.env)))) return instance;
+    // In normal mode vpcd waits for no one: its empty slots answer "no card" at once.
+    if (ready && (!options.vpcd || options.vpcd.listen || (await readersInitialised(instance.env))))
+      return instance;
     if (Date.now() > deadline) {
       const log = instance.log();
       await instance.stop();

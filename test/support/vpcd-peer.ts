@@ -21,6 +21,11 @@ export class VpcdPeer {
     });
   }
 
+  /** A connection the test accepted as vpcd in its normal mode (the card side connected to it). */
+  static wrap(socket: net.Socket): VpcdPeer {
+    return new VpcdPeer(socket);
+  }
+
   static connect(port: number): Promise<VpcdPeer> {
     return new Promise((resolve, reject) => {
       const s = net.createConnection({ host: VPCD_LOOPBACK_HOST, port });

@@ -10,6 +10,7 @@ import {
   defaultDaemonConfigFile,
   loadDaemonConfig,
   requireServerUrl,
+  systemDaemonConfigFile,
   type DaemonFlags,
 } from '../../../daemon/config/daemon-config.js';
 import { DEFAULT_OIDC_SCOPE } from '../../../daemon/login/oidc-client-settings.js';
@@ -86,6 +87,7 @@ describe('loadDaemonConfig defaults', () => {
     assert.deepEqual(c.reader, {
       transport: 'bridge',
       bridgeSocket: DEFAULT_BRIDGE_SOCKET,
+      vpcdMode: 'listen',
       vpcdHost: '127.0.0.1',
       vpcdPort: 35963,
       name: DEFAULT_READER_NAME,
@@ -337,6 +339,32 @@ describe('loadDaemonConfig refuses bad values, naming key and source', () => {
       ['127.0.0.2', 'Mine'],
     );
     assert.equal(load({}, { CARDLINK_READER_TRANSPORT: 'vpcd' }).reader.transport, 'vpcd');
+  });
+
+  it('reader.vpcdMode: listen by default, connect for vpcd in normal mode / BixVReader, nothing else', () => {
+    assert.equal(
+      load({ config: writeConfig({ reader: { transport: 'vpcd' } }, 'm0.json') }).reader.vpcdMode,
+      'listen',
+    );
+    const connect = writeConfig({ reader: { transport: 'vpcd', vpcdMode: 'connect' } }, 'm1.json');
+    assert.equal(load({ config: connect }).reader.vpcdMode, 'connect');
+    const bad = writeConfig({ reader: { transport: 'vpcd', vpcdMode: 'server' } }, 'm2.json');
+    assert.throws(
+      () => load({ config: bad }),
+      configError('reader.vpcdMode', bad, /must be one of listen, connect/),
+    );
+  });
+
+  it('the machine-wide file: /etc/cardlink on Linux and macOS, %ProgramData%\\cardlink on Windows', () => {
+    assert.equal(systemDaemonConfigFile({}, 'linux'), '/etc/cardlink/daemon.json');
+    assert.equal(systemDaemonConfigFile({}, 'darwin'), '/etc/cardlink/daemon.json');
+    assert.equal(
+      systemDaemonConfigFile({ ProgramData: 'D:\\Data' }, 'win32'),
+      'D:\\Data\\cardlink\\daemon.json',
+    );
+    assert.equal(systemDaemonConfigFile({}, 'win32'), 'C:\\ProgramData\\cardlink\\daemon.json');
+    // The test override wins everywhere.
+    assert.equal(systemDaemonConfigFile({ CARDLINK_SYSTEM_CONFIG: '/tmp/x.json' }, 'win32'), '/tmp/x.json');
   });
 
   it('reader.vpcdHost other than loopback is refused naming the key and the file', () => {

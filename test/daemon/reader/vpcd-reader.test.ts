@@ -147,6 +147,96 @@ describe('VpcdReader', () => {
   });
 });
 
+/** vpcd in its normal mode, played by the test: listens on `port` and hands over each connection. */
+class FakeVpcdListener {
+  private readonly accepted: VpcdPeer[] = [];
+  private readonly waiters: ((p: VpcdPeer) => void)[] = [];
+  private readonly sockets = new Set<net.Socket>();
+  private readonly server = net.createServer((socket) => {
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+    const peer = VpcdPeer.wrap(socket);
+    const waiter = this.waiters.shift();
+    if (waiter) waiter(peer);
+    else this.accepted.push(peer);
+  });
+  connections = 0;
+
+  static async listen(port: number): Promise<FakeVpcdListener> {
+    const l = new FakeVpcdListener();
+    l.server.on('connection', () => l.connections++);
+    await new Promise<void>((resolve) => l.server.listen({ host: '127.0.0.1', port }, resolve));
+    return l;
+  }
+
+  next(): Promise<VpcdPeer> {
+    const ready = this.accepted.shift();
+    return ready ? Promise.resolve(ready) : new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  /** The reader goes away: its connections drop and nothing listens. */
+  async close(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    await new Promise((r) => this.server.close(r));
+  }
+}
+
+describe('VpcdReader in connect mode (vpcd normal mode, BixVReader)', () => {
+  it("connects to each slot's port, serves the placeholder and the card, and connects again when the reader is back", async () => {
+    const { logger, lines } = capturedLogger();
+    const port = await freePortPair();
+    const listeners = [await FakeVpcdListener.listen(port), await FakeVpcdListener.listen(port + 1)];
+    const reader = await VpcdReader.open({
+      mode: 'connect',
+      host: '127.0.0.1',
+      port,
+      friendlyName: 'Virtual PCD',
+      maxSlots: 2,
+      logger,
+    });
+    try {
+      const [slot0, slot1] = await Promise.all(listeners.map((l) => l.next()));
+      assert.deepEqual([...(await slot0!.request(GET_ATR))], PLACEHOLDER_ATR);
+      assert.deepEqual([...(await slot1!.request(GET_ATR))], PLACEHOLDER_ATR);
+      const card = new EchoCard({ atr: echoAtr('vpcd-connect-0') });
+      reader.insert(0, card);
+      assert.deepEqual([...(await slot0!.request(GET_ATR))], [...card.atr]);
+      assert.deepEqual([...(await slot0!.request(COUNTER)).subarray(4)], [0x90, 0x00]);
+
+      // The reader goes away (pcscd stopped): the daemon tries again and again, says so once.
+      slot0!.socket.destroy();
+      await listeners[0]!.close();
+      for (const deadline = Date.now() + 2000; reader.isConnected(0) && Date.now() < deadline;)
+        await new Promise((r) => setTimeout(r, 20));
+      assert.equal(reader.isConnected(0), false);
+      assert.equal(reader.isConnected(1), true, 'slot 1 is not disturbed');
+      await new Promise((r) => setTimeout(r, 1000)); // attempts at ~250, 750 ms
+      const outage = lines.filter((l) => l['message'] === 'vpcd reader not reachable; connecting again');
+      assert.deepEqual(
+        outage.map((l) => [l['slot'], l['why']]),
+        [[0, 'disconnected']],
+        'one line for the outage, not one per attempt',
+      );
+
+      // Back: the card is still in its slot.
+      listeners[0] = await FakeVpcdListener.listen(port);
+      const again = await listeners[0].next();
+      assert.deepEqual([...(await again.request(GET_ATR))], [...card.atr]);
+      assert.equal(reader.isConnected(0), true);
+    } finally {
+      await reader.close();
+    }
+    // Closed: no more attempts.
+    const before = listeners.map((l) => l.connections);
+    await new Promise((r) => setTimeout(r, 600));
+    assert.deepEqual(
+      listeners.map((l) => l.connections),
+      before,
+    );
+    for (const l of listeners) await l.close();
+  });
+});
+
 describe('TCP_QUICKACK addon', () => {
   it('sets the option on a connected TCP socket and reports false once it is closed', async () => {
     const quickAck = loadTcpQuickAck();

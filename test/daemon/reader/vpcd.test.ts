@@ -4,7 +4,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import net from 'node:net';
 import { CardlinkError } from '../../../protocol/errors.js';
 import type { Logger } from '../../../protocol/log.js';
@@ -15,6 +15,7 @@ import { waitForCardPresent } from '../../../daemon/reader/pcsc-presence.js';
 import { EchoCard, echoAtr, ECHO_INS_COUNTER, ECHO_INS_FAIL } from '../../support/echo-card.js';
 import { PcscClient } from '../../support/pcsc-client.js';
 import { startPcscd, type PcscdInstance } from '../../support/pcscd.js';
+import { freePort } from '../../support/free-port.js';
 import { VpcdPeer } from '../../support/vpcd-peer.js';
 
 const COUNTER = Uint8Array.of(0x80, ECHO_INS_COUNTER, 0x00, 0x00, 0x04);
@@ -141,6 +142,39 @@ describe('vpcd card server: who may play vpcd (Linux)', () => {
       assert.deepEqual([...(await peer.request(Uint8Array.of(VpcdControl.GET_ATR)))], [...card.atr]);
     } finally {
       peer.socket.destroy();
+      await server.close();
+    }
+  });
+
+  it("connect mode: gives no card to a listener another local user put on vpcd's port", async () => {
+    const { logger, lines } = capturedLogger();
+    const port = await freePort();
+    // A squatter as nobody: listens, asks each connection for its ATR, says whether it got one.
+    const script = `const srv = require('net').createServer((s) => {
+        s.write(Buffer.from([0, 1, ${VpcdControl.GET_ATR}]));
+        s.on('data', () => { console.log('answered'); process.exit(0); });
+        s.on('close', () => { console.log('closed'); process.exit(0); });
+        s.on('error', () => {});
+      });
+      srv.listen(${port}, '127.0.0.1', () => console.error('listening'));`;
+    const nobody = 65534;
+    const child = spawn(process.execPath, ['-e', script], { uid: nobody, gid: nobody });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    await new Promise<void>((resolve) => child.stderr.once('data', () => resolve()));
+    const server = new VpcdCardServer({ port, slots: 1, logger });
+    server.insert(0, new EchoCard());
+    server.connect();
+    try {
+      await new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      assert.equal(out.trim(), 'closed', 'the squatter never saw an ATR');
+      const refused = lines.filter(
+        (l) => l['message'] === 'vpcd connection refused: not from root or this user',
+      );
+      assert.deepEqual(refused[0] && [refused[0]['slot'], refused[0]['uid']], [0, nobody]);
+      assert.equal(server.isConnected(0), false);
+    } finally {
+      child.kill();
       await server.close();
     }
   });
