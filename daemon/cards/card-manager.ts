@@ -13,13 +13,14 @@
  */
 import { EventEmitter } from 'node:events';
 import type { ReferenceBlocking, ReferenceKind } from '../../apdu/piv/index.js';
-import { decodeSnapshot } from '../../apdu/piv/index.js';
+import { decodeSnapshot, type CardSnapshot } from '../../apdu/piv/index.js';
 import { FrontCard } from './front-card.js';
 import { CardlinkError } from '../../protocol/errors.js';
 import type { Logger } from '../../protocol/log.js';
 import type { CardEntry, FrameOf } from '../../protocol/wire/frames.js';
 import type { CardStatus } from '../control/control-protocol.js';
 import type { ReaderSlots } from '../reader/bridge-reader.js';
+import type { VirtualCard } from '../reader/virtual-card.js';
 import { errorFromFrame, type ServerLink, type SessionInfo } from '../session/server-link.js';
 import { RemoteCard } from './remote-card.js';
 import { tracedCard } from './traced-card.js';
@@ -27,6 +28,8 @@ import { tracedCard } from './traced-card.js';
 export interface CardManagerEvents {
   inserted: [CardStatus];
   removed: [CardStatus];
+  /** The server changed the card (new certificates): it was re-inserted with the new contents. */
+  changed: [CardStatus];
   'taken-over': [CardStatus & { takenOverBy: string }];
   /** An answer showed the card's PIN or PUK blocked, where it was not known to be. */
   blocked: [CardStatus & { reference: ReferenceKind }];
@@ -72,7 +75,10 @@ export class CardManager extends EventEmitter<CardManagerEvents> {
     link.on('token-refused', () => void this.removeAll('the access token was refused or expired', true));
     link.on('push', (frame) => {
       if (frame.type === 'TAKEN_OVER') void this.onTakenOver(frame);
-      else if (frame.type === 'CARD_CHANGED') void this.onChanged(frame);
+      else if (frame.type === 'CARD_CHANGED') {
+        // After any sync in progress: a sync may be opening the card this frame is about.
+        this.syncing = this.syncing.then(() => this.onChanged(frame)).catch((e: unknown) => this.report(e));
+      }
     });
   }
 
@@ -245,14 +251,15 @@ export class CardManager extends EventEmitter<CardManagerEvents> {
       return;
     }
     card.slot = slot;
-    const traced = this.options.logger.isDebugEnabled();
-    this.options.reader.insert(
-      slot,
-      traced ? tracedCard(card.front, this.options.logger, card.cardId) : card.front,
-    );
+    this.options.reader.insert(slot, this.readerCard(card, card.front));
     card.state = 'inserted';
     this.options.logger.info('card inserted', { card: card.cardId, slot });
     this.emit('inserted', this.statusOf(card));
+  }
+
+  /** What the reader gets for the card: its front, traced when debug logging is on. */
+  private readerCard(card: ManagedCard, front: FrontCard): VirtualCard {
+    return this.options.logger.isDebugEnabled() ? tracedCard(front, this.options.logger, card.cardId) : front;
   }
 
   private freeSlot(): number | undefined {
@@ -308,12 +315,45 @@ export class CardManager extends EventEmitter<CardManagerEvents> {
     const card = this.cards.get(frame.cardId);
     if (!card) return;
     if (frame.change === 'updated') {
-      card.front?.invalidate();
+      await this.reinsert(card);
       return;
     }
     await this.takeOut(card, 'the card was removed on the server');
     card.remote.detach();
     this.cards.delete(card.cardId);
+  }
+
+  /**
+   * The server changed the card's contents (CARD_CHANGED `updated`, e.g. new certificates from an
+   * enrollment): fetch the new snapshot, then take the card out of its slot and put it back at
+   * once. The re-insertion is what makes PC/SC middleware read the card again: PC/SC has no
+   * "contents changed" event, and PKCS#11 modules that stay loaded (a browser's NSS, ssh-agent,
+   * p11-kit) keep the certificates they read until the card is removed. The host loses its PIN
+   * verification with it, as the server's reloaded card has (it starts like a reset card). The
+   * reader driver counts every insert and remove, so pcscd sees even an immediate remove+insert.
+   */
+  private async reinsert(card: ManagedCard): Promise<void> {
+    const front = card.front;
+    if (!front) return;
+    let snapshot: CardSnapshot;
+    try {
+      snapshot = await card.remote.snapshot();
+    } catch (error) {
+      // The next local answer fetches it again (and fails the same way if it still cannot).
+      front.invalidate();
+      this.report(error);
+      return;
+    }
+    front.resync(snapshot);
+    const slot = card.slot;
+    if (card.state !== 'inserted' || slot === undefined) return;
+    card.remote.abortWaiting();
+    await this.options.reader.remove(slot);
+    // A takeover or removal while the slot was empty leaves it empty.
+    if (card.state !== 'inserted' || card.front !== front) return;
+    this.options.reader.insert(slot, this.readerCard(card, front));
+    this.options.logger.info('card changed on the server: re-inserted', { card: card.cardId, slot });
+    this.emit('changed', this.statusOf(card));
   }
 
   private startGrace(): void {

@@ -10,8 +10,9 @@
  *      command (server/ca/external-ca.ts), which gets a request carrying the template's names
  *      and usages, also signed by the new key.
  *
- * Then ONE transaction takes the card for the administrator (like unblock: the epoch goes up, a
- * session holding the card loses it and reopens it with the new keys), replaces the slots' sealed
+ * Then ONE transaction fences the card (`lockCardForChange`: the epoch goes up, so a write begun
+ * on the old keys is refused, but a session holding the card keeps it: it reloads the card and
+ * pushes CARD_CHANGED, and the daemon re-inserts it with the new certificates), replaces the slots' sealed
  * keys, writes the certificates into the card's certificate objects, registers them, revokes the
  * certificates they supersede and appends the audit entry. A failure leaves the card as it was.
  * When something was revoked, a new CRL is signed afterwards.
@@ -39,7 +40,7 @@ import { sealSecret } from '../keys/sealing.js';
 import {
   findUserById,
   getCard,
-  lockCardForAdmin,
+  lockCardForChange,
   putCardKey,
   putCardObject,
   recordIssuedCertificate,
@@ -150,7 +151,7 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
     }
 
     const revoked = await storage.transaction(async (tx) => {
-      const fenced = await lockCardForAdmin(tx, cardId);
+      const fenced = await lockCardForChange(tx, cardId);
       const superseded = ca
         ? await revokeCardCertificates(
             tx,

@@ -6,6 +6,11 @@
  * entry). The previous holder learns of it at once when it is in this process, else from the
  * storage's claim announcement (PostgreSQL NOTIFY across server processes), and at the latest from
  * its next write, which the epoch fence refuses.
+ *
+ * Changes: an administrator's enrollment replaces the card's keys and objects without taking the
+ * card (`lockCardForChange`: a `changed` announcement). The holder here then reloads the card
+ * under a new epoch of its own claim and pushes CARD_CHANGED `updated`, so the daemon fetches
+ * the new snapshot at once. Requests on the handle wait for the reload.
  */
 import { randomUUID, type KeyObject } from 'node:crypto';
 import { PivCard, buildSnapshot, encodeSnapshot } from '../../apdu/piv/index.js';
@@ -23,6 +28,7 @@ import {
   endSession,
   findClaim,
   listCardsWithClaim,
+  reclaimCard,
 } from '../storage/card-sessions.js';
 import { findCardOfUser } from '../storage/cards.js';
 import { CardTakenOverError } from '../storage/errors.js';
@@ -58,7 +64,9 @@ export class CardHandling {
   async start(): Promise<void> {
     this.unsubscribe = await this.options.storage.onCardClaimed((event) => {
       const holder = this.held.get(event.cardId);
-      if (holder && event.epoch > holder.open.epoch) {
+      if (holder && event.changed) {
+        void this.reload(holder.session, holder.open, event.epoch);
+      } else if (holder && event.epoch > holder.open.epoch) {
         void this.claimerName(event.cardId, event.epoch).then((name) =>
           this.takeOver(holder.session, holder.open, name),
         );
@@ -91,6 +99,7 @@ export class CardHandling {
 
   /** GET_SNAPSHOT: between commands, so a snapshot never sees half of one (and never runs inside it). */
   async snapshot(session: LogicalSession, frame: FrameOf<'GET_SNAPSHOT'>): Promise<Frame> {
+    await session.cards.get(frame.handle)?.reloading;
     const open = this.usableCard(session, frame.handle);
     const snapshot = encodeSnapshot(await open.state.exclusive(buildSnapshot));
     return {
@@ -241,10 +250,12 @@ export class CardHandling {
   }
 
   /** APDU: one command on an open card, exactly once. */
-  async apdu(session: LogicalSession, frame: FrameOf<'APDU'>): Promise<Frame> {
+  async apdu(session: LogicalSession, frame: FrameOf<'APDU'>, changedBefore = false): Promise<Frame> {
+    await session.cards.get(frame.handle)?.reloading;
     const open = this.usableCard(session, frame.handle);
     // The daemon answered a reset locally; the card forgets its volatile state before this command.
     if ((frame.flags & FRAME_FLAG.RESET_CARD) !== 0) open.card.reset();
+    const epoch = open.epoch;
     try {
       // A request that is not a retransmission is new (answer() enforces the sequence): no
       // recorded response to look for.
@@ -264,6 +275,16 @@ export class CardHandling {
         response: outcome.response,
       };
     } catch (error) {
+      if (
+        (error instanceof CardTakenOverError || error instanceof CardStateClosedError) &&
+        !changedBefore &&
+        open.takenOverBy === undefined &&
+        (await this.changedUnder(session, open, epoch))
+      ) {
+        // An administrator changed the card under this command (its write was refused, nothing
+        // of it applied): run it once more on the reloaded card.
+        return this.apdu(session, frame, true);
+      }
       if (error instanceof CardTakenOverError || error instanceof CardStateClosedError) {
         const name = await this.claimerName(open.cardId, open.epoch + 1);
         this.takeOver(session, open, open.takenOverBy ?? name);
@@ -271,6 +292,79 @@ export class CardHandling {
       }
       throw error;
     }
+  }
+
+  /**
+   * Whether the card was changed rather than taken while a command of `open` ran under `epoch`:
+   * it has been (or is being) reloaded, or this claim still holds the card (the change's
+   * announcement has not arrived yet: reload now).
+   */
+  private async changedUnder(session: LogicalSession, open: OpenCard, epoch: number): Promise<boolean> {
+    if (open.reloading || open.epoch !== epoch) {
+      await open.reloading;
+      return open.takenOverBy === undefined;
+    }
+    const record = await findCardOfUser(this.options.storage, open.cardId, session.user.id).catch(
+      () => undefined,
+    );
+    if (record?.sessionId !== open.claimId) return false;
+    await this.reload(session, open, epoch + 1);
+    return open.takenOverBy === undefined && open.epoch !== epoch;
+  }
+
+  /**
+   * An administrator changed the card (`changed` announcement of `epoch`): reload it under a new
+   * epoch of the same claim and push CARD_CHANGED `updated`. Reloads queue one after the other; a
+   * reload already past `epoch` covers it. If someone claimed the card meanwhile, it is a takeover.
+   */
+  private reload(session: LogicalSession, open: OpenCard, epoch: number): Promise<void> {
+    const run = (open.reloading ?? Promise.resolve()).then(async () => {
+      if (open.takenOverBy !== undefined || open.epoch >= epoch) return;
+      const { storage, kek } = this.options;
+      let state: PersistentCardState | undefined;
+      try {
+        const newEpoch = await storage.transaction((tx) => reclaimCard(tx, open.cardId, open.claimId));
+        if (newEpoch === undefined) {
+          this.takeOver(session, open, await this.claimerName(open.cardId, epoch));
+          return;
+        }
+        state = await openPersistentCardState({
+          storage,
+          kek,
+          cardId: open.cardId,
+          sessionId: open.claimId,
+          epoch: newEpoch,
+          actor: `device:${session.device.id}`,
+        });
+        if (open.takenOverBy !== undefined || session.ended) {
+          state.dispose();
+          return;
+        }
+        const old = open.state;
+        open.state = state;
+        open.card = new PivCard(state);
+        open.epoch = newEpoch;
+        old.dispose();
+      } catch (error) {
+        // The card cannot be used under the old keys, nor under the new ones: drop it, as after a
+        // takeover, so the daemon takes it out rather than answering from a stale snapshot.
+        state?.dispose();
+        this.log.warn('could not reload a changed card', {
+          session: session.id,
+          card: open.cardId,
+          error: (error as Error).message,
+        });
+        this.takeOver(session, open, ADMIN_CLAIMER_NAME);
+        return;
+      }
+      this.log.info('card changed: reloaded', { session: session.id, card: open.cardId, epoch: open.epoch });
+      session.push({ type: 'CARD_CHANGED', id: 0, flags: 0, cardId: open.cardId, change: 'updated' });
+    });
+    open.reloading = run;
+    void run.finally(() => {
+      if (open.reloading === run) delete open.reloading;
+    });
+    return run;
   }
 
   /** Another device claimed `open`: drop its keys, refuse its handle, tell its session. */
