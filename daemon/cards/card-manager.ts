@@ -56,6 +56,9 @@ export interface CardManagerOptions {
   readonly logger: Logger;
 }
 
+/** How long `enroll` waits for the enrolled card to come back into the reader (CARD_CHANGED). */
+export const ENROLL_REINSERT_WAIT_MS = 10_000;
+
 export class CardManager extends EventEmitter<CardManagerEvents> {
   private readonly cards = new Map<string, ManagedCard>();
   private graceTimer: NodeJS.Timeout | undefined;
@@ -106,6 +109,50 @@ export class CardManager extends EventEmitter<CardManagerEvents> {
       );
     }
     return card.remote.transmit(command, false);
+  }
+
+  /**
+   * Self-service enrollment (ENROLL) of the card `cardId`, or of the only card in the reader.
+   * Resolves once the server answered and the card is back in the reader with the new
+   * certificates (the CARD_CHANGED that follows; see reinsert), or after
+   * `ENROLL_REINSERT_WAIT_MS` without it. The server's refusal comes back as its error.
+   */
+  async enroll(cardId?: string): Promise<{ cardId: string; label: string; certificates: number }> {
+    const inserted = [...this.cards.values()].filter((c) => c.state === 'inserted');
+    const card =
+      cardId === undefined ? (inserted.length === 1 ? inserted[0] : undefined) : this.cards.get(cardId);
+    if (!card || card.state !== 'inserted' || card.remote.handle === undefined) {
+      throw new CardlinkError(
+        'ERR_CARD_NOT_FOUND',
+        cardId === undefined
+          ? inserted.length === 0
+            ? 'no card in the reader: log in or connect first'
+            : 'several cards are in the reader: name one (--card)'
+          : 'no such card in the reader',
+        cardId === undefined ? {} : { card: cardId.slice(0, 64) },
+      );
+    }
+    const handle = card.remote.handle;
+    let changed!: () => void;
+    const reinserted = new Promise<void>((resolve) => (changed = resolve));
+    const onChanged = (status: CardStatus): void => {
+      if (status.cardId === card.cardId) changed();
+    };
+    this.on('changed', onChanged);
+    try {
+      const answer = await this.options.link.request({ type: 'ENROLL', handle });
+      if (answer.type !== 'ENROLLED')
+        throw errorFromFrame(answer, `card ${card.label} could not be enrolled`);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        reinserted,
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, ENROLL_REINSERT_WAIT_MS))),
+      ]);
+      clearTimeout(timer);
+      return { cardId: card.cardId, label: card.label, certificates: answer.certificates };
+    } finally {
+      this.off('changed', onChanged);
+    }
   }
 
   /** A person asked for the cards ("connect"): the next sync takes them over; sync now if possible. */

@@ -20,6 +20,8 @@
  *                                              optional: new cards take the lowest free serial
  *                                              above the highest in this range (per tenant, by
  *                                              giving each tenant's profile its own range)
+ *     "selfServiceEnrollment": false           optional: the card's user may enroll it
+ *                                              (`cardlink enroll`, the tray); off by default
  *   }
  *
  * A slot may also carry a certificate `template` for the certificates an issuing CA gives it at
@@ -96,6 +98,11 @@ export interface CardProfile {
   readonly certificateValidityDays: number;
   /** Where new cards' serials come from; random below 2^31 when absent. */
   readonly cardSerials?: SerialRange;
+  /**
+   * The card's user may have it enrolled (ENROLL frame: `cardlink enroll`, the tray), with the
+   * names from their access token. Off by default: only an administrator enrolls.
+   */
+  readonly selfServiceEnrollment: boolean;
 }
 
 /** A profile (or a value checked against one) is not valid; `context.field` names the culprit. */
@@ -118,6 +125,7 @@ export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardP
     'managementKey',
     'certificateValidityDays',
     'cardSerials',
+    'selfServiceEnrollment',
   ]);
   const name = root.name === undefined ? fallbackName : text(root.name, 'name', 64);
   const label = text(root.label, 'label', MAX_CARD_LABEL_LENGTH);
@@ -175,6 +183,10 @@ export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardP
     managementKey: Object.freeze({ algorithm: mgmtAlgorithm }),
     certificateValidityDays,
     ...(cardSerials ? { cardSerials } : {}),
+    selfServiceEnrollment:
+      root.selfServiceEnrollment === undefined
+        ? false
+        : bool(root.selfServiceEnrollment, 'selfServiceEnrollment'),
   });
 }
 
@@ -195,6 +207,7 @@ export function profileToJson(profile: CardProfile): Record<string, unknown> {
     managementKey: { ...profile.managementKey },
     certificateValidityDays: profile.certificateValidityDays,
     ...(profile.cardSerials ? { cardSerials: { ...profile.cardSerials } } : {}),
+    ...(profile.selfServiceEnrollment ? { selfServiceEnrollment: true } : {}),
   };
 }
 

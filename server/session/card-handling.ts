@@ -30,11 +30,17 @@ import {
   listCardsWithClaim,
   reclaimCard,
 } from '../storage/card-sessions.js';
-import { findCardOfUser } from '../storage/cards.js';
+import { findCardOfUser, getCard } from '../storage/cards.js';
+import { enrollCard } from '../admin/enroll.js';
+import { parseCardProfile } from '../admin/profile.js';
+import { CardlinkError } from '../../protocol/errors.js';
 import { CardTakenOverError } from '../storage/errors.js';
 import type { Storage } from '../storage/storage.js';
 import type { LogicalSession, OpenCard } from './logical-session.js';
 import { CardTakenOverRequestError, encodeAnswer, RequestError } from './request-errors.js';
+
+/** Enrollment failures an ENROLL answers with their own code and message (not ERR_INTERNAL). */
+const ENROLLMENT_REFUSALS = new Set<string>(['ERR_CA_MISSING', 'ERR_ENROLLMENT', 'ERR_CONFIG_INVALID']);
 
 /** Device name shown for a claim made by an administrator (`cardlink admin force-logout`). */
 export const ADMIN_CLAIMER_NAME = 'administrator';
@@ -110,6 +116,51 @@ export class CardHandling {
       snapshot,
       snapshotSignature: this.signedFor(session, open.cardId, snapshot),
     };
+  }
+
+  /**
+   * ENROLL: self-service enrollment of the open card (docs/personalization.md), when its profile
+   * allows it. The names come from the session's validated access token and the server's user
+   * record, never from the client. The enrollment's change announcement reloads the card here
+   * and pushes CARD_CHANGED, as for an administrator's enrollment.
+   */
+  async enroll(session: LogicalSession, frame: FrameOf<'ENROLL'>): Promise<Frame> {
+    await session.cards.get(frame.handle)?.reloading;
+    const open = this.usableCard(session, frame.handle);
+    const { storage, kek } = this.options;
+    const record = await getCard(storage, open.cardId);
+    const profile = parseCardProfile(record.profile, 'stored');
+    if (!profile.selfServiceEnrollment) {
+      throw new RequestError(
+        'ERR_ENROLLMENT_NOT_ALLOWED',
+        `the card's profile (${profile.name}) does not allow self-service enrollment; ask an administrator`,
+      );
+    }
+    const token = session.tokenClaims;
+    const name = token.name ?? token.preferred_username;
+    const claims = { ...token, ...(name ? { name } : {}) };
+    let slots: number;
+    try {
+      const enrolled = await enrollCard({
+        storage,
+        kek,
+        cardId: open.cardId,
+        claims,
+        actor: `user:${session.user.id}`,
+      });
+      slots = enrolled.slots.length;
+    } catch (error) {
+      // What the user can act on (no CA yet, a claim the template needs is missing) is said as is.
+      if (error instanceof CardlinkError && ENROLLMENT_REFUSALS.has(error.code))
+        throw new RequestError(error.code, error.message);
+      throw error;
+    }
+    this.log.info('card enrolled by its user', {
+      session: session.id,
+      card: open.cardId,
+      certificates: slots,
+    });
+    return { type: 'ENROLLED', id: frame.id, flags: 0, handle: frame.handle, certificates: slots };
   }
 
   /** Closes every card of an ending session. */

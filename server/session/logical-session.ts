@@ -76,6 +76,8 @@ export class LogicalSession {
     readonly device: SessionDevice,
     public tokenExpiresAt: Date,
     private readonly keepAnswers: number,
+    /** The name claims of the session's current access token (self-service enrollment). */
+    public tokenClaims: Readonly<Record<string, string>> = {},
   ) {
     this.resumeHash = Buffer.alloc(0);
   }
