@@ -32,7 +32,12 @@ import type { KeyAlgorithm } from '../../apdu/piv/index.js';
 import { AUDIT_EVENTS, appendAudit } from '../audit/audit-log.js';
 import { issueCrl } from '../ca/crl.js';
 import { externalRequestPem, issueWithCommand, type ExternalCa } from '../ca/external-ca.js';
-import { certificateSha256, issueCertificate, type IssuedCertificate } from '../ca/issue-certificate.js';
+import {
+  certificateSha256,
+  EnrollmentError,
+  issueCertificate,
+  type IssuedCertificate,
+} from '../ca/issue-certificate.js';
 import { openIssuingCa } from '../ca/issuing-ca.js';
 import { STORED_TOUCH_POLICY } from '../cards/key-store.js';
 import type { KekProvider } from '../keys/kek-provider.js';
@@ -67,6 +72,10 @@ export interface EnrollOptions {
    * Its certificates are neither registered nor revoked here: that is the external CA's job.
    */
   readonly externalCa?: ExternalCa;
+  /** Only these slots of the profile (short-lived 9A: `[0x9a]`); all of them when absent. */
+  readonly slots?: readonly number[];
+  /** Validity in hours instead of the template's days (short-lived certificates). */
+  readonly validityHours?: number;
 }
 
 export interface EnrolledSlot {
@@ -129,25 +138,31 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
         );
 
   const prepared: PreparedSlot[] = [];
-  const prepare = (s: (typeof profile.slots)[number]) =>
-    prepareSlot(
+  const slots = options.slots ? profile.slots.filter((s) => options.slots!.includes(s.slot)) : profile.slots;
+  if (slots.length === 0) throw new EnrollmentError('the card profile has none of the slots to enroll');
+  const prepare = (s: (typeof profile.slots)[number]) => {
+    const template = resolveTemplate(s.slot, s.algorithm, s.template, profile.certificateValidityDays);
+    return prepareSlot(
       s.slot,
       s.algorithm,
       s.pinPolicy,
-      resolveTemplate(s.slot, s.algorithm, s.template, profile.certificateValidityDays),
+      options.validityHours === undefined
+        ? template
+        : { ...template, validityDays: options.validityHours / 24 },
       card.serial,
       issuer,
     );
+  };
   try {
     if (ca) {
-      const settled = await Promise.allSettled(profile.slots.map(prepare));
+      const settled = await Promise.allSettled(slots.map(prepare));
       for (const r of settled) if (r.status === 'fulfilled') prepared.push(r.value); // zeroed below
       const failed = settled.find((r) => r.status === 'rejected');
       if (failed) throw failed.reason;
     } else {
       // One request at a time: an external CA command (openssl ca's index and serial files) need
       // not be safe to run concurrently.
-      for (const s of profile.slots) prepared.push(await prepare(s));
+      for (const s of slots) prepared.push(await prepare(s));
     }
 
     const revoked = await storage.transaction(async (tx) => {

@@ -22,6 +22,8 @@
  *                                              giving each tenant's profile its own range)
  *     "selfServiceEnrollment": false           optional: the card's user may enroll it
  *                                              (`cardlink enroll`, the tray); off by default
+ *     "shortLived9AHours": 8                   optional, 1..168: a new 9A key and certificate
+ *                                              valid this many hours at each sign-in
  *   }
  *
  * A slot may also carry a certificate `template` for the certificates an issuing CA gives it at
@@ -103,7 +105,15 @@ export interface CardProfile {
    * names from their access token. Off by default: only an administrator enrolls.
    */
   readonly selfServiceEnrollment: boolean;
+  /**
+   * Short-lived 9A: at each sign-in (OPEN_CARD) the server makes a new 9A key and has the CA
+   * certify it for this many hours, so a lost device's card stops being trusted without a CRL.
+   */
+  readonly shortLived9AHours?: number;
 }
+
+/** Longest validity of a short-lived 9A certificate, in hours (a week). */
+export const MAX_SHORT_LIVED_HOURS = 168;
 
 /** A profile (or a value checked against one) is not valid; `context.field` names the culprit. */
 export class ProfileError extends CardlinkError {
@@ -126,6 +136,7 @@ export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardP
     'certificateValidityDays',
     'cardSerials',
     'selfServiceEnrollment',
+    'shortLived9AHours',
   ]);
   const name = root.name === undefined ? fallbackName : text(root.name, 'name', 64);
   const label = text(root.label, 'label', MAX_CARD_LABEL_LENGTH);
@@ -187,6 +198,11 @@ export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardP
       root.selfServiceEnrollment === undefined
         ? false
         : bool(root.selfServiceEnrollment, 'selfServiceEnrollment'),
+    ...(root.shortLived9AHours === undefined
+      ? {}
+      : {
+          shortLived9AHours: integer(root.shortLived9AHours, 'shortLived9AHours', 1, MAX_SHORT_LIVED_HOURS),
+        }),
   });
 }
 
@@ -208,6 +224,7 @@ export function profileToJson(profile: CardProfile): Record<string, unknown> {
     certificateValidityDays: profile.certificateValidityDays,
     ...(profile.cardSerials ? { cardSerials: { ...profile.cardSerials } } : {}),
     ...(profile.selfServiceEnrollment ? { selfServiceEnrollment: true } : {}),
+    ...(profile.shortLived9AHours !== undefined ? { shortLived9AHours: profile.shortLived9AHours } : {}),
   };
 }
 

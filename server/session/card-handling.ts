@@ -42,6 +42,13 @@ import { CardTakenOverRequestError, encodeAnswer, RequestError } from './request
 /** Enrollment failures an ENROLL answers with their own code and message (not ERR_INTERNAL). */
 const ENROLLMENT_REFUSALS = new Set<string>(['ERR_CA_MISSING', 'ERR_ENROLLMENT', 'ERR_CONFIG_INVALID']);
 
+/** The names certificate templates get from a session: its token's, `name` defaulting to `preferred_username`. */
+function templateClaims(session: LogicalSession): Record<string, string> {
+  const token = session.tokenClaims;
+  const name = token.name ?? token.preferred_username;
+  return { ...token, ...(name ? { name } : {}) };
+}
+
 /** Device name shown for a claim made by an administrator (`cardlink admin force-logout`). */
 export const ADMIN_CLAIMER_NAME = 'administrator';
 
@@ -136,9 +143,7 @@ export class CardHandling {
         `the card's profile (${profile.name}) does not allow self-service enrollment; ask an administrator`,
       );
     }
-    const token = session.tokenClaims;
-    const name = token.name ?? token.preferred_username;
-    const claims = { ...token, ...(name ? { name } : {}) };
+    const claims = templateClaims(session);
     let slots: number;
     try {
       const enrolled = await enrollCard({
@@ -161,6 +166,43 @@ export class CardHandling {
       certificates: slots,
     });
     return { type: 'ENROLLED', id: frame.id, flags: 0, handle: frame.handle, certificates: slots };
+  }
+
+  /**
+   * Short-lived 9A (profile `shortLived9AHours`): at each OPEN_CARD, before the claim (whose epoch
+   * the enrollment would otherwise fence off), a new 9A key and a certificate valid that many
+   * hours, with the names of the session's token. A failure (no CA, a missing claim) is logged
+   * and the card opens with the certificate it has, which expires on its own.
+   */
+  private async shortLived9A(session: LogicalSession, cardId: string): Promise<void> {
+    const { storage, kek } = this.options;
+    const profile = parseCardProfile((await getCard(storage, cardId)).profile, 'stored');
+    const hours = profile.shortLived9AHours;
+    if (hours === undefined) return;
+    try {
+      const enrolled = await enrollCard({
+        storage,
+        kek,
+        cardId,
+        claims: templateClaims(session),
+        actor: `user:${session.user.id}`,
+        slots: [0x9a],
+        validityHours: hours,
+      });
+      this.log.info('short-lived 9A certificate issued', {
+        session: session.id,
+        card: cardId,
+        serial: enrolled.slots[0]?.serial ?? '',
+        notAfter: enrolled.slots[0]?.notAfter ?? '',
+      });
+    } catch (error) {
+      this.log.warn('short-lived 9A certificate not issued; the card keeps its certificate', {
+        session: session.id,
+        card: cardId,
+        code: error instanceof CardlinkError ? error.code : 'ERR_INTERNAL',
+        error: (error as Error).message,
+      });
+    }
   }
 
   /** Closes every card of an ending session. */
@@ -218,6 +260,7 @@ export class CardHandling {
         'the card is open on another device; open it with takeOver to log that one out',
       );
     }
+    await this.shortLived9A(session, frame.cardId);
     const claimId = randomUUID();
     const epoch = await storage.transaction(async (tx) => {
       const previous = record.sessionId;
