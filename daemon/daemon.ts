@@ -19,6 +19,8 @@ import type {
   ControlHandler,
   DaemonStatus,
   PinChangeParams,
+  EnrollParams,
+  EnrollResult,
   PinResult,
   PinUnblockParams,
   TokenHandover,
@@ -260,6 +262,13 @@ export class Daemon implements ControlHandler {
 
   unblockPin(p: PinUnblockParams): Promise<PinResult> {
     return this.pinOperation('unblock', p.cardId, p.puk, p.newPin);
+  }
+
+  /** Self-service enrollment of a card in the reader (the server decides whether it is allowed). */
+  async enroll(p: EnrollParams): Promise<EnrollResult> {
+    const result = await this.cardManager.enroll(p.cardId);
+    this.logger.info('card enrolled', { card: result.cardId, certificates: result.certificates });
+    return result;
   }
 
   /**

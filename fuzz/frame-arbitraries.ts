@@ -107,6 +107,8 @@ const payloads: { [T in FrameType]: fc.Arbitrary<object> } = {
   OPEN_CARD: fc.record({ cardId: id, takeOver: fc.boolean() }),
   CARD_OPENED: fc.record({ cardId: id, handle: u32, snapshot: bytes(3000), snapshotSignature: bytes(512) }),
   GET_SNAPSHOT: fc.record({ handle: u32 }),
+  ENROLL: fc.record({ handle: u32 }),
+  ENROLLED: fc.record({ handle: u32, certificates: fc.integer({ min: 1, max: 24 }) }),
   SNAPSHOT: fc.record({ handle: u32, snapshot: bytes(3000), snapshotSignature: bytes(512) }),
   CLOSE_CARD: fc.record({ handle: u32 }),
   CARD_CLOSED: fc.record({ handle: u32 }),

@@ -72,6 +72,8 @@ export type CardlinkErrorCode =
   | 'ERR_CA_EXISTS'
   | 'ERR_CA_INVALID'
   | 'ERR_ENROLLMENT'
+  /** Self-service enrollment of a card whose profile does not allow it (`selfServiceEnrollment`). */
+  | 'ERR_ENROLLMENT_NOT_ALLOWED'
   /** The tray's refresh token store (keyring, else a 0600 file) cannot be read or written. */
   | 'ERR_TOKEN_STORE_UNAVAILABLE'
   | 'ERR_INTERNAL';

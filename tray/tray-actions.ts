@@ -59,6 +59,18 @@ export class TrayActions {
   }
 
   /**
+   * Get certificates: self-service enrollment of the card in the reader (the daemon's `enroll`);
+   * a refusal (the profile does not allow it) reaches the user as the action's failure notice.
+   */
+  async enroll(): Promise<void> {
+    const result = await this.deps.watch.request('enroll', {});
+    this.deps.inform(
+      'Certificates issued',
+      `${result.label}: ${result.certificates} new certificates from your organisation; they are in the reader now.`,
+    );
+  }
+
+  /**
    * The daemon's `logout` empties the reader; then the refresh token leaves memory and keyring
    * and is revoked at the IdP where it offers revocation (RFC 7009).
    */

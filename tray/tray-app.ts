@@ -343,6 +343,9 @@ export class TrayApp {
         case 'unblock-pin':
           await this.actions.openPinPage('unblock');
           break;
+        case 'enroll':
+          await this.actions.enroll();
+          break;
         case 'open-logs':
           await this.actions.openLogs();
           break;
@@ -379,6 +382,7 @@ const ACTION_NAMES: Record<TrayAction, string> = {
   disconnect: 'Disconnect',
   'change-pin': 'Change PIN',
   'unblock-pin': 'Unblock PIN',
+  enroll: 'Get certificates',
   'open-logs': 'Open logs',
   'save-diagnostics': 'Save diagnostics',
   about: 'About',

@@ -70,6 +70,7 @@ export type TrayAction =
   | 'disconnect'
   | 'change-pin'
   | 'unblock-pin'
+  | 'enroll'
   | 'open-logs'
   | 'save-diagnostics'
   | 'about'
@@ -89,6 +90,7 @@ export type TrayItemKey =
   | 'disconnect'
   | 'change-pin'
   | 'unblock-pin'
+  | 'enroll'
   | 'open-logs'
   | 'save-diagnostics'
   | 'diagnostics-saved'
@@ -113,6 +115,7 @@ export const TRAY_MENU_LAYOUT: readonly (TrayItemKey | '-')[] = [
   '-',
   'change-pin',
   'unblock-pin',
+  'enroll',
   '-',
   'open-logs',
   'save-diagnostics',
@@ -469,6 +472,15 @@ export function trayView(model: TrayModel): TrayView {
   const inserted = cards.some((c) => c.state === 'inserted');
   items['change-pin'] = { title: 'Change PIN…', enabled: inserted, hidden: false, action: 'change-pin' };
   items['unblock-pin'] = { title: 'Unblock PIN…', enabled: inserted, hidden: false, action: 'unblock-pin' };
+  // Self-service enrollment of the card in the reader; the server says whether its profile allows
+  // it. With several cards in the reader, `cardlink enroll --card` names the one.
+  const insertedCount = cards.filter((c) => c.state === 'inserted').length;
+  items.enroll = {
+    title: busy('enroll') ? 'Getting certificates…' : 'Get certificates',
+    enabled: insertedCount === 1 && !busy('enroll'),
+    hidden: false,
+    action: 'enroll',
+  };
   items['open-logs'] = { title: 'Open logs', enabled: true, hidden: false, action: 'open-logs' };
   items['save-diagnostics'] = {
     title: busy('save-diagnostics') ? 'Saving diagnostics…' : 'Save diagnostics',

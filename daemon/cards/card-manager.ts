@@ -13,13 +13,14 @@
  */
 import { EventEmitter } from 'node:events';
 import type { ReferenceBlocking, ReferenceKind } from '../../apdu/piv/core/index.js';
-import { decodeSnapshot } from '../../apdu/piv/core/index.js';
+import { decodeSnapshot, type CardSnapshot } from '../../apdu/piv/core/index.js';
 import { FrontCard } from './front-card.js';
 import { CardlinkError } from '../../protocol/errors.js';
 import type { Logger } from '../../protocol/log.js';
 import type { CardEntry, FrameOf } from '../../protocol/wire/frames.js';
 import type { CardStatus } from '../control/control-protocol.js';
 import type { ReaderSlots } from '../reader/bridge-reader.js';
+import type { VirtualCard } from '../reader/virtual-card.js';
 import { errorFromFrame, type ServerLink, type SessionInfo } from '../session/server-link.js';
 import { RemoteCard } from './remote-card.js';
 import { tracedCard } from './traced-card.js';
@@ -27,6 +28,8 @@ import { tracedCard } from './traced-card.js';
 export interface CardManagerEvents {
   inserted: [CardStatus];
   removed: [CardStatus];
+  /** The server changed the card (new certificates): it was re-inserted with the new contents. */
+  changed: [CardStatus];
   'taken-over': [CardStatus & { takenOverBy: string }];
   /** An answer showed the card's PIN or PUK blocked, where it was not known to be. */
   blocked: [CardStatus & { reference: ReferenceKind }];
@@ -53,6 +56,9 @@ export interface CardManagerOptions {
   readonly logger: Logger;
 }
 
+/** How long `enroll` waits for the enrolled card to come back into the reader (CARD_CHANGED). */
+export const ENROLL_REINSERT_WAIT_MS = 10_000;
+
 export class CardManager extends EventEmitter<CardManagerEvents> {
   private readonly cards = new Map<string, ManagedCard>();
   private graceTimer: NodeJS.Timeout | undefined;
@@ -72,7 +78,10 @@ export class CardManager extends EventEmitter<CardManagerEvents> {
     link.on('token-refused', () => void this.removeAll('the access token was refused or expired', true));
     link.on('push', (frame) => {
       if (frame.type === 'TAKEN_OVER') void this.onTakenOver(frame);
-      else if (frame.type === 'CARD_CHANGED') void this.onChanged(frame);
+      else if (frame.type === 'CARD_CHANGED') {
+        // After any sync in progress: a sync may be opening the card this frame is about.
+        this.syncing = this.syncing.then(() => this.onChanged(frame)).catch((e: unknown) => this.report(e));
+      }
     });
   }
 
@@ -100,6 +109,50 @@ export class CardManager extends EventEmitter<CardManagerEvents> {
       );
     }
     return card.remote.transmit(command, false);
+  }
+
+  /**
+   * Self-service enrollment (ENROLL) of the card `cardId`, or of the only card in the reader.
+   * Resolves once the server answered and the card is back in the reader with the new
+   * certificates (the CARD_CHANGED that follows; see reinsert), or after
+   * `ENROLL_REINSERT_WAIT_MS` without it. The server's refusal comes back as its error.
+   */
+  async enroll(cardId?: string): Promise<{ cardId: string; label: string; certificates: number }> {
+    const inserted = [...this.cards.values()].filter((c) => c.state === 'inserted');
+    const card =
+      cardId === undefined ? (inserted.length === 1 ? inserted[0] : undefined) : this.cards.get(cardId);
+    if (!card || card.state !== 'inserted' || card.remote.handle === undefined) {
+      throw new CardlinkError(
+        'ERR_CARD_NOT_FOUND',
+        cardId === undefined
+          ? inserted.length === 0
+            ? 'no card in the reader: log in or connect first'
+            : 'several cards are in the reader: name one (--card)'
+          : 'no such card in the reader',
+        cardId === undefined ? {} : { card: cardId.slice(0, 64) },
+      );
+    }
+    const handle = card.remote.handle;
+    let changed!: () => void;
+    const reinserted = new Promise<void>((resolve) => (changed = resolve));
+    const onChanged = (status: CardStatus): void => {
+      if (status.cardId === card.cardId) changed();
+    };
+    this.on('changed', onChanged);
+    try {
+      const answer = await this.options.link.request({ type: 'ENROLL', handle });
+      if (answer.type !== 'ENROLLED')
+        throw errorFromFrame(answer, `card ${card.label} could not be enrolled`);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        reinserted,
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, ENROLL_REINSERT_WAIT_MS))),
+      ]);
+      clearTimeout(timer);
+      return { cardId: card.cardId, label: card.label, certificates: answer.certificates };
+    } finally {
+      this.off('changed', onChanged);
+    }
   }
 
   /** A person asked for the cards ("connect"): the next sync takes them over; sync now if possible. */
@@ -245,14 +298,15 @@ export class CardManager extends EventEmitter<CardManagerEvents> {
       return;
     }
     card.slot = slot;
-    const traced = this.options.logger.isDebugEnabled();
-    this.options.reader.insert(
-      slot,
-      traced ? tracedCard(card.front, this.options.logger, card.cardId) : card.front,
-    );
+    this.options.reader.insert(slot, this.readerCard(card, card.front));
     card.state = 'inserted';
     this.options.logger.info('card inserted', { card: card.cardId, slot });
     this.emit('inserted', this.statusOf(card));
+  }
+
+  /** What the reader gets for the card: its front, traced when debug logging is on. */
+  private readerCard(card: ManagedCard, front: FrontCard): VirtualCard {
+    return this.options.logger.isDebugEnabled() ? tracedCard(front, this.options.logger, card.cardId) : front;
   }
 
   private freeSlot(): number | undefined {
@@ -308,12 +362,45 @@ export class CardManager extends EventEmitter<CardManagerEvents> {
     const card = this.cards.get(frame.cardId);
     if (!card) return;
     if (frame.change === 'updated') {
-      card.front?.invalidate();
+      await this.reinsert(card);
       return;
     }
     await this.takeOut(card, 'the card was removed on the server');
     card.remote.detach();
     this.cards.delete(card.cardId);
+  }
+
+  /**
+   * The server changed the card's contents (CARD_CHANGED `updated`, e.g. new certificates from an
+   * enrollment): fetch the new snapshot, then take the card out of its slot and put it back at
+   * once. The re-insertion is what makes PC/SC middleware read the card again: PC/SC has no
+   * "contents changed" event, and PKCS#11 modules that stay loaded (a browser's NSS, ssh-agent,
+   * p11-kit) keep the certificates they read until the card is removed. The host loses its PIN
+   * verification with it, as the server's reloaded card has (it starts like a reset card). The
+   * reader driver counts every insert and remove, so pcscd sees even an immediate remove+insert.
+   */
+  private async reinsert(card: ManagedCard): Promise<void> {
+    const front = card.front;
+    if (!front) return;
+    let snapshot: CardSnapshot;
+    try {
+      snapshot = await card.remote.snapshot();
+    } catch (error) {
+      // The next local answer fetches it again (and fails the same way if it still cannot).
+      front.invalidate();
+      this.report(error);
+      return;
+    }
+    front.resync(snapshot);
+    const slot = card.slot;
+    if (card.state !== 'inserted' || slot === undefined) return;
+    card.remote.abortWaiting();
+    await this.options.reader.remove(slot);
+    // A takeover or removal while the slot was empty leaves it empty.
+    if (card.state !== 'inserted' || card.front !== front) return;
+    this.options.reader.insert(slot, this.readerCard(card, front));
+    this.options.logger.info('card changed on the server: re-inserted', { card: card.cardId, slot });
+    this.emit('changed', this.statusOf(card));
   }
 
   private startGrace(): void {

@@ -85,6 +85,21 @@ export const logoutCommand: CommandModule<object, CommonArgs> = {
   handler: async (args) => (await import('./run-control-request.js')).runLogout(args),
 };
 
+export const enrollCommand: CommandModule<object, EnrollArgs> = {
+  command: 'enroll',
+  describe: "Have the card server issue your card's certificates (if your organisation allows it)",
+  builder: (y) =>
+    common(y).option('card', {
+      type: 'string',
+      describe: 'the card id (from "cardlink cards"); needed only with several cards',
+    }) as Argv<EnrollArgs>,
+  handler: async (args) => (await import('./run-control-request.js')).runEnroll(args),
+};
+
+export interface EnrollArgs extends CommonArgs {
+  card?: string | undefined;
+}
+
 export interface DiagArgs extends CommonArgs {
   output?: string | undefined;
 }
@@ -107,5 +122,6 @@ export const daemonCommands = [
   statusCommand,
   cardsCommand,
   logoutCommand,
+  enrollCommand,
   diagCommand,
 ] as unknown as CommandModule[];

@@ -1,7 +1,7 @@
 /** `cardlink status`, `cards` and `logout`: one request to the running daemon, its answer printed. */
 import type { CardStatus, DaemonStatus } from '../control/control-protocol.js';
 import { configFrom, out, withDaemon } from './cli-common.js';
-import type { CommonArgs, JsonArgs } from './daemon-commands.js';
+import type { CommonArgs, EnrollArgs, JsonArgs } from './daemon-commands.js';
 
 function describeCard(c: CardStatus): string {
   const where =
@@ -42,4 +42,17 @@ export async function runCards(args: JsonArgs): Promise<void> {
 export async function runLogout(args: CommonArgs): Promise<void> {
   await withDaemon(configFrom(args), (c) => c.request('logout'));
   out('Logged out.');
+}
+
+/**
+ * `cardlink enroll`: the card server issues the certificates of the card's profile, with the
+ * names from the user's sign-in (never from this command line), if the profile allows it.
+ */
+export async function runEnroll(args: EnrollArgs): Promise<void> {
+  const result = await withDaemon(configFrom(args), (c) =>
+    c.request('enroll', args.card === undefined ? {} : { cardId: args.card }),
+  );
+  out(
+    `${result.label} (${result.cardId}): ${result.certificates} certificates issued; they are in the reader now.`,
+  );
 }

@@ -43,6 +43,7 @@ export const CONTROL_METHODS = [
   'disconnect',
   'change-pin',
   'unblock-pin',
+  'enroll',
 ] as const;
 export type ControlMethod = (typeof CONTROL_METHODS)[number];
 
@@ -143,6 +144,18 @@ export interface PinUnblockParams {
 /** The result of `change-pin` and `unblock-pin`: what the card answered, in kinds (apdu/piv/pin-change.ts). */
 export type PinResult = PinChangeOutcome;
 
+/** Params of `enroll`: the card (a `cardId` of `cards`); may be left out when one card is in the reader. */
+export interface EnrollParams {
+  cardId?: string;
+}
+
+/** The result of `enroll`: the card, and how many certificates it got (they are in the reader now). */
+export interface EnrollResult {
+  cardId: string;
+  label: string;
+  certificates: number;
+}
+
 /** What the daemon does for each request; errors it throws reach the client (see ControlServer). */
 export interface ControlHandler {
   status(): DaemonStatus;
@@ -153,6 +166,7 @@ export interface ControlHandler {
   disconnect(): Promise<void>;
   changePin(p: PinChangeParams): Promise<PinResult>;
   unblockPin(p: PinUnblockParams): Promise<PinResult>;
+  enroll(p: EnrollParams): Promise<EnrollResult>;
 }
 
 /** A method without params takes `{}` (or no params member at all). */
@@ -168,6 +182,7 @@ export interface ControlParams {
   disconnect: EmptyParams;
   'change-pin': PinChangeParams;
   'unblock-pin': PinUnblockParams;
+  enroll: EnrollParams;
 }
 
 /** Result of each method (`null` for those that only act). */
@@ -180,6 +195,7 @@ export interface ControlResults {
   disconnect: null;
   'change-pin': PinResult;
   'unblock-pin': PinResult;
+  enroll: EnrollResult;
 }
 
 /** Data of each event. */
@@ -506,6 +522,12 @@ export function validateRequest(method: unknown, params: unknown): ValidRequest 
   if (m === 'hand-over-token') return { method: m, params: validateTokenHandover(p) };
   if (m === 'change-pin' || m === 'unblock-pin')
     return { method: m, params: validatePinParams(m, p) } as ValidRequest;
+  if (m === 'enroll') {
+    checkFields(p, ['cardId'], (f) =>
+      paramsError(`params.${f.slice(0, 64)} is not a parameter of enroll`, f.slice(0, 64)),
+    );
+    return { method: m, params: p.cardId === undefined ? {} : { cardId: pinParam(p, 'cardId') } };
+  }
   checkFields(p, [], (f) =>
     paramsError(`params.${f.slice(0, 64)} is not a parameter of ${m}`, f.slice(0, 64)),
   );

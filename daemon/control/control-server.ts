@@ -444,6 +444,8 @@ export class ControlServer {
         return h.changePin(request.params);
       case 'unblock-pin':
         return h.unblockPin(request.params);
+      case 'enroll':
+        return h.enroll(request.params);
     }
   }
 

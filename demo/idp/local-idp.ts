@@ -342,6 +342,12 @@ export async function startLocalIdp(options: LocalIdpOptions): Promise<LocalIdp>
         if (!account) return undefined;
         return { accountId: sub, claims: () => ({ sub, email: account.email }) };
       },
+      // The JWT access token names the user as organisations' IdPs do (Entra ID, Keycloak): the
+      // card server's self-service enrollment takes the certificates' names from it.
+      extraTokenClaims: (_ctx: unknown, token: { accountId?: string }) => {
+        const account = token.accountId === undefined ? undefined : accounts.find(token.accountId);
+        return account ? { email: account.email, name: account.id } : undefined;
+      },
       interactions: {
         url: (_ctx: unknown, interaction: Interaction) => `${INTERACTION_PATH}${interaction.uid}`,
       },

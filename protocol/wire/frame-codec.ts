@@ -7,6 +7,7 @@
 import { ByteReader, ByteWriter, FrameMalformedError } from './byte-io.js';
 import {
   CARD_CHANGE,
+  MAX_ENROLLED_CERTIFICATES,
   DEVICE_STATUS,
   FRAME_FLAGS_DEFINED,
   FRAME_TYPE,
@@ -296,6 +297,37 @@ const CODECS: { [T in FrameType]: PayloadCodec<T> } = {
         snapshot: r.bytes('snapshot', MAX_SNAPSHOT_BYTES),
         snapshotSignature: r.bytes('snapshotSignature', MAX_SIGNATURE_BYTES),
       };
+    },
+  },
+  ENROLL: {
+    encode(w, f) {
+      w.u32(f.handle, 'handle');
+    },
+    decode(r) {
+      return { handle: r.u32('handle') };
+    },
+  },
+  ENROLLED: {
+    encode(w, f) {
+      w.u32(f.handle, 'handle');
+      if (
+        !Number.isInteger(f.certificates) ||
+        f.certificates < 1 ||
+        f.certificates > MAX_ENROLLED_CERTIFICATES
+      )
+        throw new FrameMalformedError('bad_value', `certificates must be 1..${MAX_ENROLLED_CERTIFICATES}`, {
+          field: 'certificates',
+        });
+      w.u8(f.certificates, 'certificates');
+    },
+    decode(r) {
+      const handle = r.u32('handle');
+      const certificates = r.u8('certificates');
+      if (certificates < 1 || certificates > MAX_ENROLLED_CERTIFICATES)
+        throw new FrameMalformedError('bad_value', `certificates must be 1..${MAX_ENROLLED_CERTIFICATES}`, {
+          field: 'certificates',
+        });
+      return { handle, certificates };
     },
   },
   CLOSE_CARD: {

@@ -26,6 +26,8 @@ export const FRAME_TYPE = {
   CARD_CLOSED: 0x15,
   GET_SNAPSHOT: 0x16,
   SNAPSHOT: 0x17,
+  ENROLL: 0x18,
+  ENROLLED: 0x19,
   APDU: 0x20,
   APDU_RESULT: 0x21,
   CARD_CHANGED: 0x30,
@@ -60,6 +62,8 @@ export const FRAME_SENDER: Readonly<Record<FrameType, 'client' | 'server'>> = {
   CLOSE_CARD: 'client',
   CARD_CLOSED: 'server',
   GET_SNAPSHOT: 'client',
+  ENROLL: 'client',
+  ENROLLED: 'server',
   SNAPSHOT: 'server',
   APDU: 'client',
   APDU_RESULT: 'server',
@@ -231,6 +235,26 @@ export interface SnapshotFrame extends FrameHeader {
   snapshotSignature: Uint8Array;
 }
 
+/**
+ * Self-service enrollment of the open card under `handle` (docs/personalization.md): the server
+ * issues the certificates of the card's profile, with the names from the user's validated access
+ * token and record, if the profile allows it. The new contents arrive as CARD_CHANGED.
+ */
+export interface EnrollFrame extends FrameHeader {
+  type: 'ENROLL';
+  handle: number;
+}
+
+export interface EnrolledFrame extends FrameHeader {
+  type: 'ENROLLED';
+  handle: number;
+  /** How many certificates were issued (1..MAX_ENROLLED_CERTIFICATES). */
+  certificates: number;
+}
+
+/** Most certificates one enrollment issues: 9A, 9C, 9D, 9E and the 20 retired slots. */
+export const MAX_ENROLLED_CERTIFICATES = 24;
+
 export interface CloseCardFrame extends FrameHeader {
   type: 'CLOSE_CARD';
   handle: number;
@@ -313,6 +337,8 @@ export type Frame =
   | CardOpenedFrame
   | GetSnapshotFrame
   | SnapshotFrame
+  | EnrollFrame
+  | EnrolledFrame
   | CloseCardFrame
   | CardClosedFrame
   | ApduFrame

@@ -10,8 +10,9 @@
  *      command (server/ca/external-ca.ts), which gets a request carrying the template's names
  *      and usages, also signed by the new key.
  *
- * Then ONE transaction takes the card for the administrator (like unblock: the epoch goes up, a
- * session holding the card loses it and reopens it with the new keys), replaces the slots' sealed
+ * Then ONE transaction fences the card (`lockCardForChange`: the epoch goes up, so a write begun
+ * on the old keys is refused, but a session holding the card keeps it: it reloads the card and
+ * pushes CARD_CHANGED, and the daemon re-inserts it with the new certificates), replaces the slots' sealed
  * keys, writes the certificates into the card's certificate objects, registers them, revokes the
  * certificates they supersede and appends the audit entry. A failure leaves the card as it was.
  * When something was revoked, a new CRL is signed afterwards.
@@ -45,7 +46,7 @@ import {
   findCardKey,
   findUserById,
   getCard,
-  lockCardForAdmin,
+  lockCardForChange,
   putCardKey,
   putCardObject,
   recordIssuedCertificate,
@@ -78,7 +79,7 @@ export interface EnrollOptions {
    * generating a new one. Default `new`.
    */
   readonly keys?: 'new' | 'same';
-  /** Only these slots of the profile (default: all of them). */
+  /** Only these slots of the profile (renewal, short-lived 9A: `[0x9a]`); all of them when absent. */
   readonly slots?: readonly number[];
   /**
    * Runs inside the transaction, after the card is taken and before the slots' keys and
@@ -88,6 +89,8 @@ export interface EnrollOptions {
   readonly beforeReplace?: (card: FencedCard) => Promise<Record<string, unknown> | undefined>;
   /** The audit event (default `card.enrolled`). */
   readonly auditEvent?: string;
+  /** Validity in hours instead of the template's days (short-lived certificates). */
+  readonly validityHours?: number;
 }
 
 export interface EnrolledSlot {
@@ -152,17 +155,22 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
         );
 
   const slots = profile.slots.filter((s) => options.slots?.includes(s.slot) ?? true);
+  if (slots.length === 0) throw new EnrollmentError('the card profile has none of the slots to enroll');
   const prepared: PreparedSlot[] = [];
-  const prepare = async (s: (typeof profile.slots)[number]) =>
-    prepareSlot(
+  const prepare = async (s: (typeof profile.slots)[number]) => {
+    const template = resolveTemplate(s.slot, s.algorithm, s.template, profile.certificateValidityDays);
+    return prepareSlot(
       s.slot,
       s.algorithm,
       s.pinPolicy,
-      resolveTemplate(s.slot, s.algorithm, s.template, profile.certificateValidityDays),
+      options.validityHours === undefined
+        ? template
+        : { ...template, validityDays: options.validityHours / 24 },
       card.serial,
       issuer,
       options.keys === 'same' ? await currentKey(options, card.tenantId, s.slot, s.algorithm) : undefined,
     );
+  };
   try {
     if (ca) {
       const settled = await Promise.allSettled(slots.map(prepare));
@@ -176,7 +184,7 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
     }
 
     const revoked = await storage.transaction(async (tx) => {
-      const fenced = await lockCardForAdmin(tx, cardId);
+      const fenced = await lockCardForChange(tx, cardId);
       const superseded = ca
         ? await revokeCardCertificates(
             tx,

@@ -25,6 +25,10 @@
  *                                              ("new", default) or certifies the same ones
  *                                              ("same"); `renew --due` renews certificates
  *                                              expiring within windowDays (1..365, default 30)
+ *     "selfServiceEnrollment": false           optional: the card's user may enroll it
+ *                                              (`cardlink enroll`, the tray); off by default
+ *     "shortLived9AHours": 8                   optional, 1..168: a new 9A key and certificate
+ *                                              valid this many hours at each sign-in
  *   }
  *
  * A slot may also carry a certificate `template` for the certificates an issuing CA gives it at
@@ -101,6 +105,17 @@ export interface CardProfile {
   readonly certificateValidityDays: number;
   /** Where new cards' serials come from; random below 2^31 when absent. */
   readonly cardSerials?: SerialRange;
+  /**
+   * The card's user may have it enrolled (ENROLL frame: `cardlink enroll`, the tray), with the
+   * names from their access token. Off by default: only an administrator enrolls.
+   */
+  readonly selfServiceEnrollment: boolean;
+  /**
+   * Short-lived 9A: at each sign-in (OPEN_CARD) the server makes a new 9A key and has the CA
+   * certify it for this many hours, so a lost device's card stops being trusted without a CRL.
+   */
+  readonly shortLived9AHours?: number;
+  /** How renewal makes keys and when a card is due (renew.ts). */
   readonly renewal: RenewalPolicy;
 }
 
@@ -116,6 +131,9 @@ export interface RenewalPolicy {
 export const DEFAULT_RENEWAL_WINDOW_DAYS = 30;
 /** Longest renewal window. */
 export const MAX_RENEWAL_WINDOW_DAYS = 365;
+
+/** Longest validity of a short-lived 9A certificate, in hours (a week). */
+export const MAX_SHORT_LIVED_HOURS = 168;
 
 /** A profile (or a value checked against one) is not valid; `context.field` names the culprit. */
 export class ProfileError extends CardlinkError {
@@ -138,6 +156,8 @@ export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardP
     'certificateValidityDays',
     'cardSerials',
     'renewal',
+    'selfServiceEnrollment',
+    'shortLived9AHours',
   ]);
   const name = root.name === undefined ? fallbackName : text(root.name, 'name', 64);
   const label = text(root.label, 'label', MAX_CARD_LABEL_LENGTH);
@@ -209,6 +229,15 @@ export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardP
     certificateValidityDays,
     ...(cardSerials ? { cardSerials } : {}),
     renewal: Object.freeze(renewal),
+    selfServiceEnrollment:
+      root.selfServiceEnrollment === undefined
+        ? false
+        : bool(root.selfServiceEnrollment, 'selfServiceEnrollment'),
+    ...(root.shortLived9AHours === undefined
+      ? {}
+      : {
+          shortLived9AHours: integer(root.shortLived9AHours, 'shortLived9AHours', 1, MAX_SHORT_LIVED_HOURS),
+        }),
   });
 }
 
@@ -230,6 +259,8 @@ export function profileToJson(profile: CardProfile): Record<string, unknown> {
     certificateValidityDays: profile.certificateValidityDays,
     ...(profile.cardSerials ? { cardSerials: { ...profile.cardSerials } } : {}),
     renewal: { ...profile.renewal },
+    ...(profile.selfServiceEnrollment ? { selfServiceEnrollment: true } : {}),
+    ...(profile.shortLived9AHours !== undefined ? { shortLived9AHours: profile.shortLived9AHours } : {}),
   };
 }
 

@@ -27,7 +27,7 @@ import {
   IssuerKeys,
   type AllowedTokenAlgorithm,
 } from './issuer-keys.js';
-import type { TrustedIssuer, ValidatedToken } from './types.js';
+import { MAX_NAME_CLAIM_LENGTH, NAME_CLAIMS, type TrustedIssuer, type ValidatedToken } from './types.js';
 
 /** Clock skew tolerated on `exp` and `nbf`, in seconds. */
 export const DEFAULT_CLOCK_TOLERANCE_SECONDS = 30;
@@ -174,6 +174,7 @@ export function createTokenValidator(options: TokenValidatorOptions): TokenValid
       tenant: keys.trusted.tenant,
       expiresAt: new Date(payload.exp! * 1000),
       tokenHash: new Uint8Array(createHash('sha256').update(token).digest()),
+      claims: nameClaims(payload),
     };
   }
 
@@ -253,4 +254,15 @@ function mapJoseError(e: unknown, issuer: string): Error {
     );
   }
   return e instanceof Error ? e : new Error(String(e));
+}
+
+/** The token's name claims (`NAME_CLAIMS`) that are short strings; the rest are left out. */
+function nameClaims(payload: JWTPayload): Readonly<Record<string, string>> {
+  const kept: Record<string, string> = {};
+  for (const claim of NAME_CLAIMS) {
+    const value = payload[claim];
+    if (typeof value === 'string' && value.length > 0 && value.length <= MAX_NAME_CLAIM_LENGTH)
+      kept[claim] = value;
+  }
+  return Object.freeze(kept);
 }

@@ -30,7 +30,17 @@ export interface ValidatedToken extends UserRef {
   readonly expiresAt: Date;
   /** SHA-256 of the token (its UTF-8 bytes): what the device proof signs, and safe to log. */
   readonly tokenHash: Uint8Array;
+  /**
+   * The names certificate templates use, as the validated token carries them (`NAME_CLAIMS`):
+   * only string values of at most `MAX_NAME_CLAIM_LENGTH` characters; others are left out.
+   */
+  readonly claims: Readonly<Record<string, string>>;
 }
+
+/** Claims of the access token kept for self-service enrollment's certificate templates. */
+export const NAME_CLAIMS = ['email', 'upn', 'name', 'preferred_username'] as const;
+/** Longest claim value kept (longer ones are left out, not cut). */
+export const MAX_NAME_CLAIM_LENGTH = 256;
 
 /** A device as the registry knows it. */
 export interface RegisteredDevice {

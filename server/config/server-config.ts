@@ -52,6 +52,15 @@ export interface ServerConfig {
    * only, later ones wait for an administrator; `automatic` every device; `approval` none.
    */
   readonly deviceRegistration: 'first-device' | 'automatic' | 'approval';
+  /**
+   * The issuing CA's CRL: an optional plain-HTTP listener serving `/ca/crl` and `/ca/cert`
+   * (Windows fetches CRLs over http only), and how long before its nextUpdate the server
+   * re-signs it by itself (server/http/crl-publisher.ts).
+   */
+  readonly crl: {
+    readonly http?: { readonly host: string; readonly port: number } | undefined;
+    readonly resignBeforeHours: number;
+  };
   readonly limits: {
     readonly maxFrameBytes: number;
     readonly maxInFlight: number;
@@ -145,7 +154,11 @@ const SECTION_KEYS: Readonly<Record<string, readonly string[]>> = {
   kek: ['provider', 'file', 'module', 'tokenLabel', 'pinFile'],
   limits: Object.keys(DEFAULT_LIMITS),
   log: ['level', 'file'],
+  crl: ['httpHost', 'httpPort', 'resignBeforeHours'],
 };
+
+/** Re-sign the CRL when fewer hours than this are left of its 7 days (`crl.resignBeforeHours`). */
+export const DEFAULT_CRL_RESIGN_BEFORE_HOURS = 72;
 
 const KNOWN_KEYS = new Set([
   'dataDir',
@@ -160,6 +173,7 @@ const KNOWN_KEYS = new Set([
   'deviceRegistration',
   'limits',
   'log',
+  'crl',
 ]);
 
 function flagSource(flags: ServerFlags): Source {
@@ -316,6 +330,7 @@ export function loadServerConfig(
     );
   }
 
+  const crlPort = last((s) => s.int('crl.httpPort', 0, 65535))?.value;
   return Object.freeze({
     dataDir,
     listen: { host: listenHost, port },
@@ -330,6 +345,14 @@ export function loadServerConfig(
       last((s) => s.oneOf('deviceRegistration', ['first-device', 'automatic', 'approval'] as const))?.value ??
       'first-device',
     limits: Object.freeze(limits),
+    crl: Object.freeze({
+      // The plain-HTTP listener only when crl.httpPort is set; loopback unless crl.httpHost says otherwise.
+      ...(crlPort === undefined
+        ? {}
+        : { http: { host: last((s) => s.string('crl.httpHost'))?.value ?? '127.0.0.1', port: crlPort } }),
+      resignBeforeHours:
+        last((s) => s.int('crl.resignBeforeHours', 1, 167))?.value ?? DEFAULT_CRL_RESIGN_BEFORE_HOURS,
+    }),
     log: {
       level: last((s) => s.oneOf('log.level', ['error', 'warn', 'info', 'debug'] as const))?.value ?? 'info',
       file: last((s) => s.string('log.file'))?.value,

@@ -21,6 +21,7 @@ import { SessionService } from '../session/session-service.js';
 import type { TlsPair } from '../tls/tls-pair.js';
 import { guardConnections, listenerTimeouts } from './connection-guard.js';
 import { handleCaRequest } from './ca-routes.js';
+import { startCrlPublisher, type CrlPublisher } from './crl-publisher.js';
 import { refuse, reply } from './responses.js';
 
 /** Interval of WebSocket pings that find dead peers (a live one answers with a pong). */
@@ -40,6 +41,8 @@ export interface RunningCardServer {
   /** `wss://…/v1/session`: what clients connect to and sign in device proofs. */
   readonly sessionUrl: string;
   readonly service: SessionService;
+  /** The CRL's plain-HTTP listener and re-signing timer (config `crl`). */
+  readonly crl: CrlPublisher;
   /** Open WebSocket connections. */
   connections(): number;
   /** Open TCP sockets: WebSockets, HTTP requests, and those still in the TLS handshake. */
@@ -95,6 +98,13 @@ export async function startCardServer(options: CardServerOptions): Promise<Runni
     snapshotKey: createPrivateKey(options.tls.key),
   });
   await service.start();
+  const crl = await startCrlPublisher({
+    storage,
+    kek: options.kek,
+    logger,
+    http: config.crl.http,
+    resignBeforeHours: config.crl.resignBeforeHours,
+  });
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0];
@@ -150,12 +160,14 @@ export async function startCardServer(options: CardServerOptions): Promise<Runni
     port,
     sessionUrl,
     service,
+    crl,
     connections: () => wss.clients.size,
     sockets: () => guard.sockets(),
     async close() {
       clearInterval(heartbeat);
       for (const ws of wss.clients) ws.close(1001, 'server shutting down');
       await service.stop();
+      await crl.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();

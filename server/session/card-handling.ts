@@ -6,6 +6,11 @@
  * entry). The previous holder learns of it at once when it is in this process, else from the
  * storage's claim announcement (PostgreSQL NOTIFY across server processes), and at the latest from
  * its next write, which the epoch fence refuses.
+ *
+ * Changes: an administrator's enrollment replaces the card's keys and objects without taking the
+ * card (`lockCardForChange`: a `changed` announcement). The holder here then reloads the card
+ * under a new epoch of its own claim and pushes CARD_CHANGED `updated`, so the daemon fetches
+ * the new snapshot at once. Requests on the handle wait for the reload.
  */
 import { randomUUID, type KeyObject } from 'node:crypto';
 import { PivCard, buildSnapshot, encodeSnapshot } from '../../apdu/piv/index.js';
@@ -23,12 +28,26 @@ import {
   endSession,
   findClaim,
   listCardsWithClaim,
+  reclaimCard,
 } from '../storage/card-sessions.js';
-import { findCardOfUser } from '../storage/cards.js';
+import { findCardOfUser, getCard } from '../storage/cards.js';
+import { enrollCard } from '../admin/enroll.js';
+import { parseCardProfile } from '../admin/profile.js';
+import { CardlinkError } from '../../protocol/errors.js';
 import { CardTakenOverError } from '../storage/errors.js';
 import type { Storage } from '../storage/storage.js';
 import type { LogicalSession, OpenCard } from './logical-session.js';
 import { CardTakenOverRequestError, encodeAnswer, RequestError } from './request-errors.js';
+
+/** Enrollment failures an ENROLL answers with their own code and message (not ERR_INTERNAL). */
+const ENROLLMENT_REFUSALS = new Set<string>(['ERR_CA_MISSING', 'ERR_ENROLLMENT', 'ERR_CONFIG_INVALID']);
+
+/** The names certificate templates get from a session: its token's, `name` defaulting to `preferred_username`. */
+function templateClaims(session: LogicalSession): Record<string, string> {
+  const token = session.tokenClaims;
+  const name = token.name ?? token.preferred_username;
+  return { ...token, ...(name ? { name } : {}) };
+}
 
 /** Device name shown for a claim made by an administrator (`cardlink admin force-logout`). */
 export const ADMIN_CLAIMER_NAME = 'administrator';
@@ -58,7 +77,9 @@ export class CardHandling {
   async start(): Promise<void> {
     this.unsubscribe = await this.options.storage.onCardClaimed((event) => {
       const holder = this.held.get(event.cardId);
-      if (holder && event.epoch > holder.open.epoch) {
+      if (holder && event.changed) {
+        void this.reload(holder.session, holder.open, event.epoch);
+      } else if (holder && event.epoch > holder.open.epoch) {
         void this.claimerName(event.cardId, event.epoch).then((name) =>
           this.takeOver(holder.session, holder.open, name),
         );
@@ -91,6 +112,7 @@ export class CardHandling {
 
   /** GET_SNAPSHOT: between commands, so a snapshot never sees half of one (and never runs inside it). */
   async snapshot(session: LogicalSession, frame: FrameOf<'GET_SNAPSHOT'>): Promise<Frame> {
+    await session.cards.get(frame.handle)?.reloading;
     const open = this.usableCard(session, frame.handle);
     const snapshot = encodeSnapshot(await open.state.exclusive(buildSnapshot));
     return {
@@ -101,6 +123,86 @@ export class CardHandling {
       snapshot,
       snapshotSignature: this.signedFor(session, open.cardId, snapshot),
     };
+  }
+
+  /**
+   * ENROLL: self-service enrollment of the open card (docs/personalization.md), when its profile
+   * allows it. The names come from the session's validated access token and the server's user
+   * record, never from the client. The enrollment's change announcement reloads the card here
+   * and pushes CARD_CHANGED, as for an administrator's enrollment.
+   */
+  async enroll(session: LogicalSession, frame: FrameOf<'ENROLL'>): Promise<Frame> {
+    await session.cards.get(frame.handle)?.reloading;
+    const open = this.usableCard(session, frame.handle);
+    const { storage, kek } = this.options;
+    const record = await getCard(storage, open.cardId);
+    const profile = parseCardProfile(record.profile, 'stored');
+    if (!profile.selfServiceEnrollment) {
+      throw new RequestError(
+        'ERR_ENROLLMENT_NOT_ALLOWED',
+        `the card's profile (${profile.name}) does not allow self-service enrollment; ask an administrator`,
+      );
+    }
+    const claims = templateClaims(session);
+    let slots: number;
+    try {
+      const enrolled = await enrollCard({
+        storage,
+        kek,
+        cardId: open.cardId,
+        claims,
+        actor: `user:${session.user.id}`,
+      });
+      slots = enrolled.slots.length;
+    } catch (error) {
+      // What the user can act on (no CA yet, a claim the template needs is missing) is said as is.
+      if (error instanceof CardlinkError && ENROLLMENT_REFUSALS.has(error.code))
+        throw new RequestError(error.code, error.message);
+      throw error;
+    }
+    this.log.info('card enrolled by its user', {
+      session: session.id,
+      card: open.cardId,
+      certificates: slots,
+    });
+    return { type: 'ENROLLED', id: frame.id, flags: 0, handle: frame.handle, certificates: slots };
+  }
+
+  /**
+   * Short-lived 9A (profile `shortLived9AHours`): at each OPEN_CARD, before the claim (whose epoch
+   * the enrollment would otherwise fence off), a new 9A key and a certificate valid that many
+   * hours, with the names of the session's token. A failure (no CA, a missing claim) is logged
+   * and the card opens with the certificate it has, which expires on its own.
+   */
+  private async shortLived9A(session: LogicalSession, cardId: string): Promise<void> {
+    const { storage, kek } = this.options;
+    const profile = parseCardProfile((await getCard(storage, cardId)).profile, 'stored');
+    const hours = profile.shortLived9AHours;
+    if (hours === undefined) return;
+    try {
+      const enrolled = await enrollCard({
+        storage,
+        kek,
+        cardId,
+        claims: templateClaims(session),
+        actor: `user:${session.user.id}`,
+        slots: [0x9a],
+        validityHours: hours,
+      });
+      this.log.info('short-lived 9A certificate issued', {
+        session: session.id,
+        card: cardId,
+        serial: enrolled.slots[0]?.serial ?? '',
+        notAfter: enrolled.slots[0]?.notAfter ?? '',
+      });
+    } catch (error) {
+      this.log.warn('short-lived 9A certificate not issued; the card keeps its certificate', {
+        session: session.id,
+        card: cardId,
+        code: error instanceof CardlinkError ? error.code : 'ERR_INTERNAL',
+        error: (error as Error).message,
+      });
+    }
   }
 
   /** Closes every card of an ending session. */
@@ -158,6 +260,7 @@ export class CardHandling {
         'the card is open on another device; open it with takeOver to log that one out',
       );
     }
+    await this.shortLived9A(session, frame.cardId);
     const claimId = randomUUID();
     const epoch = await storage.transaction(async (tx) => {
       const previous = record.sessionId;
@@ -241,10 +344,12 @@ export class CardHandling {
   }
 
   /** APDU: one command on an open card, exactly once. */
-  async apdu(session: LogicalSession, frame: FrameOf<'APDU'>): Promise<Frame> {
+  async apdu(session: LogicalSession, frame: FrameOf<'APDU'>, changedBefore = false): Promise<Frame> {
+    await session.cards.get(frame.handle)?.reloading;
     const open = this.usableCard(session, frame.handle);
     // The daemon answered a reset locally; the card forgets its volatile state before this command.
     if ((frame.flags & FRAME_FLAG.RESET_CARD) !== 0) open.card.reset();
+    const epoch = open.epoch;
     try {
       // A request that is not a retransmission is new (answer() enforces the sequence): no
       // recorded response to look for.
@@ -264,6 +369,16 @@ export class CardHandling {
         response: outcome.response,
       };
     } catch (error) {
+      if (
+        (error instanceof CardTakenOverError || error instanceof CardStateClosedError) &&
+        !changedBefore &&
+        open.takenOverBy === undefined &&
+        (await this.changedUnder(session, open, epoch))
+      ) {
+        // An administrator changed the card under this command (its write was refused, nothing
+        // of it applied): run it once more on the reloaded card.
+        return this.apdu(session, frame, true);
+      }
       if (error instanceof CardTakenOverError || error instanceof CardStateClosedError) {
         const name = await this.claimerName(open.cardId, open.epoch + 1);
         this.takeOver(session, open, open.takenOverBy ?? name);
@@ -271,6 +386,79 @@ export class CardHandling {
       }
       throw error;
     }
+  }
+
+  /**
+   * Whether the card was changed rather than taken while a command of `open` ran under `epoch`:
+   * it has been (or is being) reloaded, or this claim still holds the card (the change's
+   * announcement has not arrived yet: reload now).
+   */
+  private async changedUnder(session: LogicalSession, open: OpenCard, epoch: number): Promise<boolean> {
+    if (open.reloading || open.epoch !== epoch) {
+      await open.reloading;
+      return open.takenOverBy === undefined;
+    }
+    const record = await findCardOfUser(this.options.storage, open.cardId, session.user.id).catch(
+      () => undefined,
+    );
+    if (record?.sessionId !== open.claimId) return false;
+    await this.reload(session, open, epoch + 1);
+    return open.takenOverBy === undefined && open.epoch !== epoch;
+  }
+
+  /**
+   * An administrator changed the card (`changed` announcement of `epoch`): reload it under a new
+   * epoch of the same claim and push CARD_CHANGED `updated`. Reloads queue one after the other; a
+   * reload already past `epoch` covers it. If someone claimed the card meanwhile, it is a takeover.
+   */
+  private reload(session: LogicalSession, open: OpenCard, epoch: number): Promise<void> {
+    const run = (open.reloading ?? Promise.resolve()).then(async () => {
+      if (open.takenOverBy !== undefined || open.epoch >= epoch) return;
+      const { storage, kek } = this.options;
+      let state: PersistentCardState | undefined;
+      try {
+        const newEpoch = await storage.transaction((tx) => reclaimCard(tx, open.cardId, open.claimId));
+        if (newEpoch === undefined) {
+          this.takeOver(session, open, await this.claimerName(open.cardId, epoch));
+          return;
+        }
+        state = await openPersistentCardState({
+          storage,
+          kek,
+          cardId: open.cardId,
+          sessionId: open.claimId,
+          epoch: newEpoch,
+          actor: `device:${session.device.id}`,
+        });
+        if (open.takenOverBy !== undefined || session.ended) {
+          state.dispose();
+          return;
+        }
+        const old = open.state;
+        open.state = state;
+        open.card = new PivCard(state);
+        open.epoch = newEpoch;
+        old.dispose();
+      } catch (error) {
+        // The card cannot be used under the old keys, nor under the new ones: drop it, as after a
+        // takeover, so the daemon takes it out rather than answering from a stale snapshot.
+        state?.dispose();
+        this.log.warn('could not reload a changed card', {
+          session: session.id,
+          card: open.cardId,
+          error: (error as Error).message,
+        });
+        this.takeOver(session, open, ADMIN_CLAIMER_NAME);
+        return;
+      }
+      this.log.info('card changed: reloaded', { session: session.id, card: open.cardId, epoch: open.epoch });
+      session.push({ type: 'CARD_CHANGED', id: 0, flags: 0, cardId: open.cardId, change: 'updated' });
+    });
+    open.reloading = run;
+    void run.finally(() => {
+      if (open.reloading === run) delete open.reloading;
+    });
+    return run;
   }
 
   /** Another device claimed `open`: drop its keys, refuse its handle, tell its session. */

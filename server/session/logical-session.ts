@@ -37,9 +37,13 @@ export interface OpenCard {
   readonly cardId: string;
   /** The `sessions` row of this claim: command records live under it. */
   readonly claimId: string;
-  readonly epoch: number;
-  readonly state: PersistentCardState;
-  readonly card: PivCard;
+  /** The card's epoch this claim writes under; a new one after each reload (CARD_CHANGED). */
+  epoch: number;
+  /** Replaced with `card` when the card is reloaded after an administrator changed it. */
+  state: PersistentCardState;
+  card: PivCard;
+  /** Set while the card is reloaded: requests on the handle wait for it. */
+  reloading?: Promise<void>;
   /** Set when another device claimed the card: every later request on the handle is refused. */
   takenOverBy?: string;
 }
@@ -72,6 +76,8 @@ export class LogicalSession {
     readonly device: SessionDevice,
     public tokenExpiresAt: Date,
     private readonly keepAnswers: number,
+    /** The name claims of the session's current access token (self-service enrollment). */
+    public tokenClaims: Readonly<Record<string, string>> = {},
   ) {
     this.resumeHash = Buffer.alloc(0);
   }

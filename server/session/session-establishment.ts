@@ -241,6 +241,7 @@ export class SessionEstablishment {
       sessionDevice,
       token.expiresAt,
       config.limits.maxInFlight * 4,
+      token.claims,
     );
     session.adoptResumeToken(resumeToken);
     return {
@@ -434,6 +435,7 @@ export class SessionEstablishment {
     // The session takes the new expiry only once the answer that reports it is known to encode.
     this.encodeAnswer(answer);
     session.tokenExpiresAt = token.expiresAt;
+    session.tokenClaims = token.claims;
     this.armTokenTimers(session);
     return answer;
   }

@@ -169,6 +169,8 @@ export class SessionService {
         return this.cards.apdu(session, frame);
       case 'GET_SNAPSHOT':
         return this.cards.snapshot(session, frame);
+      case 'ENROLL':
+        return this.cards.enroll(session, frame);
       case 'RENEW_TOKEN':
         return this.establishment.renewToken(session, frame);
       default:

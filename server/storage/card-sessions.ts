@@ -71,6 +71,30 @@ export async function claimCard(tx: Tx, request: ClaimRequest): Promise<number> 
   return epoch;
 }
 
+/**
+ * After `lockCardForChange`: the claim `claimId` takes a new epoch of the card, if it still holds
+ * it (the card's `session_id`), so its reloaded state may write again. Returns the new epoch, or
+ * undefined when the card was claimed by someone else meanwhile (or is gone). Announces nothing:
+ * the claim is the same, no other holder loses anything.
+ */
+export async function reclaimCard(tx: Tx, cardId: string, claimId: string): Promise<number | undefined> {
+  const row = await tx.db
+    .updateTable('cards')
+    .set((eb) => ({ session_epoch: eb('session_epoch', '+', 1), updated_at: nowIso() }))
+    .where('id', '=', cardId)
+    .where('session_id', '=', claimId)
+    .returning('session_epoch')
+    .executeTakeFirst();
+  if (!row) return undefined;
+  await tx.db
+    .updateTable('sessions')
+    .set({ epoch: row.session_epoch })
+    .where('id', '=', claimId)
+    .where('ended_at', 'is', null)
+    .execute();
+  return row.session_epoch;
+}
+
 /** Ids of the card's sessions that have not ended, oldest first. */
 export async function listLiveSessionIds(q: Queryable, cardId: string): Promise<string[]> {
   const rows = await q.db

@@ -314,6 +314,29 @@ export async function lockCardForAdmin(tx: Tx, cardId: string): Promise<FencedCa
   return { cardId, tenantId: row.tenant_id, version: row.version, tx };
 }
 
+/**
+ * Fences an administrator's change of the card's keys and objects (enrollment) that leaves the
+ * card with its holder: bumps the version and the session epoch, so a write the holder started on
+ * its old view of the card is refused, but keeps the holder's claim (`session_id`), and announces
+ * the change (`changed`) instead of a claim. The holder then reloads the card under a new epoch of
+ * its own claim (`reclaimCard`) and tells its client (CARD_CHANGED `updated`).
+ */
+export async function lockCardForChange(tx: Tx, cardId: string): Promise<FencedCard> {
+  const row = await tx.db
+    .updateTable('cards')
+    .set((eb) => ({
+      version: eb('version', '+', 1),
+      session_epoch: eb('session_epoch', '+', 1),
+      updated_at: nowIso(),
+    }))
+    .where('id', '=', cardId)
+    .returning(['tenant_id', 'version', 'session_epoch'])
+    .executeTakeFirst();
+  if (!row) throw new CardNotFoundError(cardId);
+  await tx.publishCardClaimed({ cardId, epoch: row.session_epoch, changed: true });
+  return { cardId, tenantId: row.tenant_id, version: row.version, tx };
+}
+
 /** Why a fenced statement matched no row: the card is gone, or its epoch moved on. */
 export async function fenceFailure(q: Queryable, fence: CardFence): Promise<Error> {
   const current = await q.db

@@ -62,10 +62,21 @@ export const SQLITE_LOCK_WAIT_MS = 250;
 /** The PostgreSQL NOTIFY channel announcing that a card was claimed; payload `<cardId>:<epoch>`. */
 export const CARD_CLAIMED_CHANNEL = 'cardlink_card_claimed';
 
-/** A card was claimed by a session: holders of an older epoch have lost it. */
+/**
+ * The PostgreSQL NOTIFY channel announcing that an administrator changed a card's contents
+ * (enrollment) without taking it from its holder; payload `<cardId>:<epoch>`.
+ */
+export const CARD_CHANGED_CHANNEL = 'cardlink_card_changed';
+
+/**
+ * A card was claimed by a session: holders of an older epoch have lost it. With `changed`, the
+ * card's keys or objects were replaced instead (`lockCardForChange`): the holder keeps the card,
+ * reloads it and tells its client (CARD_CHANGED).
+ */
 export interface CardClaimedEvent {
   readonly cardId: string;
   readonly epoch: number;
+  readonly changed?: true;
 }
 
 export type CardClaimedListener = (event: CardClaimedEvent) => void;
@@ -457,7 +468,8 @@ class PostgresStorage extends BaseStorage {
 
   protected async publish(tx: TxImpl, event: CardClaimedEvent): Promise<void> {
     // NOTIFY inside the transaction: PostgreSQL delivers it on commit only.
-    await sql`select pg_notify(${CARD_CLAIMED_CHANNEL}, ${`${event.cardId}:${event.epoch}`})`.execute(tx.db);
+    const channel = event.changed ? CARD_CHANGED_CHANNEL : CARD_CLAIMED_CHANNEL;
+    await sql`select pg_notify(${channel}, ${`${event.cardId}:${event.epoch}`})`.execute(tx.db);
   }
 
   async onCardClaimed(listener: CardClaimedListener): Promise<() => Promise<void>> {
@@ -489,9 +501,11 @@ class PostgresStorage extends BaseStorage {
       connectionTimeoutMillis: PG_CONNECT_TIMEOUT_MS,
     });
     client.on('notification', (message) => {
-      if (message.channel !== CARD_CLAIMED_CHANNEL || message.payload === undefined) return;
-      const event = parseClaimPayload(message.payload);
-      if (event === undefined) return;
+      const changed = message.channel === CARD_CHANGED_CHANNEL;
+      if ((!changed && message.channel !== CARD_CLAIMED_CHANNEL) || message.payload === undefined) return;
+      const parsed = parseClaimPayload(message.payload);
+      if (parsed === undefined) return;
+      const event: CardClaimedEvent = changed ? { ...parsed, changed: true } : parsed;
       for (const listener of [...this.listeners]) listener(event);
     });
     const broken = (error?: Error): void => {
@@ -511,6 +525,7 @@ class PostgresStorage extends BaseStorage {
     client.on('end', () => broken());
     await client.connect();
     await client.query(`LISTEN ${CARD_CLAIMED_CHANNEL}`);
+    await client.query(`LISTEN ${CARD_CHANGED_CHANNEL}`);
     this.listenClient = client;
   }
 

@@ -156,6 +156,14 @@ describe('tray view: icon and tooltip per state', () => {
     assert.equal(v.items.connect.enabled, false, 'nothing to connect');
     assert.equal(v.items['change-pin'].enabled, true);
     assert.equal(v.items['unblock-pin'].enabled, true);
+    // Get certificates names no card: with two in the reader it is `cardlink enroll --card`'s job.
+    assert.equal(v.items.enroll.enabled, false);
+    assert.deepEqual(trayView(modelWith(status({ cards: [card(0)] }))).items.enroll, {
+      title: 'Get certificates',
+      enabled: true,
+      hidden: false,
+      action: 'enroll',
+    });
     assert.ok(v.items['diagnostics-saved'].hidden);
   });
 

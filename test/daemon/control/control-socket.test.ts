@@ -99,6 +99,11 @@ class FakeHandler implements ControlHandler {
     if (this.failWith) throw this.failWith;
     return { outcome: 'done' };
   }
+  async enroll(p: { cardId?: string }): Promise<{ cardId: string; label: string; certificates: number }> {
+    this.calls.push('enroll');
+    if (this.failWith) throw this.failWith;
+    return { cardId: p.cardId ?? 'only', label: 'card', certificates: 4 };
+  }
 }
 
 /** A PIN and a PUK that must never reach a log line (nor an error message). */

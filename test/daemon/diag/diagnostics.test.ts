@@ -297,6 +297,7 @@ describe('collectDiagnostics', () => {
       disconnect: async () => undefined,
       changePin: async () => ({ outcome: 'done' }),
       unblockPin: async () => ({ outcome: 'done' }),
+      enroll: async () => ({ cardId: 'c', label: 'card', certificates: 4 }),
     };
     const server = await ControlServer.start({ ...controlPaths({ runtimeDir: config.runtimeDir }), handler });
     try {

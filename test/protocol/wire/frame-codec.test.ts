@@ -81,6 +81,23 @@ describe('wire frame codec', () => {
     );
   });
 
+  it('lays out ENROLL and ENROLLED, and refuses an ENROLLED with 0 or more than 24 certificates either way', () => {
+    assert.deepEqual(
+      encodeFrame({ type: 'ENROLL', id: 5, flags: 0, handle: 2 }),
+      hex('18 00 00000005  00000002'),
+    );
+    const enrolled: Frame = { type: 'ENROLLED', id: 5, flags: 0, handle: 2, certificates: 4 };
+    assert.deepEqual(encodeFrame(enrolled), hex('19 00 00000005  00000002  04'));
+    assert.deepEqual(decodeFrame(encodeFrame(enrolled)), enrolled);
+    for (const certificates of [0, 25, 1.5]) {
+      assert.throws(() => encodeFrame({ ...enrolled, certificates } as Frame), FrameMalformedError);
+    }
+    for (const count of ['00', '19', 'ff']) {
+      const refused = decodeOrError(hex(`19 00 00000005  00000002  ${count}`));
+      assert.ok(refused instanceof FrameMalformedError, `certificates 0x${count} is refused`);
+    }
+  });
+
   it('carries the name of the device that took a card as a field of ERR_CARD_TAKEN_OVER', () => {
     const code = Buffer.from('ERR_CARD_TAKEN_OVER').toString('hex');
     const frame: Frame = {

@@ -8,6 +8,8 @@ import {
   getCard,
   getCardObject,
   acknowledgeCommands,
+  lockCardForChange,
+  reclaimCard,
   endSession,
   putCardObject,
   recordCommand,
@@ -180,6 +182,43 @@ describe('fencing across two PostgreSQL connections (two server nodes)', () => {
         ),
         isTakenOver,
       );
+    } finally {
+      await unsubscribe();
+    }
+  });
+
+  it("an administrator's change on node B: node A hears `changed`, keeps the claim, and writes again after reclaiming", async () => {
+    const card = await createFixtureCard(nodeA, keys.provider);
+    const a = await claim(nodeA, card.id);
+    const seenByA: CardClaimedEvent[] = [];
+    const unsubscribe = await nodeA.onCardClaimed((e) => seenByA.push(e));
+    try {
+      const changed = await nodeB.transaction(async (tx) => {
+        const f = await lockCardForChange(tx, card.id);
+        await putCardObject(f, CHUID, Buffer.of(0xbb));
+        return (await getCard(tx, card.id)).sessionEpoch;
+      });
+      const event = await nextClaim(seenByA, card.id);
+      assert.deepEqual(event, { cardId: card.id, epoch: changed, changed: true });
+      assert.equal((await getCard(nodeA, card.id)).sessionId, a.sessionId, 'the claim stays');
+      // A write begun on the old view is refused...
+      await assert.rejects(
+        nodeA.transaction(async (tx) =>
+          putCardObject(await fenceCard(tx, { cardId: card.id, epoch: a.epoch }), CHUID, Buffer.of(1)),
+        ),
+        isTakenOver,
+      );
+      // ...and after reclaiming, the same claim writes under its new epoch.
+      const epoch = await nodeA.transaction((tx) => reclaimCard(tx, card.id, a.sessionId));
+      assert.equal(epoch, changed + 1);
+      await nodeA.transaction(async (tx) =>
+        putCardObject(await fenceCard(tx, { cardId: card.id, epoch: epoch! }), CHUID, Buffer.of(2)),
+      );
+      assert.deepEqual([...(await getCardObject(nodeA, card.id, CHUID))!], [2]);
+      // Once another device has claimed the card, reclaiming fails: that is a takeover.
+      await claim(nodeB, card.id);
+      assert.equal(await nodeA.transaction((tx) => reclaimCard(tx, card.id, a.sessionId)), undefined);
+      assert.equal(seenByA.filter((e) => e.changed).length, 1, 'reclaiming announces nothing');
     } finally {
       await unsubscribe();
     }
