@@ -120,6 +120,7 @@ export function exitCodeFor(code: CardlinkErrorCode): number {
     case 'ERR_DEVICE_PROOF_INVALID':
     case 'ERR_LOGIN_DENIED':
     case 'ERR_CONTROL_AUTH':
+    case 'ERR_ENROLLMENT_NOT_ALLOWED':
       return 77; // EX_NOPERM
     default:
       return 1;

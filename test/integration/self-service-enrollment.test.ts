@@ -70,7 +70,7 @@ describe('self-service enrollment: cardlink enroll through the daemon and the ca
   it('a card whose profile does not allow it is refused with a clear error, and left as it was', async () => {
     const cardId = stack.cardIds[1]!;
     const run = await enroll(cardId);
-    assert.notEqual(run.status, 0);
+    assert.equal(run.status, 77, 'EX_NOPERM, as for the other refusals');
     assert.match(run.stderr, /does not allow self-service enrollment; ask an administrator/);
     assert.match(run.stderr, /ERR_ENROLLMENT_NOT_ALLOWED/);
     const issued = await stack.cardServer.resources.storage.db
