@@ -15,3 +15,4 @@ export * from './provisioning.js';
 export * from './snapshot.js';
 export * from './reference-blocking.js';
 export * from './pin-change.js';
+export * from './pin-policy.js';

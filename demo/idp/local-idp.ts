@@ -345,6 +345,17 @@ export async function startLocalIdp(options: LocalIdpOptions): Promise<LocalIdp>
       interactions: {
         url: (_ctx: unknown, interaction: Interaction) => `${INTERACTION_PATH}${interaction.uid}`,
       },
+      // RFC 9068 section 2.2.1: the access token says when the user signed in, so the card server
+      // can ask for a fresh sign-in before a PIN is set (server/cards/pin-by-sign-in.ts). A
+      // refreshed token keeps the original sign-in's time.
+      extraTokenClaims: (ctx: {
+        oidc?: { entities?: Record<string, { authTime?: number } | undefined> };
+      }) => {
+        const entities = ctx.oidc?.entities ?? {};
+        const authTime = (entities.AuthorizationCode ?? entities.RefreshToken ?? entities.DeviceCode)
+          ?.authTime;
+        return typeof authTime === 'number' ? { auth_time: authTime } : undefined;
+      },
       features: {
         devInteractions: { enabled: false },
         // RFC 7009: the tray revokes its refresh token at sign-out.

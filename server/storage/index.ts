@@ -18,3 +18,4 @@ export * from './wrapped-keys.js';
 export * from './listings.js';
 export * from './issuing-ca.js';
 export * from './ca-key-location.js';
+export * from './pin-history.js';
