@@ -12,8 +12,9 @@ import type { Logger } from '../../protocol/log.js';
 import { setPinBySignIn, type PinBySignInDeps } from '../cards/pin-by-sign-in.js';
 import { reply } from './responses.js';
 
-/** Path of the set-PIN request on the card server's listener. */
-export const PIN_BY_SIGN_IN_PATH = '/v1/pin';
+import { PIN_BY_SIGN_IN_PATH } from '../../protocol/pin-by-sign-in.js';
+
+export { PIN_BY_SIGN_IN_PATH };
 /** Largest request body: a card id and an 8-digit PIN fit many times over. */
 export const MAX_PIN_REQUEST_BYTES = 1024;
 

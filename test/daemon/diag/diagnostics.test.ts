@@ -297,6 +297,7 @@ describe('collectDiagnostics', () => {
       disconnect: async () => undefined,
       changePin: async () => ({ outcome: 'done' }),
       unblockPin: async () => ({ outcome: 'done' }),
+      setPin: async () => ({ outcome: 'done', kind: 'first' }),
     };
     const server = await ControlServer.start({ ...controlPaths({ runtimeDir: config.runtimeDir }), handler });
     try {
