@@ -4,7 +4,7 @@
  * access token as `Authorization: Bearer` and `{cardId, newPin}` as JSON. Shared through
  * protocol/ because the daemon and the server share code only here and in apdu/.
  */
-import type { PinPolicyRefusal } from '../apdu/piv/pin-policy.js';
+import type { PinPolicyRefusal } from '../apdu/piv/index.js';
 
 /** Path of the request on the card server's HTTPS listener. */
 export const PIN_BY_SIGN_IN_PATH = '/v1/pin';

@@ -9,7 +9,7 @@
 import https from 'node:https';
 import { CardlinkError } from '../../protocol/errors.js';
 import { PIN_BY_SIGN_IN_PATH, type SetPinResult } from '../../protocol/pin-by-sign-in.js';
-import { PIN_POLICY_REFUSALS, type PinPolicyRefusal } from '../../apdu/piv/pin-policy.js';
+import { PIN_POLICY_REFUSALS, type PinPolicyRefusal } from '../../apdu/piv/index.js';
 import { pinChecker } from './server-link.js';
 
 /** Largest answer read from the server (JSON of a few fields). */
