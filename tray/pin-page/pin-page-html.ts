@@ -49,9 +49,9 @@ const TITLES: Record<PinPageOperation, string> = {
   set: 'Set a new PIN',
 };
 
-function page(title: string, body: string): string {
+function page(title: string, body: string, head = ''): string {
   return (
-    '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">' +
+    `<!doctype html>\n<html lang="en"><head><meta charset="utf-8">${head}` +
     '<meta name="viewport" content="width=device-width, initial-scale=1">' +
     `<title>${escapeHtml(title)} — cardlink</title><link rel="stylesheet" href="/pin.css"></head>` +
     `<body><main>${body}<footer>cardlink · this page runs on your computer; what you type goes ` +
@@ -174,5 +174,16 @@ export function renderSignInFirst(
       '<form method="post" action="/pin/sign-in">' +
       `<input type="hidden" name="csrf" value="${escapeHtml(csrf)}">` +
       '<button type="submit">Sign in again</button></form>',
+  );
+}
+
+/** The step to the identity provider: a meta refresh (no script), and the link to follow by hand. */
+export function renderGoToSignIn(authorizationUrl: string): string {
+  const url = escapeHtml(authorizationUrl);
+  return page(
+    TITLES.set,
+    `<h1>${TITLES.set}</h1><p>On to your identity provider… If nothing happens, ` +
+      `<a href="${url}">continue to sign in</a>.</p>`,
+    `<meta http-equiv="refresh" content="0;url=${url}">`,
   );
 }

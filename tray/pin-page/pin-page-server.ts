@@ -44,6 +44,7 @@ import {
   renderPinForm,
   renderPinMessage,
   renderRefusal,
+  renderGoToSignIn,
   renderSignInFirst,
 } from './pin-page-html.js';
 
@@ -266,8 +267,9 @@ export class PinPageServer {
         if (this.links.session(session.id)) this.freshTokens.set(session.id, grant.accessToken);
       })
       .catch(() => undefined); // the page shows the sign-in button again
-    res.setHeader('Location', login.authorizationUrl);
-    this.send(res, 303, '');
+    // Not a 303: Chromium applies the page's CSP `form-action 'self'` to a form's redirect too,
+    // so the form's answer is a page that moves on by itself (and a link, if it does not).
+    this.send(res, 200, renderGoToSignIn(login.authorizationUrl));
   }
 
   /** A POST's origin, type, body, session and CSRF checks; undefined once it was answered. */
