@@ -23,6 +23,8 @@ import type {
   EnrollResult,
   PinResult,
   PinUnblockParams,
+  PinSetParams,
+  SetPinResult,
   TokenHandover,
 } from './control/control-protocol.js';
 import { pinOperationCommand, pinOperationOutcome, type PinOperation } from '../apdu/piv/core/index.js';
@@ -268,6 +270,34 @@ export class Daemon implements ControlHandler {
   async enroll(p: EnrollParams): Promise<EnrollResult> {
     const result = await this.cardManager.enroll(p.cardId);
     this.logger.info('card enrolled', { card: result.cardId, certificates: result.certificates });
+    return result;
+  }
+
+  /**
+   * The set-PIN after a fresh sign-in: the token and the PIN go to the card server, which checks
+   * the sign-in's age and the PIN policy (daemon/session/pin-by-sign-in-request.ts). The log line
+   * names the card and the outcome only.
+   */
+  async setPin(p: PinSetParams): Promise<SetPinResult> {
+    const { requestPinBySignIn } = await import('./session/pin-by-sign-in-request.js');
+    const server = this.config.server;
+    const result = await requestPinBySignIn(
+      {
+        serverUrl: server.url,
+        ca: server.caFile ? fs.readFileSync(server.caFile, 'utf8') : undefined,
+        certificateSha256: server.certificateSha256,
+        timeoutMs: this.config.timeouts.commandSeconds * 1000,
+      },
+      p.freshAccessToken,
+      p.cardId,
+      p.newPin,
+    );
+    this.logger.info('PIN operation', {
+      card: p.cardId.slice(0, 64),
+      operation: 'set-after-sign-in',
+      outcome: result.outcome,
+      ...(result.outcome === 'policy' ? { refusal: result.refusal } : {}),
+    });
     return result;
   }
 

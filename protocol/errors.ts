@@ -76,6 +76,12 @@ export type CardlinkErrorCode =
   | 'ERR_ENROLLMENT_NOT_ALLOWED'
   /** The tray's refresh token store (keyring, else a 0600 file) cannot be read or written. */
   | 'ERR_TOKEN_STORE_UNAVAILABLE'
+  /** Setting a PIN needs a sign-in at most `pin.freshSignInMaxAgeSeconds` old (auth_time). */
+  | 'ERR_SIGN_IN_NOT_FRESH'
+  /** The new PIN breaks the card profile's PIN policy (`context.refusal` names the rule). */
+  | 'ERR_PIN_POLICY'
+  /** The card's PIN is set and its profile does not let a sign-in replace it (PUK or admin). */
+  | 'ERR_PIN_SET_NOT_ALLOWED'
   | 'ERR_INTERNAL';
 
 export class CardlinkError extends Error {
@@ -121,7 +127,11 @@ export function exitCodeFor(code: CardlinkErrorCode): number {
     case 'ERR_LOGIN_DENIED':
     case 'ERR_CONTROL_AUTH':
     case 'ERR_ENROLLMENT_NOT_ALLOWED':
+    case 'ERR_SIGN_IN_NOT_FRESH':
+    case 'ERR_PIN_SET_NOT_ALLOWED':
       return 77; // EX_NOPERM
+    case 'ERR_PIN_POLICY':
+      return 65; // EX_DATAERR, as `cardlink pin` for a new PIN it refuses
     default:
       return 1;
   }

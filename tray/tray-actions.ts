@@ -13,7 +13,7 @@
  * later slice.
  */
 import path from 'node:path';
-import type { PinOperation } from '../apdu/piv/index.js';
+import type { PinPageOperation } from './pin-page/one-time-links.js';
 import { PinPageOpener } from './pin-page/pin-page-opener.js';
 import type { DaemonConfig } from '../daemon/config/daemon-config.js';
 import type { DaemonStatus } from '../daemon/control/control-protocol.js';
@@ -174,7 +174,7 @@ export class TrayActions {
    * Change PIN… / Unblock PIN…: the tray's PIN page at a one-time link in the system browser
    * (tray/pin-page/). Resolves with the link, or undefined when no card is in the reader.
    */
-  openPinPage(kind: PinOperation): Promise<string | undefined> {
+  openPinPage(kind: PinPageOperation): Promise<string | undefined> {
     this.pinPage ??= new PinPageOpener(this.deps);
     return this.pinPage.open(kind);
   }

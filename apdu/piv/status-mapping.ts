@@ -26,6 +26,7 @@ export function statusForCardStateError(reason: CardStateErrorReason): StatusWor
     case 'UNSUPPORTED_ALGORITHM':
     case 'KEY_INVALID':
     case 'REFERENCE_DATA_LENGTH':
+    case 'PIN_POLICY': // no SP 800-73 word says "policy"; 6A80 is "incorrect data field"
       return SW.INCORRECT_DATA;
     case 'SLOT_INVALID':
       return SW.INCORRECT_P1P2;

@@ -7,7 +7,8 @@ import {
   REFERENCE_DATA_MIN_BYTES,
   type PinOperation,
 } from '../../apdu/piv/index.js';
-import type { PinResult } from '../control/control-protocol.js';
+import type { PinPolicyRefusal } from '../../apdu/piv/index.js';
+import type { PinResult, SetPinResult } from '../control/control-protocol.js';
 
 /** What to tell the person; `ok` only when the card did it. */
 export interface PinAnswer {
@@ -54,9 +55,13 @@ export function describePinResult(operation: PinOperation, result: PinResult): P
     case 'value-invalid':
       return {
         ok: false,
+        // 6A80: the daemon already checked the lengths it knows, so this is mostly the card's PIN
+        // policy (apdu/piv/pin-policy.ts), whose rule the card cannot name in a status word.
         text:
-          `The ${operation === 'change' ? 'current PIN' : 'PUK'} must be ` +
-          `${REFERENCE_DATA_MIN_BYTES} to ${REFERENCE_DATA_MAX_BYTES} characters. No try was used.`,
+          `The card refused the new PIN: it breaks your organisation's PIN policy (no simple ` +
+          `sequences like 123456 or 111111, not one of your recent PINs, the allowed length), or the ` +
+          `${operation === 'change' ? 'current PIN' : 'PUK'} is not ` +
+          `${REFERENCE_DATA_MIN_BYTES} to ${REFERENCE_DATA_MAX_BYTES} characters. Nothing was changed.`,
       };
     case 'refused':
       return {
@@ -84,5 +89,37 @@ export function pinExitStatus(result: PinResult): number {
       return 65;
     case 'refused':
       return 1;
+  }
+}
+
+/** Each PIN policy rule in words (apdu/piv/pin-policy.ts). */
+export const PIN_POLICY_WORDS: Record<PinPolicyRefusal, string> = {
+  'too-short': 'The new PIN is too short for your card.',
+  'too-long': 'The new PIN is too long for your card.',
+  'not-digits': 'The new PIN must be digits only.',
+  trivial: 'The new PIN is too simple: no repeated digit (111111) and no run up or down (123456, 654321).',
+  reused: 'The new PIN is one of your recent PINs: choose one you have not used before.',
+};
+
+/** The card server's answer to a set-PIN after a fresh sign-in, in words. */
+export function describeSetPinResult(result: SetPinResult): PinAnswer {
+  switch (result.outcome) {
+    case 'done':
+      return {
+        ok: true,
+        text: result.kind === 'first' ? 'Done: your PIN is set.' : 'Done: your new PIN is set and unblocked.',
+      };
+    case 'sign-in-not-fresh':
+      return {
+        ok: false,
+        text: 'Your sign-in is too old to set a PIN. Sign in again, then set the PIN right away. Nothing was changed.',
+      };
+    case 'not-allowed':
+      return {
+        ok: false,
+        text: "Your organisation does not let a sign-in replace this card's PIN: use Unblock PIN with the PUK, or ask your administrator.",
+      };
+    case 'policy':
+      return { ok: false, text: `${PIN_POLICY_WORDS[result.refusal]} Nothing was changed.` };
   }
 }

@@ -13,7 +13,11 @@
  */
 import { CardlinkError, type CardlinkErrorCode } from '../../protocol/errors.js';
 import type { PinChangeOutcome } from '../../apdu/piv/core/index.js';
+import type { SetPinResult } from '../../protocol/pin-by-sign-in.js';
+import { MAX_ACCESS_TOKEN_BYTES } from '../../protocol/wire/limits.js';
 import { isControlNonce } from './control-proof.js';
+
+export type { SetPinResult } from '../../protocol/pin-by-sign-in.js';
 
 /** Version of this protocol, sent in hello-ok. 2: the secret is proved, never sent. */
 export const CONTROL_PROTOCOL_VERSION = 2;
@@ -44,6 +48,7 @@ export const CONTROL_METHODS = [
   'change-pin',
   'unblock-pin',
   'enroll',
+  'set-pin',
 ] as const;
 export type ControlMethod = (typeof CONTROL_METHODS)[number];
 
@@ -141,6 +146,17 @@ export interface PinUnblockParams {
   newPin: string;
 }
 
+/**
+ * Params of `set-pin`: the card, the new PIN and the access token of a sign-in the user made just
+ * now (`prompt=login`, `max_age=0`); the daemon forwards both to the card server, which checks
+ * the sign-in's age (docs/personalization.md).
+ */
+export interface PinSetParams {
+  cardId: string;
+  newPin: string;
+  freshAccessToken: string;
+}
+
 /** The result of `change-pin` and `unblock-pin`: what the card answered, in kinds (apdu/piv/pin-change.ts). */
 export type PinResult = PinChangeOutcome;
 
@@ -167,6 +183,7 @@ export interface ControlHandler {
   changePin(p: PinChangeParams): Promise<PinResult>;
   unblockPin(p: PinUnblockParams): Promise<PinResult>;
   enroll(p: EnrollParams): Promise<EnrollResult>;
+  setPin(p: PinSetParams): Promise<SetPinResult>;
 }
 
 /** A method without params takes `{}` (or no params member at all). */
@@ -183,6 +200,7 @@ export interface ControlParams {
   'change-pin': PinChangeParams;
   'unblock-pin': PinUnblockParams;
   enroll: EnrollParams;
+  'set-pin': PinSetParams;
 }
 
 /** Result of each method (`null` for those that only act). */
@@ -196,6 +214,7 @@ export interface ControlResults {
   'change-pin': PinResult;
   'unblock-pin': PinResult;
   enroll: EnrollResult;
+  'set-pin': SetPinResult;
 }
 
 /** Data of each event. */
@@ -502,6 +521,19 @@ function validatePinParams(
     : { cardId, puk: proofValue, newPin };
 }
 
+function validateSetPinParams(params: Record<string, unknown>): PinSetParams {
+  checkFields(params, ['cardId', 'newPin', 'freshAccessToken'], (f) =>
+    paramsError(`params.${f.slice(0, 64)} is not a parameter of set-pin`, f.slice(0, 64)),
+  );
+  const token = params.freshAccessToken;
+  if (typeof token !== 'string' || token.length === 0 || Buffer.byteLength(token) > MAX_ACCESS_TOKEN_BYTES)
+    throw paramsError(
+      `params.freshAccessToken must be a string of 1 to ${MAX_ACCESS_TOKEN_BYTES} bytes`,
+      'freshAccessToken',
+    );
+  return { cardId: pinParam(params, 'cardId'), newPin: pinParam(params, 'newPin'), freshAccessToken: token };
+}
+
 /** A request whose method and params passed validateRequest. */
 export type ValidRequest = {
   [M in ControlMethod]: { method: M; params: ControlParams[M] };
@@ -528,6 +560,7 @@ export function validateRequest(method: unknown, params: unknown): ValidRequest 
     );
     return { method: m, params: p.cardId === undefined ? {} : { cardId: pinParam(p, 'cardId') } };
   }
+  if (m === 'set-pin') return { method: m, params: validateSetPinParams(p) };
   checkFields(p, [], (f) =>
     paramsError(`params.${f.slice(0, 64)} is not a parameter of ${m}`, f.slice(0, 64)),
   );

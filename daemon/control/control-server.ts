@@ -53,7 +53,12 @@ export const CONTROL_CLOSE_GRACE_MS = 1000;
 export const STALE_SOCKET_PROBE_TIMEOUT_MS = 1000;
 
 /** Methods whose params are secrets (tokens, PIN, PUK): an unexpected error's text is not logged. */
-const SECRET_PARAM_METHODS: ReadonlySet<string> = new Set(['hand-over-token', 'change-pin', 'unblock-pin']);
+const SECRET_PARAM_METHODS: ReadonlySet<string> = new Set([
+  'hand-over-token',
+  'change-pin',
+  'unblock-pin',
+  'set-pin',
+]);
 
 /** What a client sees when a handler fails with anything but a CardlinkError. */
 const INTERNAL_ERROR_MESSAGE = 'the daemon could not carry out the request (see its log)';
@@ -446,6 +451,8 @@ export class ControlServer {
         return h.unblockPin(request.params);
       case 'enroll':
         return h.enroll(request.params);
+      case 'set-pin':
+        return h.setPin(request.params);
     }
   }
 

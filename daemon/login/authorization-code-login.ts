@@ -47,6 +47,15 @@ export interface BrowserLoginOptions extends IdpRequestOptions {
    * fails with ERR_PORT_IN_USE.
    */
   redirectPort?: number;
+  /**
+   * A fresh sign-in, for the set-PIN (docs/personalization.md): `prompt=login` and `max_age=0`
+   * (OpenID Connect Core 3.1.2.1) make the IdP ask for the credentials again even with a live
+   * session, and put the time of that sign-in in `auth_time`, which the card server checks. No
+   * refresh token is asked for (`offline_access` is dropped): the token is used once.
+   */
+  fresh?: boolean;
+  /** Where the browser goes after a successful sign-in (a 303), instead of the "signed in" page. */
+  afterSignInUrl?: string;
 }
 
 export interface BrowserLogin {
@@ -136,7 +145,7 @@ export async function startBrowserLogin(
   const codeVerifier = oidc.randomPKCECodeVerifier();
   const codeChallenge = await oidc.calculatePKCECodeChallenge(codeVerifier);
   const state = oidc.randomState();
-  const scopes = resolved.scope.split(/\s+/);
+  const scopes = resolved.scope.split(/\s+/).filter((s) => !(options.fresh && s === 'offline_access'));
   // A nonce binds the ID token to this request (OpenID Connect Core 3.1.2.1); only with `openid`.
   const nonce = scopes.includes('openid') ? oidc.randomNonce() : undefined;
 
@@ -277,7 +286,10 @@ export async function startBrowserLogin(
       // Cancelled or timed out while the code was being exchanged: the tokens are dropped.
       return page(res, 409, 'Sign-in cancelled', 'This sign-in was cancelled. You can close this window.');
     }
-    page(res, 200, 'Signed in to cardlink', 'You can close this window.');
+    if (options.afterSignInUrl) {
+      res.writeHead(303, { ...PAGE_HEADERS, Location: options.afterSignInUrl, 'Content-Length': 0 });
+      res.end();
+    } else page(res, 200, 'Signed in to cardlink', 'You can close this window.');
     finish({ grant });
   }
 
@@ -286,13 +298,14 @@ export async function startBrowserLogin(
     authorizationUrl = oidc.buildAuthorizationUrl(config, {
       redirect_uri: redirectUri,
       response_type: 'code',
-      scope: resolved.scope,
+      scope: scopes.join(' '),
       state,
       ...(nonce !== undefined ? { nonce } : {}),
       code_challenge: codeChallenge,
       code_challenge_method: 'S256',
       // OpenID Connect Core 11: a refresh token for offline access needs prompt=consent.
       ...(scopes.includes('offline_access') ? { prompt: 'consent' } : {}),
+      ...(options.fresh ? { prompt: 'login', max_age: '0' } : {}),
       ...resourceParameters(resolved),
     }).href;
   } catch (error) {

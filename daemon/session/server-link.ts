@@ -580,7 +580,7 @@ export function errorFromFrame(frame: Frame, fallback: string): CardlinkError {
 }
 
 /** A checkServerIdentity that adds a certificate pin to the normal host name check. */
-function pinChecker(expectedSha256: string) {
+export function pinChecker(expectedSha256: string) {
   return (host: string, cert: PeerCertificate): Error | undefined => {
     const normal = checkServerIdentity(host, cert);
     if (normal) return normal;

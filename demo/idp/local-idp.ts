@@ -342,14 +342,25 @@ export async function startLocalIdp(options: LocalIdpOptions): Promise<LocalIdp>
         if (!account) return undefined;
         return { accountId: sub, claims: () => ({ sub, email: account.email }) };
       },
-      // The JWT access token names the user as organisations' IdPs do (Entra ID, Keycloak): the
-      // card server's self-service enrollment takes the certificates' names from it.
-      extraTokenClaims: (_ctx: unknown, token: { accountId?: string }) => {
-        const account = token.accountId === undefined ? undefined : accounts.find(token.accountId);
-        return account ? { email: account.email, name: account.id } : undefined;
-      },
       interactions: {
         url: (_ctx: unknown, interaction: Interaction) => `${INTERACTION_PATH}${interaction.uid}`,
+      },
+      // The JWT access token names the user as organisations' IdPs do (Entra ID, Keycloak): the
+      // card server's self-service enrollment takes the certificates' names from it. And (RFC 9068
+      // section 2.2.1) it says when the user signed in, so the card server can ask for a fresh
+      // sign-in before a PIN is set (server/cards/pin-by-sign-in.ts); a refreshed token keeps the
+      // original sign-in's time.
+      extraTokenClaims: (
+        ctx: { oidc?: { entities?: Record<string, { authTime?: number } | undefined> } },
+        token: { accountId?: string },
+      ) => {
+        const account = token.accountId === undefined ? undefined : accounts.find(token.accountId);
+        const entities = ctx.oidc?.entities ?? {};
+        const authTime = (entities.AuthorizationCode ?? entities.RefreshToken ?? entities.DeviceCode)
+          ?.authTime;
+        const claims: Record<string, unknown> = account ? { email: account.email, name: account.id } : {};
+        if (typeof authTime === 'number') claims['auth_time'] = authTime;
+        return Object.keys(claims).length > 0 ? claims : undefined;
       },
       features: {
         devInteractions: { enabled: false },

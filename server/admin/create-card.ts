@@ -75,6 +75,12 @@ export interface CreateCardOptions {
   readonly label?: string;
   /** Digits, within the profile's PIN policy; generated when absent. */
   readonly pin?: string;
+  /**
+   * No PIN known to anyone (default: the profile's `pin.firstPinBySignIn`): the PIN starts
+   * blocked, its verifier of a random value nobody sees, until the user sets it after a fresh
+   * sign-in (server/cards/pin-by-sign-in.ts). Not with `pin`.
+   */
+  readonly noPin?: boolean;
   readonly puk?: string;
   /** Hex or bytes of the profile's management key algorithm; generated when absent. */
   readonly managementKey?: string | Uint8Array;
@@ -105,7 +111,10 @@ export interface CreatedCard {
   /** The CHUID GUID, hex. */
   readonly guid: string;
   /** The card's secrets, shown to the administrator once; the server keeps only verifiers and seals. */
+  /** Empty when `pinUnset`. */
   readonly pin: string;
+  /** Made with no PIN known to anyone (the PIN is blocked until the user sets it). */
+  readonly pinUnset: boolean;
   readonly puk: string;
   readonly managementKey: { readonly algorithm: ManagementKeyAlgorithm; readonly key: string };
   /** Which secrets were generated here (rather than supplied). */
@@ -131,6 +140,9 @@ export async function createCard(options: CreateCardOptions): Promise<CreatedCar
     throw new ProfileError('serial', 'must be a 32-bit unsigned integer');
   }
 
+  const noPin = options.noPin ?? profile.pin.firstPinBySignIn;
+  if (noPin && options.pin !== undefined)
+    throw new ProfileError('pin', 'a card made with no PIN takes no PIN (drop the PIN or the no-PIN option)');
   const pin = options.pin ?? randomDigits(profile.pin);
   const puk = options.puk ?? randomDigits(profile.puk);
   const pinBytes = checkReferenceValue(pin, profile.pin, 'pin');
@@ -176,6 +188,7 @@ export async function createCard(options: CreateCardOptions): Promise<CreatedCar
         guid,
         pinVerifier,
         pinRetriesLimit: profile.pin.retries,
+        pinUnset: noPin,
         pukVerifier,
         pukRetriesLimit: profile.puk.retries,
         managementKeyAlgorithm: mgmtAlgorithm,
@@ -215,6 +228,7 @@ export async function createCard(options: CreateCardOptions): Promise<CreatedCar
             publicKeySha256: createHash('sha256').update(s.publicKeySpki).digest('hex'),
           })),
           managementKeyAlgorithm: mgmtAlgorithm,
+          ...(noPin ? { pinUnset: true } : {}),
         },
       });
       return { userId: owner.id, serial };
@@ -227,11 +241,12 @@ export async function createCard(options: CreateCardOptions): Promise<CreatedCar
       label,
       serial: written.serial,
       guid: Buffer.from(guid).toString('hex'),
-      pin,
+      pin: noPin ? '' : pin,
+      pinUnset: noPin,
       puk,
       managementKey: { algorithm: mgmtAlgorithm, key: Buffer.from(mgmtKey).toString('hex') },
       generated: {
-        pin: options.pin === undefined,
+        pin: options.pin === undefined && !noPin,
         puk: options.puk === undefined,
         managementKey: options.managementKey === undefined,
       },

@@ -10,7 +10,16 @@
  *                                              RSA3072 ECCP256 ECCP384; pinPolicy: never once
  *                                              always (default: the slot's usual one);
  *                                              certificate: self-signed certificate (default true)
- *     "pin": { "minLength": 6, "maxLength": 8, "retries": 3, "generatedLength": 8 },
+ *     "pin": { "minLength": 6, "maxLength": 8, "retries": 3, "generatedLength": 8,
+ *              "rejectTrivial": true, "history": 4,
+ *              "firstPinBySignIn": false, "resetBySignIn": false },
+ *                                              PIN policy (pin only; docs/personalization.md):
+ *                                              rejectTrivial refuses 111111, 123456, 654321...;
+ *                                              history 0..24: a new PIN differs from the last N;
+ *                                              firstPinBySignIn: cards are made with no PIN, the
+ *                                              user sets it after a fresh sign-in;
+ *                                              resetBySignIn: a forgotten PIN may be replaced
+ *                                              after a fresh sign-in (else PUK or admin)
  *     "puk": { "minLength": 8, "maxLength": 8, "retries": 3 },
  *                                              lengths 6..8 digits; retries 1..255;
  *                                              generatedLength defaults to maxLength
@@ -52,6 +61,7 @@ import {
   MANAGEMENT_ALGORITHM_ID,
   PIN_POLICIES,
   defaultPinPolicy,
+  MAX_PIN_HISTORY,
   MAX_RETRY_LIMIT,
   REFERENCE_DATA_MAX_BYTES,
   REFERENCE_DATA_MIN_BYTES,
@@ -85,6 +95,18 @@ export interface SerialRange {
   readonly last: number;
 }
 
+/** The PIN policy members only the PIN has (server/cards/pin-rules.ts enforces them). */
+export interface PinPolicyOptions {
+  /** Refuse one repeated digit and runs up or down (apdu/piv/pin-policy.ts). Default false. */
+  readonly rejectTrivial: boolean;
+  /** A new PIN must differ from the last `history` PINs, 0..24 (MAX_PIN_HISTORY). Default 0. */
+  readonly history: number;
+  /** New cards get no PIN known to anyone; the user sets it after a fresh sign-in. Default false. */
+  readonly firstPinBySignIn: boolean;
+  /** A user who forgot the PIN may set a new one after a fresh sign-in. Default false. */
+  readonly resetBySignIn: boolean;
+}
+
 export interface ReferencePolicy {
   /** Digits, 6..8 (SP 800-73-4 Part 2 section 2.4.3). */
   readonly minLength: number;
@@ -99,7 +121,7 @@ export interface CardProfile {
   readonly name: string;
   readonly label: string;
   readonly slots: readonly SlotProfile[];
-  readonly pin: ReferencePolicy;
+  readonly pin: ReferencePolicy & PinPolicyOptions;
   readonly puk: ReferencePolicy;
   readonly managementKey: { readonly algorithm: ManagementKeyAlgorithm };
   readonly certificateValidityDays: number;
@@ -223,7 +245,7 @@ export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardP
     name,
     label,
     slots: Object.freeze(slots),
-    pin: referencePolicy(root.pin, 'pin'),
+    pin: Object.freeze({ ...referencePolicy(root.pin, 'pin'), ...pinPolicyOptions(root.pin) }),
     puk: referencePolicy(root.puk, 'puk'),
     managementKey: Object.freeze({ algorithm: mgmtAlgorithm }),
     certificateValidityDays,
@@ -328,9 +350,28 @@ export function checkReferenceValue(
   return new Uint8Array(Buffer.from(value, 'latin1'));
 }
 
+const PIN_ONLY_MEMBERS = ['rejectTrivial', 'history', 'firstPinBySignIn', 'resetBySignIn'];
+
+function pinPolicyOptions(value: unknown): PinPolicyOptions {
+  const p = value as Record<string, unknown>; // checked to be an object by referencePolicy
+  const flag = (name: string) => (p[name] === undefined ? false : bool(p[name], `pin.${name}`));
+  return {
+    rejectTrivial: flag('rejectTrivial'),
+    history: p.history === undefined ? 0 : integer(p.history, 'pin.history', 0, MAX_PIN_HISTORY),
+    firstPinBySignIn: flag('firstPinBySignIn'),
+    resetBySignIn: flag('resetBySignIn'),
+  };
+}
+
 function referencePolicy(value: unknown, field: 'pin' | 'puk'): ReferencePolicy {
   const p = objectAt(value, field);
-  onlyMembers(p, field, ['minLength', 'maxLength', 'retries', 'generatedLength']);
+  onlyMembers(p, field, [
+    'minLength',
+    'maxLength',
+    'retries',
+    'generatedLength',
+    ...(field === 'pin' ? PIN_ONLY_MEMBERS : []),
+  ]);
   const minLength = integer(
     p.minLength,
     `${field}.minLength`,

@@ -45,6 +45,10 @@ export const AUDIT_EVENTS = {
   pinBlocked: 'pin.blocked',
   pinChanged: 'pin.changed',
   pinUnblocked: 'pin.unblocked',
+  /** The user set the PIN after a fresh sign-in (first PIN, or a forgotten one replaced). */
+  pinSetBySignIn: 'pin.set-by-sign-in',
+  /** A set-PIN after a sign-in was refused (not fresh, not allowed, or the PIN policy). */
+  pinSetRefused: 'pin.set-refused',
   keyGenerated: 'key.generated',
   keyImported: 'key.imported',
   keyUsed: 'key.used',

@@ -168,11 +168,13 @@ export function createTokenValidator(options: TokenValidatorOptions): TokenValid
       throw new TokenRejectedError('invalid_claim', 'the token has no usable sub', { claim: 'sub' });
     }
     checkTimeClaims(payload);
+    const authTime = payload.auth_time;
     return {
       issuer: keys.trusted.issuer,
       subject: sub,
       tenant: keys.trusted.tenant,
       expiresAt: new Date(payload.exp! * 1000),
+      ...(typeof authTime === 'number' ? { authTime: new Date(authTime * 1000) } : {}),
       tokenHash: new Uint8Array(createHash('sha256').update(token).digest()),
       claims: nameClaims(payload),
     };
@@ -201,7 +203,7 @@ export function createTokenValidator(options: TokenValidatorOptions): TokenValid
  * allows fractions; no IdP we know writes them, and the protocol carries whole u32 seconds).
  */
 function checkTimeClaims(payload: JWTPayload): void {
-  for (const claim of ['exp', 'iat', 'nbf'] as const) {
+  for (const claim of ['exp', 'iat', 'nbf', 'auth_time'] as const) {
     const value = payload[claim];
     if (value === undefined && claim !== 'exp') continue;
     if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > U32_MAX) {

@@ -28,6 +28,11 @@ export interface ValidatedToken extends UserRef {
   readonly tenant: string;
   /** The token's `exp`. */
   readonly expiresAt: Date;
+  /**
+   * When the user last signed in at the IdP (RFC 9068 section 2.2.1 `auth_time`), if the token
+   * says: what the set-PIN after a fresh sign-in checks (server/cards/pin-by-sign-in.ts).
+   */
+  readonly authTime?: Date;
   /** SHA-256 of the token (its UTF-8 bytes): what the device proof signs, and safe to log. */
   readonly tokenHash: Uint8Array;
   /**

@@ -13,17 +13,25 @@
  */
 import { statusOnly, SW, swVerifyFailed } from '../../apdu/codec/index.js';
 import type { ReferenceDataStore, ReferenceKind, RetryStatus, VerifyOutcome } from '../../apdu/piv/index.js';
-import { canonicalReferenceValue, checkReferenceKind, referenceCandidate } from '../../apdu/piv/index.js';
+import {
+  canonicalReferenceValue,
+  checkReferenceKind,
+  MAX_PIN_HISTORY,
+  referenceCandidate,
+} from '../../apdu/piv/index.js';
 import { AUDIT_EVENTS } from '../audit/audit-log.js';
 import { checkPinVerifier, createPinVerifier } from '../keys/pin-verifier.js';
 import {
   consumeReferenceTry,
+  readPinRecord,
+  recordPinReplaced,
   referenceStatus,
   restoreReference,
   setReference,
   type FencedCard,
 } from '../storage/index.js';
 import type { CommandUnit } from './command-unit.js';
+import { checkPinContent, isRecentPin, pinPolicyError, pinRulesOf } from './pin-rules.js';
 import type { StoreContext } from './store-context.js';
 
 /**
@@ -60,12 +68,18 @@ export function referenceStore(ctx: StoreContext): ReferenceDataStore {
         checkReferenceKind(kind);
         const value = referenceCandidate(current);
         const canonicalNext = canonicalReferenceValue(next); // refused before any try is consumed
+        const policy = kind === 'pin' ? await pinPolicyCheck(ctx, unit, canonicalNext) : undefined;
         // Made before the try: no key provider call while a transaction is open.
         const verifier = await createPinVerifier(ctx.kek, { cardId: ctx.fence.cardId, kind }, canonicalNext);
-        return tryReference(ctx, unit, kind, value, async (card) => {
+        const outcome = await tryReference(ctx, unit, kind, value, async (card, previous) => {
+          // A reused PIN is told only to who knows the current one: the try is restored, nothing set.
+          if (policy?.reused) return;
           await setReference(card, kind, verifier);
+          if (policy) await recordPinReplaced(card, previous, policy.keep);
           await ctx.audit(unit, AUDIT_EVENTS.pinChanged, { reference: kind });
         });
+        if (outcome.ok && policy?.reused) throw pinPolicyError('reused');
+        return outcome;
       });
     },
 
@@ -73,15 +87,20 @@ export function referenceStore(ctx: StoreContext): ReferenceDataStore {
       return ctx.call(async (unit) => {
         const value = referenceCandidate(puk);
         const canonicalPin = canonicalReferenceValue(newPin);
+        const policy = await pinPolicyCheck(ctx, unit, canonicalPin);
         const verifier = await createPinVerifier(
           ctx.kek,
           { cardId: ctx.fence.cardId, kind: 'pin' },
           canonicalPin,
         );
-        return tryReference(ctx, unit, 'puk', value, async (card) => {
+        const outcome = await tryReference(ctx, unit, 'puk', value, async (card) => {
+          if (policy.reused) return;
           await setReference(card, 'pin', verifier);
+          await recordPinReplaced(card, policy.current, policy.keep);
           await ctx.audit(unit, AUDIT_EVENTS.pinUnblocked, { reference: 'pin', with: 'puk' });
         });
+        if (outcome.ok && policy.reused) throw pinPolicyError('reused');
+        return outcome;
       });
     },
   };
@@ -96,7 +115,7 @@ async function tryReference(
   unit: CommandUnit,
   kind: ReferenceKind,
   candidate: Uint8Array,
-  onMatch: (card: FencedCard) => Promise<void>,
+  onMatch: (card: FencedCard, compared: Uint8Array) => Promise<void>,
 ): Promise<VerifyOutcome> {
   const consumed = await unit.write((card) => consumeReferenceTry(card.tx, ctx.fence, kind));
   if (!consumed) {
@@ -122,7 +141,35 @@ async function tryReference(
   }
   await unit.write(async (card) => {
     await restoreReference(card.tx, ctx.fence, kind, result.replacementVerifier ?? consumed.verifier);
-    await onMatch(card);
+    await onMatch(card, consumed.verifier);
   });
   return { ok: true };
+}
+
+/** What the PIN policy said about a new PIN before any try: whether it is reused, what to keep. */
+interface PinPolicyVerdict {
+  readonly reused: boolean;
+  /** History entries to keep (the current PIN is one of the profile's `history`). */
+  readonly keep: number;
+  /** The current PIN's verifier (none while the PIN was never set). */
+  readonly current: Uint8Array | undefined;
+}
+
+/**
+ * The profile's PIN policy on a new PIN: the content rules throw (`6A80`, before any try); the
+ * history is compared here, before the try and outside any transaction (the key provider), but
+ * its answer is only given after the current PIN or the PUK matched.
+ */
+async function pinPolicyCheck(
+  ctx: StoreContext,
+  unit: CommandUnit,
+  next: Uint8Array,
+): Promise<PinPolicyVerdict> {
+  const record = await readPinRecord(await unit.reader(), ctx.fence.cardId, MAX_PIN_HISTORY);
+  const rules = pinRulesOf(record.profile);
+  checkPinContent(rules, next);
+  const current = record.unset ? undefined : record.verifier;
+  const verifiers = current ? [current, ...record.history] : record.history;
+  const reused = await isRecentPin(ctx.kek, ctx.fence.cardId, rules, verifiers, next);
+  return { reused, keep: Math.max(rules.history - 1, 0), current };
 }

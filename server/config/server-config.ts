@@ -34,6 +34,9 @@ export type KekSettings =
       readonly pinFile: string;
     };
 
+/** Default of `pin.freshSignInMaxAgeSeconds`: a sign-in older than 5 min cannot set a PIN. */
+export const DEFAULT_FRESH_SIGN_IN_MAX_AGE_SECONDS = 300;
+
 export interface ServerConfig {
   /** Where state lives when no other path is given: the SQLite file, key file, TLS pair. */
   readonly dataDir: string;
@@ -47,6 +50,11 @@ export interface ServerConfig {
   readonly kek: KekSettings;
   readonly issuers: readonly TrustedIssuer[];
   readonly clockToleranceSeconds: number;
+  /**
+   * `pin.freshSignInMaxAgeSeconds`: how old (auth_time) a sign-in may be to set a PIN without
+   * the old one (server/cards/pin-by-sign-in.ts); 1..3600, default 300.
+   */
+  readonly pin: { readonly freshSignInMaxAgeSeconds: number };
   /**
    * Which new devices may open cards at once: `first-device` (default) the user's first device
    * only, later ones wait for an administrator; `automatic` every device; `approval` none.
@@ -170,6 +178,7 @@ const KNOWN_KEYS = new Set([
   'kek',
   'issuers',
   'clockToleranceSeconds',
+  'pin',
   'deviceRegistration',
   'limits',
   'log',
@@ -341,6 +350,11 @@ export function loadServerConfig(
     kek: kek.provider === 'file' ? { provider: 'file' as const, file: path.resolve(dataDir, kek.file) } : kek,
     issuers: parseIssuers(file),
     clockToleranceSeconds: last((s) => s.int('clockToleranceSeconds', 0, 300))?.value ?? 30,
+    pin: {
+      freshSignInMaxAgeSeconds:
+        last((s) => s.int('pin.freshSignInMaxAgeSeconds', 1, 3600))?.value ??
+        DEFAULT_FRESH_SIGN_IN_MAX_AGE_SECONDS,
+    },
     deviceRegistration:
       last((s) => s.oneOf('deviceRegistration', ['first-device', 'automatic', 'approval'] as const))?.value ??
       'first-device',

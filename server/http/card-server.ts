@@ -1,7 +1,8 @@
 /**
  * The public listener: HTTPS (TLS 1.2 or later) with the WebSocket session endpoint
  * (SESSION_PATH), `/healthz` (the process is up), `/readyz` (the database answers) and the issuing
- * CA's certificate and CRL (`/ca/cert`, `/ca/crl`: ca-routes.ts). Nothing else, in particular no
+ * CA's certificate and CRL (`/ca/cert`, `/ca/crl`: ca-routes.ts), and the set-PIN after a fresh
+ * sign-in (`POST /v1/pin`: pin-routes.ts). Nothing else, in particular no
  * administration: `cardlink admin` works on the server host only.
  */
 import { createPrivateKey } from 'node:crypto';
@@ -22,6 +23,7 @@ import type { TlsPair } from '../tls/tls-pair.js';
 import { guardConnections, listenerTimeouts } from './connection-guard.js';
 import { handleCaRequest } from './ca-routes.js';
 import { startCrlPublisher, type CrlPublisher } from './crl-publisher.js';
+import { handlePinRequest } from './pin-routes.js';
 import { refuse, reply } from './responses.js';
 
 /** Interval of WebSocket pings that find dead peers (a live one answers with a pong). */
@@ -105,9 +107,17 @@ export async function startCardServer(options: CardServerOptions): Promise<Runni
     http: config.crl.http,
     resignBeforeHours: config.crl.resignBeforeHours,
   });
+  const pinDeps = {
+    storage,
+    kek: options.kek,
+    validator,
+    maxAgeSeconds: config.pin.freshSignInMaxAgeSeconds,
+    clockToleranceSeconds: config.clockToleranceSeconds,
+  };
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0];
+    if (handlePinRequest(pinDeps, logger, path ?? '/', req, res)) return;
     if (req.method !== 'GET' && req.method !== 'HEAD')
       return reply(res, 405, { error: 'method not allowed' });
     if (path === '/healthz') return reply(res, 200, { status: 'ok' });

@@ -79,6 +79,11 @@ export interface NewCard {
   readonly guid: Uint8Array;
   readonly pinVerifier: Uint8Array;
   readonly pinRetriesLimit: number;
+  /**
+   * No PIN known to anyone: the PIN starts blocked (no tries left, its verifier of a random value)
+   * until the user sets it after a fresh sign-in (server/cards/pin-by-sign-in.ts).
+   */
+  readonly pinUnset?: boolean;
   readonly pukVerifier: Uint8Array;
   readonly pukRetriesLimit: number;
   readonly managementKeyAlgorithm: string;
@@ -131,7 +136,8 @@ export async function createCard(tx: Tx, card: NewCard): Promise<CardRecord> {
       serial: card.serial,
       guid: asBuffer(card.guid),
       pin_verifier: asBuffer(card.pinVerifier),
-      pin_retries_remaining: card.pinRetriesLimit,
+      pin_retries_remaining: card.pinUnset ? 0 : card.pinRetriesLimit,
+      pin_unset: card.pinUnset ? 1 : 0,
       pin_retries_limit: card.pinRetriesLimit,
       puk_verifier: asBuffer(card.pukVerifier),
       puk_retries_remaining: card.pukRetriesLimit,
@@ -368,6 +374,7 @@ export async function deleteCard(tx: Tx, cardId: string): Promise<boolean> {
   await tx.db.deleteFrom('sessions').where('card_id', '=', cardId).execute();
   await tx.db.deleteFrom('card_keys').where('card_id', '=', cardId).execute();
   await tx.db.deleteFrom('card_objects').where('card_id', '=', cardId).execute();
+  await tx.db.deleteFrom('pin_history').where('card_id', '=', cardId).execute();
   await tx.db.deleteFrom('cards').where('id', '=', cardId).execute();
   await tx.publishCardClaimed({ cardId, epoch: card.session_epoch });
   return true;

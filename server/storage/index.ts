@@ -19,3 +19,4 @@ export * from './listings.js';
 export * from './issuing-ca.js';
 export * from './ca-key-location.js';
 export * from './renewal.js';
+export * from './pin-history.js';

@@ -240,6 +240,27 @@ export const MIGRATIONS: readonly Migration[] = [
         .execute();
     },
   },
+  {
+    version: 3,
+    name: 'PIN set by the user after a fresh sign-in, and the history of earlier PINs (docs/personalization.md)',
+    async up(db, dialect) {
+      const { bytes } = types(dialect);
+      // 1: the card was made with no PIN known to anyone (blocked until the user sets one).
+      await db.schema
+        .alterTable('cards')
+        .addColumn('pin_unset', 'integer', (c) => c.notNull().defaultTo(0))
+        .execute();
+      // Earlier PINs as keyed, salted verifiers (server/keys/pin-verifier.ts), newest seq last.
+      await db.schema
+        .createTable('pin_history')
+        .addColumn('card_id', 'text', (c) => c.notNull())
+        .addColumn('seq', 'integer', (c) => c.notNull())
+        .addColumn('verifier', bytes, (c) => c.notNull())
+        .addColumn('replaced_at', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('pin_history_pk', ['card_id', 'seq'])
+        .execute();
+    },
+  },
 ];
 
 export interface MigrateResult {

@@ -81,6 +81,16 @@ export interface CardsTable {
   version: Defaulted<number>;
   created_at: string;
   updated_at: string;
+  /** 1: made with no PIN known to anyone; the user sets the first one after a fresh sign-in. */
+  pin_unset: Defaulted<number>;
+}
+
+/** A card's earlier PINs, as PIN verifiers (never the PIN), for the profile's `pin.history`. */
+export interface PinHistoryTable {
+  card_id: string;
+  seq: number;
+  verifier: Buffer;
+  replaced_at: string;
 }
 
 /** PIV data objects by BER-TLV tag; `value` is the content of tag 53. */
@@ -203,6 +213,7 @@ export interface Database {
   audit_chain_head: AuditChainHeadTable;
   issuing_cas: IssuingCasTable;
   issued_certificates: IssuedCertificatesTable;
+  pin_history: PinHistoryTable;
 }
 
 export type CardRow = Selectable<CardsTable>;

@@ -98,7 +98,8 @@ export async function createTestCard(
     kek: cardServer.resources.kek,
     user: { issuer: idp.issuer, subject: card.subject ?? 'alice', tenant: TEST_TENANT },
     profile: card.profile ?? (await loadDefaultProfile()),
-    pin: card.pin,
+    // An empty PIN: none (a profile with pin.firstPinBySignIn makes the card without one).
+    ...(card.pin ? { pin: card.pin } : {}),
     puk: card.puk,
     ...(card.label !== undefined ? { label: card.label } : {}),
     ...(card.managementKey !== undefined ? { managementKey: card.managementKey } : {}),

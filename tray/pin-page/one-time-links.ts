@@ -15,6 +15,9 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { PinOperation } from '../../apdu/piv/index.js';
 
+/** What a PIN page is for: change, unblock, or set after a fresh sign-in (first or forgotten PIN). */
+export type PinPageOperation = PinOperation | 'set';
+
 /** How long a link from the menu stays good before it is opened: 5 minutes. */
 export const PIN_LINK_TTL_MS = 5 * 60 * 1000;
 
@@ -33,7 +36,7 @@ export const MAX_PIN_PAGE_SESSIONS = 16;
 /** A page session: what it is for, its CSRF token, until when it lasts. */
 export interface PinPageSession {
   readonly id: string;
-  readonly operation: PinOperation;
+  readonly operation: PinPageOperation;
   readonly csrf: string;
   readonly expiresAt: number;
 }
@@ -42,7 +45,7 @@ export interface PinPageSession {
 export type LinkRefusal = 'used' | 'expired' | 'unknown';
 
 interface LinkEntry {
-  readonly operation: PinOperation;
+  readonly operation: PinPageOperation;
   readonly expiresAt: number;
   used: boolean;
 }
@@ -74,7 +77,7 @@ export class OneTimeLinks {
   }
 
   /** A new link token for `operation`. */
-  issue(operation: PinOperation): string {
+  issue(operation: PinPageOperation): string {
     this.sweep();
     const token = newToken();
     this.links.set(hashOf(token), { operation, expiresAt: this.now() + this.linkTtlMs, used: false });

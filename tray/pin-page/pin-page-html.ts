@@ -4,10 +4,9 @@
  * page for a link that is spent, expired or unknown. Every text from outside (card labels, the
  * answer) is escaped; nothing typed is ever put back into a page.
  */
-import type { PinOperation } from '../../apdu/piv/index.js';
 import { REFERENCE_DATA_MAX_BYTES, REFERENCE_DATA_MIN_BYTES } from '../../apdu/piv/index.js';
 import type { CardStatus } from '../../daemon/control/control-protocol.js';
-import type { LinkRefusal } from './one-time-links.js';
+import type { LinkRefusal, PinPageOperation } from './one-time-links.js';
 
 /** The stylesheet, served as /pin.css (style-src 'self': no inline style either). */
 export const PIN_PAGE_CSS = `
@@ -44,11 +43,15 @@ export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => ESCAPES[c]!);
 }
 
-const TITLES: Record<PinOperation, string> = { change: 'Change PIN', unblock: 'Unblock PIN' };
+const TITLES: Record<PinPageOperation, string> = {
+  change: 'Change PIN',
+  unblock: 'Unblock PIN',
+  set: 'Set a new PIN',
+};
 
-function page(title: string, body: string): string {
+function page(title: string, body: string, head = ''): string {
   return (
-    '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">' +
+    `<!doctype html>\n<html lang="en"><head><meta charset="utf-8">${head}` +
     '<meta name="viewport" content="width=device-width, initial-scale=1">' +
     `<title>${escapeHtml(title)} — cardlink</title><link rel="stylesheet" href="/pin.css"></head>` +
     `<body><main>${body}<footer>cardlink · this page runs on your computer; what you type goes ` +
@@ -57,7 +60,7 @@ function page(title: string, body: string): string {
 }
 
 export interface PinFormView {
-  readonly operation: PinOperation;
+  readonly operation: PinPageOperation;
   /** The cards in the reader to choose from. */
   readonly cards: readonly CardStatus[];
   readonly csrf: string;
@@ -103,20 +106,24 @@ export function renderPinForm(view: PinFormView): string {
     : '';
   const digits = `${REFERENCE_DATA_MIN_BYTES} to ${REFERENCE_DATA_MAX_BYTES} digits`;
   const intro =
-    operation === 'change'
-      ? '<p>Type your current PIN and choose a new one.</p>'
-      : '<p>A blocked PIN is unblocked with the PUK (the unblocking key your administrator gave you); you choose a new PIN at the same time.</p>';
+    operation === 'set'
+      ? '<p>You signed in again just now: choose your new PIN.</p>'
+      : operation === 'change'
+        ? '<p>Type your current PIN and choose a new one.</p>'
+        : '<p>A blocked PIN is unblocked with the PUK (the unblocking key your administrator gave you); you choose a new PIN at the same time.</p>';
   const form = view.form
     ? `${intro}<form method="post" action="/pin">` +
       `<input type="hidden" name="csrf" value="${escapeHtml(view.csrf)}">` +
       cardField(view.cards, view.selectedCardId) +
-      (operation === 'change'
-        ? secretField('current', 'Current PIN', '')
-        : secretField(
-            'puk',
-            'PUK',
-            `${REFERENCE_DATA_MIN_BYTES} to ${REFERENCE_DATA_MAX_BYTES} characters`,
-          )) +
+      (operation === 'set'
+        ? ''
+        : operation === 'change'
+          ? secretField('current', 'Current PIN', '')
+          : secretField(
+              'puk',
+              'PUK',
+              `${REFERENCE_DATA_MIN_BYTES} to ${REFERENCE_DATA_MAX_BYTES} characters`,
+            )) +
       secretField('new', 'New PIN', digits) +
       secretField('again', 'New PIN again', '') +
       `<button type="submit">${TITLES[operation]}</button></form>`
@@ -125,7 +132,7 @@ export function renderPinForm(view: PinFormView): string {
 }
 
 /** A page without the form: no card in the reader, the daemon not reachable, ... */
-export function renderPinMessage(operation: PinOperation, text: string): string {
+export function renderPinMessage(operation: PinPageOperation, text: string): string {
   return page(
     TITLES[operation],
     `<h1>${TITLES[operation]}</h1><p class="answer bad" role="status">${escapeHtml(text)}</p>`,
@@ -145,5 +152,38 @@ export function renderRefusal(why: LinkRefusal | 'session'): string {
   return page(
     'Link refused',
     `<h1>Link refused</h1><p class="answer bad" role="alert">${escapeHtml(REFUSALS[why])}</p>`,
+  );
+}
+
+/**
+ * The set-PIN page before the fresh sign-in: one button that goes to the identity provider, which
+ * asks for the password again (`prompt=login`) and sends the browser back here.
+ */
+export function renderSignInFirst(
+  csrf: string,
+  answer?: { readonly ok: boolean; readonly text: string },
+): string {
+  const said = answer
+    ? `<p class="answer ${answer.ok ? 'ok' : 'bad'}" role="status">${escapeHtml(answer.text)}</p>`
+    : '';
+  return page(
+    TITLES.set,
+    `<h1>${TITLES.set}</h1>${said}<p>To set a PIN without the old one (a new card, or a forgotten PIN), ` +
+      'sign in to your organisation again. Your identity provider asks for your password even if you ' +
+      'are signed in already; then you come back here to choose the PIN.</p>' +
+      '<form method="post" action="/pin/sign-in">' +
+      `<input type="hidden" name="csrf" value="${escapeHtml(csrf)}">` +
+      '<button type="submit">Sign in again</button></form>',
+  );
+}
+
+/** The step to the identity provider: a meta refresh (no script), and the link to follow by hand. */
+export function renderGoToSignIn(authorizationUrl: string): string {
+  const url = escapeHtml(authorizationUrl);
+  return page(
+    TITLES.set,
+    `<h1>${TITLES.set}</h1><p>On to your identity provider… If nothing happens, ` +
+      `<a href="${url}">continue to sign in</a>.</p>`,
+    `<meta http-equiv="refresh" content="0;url=${url}">`,
   );
 }

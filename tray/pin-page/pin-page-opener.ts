@@ -4,13 +4,13 @@
  * login` uses, daemon/cli/desktop-open.ts) and show it in a notification and the tray's output, so
  * it works where no browser opens and where the tray has no tray host too.
  */
-import type { PinOperation } from '../../apdu/piv/index.js';
 import { openWithDesktop } from '../../daemon/cli/desktop-open.js';
+import type { DaemonConfig } from '../../daemon/config/daemon-config.js';
 import type { DaemonStatus } from '../../daemon/control/control-protocol.js';
 import type { DaemonWatch } from '../daemon-watch.js';
 import { displayName } from '../tray-state.js';
-import { PIN_LINK_TTL_MS } from './one-time-links.js';
-import type { PinPageServer } from './pin-page-server.js';
+import { PIN_LINK_TTL_MS, type PinPageOperation } from './one-time-links.js';
+import type { FreshSignIn, PinPageServer } from './pin-page-server.js';
 
 export interface PinPageOpenerDeps {
   /** The tray's control connection: the page's `cards`, `change-pin` and `unblock-pin` go through it. */
@@ -19,7 +19,15 @@ export interface PinPageOpenerDeps {
   inform(summary: string, body: string): void;
   /** The daemon's last status, if the tray has one. */
   status(): DaemonStatus | undefined;
+  /** The daemon's config: its identity provider is where Set PIN… signs in again. */
+  readonly config?: DaemonConfig;
 }
+
+const WHAT: Record<PinPageOperation, string> = {
+  change: 'Change PIN',
+  unblock: 'Unblock PIN',
+  set: 'Set a new PIN',
+};
 
 export class PinPageOpener {
   /** The page's server, started by the first open(). */
@@ -28,8 +36,8 @@ export class PinPageOpener {
   constructor(private readonly deps: PinPageOpenerDeps) {}
 
   /** Opens the page for `kind`; resolves with the link, or undefined when no card is in the reader. */
-  async open(kind: PinOperation): Promise<string | undefined> {
-    const what = kind === 'change' ? 'Change PIN' : 'Unblock PIN';
+  async open(kind: PinPageOperation): Promise<string | undefined> {
+    const what = WHAT[kind];
     const inReader = (this.deps.status()?.cards ?? []).filter((c) => c.state === 'inserted');
     if (inReader.length === 0) {
       this.deps.inform(what, 'No cardlink card is in the reader: connect first.');
@@ -48,7 +56,7 @@ export class PinPageOpener {
       what,
       opened
         ? `Your browser opened the PIN page${forWhom}. If it did not, open ${url} (${valid}).`
-        : `Open this address in a browser to ${kind} the PIN${forWhom}: ${url} (${valid}).`,
+        : `Open this address in a browser to ${what.toLowerCase()}${forWhom}: ${url} (${valid}).`,
     );
     return url;
   }
@@ -68,7 +76,26 @@ export class PinPageOpener {
         cards: () => watch.request('cards'),
         changePin: (p) => watch.request('change-pin', p),
         unblockPin: (p) => watch.request('unblock-pin', p),
+        setPin: (p) => watch.request('set-pin', p),
       },
+      ...(this.deps.config ? { freshSignIn: freshSignInAt(this.deps.config) } : {}),
     });
   }
+}
+
+/**
+ * Set PIN…'s sign-in: the browser sign-in of `cardlink login` at the daemon's identity provider,
+ * made fresh (`prompt=login`, `max_age=0`) and sent back to the PIN page when done.
+ */
+export function freshSignInAt(config: DaemonConfig): (afterSignInUrl: string) => Promise<FreshSignIn> {
+  return async (afterSignInUrl) => {
+    const { oidcSettingsAt, browserLoginOptionsFor } = await import('../../daemon/login/login-settings.js');
+    const { startBrowserLogin } = await import('../../daemon/login/authorization-code-login.js');
+    const settings = oidcSettingsAt(config, 0);
+    return startBrowserLogin(settings, {
+      ...browserLoginOptionsFor(config, settings),
+      fresh: true,
+      afterSignInUrl,
+    });
+  };
 }

@@ -26,21 +26,31 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { PinOperation } from '../../apdu/piv/index.js';
-import { describePinResult, type PinAnswer } from '../../daemon/cli/pin-words.js';
+import { describePinResult, describeSetPinResult, type PinAnswer } from '../../daemon/cli/pin-words.js';
 import type {
   CardStatus,
   PinChangeParams,
   PinResult,
+  PinSetParams,
   PinUnblockParams,
+  SetPinResult,
 } from '../../daemon/control/control-protocol.js';
 import { CardlinkError } from '../../protocol/errors.js';
 import {
   OneTimeLinks,
   PIN_PAGE_SESSION_TTL_MS,
   type OneTimeLinksOptions,
+  type PinPageOperation,
   type PinPageSession,
 } from './one-time-links.js';
-import { PIN_PAGE_CSS, renderPinForm, renderPinMessage, renderRefusal } from './pin-page-html.js';
+import {
+  PIN_PAGE_CSS,
+  renderPinForm,
+  renderPinMessage,
+  renderRefusal,
+  renderGoToSignIn,
+  renderSignInFirst,
+} from './pin-page-html.js';
 
 /** The page's Content-Security-Policy: nothing but its own stylesheet and its own form target. */
 export const PIN_PAGE_CSP =
@@ -61,10 +71,23 @@ export interface PinPageDaemon {
   cards(): Promise<CardStatus[]>;
   changePin(p: PinChangeParams): Promise<PinResult>;
   unblockPin(p: PinUnblockParams): Promise<PinResult>;
+  setPin(p: PinSetParams): Promise<SetPinResult>;
+}
+
+/** A fresh browser sign-in started for the set-PIN (daemon/login/authorization-code-login.ts, `fresh`). */
+export interface FreshSignIn {
+  readonly authorizationUrl: string;
+  complete(): Promise<{ readonly accessToken: string }>;
+  cancel(): void;
 }
 
 export interface PinPageServerOptions extends OneTimeLinksOptions {
   readonly daemon: PinPageDaemon;
+  /**
+   * Starts a fresh sign-in (`prompt=login`, `max_age=0`) whose browser comes back to
+   * `afterSignInUrl`; without it the page offers no set-PIN.
+   */
+  readonly freshSignIn?: (afterSignInUrl: string) => Promise<FreshSignIn>;
 }
 
 const SECURITY_HEADERS: Record<string, string> = {
@@ -88,11 +111,16 @@ export class PinPageServer {
   private readonly links: OneTimeLinks;
   /** By page session; gone with the session (the links keep the only strong reference). */
   private readonly outcomes = new WeakMap<PinPageSession, PageOutcome>();
+  /**
+   * The fresh sign-in's access token per set-PIN page session: held in memory only, until the PIN
+   * is set, the session ends, or the server says the sign-in is no longer fresh.
+   */
+  private readonly freshTokens = new Map<string, string>();
 
   private constructor(
     private readonly server: http.Server,
     private readonly daemon: PinPageDaemon,
-    options: OneTimeLinksOptions,
+    private readonly options: PinPageServerOptions,
   ) {
     this.links = new OneTimeLinks(options);
   }
@@ -129,7 +157,7 @@ export class PinPageServer {
   }
 
   /** A new one-time link for `operation` (see one-time-links.ts for how long and how often it works). */
-  link(operation: PinOperation): string {
+  link(operation: PinPageOperation): string {
     return `${this.origin}/pin/${this.links.issue(operation)}`;
   }
 
@@ -181,6 +209,10 @@ export class PinPageServer {
       await this.submit(req, res);
       return;
     }
+    if (url.pathname === '/pin/sign-in' && req.method === 'POST') {
+      await this.startSignIn(req, res);
+      return;
+    }
     req.resume();
     this.send(res, 404, 'not found\n', 'text/plain; charset=utf-8');
   }
@@ -191,6 +223,10 @@ export class PinPageServer {
     answer?: PinAnswer,
     selectedCardId?: string,
   ): Promise<void> {
+    if (session.operation === 'set' && !this.freshTokens.has(session.id) && !answer?.ok) {
+      this.send(res, 200, renderSignInFirst(session.csrf, answer));
+      return;
+    }
     let cards: CardStatus[];
     try {
       cards = (await this.daemon.cards()).filter((c) => c.state === 'inserted');
@@ -223,26 +259,58 @@ export class PinPageServer {
     );
   }
 
-  private async submit(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  /**
+   * POST /pin/sign-in of a set-PIN page: starts the fresh sign-in and sends the browser to the
+   * identity provider; its redirect comes back to /pin, where the token is waiting.
+   */
+  private async startSignIn(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const checked = await this.checkedForm(req, res);
+    if (!checked) return;
+    const { session } = checked;
+    if (session.operation !== 'set' || !this.options.freshSignIn) {
+      this.send(res, 403, renderRefusal('session'));
+      return;
+    }
+    let login: FreshSignIn;
+    try {
+      login = await this.options.freshSignIn(`${this.origin}/pin`);
+    } catch (error) {
+      this.send(res, 503, renderPinMessage('set', daemonTrouble(error)));
+      return;
+    }
+    login
+      .complete()
+      .then((grant) => {
+        if (this.links.session(session.id)) this.freshTokens.set(session.id, grant.accessToken);
+      })
+      .catch(() => undefined); // the page shows the sign-in button again
+    // Not a 303: Chromium applies the page's CSP `form-action 'self'` to a form's redirect too,
+    // so the form's answer is a page that moves on by itself (and a link, if it does not).
+    this.send(res, 200, renderGoToSignIn(login.authorizationUrl));
+  }
+
+  /** A POST's origin, type, body, session and CSRF checks; undefined once it was answered. */
+  private async checkedForm(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+  ): Promise<{ session: PinPageSession; form: URLSearchParams } | undefined> {
     const origin = req.headers.origin;
-    // Browsers that send Sec-Fetch-Site (Chromium, Firefox, Safari) say whether the form was on
-    // this very origin; it tells what an Origin of `null` cannot.
     const site = req.headers['sec-fetch-site'];
     if ((origin !== this.origin && origin !== 'null') || (site !== undefined && site !== 'same-origin')) {
       req.resume();
       this.send(res, 403, renderRefusal('session'));
-      return;
+      return undefined;
     }
     const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
     if (type !== 'application/x-www-form-urlencoded') {
       req.resume();
       this.send(res, 415, 'form expected\n', 'text/plain; charset=utf-8');
-      return;
+      return undefined;
     }
     const body = await readBody(req);
     if (body === undefined) {
       this.send(res, 413, 'form too large\n', 'text/plain; charset=utf-8');
-      return;
+      return undefined;
     }
     const form = new URLSearchParams(body.toString('utf8'));
     body.fill(0);
@@ -253,10 +321,56 @@ export class PinPageServer {
       this.outcomes.get(session)?.done === true
     ) {
       this.send(res, 403, renderRefusal('session'));
-      return;
+      return undefined;
     }
+    return { session, form };
+  }
+
+  /** POST /pin of a set-PIN page: the new PIN and the fresh token go to the daemon. */
+  private async submitSet(
+    res: http.ServerResponse,
+    session: PinPageSession,
+    form: URLSearchParams,
+  ): Promise<void> {
+    const token = this.freshTokens.get(session.id);
+    if (!token) return this.showForm(res, session);
     const cardId = form.get('card') ?? '';
-    const proof = form.get(session.operation === 'change' ? 'current' : 'puk') ?? '';
+    const newPin = form.get('new') ?? '';
+    let answer: PinAnswer;
+    if (!cardId || !newPin) answer = { ok: false, text: 'Fill in every field.' };
+    else if (newPin !== (form.get('again') ?? ''))
+      answer = { ok: false, text: 'The two new PINs differ. Nothing was changed.' };
+    else {
+      try {
+        const result = await this.daemon.setPin({ cardId, newPin, freshAccessToken: token });
+        // A sign-in too old now stays too old: the page asks for a new one.
+        if (result.outcome === 'sign-in-not-fresh' || result.outcome === 'done')
+          this.freshTokens.delete(session.id);
+        answer = describeSetPinResult(result);
+      } catch (error) {
+        answer = { ok: false, text: daemonTrouble(error) };
+      }
+    }
+    if (answer.ok) this.links.end(session);
+    await this.showForm(res, session, answer, cardId);
+  }
+
+  private async submit(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const checked = await this.checkedForm(req, res);
+    if (!checked) return;
+    const { session, form } = checked;
+    if (session.operation === 'set') return this.submitSet(res, session, form);
+    await this.submitProof(res, session, session.operation, form);
+  }
+
+  private async submitProof(
+    res: http.ServerResponse,
+    session: PinPageSession,
+    operation: PinOperation,
+    form: URLSearchParams,
+  ): Promise<void> {
+    const cardId = form.get('card') ?? '';
+    const proof = form.get(operation === 'change' ? 'current' : 'puk') ?? '';
     const newPin = form.get('new') ?? '';
     const again = form.get('again') ?? '';
     let answer: PinAnswer;
@@ -265,10 +379,10 @@ export class PinPageServer {
     else {
       try {
         const result =
-          session.operation === 'change'
+          operation === 'change'
             ? await this.daemon.changePin({ cardId, currentPin: proof, newPin })
             : await this.daemon.unblockPin({ cardId, puk: proof, newPin });
-        answer = describePinResult(session.operation, result);
+        answer = describePinResult(operation, result);
       } catch (error) {
         answer = { ok: false, text: daemonTrouble(error) };
       }

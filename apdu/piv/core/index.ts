@@ -26,3 +26,4 @@ export * from '../dynamic-auth.js';
 export * from '../snapshot.js';
 export * from '../reference-blocking.js';
 export * from '../pin-change.js';
+export * from '../pin-policy.js';

@@ -25,7 +25,9 @@ export type CardStateErrorReason =
   /** A data object tag outside 1..3 bytes, or a value over the store's size limit. */
   | 'OBJECT_INVALID'
   /** A PIN or PUK whose length is outside the allowed range. */
-  | 'REFERENCE_DATA_LENGTH';
+  | 'REFERENCE_DATA_LENGTH'
+  /** A new PIN the card's PIN policy refuses (`pin-policy.ts`; context `refusal` says which rule). */
+  | 'PIN_POLICY';
 
 /**
  * The error every PIV card-state store and crypto helper throws for refused input. The message and

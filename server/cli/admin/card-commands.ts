@@ -38,6 +38,7 @@ interface CreateCardArgs extends AdminArgs {
   tenant: string;
   profile: string | undefined;
   label: string | undefined;
+  'without-pin': boolean | undefined;
 }
 
 export const createCardCommand: CommandModule<AdminArgs, CreateCardArgs> = {
@@ -66,7 +67,13 @@ export const createCardCommand: CommandModule<AdminArgs, CreateCardArgs> = {
         type: 'string',
         describe: 'card profile JSON file (default: the shipped default profile)',
       })
-      .option('label', { type: 'string', describe: "card label (default: the profile's)" }),
+      .option('label', { type: 'string', describe: "card label (default: the profile's)" })
+      .option('without-pin', {
+        type: 'boolean',
+        describe:
+          'no PIN known to anyone: the PIN starts blocked and the user sets it after a fresh sign-in ' +
+          "(the profile's pin.firstPinBySignIn does the same)",
+      }),
   handler: async (args) => {
     const profile =
       args.profile !== undefined ? await loadCardProfile(args.profile) : await loadDefaultProfile();
@@ -83,6 +90,7 @@ export const createCardCommand: CommandModule<AdminArgs, CreateCardArgs> = {
         ...(pin !== undefined ? { pin } : {}),
         ...(puk !== undefined ? { puk } : {}),
         ...(managementKey !== undefined ? { managementKey } : {}),
+        ...(args['without-pin'] ? { noPin: true } : {}),
         actor: adminActor(),
       }).catch((error: unknown) => {
         throw nameSecretSource(error, {
@@ -114,6 +122,7 @@ export const createCardCommand: CommandModule<AdminArgs, CreateCardArgs> = {
           pinPolicy: s.pinPolicy,
         })),
         generated: created.generated,
+        pinUnset: created.pinUnset,
         secrets,
       });
       return;
@@ -124,6 +133,8 @@ export const createCardCommand: CommandModule<AdminArgs, CreateCardArgs> = {
     print(`  user            ${e(args.issuer)} ${e(args.subject)} (tenant ${e(created.tenantId)})`);
     print(`  profile         ${e(profile.name)}`);
     print(`  slots           ${created.slots.map((s) => `${hexSlot(s.slot)} ${s.algorithm}`).join(', ')}`);
+    if (created.pinUnset)
+      print('  PIN             none: the user sets it on the PIN page after signing in again');
     const lines: string[] = [];
     if (secrets.pin !== undefined) lines.push(`  PIN             ${secrets.pin}`);
     if (secrets.puk !== undefined) lines.push(`  PUK             ${secrets.puk}`);

@@ -20,6 +20,7 @@ describe('status words for refused card-state input', () => {
       UNSUPPORTED_ALGORITHM: 0x6a80,
       KEY_INVALID: 0x6a80,
       REFERENCE_DATA_LENGTH: 0x6a80,
+      PIN_POLICY: 0x6a80,
       SLOT_INVALID: 0x6a86,
       SLOT_EMPTY: 0x6a88,
       OBJECT_INVALID: 0x6a84,

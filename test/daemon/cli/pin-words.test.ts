@@ -43,7 +43,7 @@ describe('PIN answers in words', () => {
       ],
       [
         ['unblock', { outcome: 'value-invalid', reference: 'puk' }],
-        'The PUK must be 6 to 8 characters. No try was used.',
+        "The card refused the new PIN: it breaks your organisation's PIN policy (no simple sequences like 123456 or 111111, not one of your recent PINs, the allowed length), or the PUK is not 6 to 8 characters. Nothing was changed.",
         false,
         65,
       ],

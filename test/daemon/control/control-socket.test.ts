@@ -35,6 +35,8 @@ import {
   type PinChangeParams,
   type PinResult,
   type PinUnblockParams,
+  type PinSetParams,
+  type SetPinResult,
   type TokenHandover,
 } from '../../../daemon/control/control-protocol.js';
 import { ControlServer } from '../../../daemon/control/control-server.js';
@@ -86,7 +88,7 @@ class FakeHandler implements ControlHandler {
   async disconnect(): Promise<void> {
     this.calls.push('disconnect');
   }
-  pins: (PinChangeParams | PinUnblockParams)[] = [];
+  pins: (PinChangeParams | PinUnblockParams | PinSetParams)[] = [];
   async changePin(p: PinChangeParams): Promise<PinResult> {
     this.calls.push('change-pin');
     this.pins.push(p);
@@ -103,6 +105,13 @@ class FakeHandler implements ControlHandler {
     this.calls.push('enroll');
     if (this.failWith) throw this.failWith;
     return { cardId: p.cardId ?? 'only', label: 'card', certificates: 4 };
+  }
+
+  async setPin(p: PinSetParams): Promise<SetPinResult> {
+    this.calls.push('set-pin');
+    this.pins.push(p);
+    if (this.failWith) throw this.failWith;
+    return { outcome: 'done', kind: 'first' };
   }
 }
 

@@ -298,6 +298,7 @@ describe('collectDiagnostics', () => {
       changePin: async () => ({ outcome: 'done' }),
       unblockPin: async () => ({ outcome: 'done' }),
       enroll: async () => ({ cardId: 'c', label: 'card', certificates: 4 }),
+      setPin: async () => ({ outcome: 'done', kind: 'first' }),
     };
     const server = await ControlServer.start({ ...controlPaths({ runtimeDir: config.runtimeDir }), handler });
     try {

@@ -202,6 +202,7 @@ describe('the PIN page and cardlink pin, against a real card in pcscd', { timeou
         cards: () => watch.request('cards'),
         changePin: (p) => watch.request('change-pin', p),
         unblockPin: (p) => watch.request('unblock-pin', p),
+        setPin: (p) => watch.request('set-pin', p),
       },
     });
     try {

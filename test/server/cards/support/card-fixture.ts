@@ -30,7 +30,10 @@ export async function createTestCard(
   overrides: Record<string, unknown> = {},
   options: { tenant?: string; subject?: string } = {},
 ): Promise<CreatedCard> {
-  const profile = parseCardProfile({ ...profileToJson(await loadDefaultProfile()), ...overrides });
+  const base = profileToJson(await loadDefaultProfile());
+  // The tests' PINs (123456, 654321) are trivial: the PIN policy is tested in pin-rules.test.ts.
+  base.pin = { ...(base.pin as object), rejectTrivial: false };
+  const profile = parseCardProfile({ ...base, ...overrides });
   return createCard({
     storage,
     kek,
