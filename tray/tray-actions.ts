@@ -30,7 +30,8 @@ export interface TrayActionsDeps {
   config: DaemonConfig;
   watch: DaemonWatch;
   /** Shows an answer to the user (a notification, and the tray's output). */
-  inform(summary: string, body: string): void;
+  /** `outputBody`: the body for the tray's output line where `body` holds a secret (TrayNotice). */
+  inform(summary: string, body: string, outputBody?: string): void;
   /** The daemon's last status, if the tray has one. */
   status(): DaemonStatus | undefined;
   /** The tray's sign-in and its refresh token. */

@@ -123,7 +123,7 @@ export class TrayApp {
     this.actions = new TrayActions({
       config,
       watch: this.watch,
-      inform: (summary, body) => this.inform(summary, body),
+      inform: (summary, body, outputBody) => this.inform(summary, body, outputBody),
       status: () => this.model.status,
       owner: this.owner,
     });
@@ -277,7 +277,9 @@ export class TrayApp {
   }
 
   private notify(notice: TrayNotice): void {
-    this.options.out(`cardlink tray: ${notice.summary}: ${notice.body}`);
+    const notifying = this.notifier !== undefined && !this.notifyFailed;
+    const body = notifying ? (notice.outputBody ?? notice.body) : notice.body;
+    this.options.out(`cardlink tray: ${notice.summary}: ${body}`);
     this.notifier?.notify(notice).catch((error: unknown) => {
       if (this.notifyFailed) return;
       this.notifyFailed = true;
@@ -285,8 +287,8 @@ export class TrayApp {
     });
   }
 
-  private inform(summary: string, body: string): void {
-    this.notify({ kind: 'info', summary, body, urgency: 'low' });
+  private inform(summary: string, body: string, outputBody?: string): void {
+    this.notify({ kind: 'info', summary, body, urgency: 'low', ...(outputBody ? { outputBody } : {}) });
   }
 
   /**

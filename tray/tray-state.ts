@@ -154,6 +154,13 @@ export interface TrayNotice {
   readonly summary: string;
   /** Plain text (notifications.ts escapes it for servers that read markup). */
   readonly body: string;
+  /**
+   * The body for the tray's output line while desktop notifications work, when `body` carries
+   * something only the user should see (the PIN page's one-time link): the output goes to the
+   * journal or ~/.xsession-errors. Without notifications the output line is the only way the user
+   * gets the body, so it is printed whole then.
+   */
+  readonly outputBody?: string;
   readonly urgency: 'low' | 'normal' | 'critical';
 }
 

@@ -9,7 +9,7 @@
 import https from 'node:https';
 import { CardlinkError } from '../../protocol/errors.js';
 import { PIN_BY_SIGN_IN_PATH, type SetPinResult } from '../../protocol/pin-by-sign-in.js';
-import { PIN_POLICY_REFUSALS, type PinPolicyRefusal } from '../../apdu/piv/index.js';
+import { PIN_POLICY_REFUSALS, type PinPolicyRefusal } from '../../apdu/piv/core/index.js';
 import { pinChecker } from './server-link.js';
 
 /** Largest answer read from the server (JSON of a few fields). */
@@ -23,13 +23,23 @@ export interface PinRequestOptions {
   readonly timeoutMs: number;
 }
 
+/**
+ * The card server's PIN route for the daemon's `server.url`, which may name the WebSocket scheme
+ * (`wss:`, accepted by the daemon's config): the route is plain HTTPS on the same host and port.
+ */
+export function pinRequestUrl(serverUrl: string): URL {
+  const url = new URL(PIN_BY_SIGN_IN_PATH, serverUrl);
+  if (url.protocol === 'wss:') url.protocol = 'https:';
+  return url;
+}
+
 export async function requestPinBySignIn(
   options: PinRequestOptions,
   freshAccessToken: string,
   cardId: string,
   newPin: string,
 ): Promise<SetPinResult> {
-  const url = new URL(PIN_BY_SIGN_IN_PATH, options.serverUrl);
+  const url = pinRequestUrl(options.serverUrl);
   const body = Buffer.from(JSON.stringify({ cardId, newPin }), 'utf8');
   const { status, json } = await new Promise<{ status: number; json: Record<string, unknown> }>(
     (resolve, reject) => {

@@ -345,8 +345,9 @@ export async function startLocalIdp(options: LocalIdpOptions): Promise<LocalIdp>
       interactions: {
         url: (_ctx: unknown, interaction: Interaction) => `${INTERACTION_PATH}${interaction.uid}`,
       },
-      // The JWT access token names the user as organisations' IdPs do (Entra ID, Keycloak): the
-      // card server's self-service enrollment takes the certificates' names from it. And (RFC 9068
+      // The JWT access token names the user as organisations' IdPs do (Entra ID, Keycloak: the
+      // account name as preferred_username, which the daemon shows as the user): the card
+      // server's self-service enrollment takes the certificates' names from it. And (RFC 9068
       // section 2.2.1) it says when the user signed in, so the card server can ask for a fresh
       // sign-in before a PIN is set (server/cards/pin-by-sign-in.ts); a refreshed token keeps the
       // original sign-in's time.
@@ -358,7 +359,9 @@ export async function startLocalIdp(options: LocalIdpOptions): Promise<LocalIdp>
         const entities = ctx.oidc?.entities ?? {};
         const authTime = (entities.AuthorizationCode ?? entities.RefreshToken ?? entities.DeviceCode)
           ?.authTime;
-        const claims: Record<string, unknown> = account ? { email: account.email, name: account.id } : {};
+        const claims: Record<string, unknown> = account
+          ? { preferred_username: account.id, email: account.email, name: account.id }
+          : {};
         if (typeof authTime === 'number') claims['auth_time'] = authTime;
         return Object.keys(claims).length > 0 ? claims : undefined;
       },

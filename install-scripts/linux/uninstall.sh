@@ -80,10 +80,20 @@ done
 if [ "$purge" = 1 ]; then
   # Users' cardlink data: device key files, logs, their own config. A device key in the desktop
   # keyring stays in the keyring (it is the user's; the card server can revoke the device).
+  # As root in a directory the user controls: only a real directory at exactly that place (no
+  # symlink anywhere under the home, which could point root's rm at /etc) owned by that user.
   while IFS=: read -r _ _ uid _ _ home _; do
     [ "$uid" -ge 1000 ] || [ "$uid" = 0 ] || continue
-    for d in "$home/.local/state/cardlink" "$home/.config/cardlink"; do
-      if [ -d "$d" ]; then remove "$d"; fi
+    home_real=$(cd "$home" 2>/dev/null && pwd -P) || continue
+    for sub in .local/state/cardlink .config/cardlink; do
+      d="$home/$sub"
+      [ -d "$d" ] || continue
+      real=$(cd "$d" 2>/dev/null && pwd -P) || continue
+      if [ "$real" = "$home_real/$sub" ] && [ ! -L "$d" ] && [ "$(stat -c %u "$d")" = "$uid" ]; then
+        remove "$real"
+      else
+        say "left alone: $d (not a directory of its user's own at that place)"
+      fi
     done
   done < <(getent passwd)
   if [ -d /var/lib/cardlink-server ]; then remove /var/lib/cardlink-server; fi

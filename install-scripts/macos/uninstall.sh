@@ -36,9 +36,21 @@ if [ -d /usr/local/cardlink ]; then rm -rf /usr/local/cardlink; say "removed /us
 pkgutil --pkgs=org.cardlink.client >/dev/null 2>&1 && pkgutil --forget org.cardlink.client >/dev/null
 
 if [ "$purge" = 1 ]; then
+  # As root in a directory the user controls: only a real directory at exactly that place (no
+  # symlink under the home, which could point root's rm elsewhere) owned by the home's owner.
   for home in /Users/*; do
-    for d in "$home/.local/state/cardlink" "$home/.config/cardlink"; do
-      if [ -d "$d" ]; then rm -rf "$d"; say "removed $d"; fi
+    home_real=$(cd "$home" 2>/dev/null && pwd -P) || continue
+    owner=$(stat -f %u "$home")
+    for sub in .local/state/cardlink .config/cardlink; do
+      d="$home/$sub"
+      [ -d "$d" ] || continue
+      real=$(cd "$d" 2>/dev/null && pwd -P) || continue
+      if [ "$real" = "$home_real/$sub" ] && [ ! -L "$d" ] && [ "$(stat -f %u "$d")" = "$owner" ]; then
+        rm -rf "$real"
+        say "removed $d"
+      else
+        say "left alone: $d (not a directory of its user's own at that place)"
+      fi
     done
   done
   plist=/usr/local/libexec/SmartCardServices/drivers/ifd-vpcd.bundle/Contents/Info.plist

@@ -88,11 +88,24 @@ export async function issueWithCommand(
   };
 }
 
+/**
+ * The environment the external CA command runs with: what a command needs to be found and to run
+ * (PATH, locale, HOME, TMPDIR, and OPENSSL_CONF for an openssl CA), never the server's own
+ * settings, which may carry the database URL's password or the HSM's PIN (CARDLINK_*).
+ */
+export const EXTERNAL_CA_ENV_NAMES = ['PATH', 'LANG', 'LC_ALL', 'HOME', 'TMPDIR', 'OPENSSL_CONF'] as const;
+
+export function externalCaEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = {};
+  for (const name of EXTERNAL_CA_ENV_NAMES) if (env[name] !== undefined) out[name] = env[name];
+  return out;
+}
+
 function runCommand(ca: ExternalCa, input: string, slotHex: string): Promise<Buffer> {
   const [file, ...args] = ca.argv;
   if (!file) throw new EnrollmentError('the external CA command is empty');
   return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], shell: false });
+    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], shell: false, env: externalCaEnv() });
     const out: Buffer[] = [];
     let outBytes = 0;
     let diagnostic = '';

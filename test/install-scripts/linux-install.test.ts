@@ -273,8 +273,22 @@ test(
       return /cardlink Virtual Reader/.test(r.stdout) ? undefined : r.stdout + r.stderr;
     });
     assert.doesNotMatch(gone, /cardlink/);
-    // --purge afterwards takes the users' data too.
-    ok(await inRoot([`${SCRIPTS}/uninstall.sh`, '--purge']), 'uninstall.sh --purge');
+    // --purge afterwards takes the users' data too, but runs as root in directories users control:
+    // alice's ~/.config made a symlink to a directory of hers under /etc must not lead it there.
+    const alice = fs
+      .readFileSync(path.join(root, 'etc/passwd'), 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('alice:'))!
+      .split(':');
+    const bait = path.join(root, 'etc/purge-bait/cardlink');
+    fs.mkdirSync(bait, { recursive: true });
+    fs.chownSync(bait, Number(alice[2]), Number(alice[3]));
+    fs.rmSync(path.join(root, 'home/alice/.config'), { recursive: true, force: true });
+    fs.symlinkSync('/etc/purge-bait', path.join(root, 'home/alice/.config'));
+    const purge = await inRoot([`${SCRIPTS}/uninstall.sh`, '--purge']);
+    ok(purge, 'uninstall.sh --purge');
     assert.ok(!inRootExists(path.join(root, 'home/alice/.local/state/cardlink')), "alice's data purged");
+    assert.ok(fs.existsSync(bait), 'nothing removed through the symlink');
+    assert.match(purge.stdout + purge.stderr, /left alone: \/home\/alice\/\.config\/cardlink/);
   },
 );

@@ -16,7 +16,7 @@ export interface PinPageOpenerDeps {
   /** The tray's control connection: the page's `cards`, `change-pin` and `unblock-pin` go through it. */
   readonly watch: Pick<DaemonWatch, 'request'>;
   /** Shows an answer to the user (a notification, and the tray's output). */
-  inform(summary: string, body: string): void;
+  inform(summary: string, body: string, outputBody?: string): void;
   /** The daemon's last status, if the tray has one. */
   status(): DaemonStatus | undefined;
   /** The daemon's config: its identity provider is where Set PIN… signs in again. */
@@ -52,12 +52,13 @@ export class PinPageOpener {
     const url = (await this.server).link(kind);
     const opened = await openWithDesktop(url);
     const valid = `it works once, for ${PIN_LINK_TTL_MS / 60_000} minutes`;
-    this.deps.inform(
-      what,
+    // The link's token lets whoever has it open the page: the output line (a log) gets the page
+    // without it while a notification carries the whole link.
+    const text = (link: string) =>
       opened
-        ? `Your browser opened the PIN page${forWhom}. If it did not, open ${url} (${valid}).`
-        : `Open this address in a browser to ${what.toLowerCase()}${forWhom}: ${url} (${valid}).`,
-    );
+        ? `Your browser opened the PIN page${forWhom}. If it did not, open ${link} (${valid}).`
+        : `Open this address in a browser to ${what.toLowerCase()}${forWhom}: ${link} (${valid}).`;
+    this.deps.inform(what, text(url), text(withoutToken(url)));
     return url;
   }
 
@@ -98,4 +99,10 @@ export function freshSignInAt(config: DaemonConfig): (afterSignInUrl: string) =>
       afterSignInUrl,
     });
   };
+}
+
+/** The one-time link with its token replaced by an ellipsis (for output that ends up in logs). */
+export function withoutToken(link: string): string {
+  const u = new URL(link);
+  return `${u.origin}${u.pathname.replace(/[^/]+$/, '…')}`;
 }

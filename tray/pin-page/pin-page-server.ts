@@ -62,6 +62,11 @@ export const MAX_PIN_FORM_BYTES = 4096;
 
 /** How long a request may take to arrive (headers and body), in milliseconds. */
 export const PIN_PAGE_REQUEST_TIMEOUT_MS = 10_000;
+/**
+ * How often the page forgets the fresh access tokens and pending sign-ins of page sessions that
+ * ended or expired (a token outlives its page session by at most this long).
+ */
+export const PIN_PAGE_SWEEP_MS = 60_000;
 
 /** The cookie that names the page session. */
 export const PIN_SESSION_COOKIE = 'cardlink-pin';
@@ -116,6 +121,10 @@ export class PinPageServer {
    * is set, the session ends, or the server says the sign-in is no longer fresh.
    */
   private readonly freshTokens = new Map<string, string>();
+  /** The fresh sign-in each set-PIN page session is waiting for (its loopback listener is open). */
+  private readonly pendingSignIns = new Map<string, FreshSignIn>();
+  /** Forgets tokens and sign-ins of page sessions that ended or expired (see forgetEnded). */
+  private readonly sweep: NodeJS.Timeout;
 
   private constructor(
     private readonly server: http.Server,
@@ -123,6 +132,21 @@ export class PinPageServer {
     private readonly options: PinPageServerOptions,
   ) {
     this.links = new OneTimeLinks(options);
+    this.sweep = setInterval(() => this.forgetEnded(), PIN_PAGE_SWEEP_MS);
+    this.sweep.unref();
+  }
+
+  /**
+   * Drops the access token and cancels the sign-in of every page session that is gone (expired,
+   * evicted or ended), so neither outlives its page by more than a sweep.
+   */
+  private forgetEnded(): void {
+    for (const id of this.freshTokens.keys()) if (!this.links.session(id)) this.freshTokens.delete(id);
+    for (const [id, login] of this.pendingSignIns) {
+      if (this.links.session(id)) continue;
+      this.pendingSignIns.delete(id);
+      login.cancel();
+    }
   }
 
   /** Listens on 127.0.0.1 on a port the system chooses. */
@@ -162,6 +186,10 @@ export class PinPageServer {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.sweep);
+    this.freshTokens.clear();
+    for (const login of this.pendingSignIns.values()) login.cancel();
+    this.pendingSignIns.clear();
     this.server.closeAllConnections();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
@@ -278,12 +306,18 @@ export class PinPageServer {
       this.send(res, 503, renderPinMessage('set', daemonTrouble(error)));
       return;
     }
+    // One sign-in per page session: a new click replaces (and closes) the one before.
+    this.pendingSignIns.get(session.id)?.cancel();
+    this.pendingSignIns.set(session.id, login);
     login
       .complete()
       .then((grant) => {
         if (this.links.session(session.id)) this.freshTokens.set(session.id, grant.accessToken);
       })
-      .catch(() => undefined); // the page shows the sign-in button again
+      .catch(() => undefined) // the page shows the sign-in button again
+      .finally(() => {
+        if (this.pendingSignIns.get(session.id) === login) this.pendingSignIns.delete(session.id);
+      });
     // Not a 303: Chromium applies the page's CSP `form-action 'self'` to a form's redirect too,
     // so the form's answer is a page that moves on by itself (and a link, if it does not).
     this.send(res, 200, renderGoToSignIn(login.authorizationUrl));

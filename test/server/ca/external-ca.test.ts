@@ -18,6 +18,7 @@ import {
   PemConverter,
 } from '../../../apdu/piv/certificates/index.js';
 import { enrollCard } from '../../../server/admin/enroll.js';
+import { externalCaEnv } from '../../../server/ca/external-ca.js';
 import { createCard, loadDefaultProfile } from '../../../server/admin/index.js';
 import type { KekProvider } from '../../../server/keys/kek-provider.js';
 import { getCardObject, listCardCertificates, type Storage } from '../../../server/storage/index.js';
@@ -195,5 +196,19 @@ describe('enrollment through an external CA command (openssl ca)', () => {
       /cannot be run/,
     );
     assert.deepEqual(await getCardObject(storage, card.cardId, certificateObjectTag(0x9a)!), before);
+  });
+});
+
+describe('the external CA command environment', () => {
+  it('passes what a command needs to run and none of the server settings (database password, HSM PIN)', () => {
+    const env = externalCaEnv({
+      PATH: '/usr/bin',
+      LANG: 'C.UTF-8',
+      HOME: '/var/lib/cardlink-server',
+      CARDLINK_SERVER_DATABASE_URL: 'postgres://cardlink:s3cret@db/cards',
+      CARDLINK_PKCS11_PIN: '1234',
+      AWS_SECRET_ACCESS_KEY: 'x',
+    });
+    assert.deepEqual(env, { PATH: '/usr/bin', LANG: 'C.UTF-8', HOME: '/var/lib/cardlink-server' });
   });
 });

@@ -45,6 +45,8 @@ describe('the PIN page and cardlink pin, against a real card in pcscd', { timeou
   /** Everything shown or printed during the test, scanned for secrets at the end. */
   const outputs: string[] = [];
   const informed: string[] = [];
+  /** What the tray's output line (a log) gets for each notice while notifications work. */
+  const outputLines: string[] = [];
 
   const pkcs11Login = async (pin: string): Promise<{ ok: boolean; output: string }> => {
     try {
@@ -115,7 +117,10 @@ describe('the PIN page and cardlink pin, against a real card in pcscd', { timeou
     watch.start();
     actions = new PinPageOpener({
       watch,
-      inform: (summary, body) => informed.push(`${summary}: ${body}`),
+      inform: (summary, body, outputBody) => {
+        informed.push(`${summary}: ${body}`);
+        outputLines.push(`${summary}: ${outputBody ?? body}`);
+      },
       status: () => status,
     });
     const deadline = Date.now() + 15_000;
@@ -143,6 +148,10 @@ describe('the PIN page and cardlink pin, against a real card in pcscd', { timeou
     assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/pin\/[A-Za-z0-9_-]{43}$/);
     assert.deepEqual(fs.readFileSync(openerLog, 'utf8').trim().split('\n'), [url], 'the opener got the link');
     assert.match(informed.at(-1)!, /Your browser opened the PIN page/);
+    const token = url.slice(url.lastIndexOf('/') + 1);
+    assert.ok(informed.at(-1)!.includes(url), 'the notification carries the whole link');
+    assert.ok(!outputLines.at(-1)!.includes(token), 'the output line (a log) does not carry the token');
+    assert.match(outputLines.at(-1)!, /\/pin\/… \(it works once/);
     const page = await browser.newPage();
     const response = await page.goto(url);
     const headers = response!.headers();
