@@ -32,7 +32,8 @@ step() {
 }
 
 baseline() {
-  if [ ! -f "$BASELINE_DIR/dist/bin/main.js" ]; then
+  # Built before, and its node_modules link still leads somewhere (a removed checkout leaves it dangling).
+  if [ ! -f "$BASELINE_DIR/dist/bin/main.js" ] || [ ! -d "$BASELINE_DIR/node_modules/" ]; then
     rm -rf "$BASELINE_DIR"
     mkdir -p "$BASELINE_DIR"
     git archive "$BASELINE_COMMIT" | tar -x -C "$BASELINE_DIR"
