@@ -21,29 +21,12 @@ import { cardlinkCli } from '../support/daemon.js';
 import { startDesktopSession, type DesktopSession, type WindowGeometry } from '../support/desktop-session.js';
 import { startPcscd, type PcscdInstance } from '../support/pcscd.js';
 import { alive, commandLine, descendants } from '../support/process-tree.js';
+import { until } from '../support/tray-desktop.js';
 
 /** From start to the ready line, generous for a loaded 2-core machine (cold: key generation). */
 const READY_TIMEOUT_MS = 180_000;
 /** From SIGINT to exit. */
 const STOP_TIMEOUT_MS = 60_000;
-const WAIT_MS = 30_000;
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = WAIT_MS): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline)
-      throw new Error(`${what}: not within ${timeoutMs} ms${last ? ` (${String(last)})` : ''}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
 describe('cardlink demo on a desktop with a tray host', { timeout: 400_000 }, () => {
   let pcscd: PcscdInstance;
   let desktop: DesktopSession;
