@@ -4,8 +4,11 @@
  * and is open, the way it is after a desktop login. Its files live in the test's directory; the
  * user's own keyring (if any) is never touched.
  */
+import { after, before } from 'node:test';
+import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { firstLine, stopChild } from './child-process.js';
@@ -93,4 +96,31 @@ export async function startSecretService(dir: string): Promise<SecretService> {
     await stopChild(bus);
     throw error;
   }
+}
+
+/**
+ * For a test file whose own process uses the keyring (the library the daemon and the tray load):
+ * a temporary directory and a keyring in it, set as this process's session bus before the tests,
+ * stopped and removed after them. No display: a locked keyring's unlock prompt then fails at once
+ * instead of waiting for a person. Read `dir()` and `keyring()` inside tests (they exist from
+ * `before` on).
+ */
+export function keyringForThisProcess(prefix: string): { dir(): string; keyring(): SecretService } {
+  let dir: string | undefined;
+  let keyring: SecretService | undefined;
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+    keyring = await startSecretService(dir);
+    process.env['DBUS_SESSION_BUS_ADDRESS'] = keyring.address;
+    delete process.env['DISPLAY'];
+    delete process.env['WAYLAND_DISPLAY'];
+  });
+  after(async () => {
+    await keyring?.close();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+  return {
+    dir: () => dir ?? assert.fail('keyringForThisProcess: used before its before() hook'),
+    keyring: () => keyring ?? assert.fail('keyringForThisProcess: used before its before() hook'),
+  };
 }

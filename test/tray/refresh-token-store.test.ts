@@ -2,10 +2,9 @@
  * The tray's refresh token store against a real desktop keyring (GNOME Keyring's Secret Service on
  * a private session bus, test/support/secret-service.ts), and its 0600 file where no keyring is.
  */
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { AsyncEntry } from '@napi-rs/keyring';
 import { CardlinkError } from '../../protocol/errors.js';
@@ -14,26 +13,13 @@ import {
   REFRESH_TOKEN_KEYRING_SERVICE,
   RefreshTokenStore,
 } from '../../tray/refresh-token-store.js';
-import { startSecretService, type SecretService } from '../support/secret-service.js';
+import { keyringForThisProcess } from '../support/secret-service.js';
 
-let dir: string;
-let keyring: SecretService;
+const { dir: testDir } = keyringForThisProcess('cardlink-token-store-');
 let count = 0;
 
-before(async () => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cardlink-token-store-'));
-  keyring = await startSecretService(dir);
-  process.env['DBUS_SESSION_BUS_ADDRESS'] = keyring.address;
-  delete process.env['DISPLAY'];
-  delete process.env['WAYLAND_DISPLAY'];
-});
-after(async () => {
-  await keyring?.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
-
 function newStateDir(): string {
-  const stateDir = path.join(dir, `state-${++count}`);
+  const stateDir = path.join(testDir(), `state-${++count}`);
   fs.mkdirSync(stateDir, { mode: 0o700 });
   return stateDir;
 }

@@ -2,11 +2,10 @@
  * The device key in a real desktop keyring: GNOME Keyring's Secret Service on a private D-Bus
  * session bus (test/support/secret-service.ts), reached through the same library the daemon uses.
  */
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { AsyncEntry, findCredentialsAsync } from '@napi-rs/keyring';
 import {
@@ -16,27 +15,13 @@ import {
   loadOrCreateDeviceKey,
 } from '../../../daemon/device/device-key.js';
 import { CardlinkError } from '../../../protocol/errors.js';
-import { startSecretService, type SecretService } from '../../support/secret-service.js';
+import { keyringForThisProcess } from '../../support/secret-service.js';
 
-let dir: string;
-let keyring: SecretService;
+const { dir: testDir, keyring } = keyringForThisProcess('cardlink-device-keyring-');
 let states = 0;
 
-before(async () => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cardlink-device-keyring-'));
-  keyring = await startSecretService(dir);
-  process.env['DBUS_SESSION_BUS_ADDRESS'] = keyring.address;
-  // No display: a locked keyring's unlock prompt fails at once instead of waiting for a person.
-  delete process.env['DISPLAY'];
-  delete process.env['WAYLAND_DISPLAY'];
-});
-after(async () => {
-  await keyring?.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
-
 function newStateDir(): string {
-  return path.join(dir, `state-${++states}`);
+  return path.join(testDir(), `state-${++states}`);
 }
 
 function markerOf(stateDir: string): { service: string; account: string } {
@@ -162,7 +147,7 @@ describe('device key in the desktop keyring (GNOME Keyring, Secret Service)', ()
     before(async () => {
       enrolled = newStateDir();
       await loadOrCreateDeviceKey(enrolled, 'auto');
-      await keyring.lock();
+      await keyring().lock();
     });
 
     it('the enrolled key cannot be read: an error that says to unlock, and no file key instead', async () => {
