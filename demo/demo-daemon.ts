@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { ControlClient } from '../daemon/control/control-client.js';
 import { controlPaths } from '../daemon/control/control-paths.js';
 import type { CardStatus } from '../daemon/control/control-protocol.js';
+import { DAEMON_NODE_OPTIONS, daemonProcessEnvironment } from '../daemon/cli/daemon-process.js';
 import { CardlinkError } from '../protocol/errors.js';
 import { writeFileAtomic, type DemoPaths } from './demo-state.js';
 
@@ -103,8 +104,9 @@ export interface DemoDaemon {
  * server; `ready()` waits for its ready line.
  */
 export function spawnDemoDaemon(paths: DemoPaths): DemoDaemon {
-  const args = [CARDLINK_MAIN, 'daemon', '--config', paths.daemonConfigFile];
-  const child = spawnTiedToDemo(args, demoChildEnvironment());
+  // node runs the daemon as bin/cardlink does (daemon/cli/daemon-process.ts).
+  const args = [...DAEMON_NODE_OPTIONS, CARDLINK_MAIN, 'daemon', '--config', paths.daemonConfigFile];
+  const child = spawnTiedToDemo(args, daemonProcessEnvironment(demoChildEnvironment()));
   let text = '';
   const keep = (d: Buffer) => {
     text = (text + d.toString()).slice(-OUTPUT_KEPT_BYTES);

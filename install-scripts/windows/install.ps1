@@ -147,9 +147,13 @@ if (-not $rule) {
   }
 }
 
-# Daemon and tray at every user's logon, without a console window (conhost --headless).
-$cmd = "conhost.exe --headless `"$node`" `"$Prefix\dist\bin\main.js`""
-foreach ($entry in @(@{ Name = 'cardlink-daemon'; Value = "$cmd daemon" }, @{ Name = 'cardlink-tray'; Value = "$cmd tray" })) {
+# Daemon and tray at every user's logon, without a console window (conhost --headless). The daemon
+# with its node options (daemon/cli/daemon-process.ts); a Run entry cannot set UV_THREADPOOL_SIZE, so
+# libuv keeps its four threads on Windows.
+$cmd = "conhost.exe --headless `"$node`""
+$mainJs = "`"$Prefix\dist\bin\main.js`""
+$daemonEntry = "$cmd --v8-pool-size=1 $mainJs daemon"
+foreach ($entry in @(@{ Name = 'cardlink-daemon'; Value = $daemonEntry }, @{ Name = 'cardlink-tray'; Value = "$cmd $mainJs tray" })) {
   $have = (Get-ItemProperty -Path $RunKey -Name $entry.Name -ErrorAction SilentlyContinue)
   if (-not $have -or $have.($entry.Name) -ne $entry.Value) {
     Changed "$RunKey\$($entry.Name)"

@@ -15,6 +15,7 @@ import fs from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { DAEMON_NODE_OPTIONS, DAEMON_UV_THREADPOOL_SIZE } from '../../daemon/cli/daemon-process.js';
 import { waitForCardAbsent } from '../../daemon/reader/pcsc-presence.js';
 import { DEMO_READY_PREFIX } from '../../demo/run-demo.js';
 import { demoPaths } from '../../demo/demo-state.js';
@@ -217,6 +218,14 @@ describe('cardlink demo', { timeout: 900_000 }, () => {
         assert.ok(!commandLine(pid).includes(password), `no password in the argv of ${pid}`);
         assert.ok(!commandLine(pid).includes(pin), `no PIN in the argv of ${pid}`);
       }
+      // node runs the demo's daemon as bin/cardlink runs it (daemon/cli/daemon-process.ts).
+      const daemonPid = descendants(run.child.pid!).find((pid) => / daemon --config /.test(commandLine(pid)));
+      assert.ok(daemonPid !== undefined, 'the demo runs the daemon');
+      for (const option of DAEMON_NODE_OPTIONS) assert.ok(commandLine(daemonPid).includes(` ${option} `));
+      assert.match(
+        fs.readFileSync(`/proc/${daemonPid}/environ`, 'latin1'),
+        new RegExp(`(^|\\0)UV_THREADPOOL_SIZE=${DAEMON_UV_THREADPOOL_SIZE}\\0`),
+      );
       firstIdpKeys = fs.readFileSync(p.idpKeysFile, 'utf8');
 
       // Every printed command, as a user would paste it.
