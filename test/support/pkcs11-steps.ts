@@ -63,7 +63,12 @@ export function cardSteps(options: { pcscdEnv: NodeJS.ProcessEnv; dir: string; p
   const env = { ...options.pcscdEnv, PKCS11_MODULE_PATH: OPENSC_PKCS11 };
   const run = async (cmd: string, args: string[], input = ''): Promise<string> => {
     try {
-      const pending = promisify(execFile)(cmd, args, { env, cwd: dir, encoding: 'utf8', timeout: TOOL_TIMEOUT_MS });
+      const pending = promisify(execFile)(cmd, args, {
+        env,
+        cwd: dir,
+        encoding: 'utf8',
+        timeout: TOOL_TIMEOUT_MS,
+      });
       pending.child.stdin?.end(input);
       const { stdout, stderr } = await pending;
       return `${stdout}${stderr}`;

@@ -93,8 +93,7 @@ export const renewCommand: CommandModule<AdminArgs, RenewArgs> = {
       throw new CardlinkError('ERR_USAGE', '--keys and --claim go with a card id, not --due', {});
     const claims = parseClaims(args.claim);
     const { renewCard, renewDueCards } = await import('../../admin/renew.js');
-    const externalCa =
-      args['ca-command'] !== undefined ? { externalCa: { argv: [args['ca-command']] } } : {};
+    const externalCa = args['ca-command'] !== undefined ? { externalCa: { argv: [args['ca-command']] } } : {};
     if (args.due) {
       const results = await withResources(args, ({ storage, kek }) =>
         renewDueCards({ storage, kek, actor: adminActor(), ...externalCa }),
