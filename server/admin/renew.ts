@@ -374,7 +374,10 @@ async function listCardsWithExternalCertificatesExpiringBefore(
     if (page.length < CERTIFICATE_SCAN_PAGE) break;
     const last = page.at(-1)!;
     after = { cardId: last.cardId, tag: last.tag };
-    registered.clear(); // only the current card's set can be needed again
+    // Rows come by card: only the last card's set can be needed on the next page.
+    const kept = registered.get(last.cardId);
+    registered.clear();
+    if (kept) registered.set(last.cardId, kept);
   }
   return [...first]
     .sort((a, b) => a[1].getTime() - b[1].getTime())

@@ -5,7 +5,8 @@
  * certificate move to retired slot 82 as with the embedded CA, the replaced certificates are
  * reported as not revoked (the card server cannot revoke the external CA's), a failing CA leaves
  * the card exactly as it was, and `renewDueCards` finds each CA's due cards (the external CA's by
- * the certificates on the cards, the embedded CA's by its register) and renews them by their CA.
+ * the certificates on the cards, the embedded CA's by its register) and renews them by their CA. A
+ * card moving from the embedded CA to the external one has its embedded certificates revoked.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -220,6 +221,34 @@ for (const kind of BACKENDS) {
       );
       assert.equal(byEmbedded.has(external.cardId), false);
       assert.equal(byEmbedded.has(plain), false);
+    });
+
+    it("a card moving from the embedded CA to the external one: the embedded CA's certificates are revoked, the card is then the external CA's to renew", async () => {
+      const cardId = await newCard('moving');
+      const first = await enrollCard({ storage, kek, cardId, claims: CLAIMS, actor: 'admin:test' });
+      const renewed = await renewCard({ storage, kek, cardId, externalCa: { argv: [ca.wrapper] } });
+      assert.deepEqual(
+        [...renewed.revoked].sort(),
+        first.slots.map((s) => s.serial).sort(),
+        'the embedded CA revoked what it had issued',
+      );
+      assert.ok(renewed.crlNumber !== undefined, 'and signed a CRL');
+      assert.deepEqual(renewed.notRevoked, []);
+      const register = await listCardCertificates(storage, cardId);
+      assert.equal(register.filter((c) => c.revokedAt === null).length, 0);
+      const later = new Date(Date.now() + 340 * DAY_MS);
+      const dueEmbedded = await renewDueCards({ storage, kek, now: later });
+      assert.equal(
+        dueEmbedded.some((r) => r.cardId === cardId),
+        false,
+      );
+      const dueExternal = await renewDueCards({
+        storage,
+        kek,
+        now: later,
+        externalCa: { argv: [ca.wrapper] },
+      });
+      assert.ok(dueExternal.find((r) => r.cardId === cardId)?.renewed);
     });
 
     it('the certificate scan pages through every card once, in order', async () => {
