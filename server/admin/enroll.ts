@@ -71,7 +71,8 @@ export interface EnrollOptions {
   readonly now?: Date;
   /**
    * Have the organisation's CA issue instead of the embedded one (server/ca/external-ca.ts).
-   * Its certificates are neither registered nor revoked here: that is the external CA's job.
+   * Its certificates are neither registered nor revoked here: that is the external CA's job. The
+   * embedded CA's certificates the new ones replace are still revoked (and a CRL signed).
    */
   readonly externalCa?: ExternalCa;
   /**
@@ -185,14 +186,15 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
 
     const revoked = await storage.transaction(async (tx) => {
       const fenced = await lockCardForChange(tx, cardId);
-      const superseded = ca
-        ? await revokeCardCertificates(
-            tx,
-            cardId,
-            'superseded',
-            prepared.map((p) => p.slot),
-          )
-        : [];
+      // The embedded CA's certificates these slots held are superseded whichever CA issues now
+      // (a card moving to the external CA must not stay "due" in the embedded CA's register);
+      // the external CA's own are not in the register: revoking them is that CA's job.
+      const superseded = await revokeCardCertificates(
+        tx,
+        cardId,
+        'superseded',
+        prepared.map((p) => p.slot),
+      );
       const extra = options.beforeReplace ? await options.beforeReplace(fenced) : undefined;
       for (const p of prepared) {
         const sealed = await sealSecret(
@@ -249,7 +251,8 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
       }
       return superseded;
     });
-    const crl = ca && revoked.length > 0 ? await issueCrl({ storage, kek, ca, actor }) : undefined;
+    const crl =
+      revoked.length > 0 ? await issueCrl({ storage, kek, ...(ca ? { ca } : {}), actor }) : undefined;
     return {
       cardId,
       cardSerial: card.serial,

@@ -14,6 +14,12 @@
  *
  * Why not a timer inside the running server: the server never unseals the CA key (only the admin
  * process that signs does, docs/personalization.md "Security notes"); `renew --due` keeps it so.
+ *
+ * With `externalCa` the organisation's CA issues the renewed certificates through the same adapter
+ * as enrollment (server/ca/external-ca.ts). The card server cannot revoke what that CA issued: the
+ * replaced certificates' serials are returned (`notRevoked`) so the administrator can revoke them
+ * there. `renew --due` with an external CA finds the due cards by the certificates on the cards
+ * themselves, since the embedded CA's register does not hold the external CA's certificates.
  */
 import {
   certificateObjectTag,
@@ -28,9 +34,10 @@ import {
   OBJECT_TAG,
   retiredCertificateTag,
 } from '../../apdu/piv/objects/index.js';
-import { isRetiredSlot, KEY_REF } from '../../apdu/piv/index.js';
+import { isRetiredSlot, KEY_REF, KEY_SLOTS } from '../../apdu/piv/index.js';
 import { AUDIT_EVENTS } from '../audit/audit-log.js';
-import { EnrollmentError } from '../ca/issue-certificate.js';
+import type { ExternalCa } from '../ca/external-ca.js';
+import { EnrollmentError, normaliseSerial } from '../ca/issue-certificate.js';
 import type { KekProvider } from '../keys/kek-provider.js';
 import { sealSecret, unsealSecret } from '../keys/sealing.js';
 import {
@@ -39,6 +46,8 @@ import {
   getCardObject,
   listCardKeys,
   listCardsWithCertificatesExpiringBefore,
+  listRegisteredSerials,
+  listSlotCertificateObjects,
   putCardKey,
   putCardObject,
   type FencedCard,
@@ -61,6 +70,8 @@ export interface RenewOptions {
   readonly claims?: Readonly<Record<string, string>>;
   readonly actor?: string;
   readonly now?: Date;
+  /** Have the organisation's CA issue (server/ca/external-ca.ts) instead of the embedded one. */
+  readonly externalCa?: ExternalCa;
 }
 
 export interface RetiredKey {
@@ -73,6 +84,12 @@ export interface RetiredKey {
 export interface RenewedCard extends EnrolledCard {
   readonly keys: 'new' | 'same';
   readonly retired?: RetiredKey;
+  /**
+   * Serials (lower-case hex) of the CA-issued certificates this renewal replaced that the card
+   * server did not revoke: an external CA's (it keeps its own revocation; the card server cannot
+   * sign for it). Empty when the embedded CA revoked everything it replaced.
+   */
+  readonly notRevoked: readonly string[];
 }
 
 export async function renewCard(options: RenewOptions): Promise<RenewedCard> {
@@ -80,7 +97,8 @@ export async function renewCard(options: RenewOptions): Promise<RenewedCard> {
   const card = await getCard(storage, cardId);
   const profile = parseCardProfile(card.profile, 'stored');
   const keys = options.keys ?? profile.renewal.key;
-  const claims: Record<string, string> = await claimsFromCard(storage, cardId, profile);
+  const current = await currentSlotCertificates(storage, cardId, profile);
+  const claims: Record<string, string> = claimsFromCertificates(current, profile);
   for (const [name, value] of Object.entries(options.claims ?? {}))
     claims[name] = checkClaimValue(name, value);
   const retiresKeyManagement = keys === 'new' && profile.slots.some((s) => s.slot === KEY_REF.KEY_MANAGEMENT);
@@ -94,6 +112,7 @@ export async function renewCard(options: RenewOptions): Promise<RenewedCard> {
     actor: options.actor ?? DEFAULT_ADMIN_ACTOR,
     auditEvent: AUDIT_EVENTS.cardRenewed,
     ...(options.now ? { now: options.now } : {}),
+    ...(options.externalCa ? { externalCa: options.externalCa } : {}),
     ...(retiresKeyManagement
       ? {
           beforeReplace: async (fenced: FencedCard) => {
@@ -108,7 +127,42 @@ export async function renewCard(options: RenewOptions): Promise<RenewedCard> {
         }
       : {}),
   });
-  return { ...enrolled, keys, ...(retired ? { retired } : {}) };
+  const revoked = new Set(enrolled.revoked);
+  const notRevoked = [...current.values()]
+    .filter((c) => !isSelfSigned(c))
+    .map((c) => normaliseSerial(c.serialNumber))
+    .filter((serial) => !revoked.has(serial));
+  return { ...enrolled, keys, notRevoked, ...(retired ? { retired } : {}) };
+}
+
+/** create-card's placeholders are self-signed; a CA's certificate names another issuer. */
+function isSelfSigned(certificate: X509Certificate): boolean {
+  return certificate.subject === certificate.issuer;
+}
+
+/** The readable certificates in the card's profile slots, by slot. */
+async function currentSlotCertificates(
+  storage: Storage,
+  cardId: string,
+  profile: CardProfile,
+): Promise<Map<number, X509Certificate>> {
+  const out = new Map<number, X509Certificate>();
+  for (const s of profile.slots) {
+    const tag = certificateObjectTag(s.slot);
+    const value = tag === undefined ? undefined : await getCardObject(storage, cardId, tag);
+    const certificate = value ? readCertificateObject(value) : undefined;
+    if (certificate) out.set(s.slot, certificate);
+  }
+  return out;
+}
+
+function readCertificateObject(value: Uint8Array): X509Certificate | undefined {
+  if (value.length === 0) return undefined;
+  try {
+    return new X509Certificate(decodeCertificateObject(value));
+  } catch {
+    return undefined; // not a certificate we can read: it contributes nothing
+  }
 }
 
 /**
@@ -172,17 +226,17 @@ export async function claimsFromCard(
   cardId: string,
   profile: CardProfile,
 ): Promise<Record<string, string>> {
+  return claimsFromCertificates(await currentSlotCertificates(storage, cardId, profile), profile);
+}
+
+function claimsFromCertificates(
+  certificates: ReadonlyMap<number, X509Certificate>,
+  profile: CardProfile,
+): Record<string, string> {
   const claims: Record<string, string> = {};
   for (const s of profile.slots) {
-    const tag = certificateObjectTag(s.slot);
-    const value = tag === undefined ? undefined : await getCardObject(storage, cardId, tag);
-    if (!value || value.length === 0) continue;
-    let certificate: X509Certificate;
-    try {
-      certificate = new X509Certificate(decodeCertificateObject(value));
-    } catch {
-      continue; // not a certificate we can read: it contributes nothing
-    }
+    const certificate = certificates.get(s.slot);
+    if (!certificate) continue;
     const template = resolveTemplate(s.slot, s.algorithm, s.template, profile.certificateValidityDays);
     for (const [name, value] of Object.entries(claimsFromCertificate(certificate, template)))
       claims[name] ??= value;
@@ -244,18 +298,24 @@ export interface DueRenewal {
  * Renews every card with a CA-issued certificate inside its profile's renewal window
  * (`renewal.windowDays`, default 30). One card's failure does not stop the others; each result
  * says what happened. Meant for a daily timer (docs/server-admin.md).
+ *
+ * Without `externalCa` the due cards are those whose certificates from the embedded CA (its
+ * register, `issued_certificates`) expire; with it, those whose external CA's certificates do,
+ * read from the cards' slot certificates (CA-issued: not self-signed, not in the register). Each
+ * set is renewed by the CA that issued it.
  */
 export async function renewDueCards(options: {
   readonly storage: Storage;
   readonly kek: KekProvider;
   readonly actor?: string;
   readonly now?: Date;
+  readonly externalCa?: ExternalCa;
 }): Promise<DueRenewal[]> {
   const now = options.now ?? new Date();
-  const candidates = await listCardsWithCertificatesExpiringBefore(
-    options.storage,
-    new Date(now.getTime() + MAX_RENEWAL_WINDOW_DAYS * DAY_MS),
-  );
+  const cutoff = new Date(now.getTime() + MAX_RENEWAL_WINDOW_DAYS * DAY_MS);
+  const candidates = options.externalCa
+    ? await listCardsWithExternalCertificatesExpiringBefore(options.storage, cutoff)
+    : await listCardsWithCertificatesExpiringBefore(options.storage, cutoff);
   const results: DueRenewal[] = [];
   for (const c of candidates) {
     const card = await getCard(options.storage, c.cardId);
@@ -268,6 +328,7 @@ export async function renewDueCards(options: {
         cardId: c.cardId,
         ...(options.actor ? { actor: options.actor } : {}),
         ...(options.now ? { now: options.now } : {}),
+        ...(options.externalCa ? { externalCa: options.externalCa } : {}),
       });
       results.push({ cardId: c.cardId, firstNotAfter: c.firstNotAfter, renewed });
     } catch (error) {
@@ -280,4 +341,45 @@ export async function renewDueCards(options: {
     }
   }
   return results;
+}
+
+/** Rows read per page when scanning the cards' certificate objects. */
+const CERTIFICATE_SCAN_PAGE = 500;
+/** The slots whose certificates count for renewal (retired 82..95 hold old keys on purpose). */
+const RENEWED_SLOTS = KEY_SLOTS.filter((slot) => !isRetiredSlot(slot));
+
+/**
+ * Cards holding a certificate from an external CA (on the card, not self-signed, not in the
+ * embedded CA's register) that expires before `cutoff`, the soonest first.
+ */
+async function listCardsWithExternalCertificatesExpiringBefore(
+  storage: Storage,
+  cutoff: Date,
+): Promise<{ cardId: string; firstNotAfter: string }[]> {
+  const tags = RENEWED_SLOTS.map((slot) => certificateObjectTag(slot)!);
+  const first = new Map<string, Date>();
+  const registered = new Map<string, Set<string>>();
+  let after: { cardId: string; tag: number } | undefined;
+  for (;;) {
+    const page = await listSlotCertificateObjects(storage, tags, CERTIFICATE_SCAN_PAGE, after);
+    for (const row of page) {
+      const certificate = readCertificateObject(row.value);
+      if (!certificate || isSelfSigned(certificate) || certificate.notAfter >= cutoff) continue;
+      let serials = registered.get(row.cardId);
+      if (!serials) registered.set(row.cardId, (serials = await listRegisteredSerials(storage, row.cardId)));
+      if (serials.has(normaliseSerial(certificate.serialNumber))) continue;
+      const known = first.get(row.cardId);
+      if (!known || certificate.notAfter < known) first.set(row.cardId, certificate.notAfter);
+    }
+    if (page.length < CERTIFICATE_SCAN_PAGE) break;
+    const last = page.at(-1)!;
+    after = { cardId: last.cardId, tag: last.tag };
+    // Rows come by card: only the last card's set can be needed on the next page.
+    const kept = registered.get(last.cardId);
+    registered.clear();
+    if (kept) registered.set(last.cardId, kept);
+  }
+  return [...first]
+    .sort((a, b) => a[1].getTime() - b[1].getTime())
+    .map(([cardId, notAfter]) => ({ cardId, firstNotAfter: notAfter.toISOString() }));
 }

@@ -11,17 +11,15 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createVerify, X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
 import { enrollCard } from '../../server/admin/enroll.js';
 import { initEmbeddedCa } from '../../server/ca/issuing-ca.js';
 import { crlUrlFor } from '../../server/http/ca-routes.js';
 import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
-import { OPENSC_PKCS11 } from '../support/local-card.js';
+import { cardSteps, OPENSC_ID, type CardSteps } from '../support/pkcs11-steps.js';
 
 const PIN = '24681357';
 const CLAIMS = { email: 'alice@example.com', upn: 'alice@corp.example', name: 'Alice Example' };
@@ -33,35 +31,10 @@ describe('CARD_CHANGED: an enrollment reaches the card in the reader without rec
   let caPem: string;
   let readerName: string;
 
-  const run = async (cmd: string, args: string[]): Promise<string> => {
-    try {
-      const { stdout, stderr } = await promisify(execFile)(cmd, args, {
-        env: stack.pcscd.env,
-        cwd: dir,
-        encoding: 'utf8',
-      });
-      return `${stdout}${stderr}`;
-    } catch (error) {
-      const e = error as { stdout?: string; stderr?: string };
-      return assert.fail(`${cmd} ${args.join(' ')} failed\n${e.stdout ?? ''}\n${e.stderr ?? ''}`);
-    }
-  };
+  let steps: CardSteps;
   /** The 9A certificate as OpenSC reads it from the card through pcscd, now. */
-  const read9a = async (name: string): Promise<X509Certificate> => {
-    const der = path.join(dir, name);
-    await run('pkcs11-tool', [
-      '--module',
-      OPENSC_PKCS11,
-      '--read-object',
-      '--type',
-      'cert',
-      '--id',
-      '01',
-      '-o',
-      der,
-    ]);
-    return new X509Certificate(fs.readFileSync(der));
-  };
+  const read9a = async (name: string): Promise<X509Certificate> =>
+    new X509Certificate(fs.readFileSync(await steps.readCertificateDer(OPENSC_ID['9a'], name)));
 
   before(async () => {
     stack = await startDaemonStack({
@@ -71,6 +44,7 @@ describe('CARD_CHANGED: an enrollment reaches the card in the reader without rec
       daemon: { deviceName: 'alice-laptop' },
     });
     dir = stack.dir;
+    steps = cardSteps({ pcscdEnv: stack.pcscd.env, dir, pin: PIN });
     cardId = stack.cardIds[0]!;
     const { storage, kek } = stack.cardServer.resources;
     caPem = (await initEmbeddedCa({ storage, kek, crlUrl: crlUrlFor(stack.serverUrl), actor: 'admin:test' }))
@@ -141,22 +115,7 @@ describe('CARD_CHANGED: an enrollment reaches the card in the reader without rec
     const data = path.join(dir, 'data.bin');
     fs.writeFileSync(data, 'signed after the enrollment, on the same connection');
     const sig = path.join(dir, 'data.sig');
-    await run('pkcs11-tool', [
-      '--module',
-      OPENSC_PKCS11,
-      '--login',
-      '--pin',
-      PIN,
-      '--sign',
-      '--id',
-      '01',
-      '-m',
-      'SHA256-RSA-PKCS',
-      '-i',
-      data,
-      '-o',
-      sig,
-    ]);
+    await steps.sign(OPENSC_ID['9a'], data, sig);
     const ok = createVerify('sha256')
       .update(fs.readFileSync(data))
       .verify(cert.publicKey, fs.readFileSync(sig));

@@ -10,7 +10,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import https from 'node:https';
 import path from 'node:path';
@@ -21,14 +21,10 @@ import { deleteCard } from '../../server/admin/index.js';
 import { initEmbeddedCa } from '../../server/ca/issuing-ca.js';
 import { crlUrlFor } from '../../server/http/ca-routes.js';
 import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
-import { freePort } from '../support/free-port.js';
-import { OPENSC_PKCS11 } from '../support/local-card.js';
+import { cardSteps, OPENSC_ID, PKCS11_ENGINE, type CardSteps } from '../support/pkcs11-steps.js';
 
 const PIN = '24681357';
 const CLAIMS = { email: 'alice@example.com', upn: 'alice@corp.example', name: 'Alice Example' };
-/** PIV slot -> the object id OpenSC gives its key and certificate. */
-const OPENSC_IDS: Record<string, string> = { '9a': '01', '9c': '02', '9d': '03', '9e': '04' };
-const PKCS11_ENGINE = '/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so';
 
 describe('enrollment with the embedded CA, read back through pcscd and OpenSC', () => {
   let stack: DaemonStack;
@@ -37,15 +33,8 @@ describe('enrollment with the embedded CA, read back through pcscd and OpenSC', 
   let caFile: string;
   let serials: string[];
 
-  const run = async (cmd: string, args: string[], env: NodeJS.ProcessEnv = stack.pcscd.env) => {
-    try {
-      const { stdout, stderr } = await promisify(execFile)(cmd, args, { env, cwd: dir, encoding: 'utf8' });
-      return `${stdout}${stderr}`;
-    } catch (error) {
-      const e = error as { stdout?: string; stderr?: string };
-      return assert.fail(`${cmd} ${args.join(' ')} failed\n${e.stdout ?? ''}\n${e.stderr ?? ''}`);
-    }
-  };
+  let steps: CardSteps;
+  const run = (cmd: string, args: string[]) => steps.run(cmd, args);
   const get = (url: string): Promise<{ status: number; type: string; body: Buffer }> =>
     new Promise((resolve, reject) => {
       https
@@ -71,6 +60,7 @@ describe('enrollment with the embedded CA, read back through pcscd and OpenSC', 
       daemon: { deviceName: 'alice-laptop' },
     });
     dir = stack.dir;
+    steps = cardSteps({ pcscdEnv: stack.pcscd.env, dir, pin: PIN });
     cardId = stack.cardIds[0]!;
     const { storage, kek } = stack.cardServer.resources;
     const ca = await initEmbeddedCa({
@@ -92,22 +82,9 @@ describe('enrollment with the embedded CA, read back through pcscd and OpenSC', 
     await stack?.stop();
   });
 
-  for (const slot of ['9a', '9c', '9d', '9e']) {
+  for (const slot of ['9a', '9c', '9d', '9e'] as const) {
     it(`OpenSC reads the ${slot.toUpperCase()} certificate from the card and openssl verify accepts it`, async () => {
-      const der = path.join(dir, `${slot}.der`);
-      await run('pkcs11-tool', [
-        '--module',
-        OPENSC_PKCS11,
-        '--read-object',
-        '--type',
-        'cert',
-        '--id',
-        OPENSC_IDS[slot]!,
-        '-o',
-        der,
-      ]);
-      const pem = path.join(dir, `${slot}.pem`);
-      await run('openssl', ['x509', '-inform', 'DER', '-in', der, '-out', pem]);
+      const pem = await steps.readCertificate(OPENSC_ID[slot], slot);
       const verified = await run('openssl', ['verify', '-CAfile', caFile, pem]);
       assert.match(verified, /: OK/);
       const text = await run('openssl', ['x509', '-in', pem, '-noout', '-text']);
@@ -126,22 +103,7 @@ describe('enrollment with the embedded CA, read back through pcscd and OpenSC', 
     const data = path.join(dir, 'data.bin');
     fs.writeFileSync(data, 'sign me with the enrolled key');
     const sig = path.join(dir, 'data.sig');
-    await run('pkcs11-tool', [
-      '--module',
-      OPENSC_PKCS11,
-      '--login',
-      '--pin',
-      PIN,
-      '--sign',
-      '--id',
-      '01',
-      '-m',
-      'SHA256-RSA-PKCS',
-      '-i',
-      data,
-      '-o',
-      sig,
-    ]);
+    await steps.sign(OPENSC_ID['9a'], data, sig);
     const pub = path.join(dir, '9a.pub.pem');
     await run('openssl', ['x509', '-in', path.join(dir, '9a.pem'), '-pubkey', '-noout', '-out', pub]);
     const out = await run('openssl', ['dgst', '-sha256', '-verify', pub, '-signature', sig, data]);
@@ -152,88 +114,15 @@ describe('enrollment with the embedded CA, read back through pcscd and OpenSC', 
     'TLS client authentication with the 9A key (pkcs11 engine) to openssl s_server trusting only the CA',
     { skip: !fs.existsSync(PKCS11_ENGINE) && 'libengine-pkcs11-openssl is not installed' },
     async () => {
-      // The server's own pair: a throw-away self-signed P-256 certificate.
-      const serverKey = path.join(dir, 'tls-server.key');
-      const serverCert = path.join(dir, 'tls-server.pem');
-      await run('openssl', [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
-        '-keyout',
-        serverKey,
-        '-out',
-        serverCert,
-        '-subj',
-        '/CN=127.0.0.1',
-        '-days',
-        '1',
-      ]);
-      const port = await freePort();
-      const server: ChildProcess = spawn(
-        'openssl',
-        [
-          's_server',
-          '-accept',
-          `127.0.0.1:${port}`,
-          '-cert',
-          serverCert,
-          '-key',
-          serverKey,
-          '-Verify',
-          '1',
-          '-CAfile',
-          caFile,
-          '-verify_return_error',
-          '-naccept',
-          '1',
-          '-www',
-        ],
-        { cwd: dir },
-      );
-      let serverOut = '';
-      server.stdout!.on('data', (d: Buffer) => (serverOut += d.toString()));
-      server.stderr!.on('data', (d: Buffer) => (serverOut += d.toString()));
-      try {
-        const deadline = Date.now() + 10_000;
-        while (!serverOut.includes('ACCEPT') && Date.now() < deadline)
-          await new Promise((r) => setTimeout(r, 50));
-        const env = { ...stack.pcscd.env, PKCS11_MODULE_PATH: OPENSC_PKCS11 };
-        const client = spawn(
-          'openssl',
-          [
-            's_client',
-            '-connect',
-            `127.0.0.1:${port}`,
-            '-engine',
-            'pkcs11',
-            '-keyform',
-            'engine',
-            '-key',
-            `pkcs11:id=%01;type=private;pin-value=${PIN}`,
-            '-cert',
-            path.join(dir, '9a.pem'),
-            '-CAfile',
-            serverCert,
-            '-verify_return_error',
-          ],
-          { cwd: dir, env },
-        );
-        let clientOut = '';
-        client.stdout!.on('data', (d: Buffer) => (clientOut += d.toString()));
-        client.stderr!.on('data', (d: Buffer) => (clientOut += d.toString()));
-        client.stdin!.write('GET / HTTP/1.0\r\n\r\n');
-        const code = await new Promise((resolve) => client.once('exit', resolve));
-        assert.equal(code, 0, `client:\n${clientOut}\nserver:\n${serverOut}`);
-        assert.match(clientOut, /Verify return code: 0 \(ok\)/);
-        // -www answers with the session, which names the client certificate it verified.
-        assert.match(clientOut, /Alice Example/, `client:\n${clientOut}\nserver:\n${serverOut}`);
-      } finally {
-        server.kill();
-      }
+      const { code, clientOut, serverOut } = await steps.tlsClientAuth({
+        caFile,
+        certFile: path.join(dir, '9a.pem'),
+        keyId: OPENSC_ID['9a'],
+      });
+      assert.equal(code, 0, `client:\n${clientOut}\nserver:\n${serverOut}`);
+      assert.match(clientOut, /Verify return code: 0 \(ok\)/);
+      // -www answers with the session, which names the client certificate it verified.
+      assert.match(clientOut, /Alice Example/, `client:\n${clientOut}\nserver:\n${serverOut}`);
     },
   );
 

@@ -23,12 +23,10 @@ import { initEmbeddedCa } from '../../server/ca/issuing-ca.js';
 import { crlUrlFor } from '../../server/http/ca-routes.js';
 import { getCardObject, listAuditRows } from '../../server/storage/index.js';
 import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
-import { OPENSC_PKCS11 } from '../support/local-card.js';
+import { cardSteps, OPENSC_ID, type CardSteps } from '../support/pkcs11-steps.js';
 
 const PIN = '24681357';
 const CLAIMS = { email: 'alice@example.com', upn: 'alice@corp.example', name: 'Alice Example' };
-/** OpenSC's object ids: 9C = 02, 9D = 03, retired key management key 1 (slot 82) = 05. */
-const OPENSC_ID = { '9c': '02', '9d': '03', retired1: '05' } as const;
 const MESSAGE = 'Quarterly figures, for Alice only.\n';
 
 describe('renewal with new keys: the old 9D key moves to a retired slot; S/MIME with the card', () => {
@@ -41,63 +39,12 @@ describe('renewal with new keys: the old 9D key moves to a retired slot; S/MIME 
   let oldSerials: string[];
   let renewed: Awaited<ReturnType<typeof renewCard>>;
 
-  /**
-   * Runs a tool against the card. `input` goes to its stdin: the pkcs11 engine asks there for the
-   * PIN again before each 9C signature (the key is PIN-always, CKA_ALWAYS_AUTHENTICATE).
-   */
-  const run = async (cmd: string, args: string[], input = '') => {
-    const env = { ...stack.pcscd.env, PKCS11_MODULE_PATH: OPENSC_PKCS11 };
-    try {
-      const pending = promisify(execFile)(cmd, args, { env, cwd: dir, encoding: 'utf8', timeout: 60_000 });
-      pending.child.stdin?.end(input);
-      const { stdout, stderr } = await pending;
-      return `${stdout}${stderr}`;
-    } catch (error) {
-      const e = error as { stdout?: string; stderr?: string };
-      return assert.fail(`${cmd} ${args.join(' ')} failed\n${e.stdout ?? ''}\n${e.stderr ?? ''}`);
-    }
-  };
-  const readCertificate = async (id: string, name: string): Promise<string> => {
-    const der = path.join(dir, `${name}.der`);
-    await run('pkcs11-tool', [
-      '--module',
-      OPENSC_PKCS11,
-      '--read-object',
-      '--type',
-      'cert',
-      '--id',
-      id,
-      '-o',
-      der,
-    ]);
-    const pem = path.join(dir, `${name}.pem`);
-    await run('openssl', ['x509', '-inform', 'DER', '-in', der, '-out', pem]);
-    return pem;
-  };
-  const engineKey = (id: string) => `pkcs11:id=%${id};type=private;pin-value=${PIN}`;
+  let steps: CardSteps;
+  const run = (cmd: string, args: string[]) => steps.run(cmd, args);
+  const readCertificate = (id: string, name: string) => steps.readCertificate(id, name);
   /** The plaintext the card's key `id` recovers from `envelope`. */
-  const decryptWithCard = async (envelope: string, id: string, recipient: string) => {
-    const out = path.join(dir, `${path.basename(envelope)}.out`);
-    await run('openssl', [
-      'cms',
-      '-decrypt',
-      '-engine',
-      'pkcs11',
-      '-keyform',
-      'engine',
-      '-inkey',
-      engineKey(id),
-      '-recip',
-      recipient,
-      '-inform',
-      'PEM',
-      '-in',
-      envelope,
-      '-out',
-      out,
-    ]);
-    return fs.readFileSync(out, 'utf8');
-  };
+  const decryptWithCard = (envelope: string, id: string, recipient: string) =>
+    steps.cmsDecrypt(envelope, id, recipient);
 
   before(async () => {
     stack = await startDaemonStack({
@@ -107,6 +54,7 @@ describe('renewal with new keys: the old 9D key moves to a retired slot; S/MIME 
       daemon: { deviceName: 'alice-laptop' },
     });
     dir = stack.dir;
+    steps = cardSteps({ pcscdEnv: stack.pcscd.env, dir, pin: PIN });
     cardId = stack.cardIds[0]!;
     const { storage, kek } = stack.cardServer.resources;
     const ca = await initEmbeddedCa({
@@ -127,19 +75,7 @@ describe('renewal with new keys: the old 9D key moves to a retired slot; S/MIME 
     await promisify(execFile)('openssl', ['x509', '-inform', 'DER', '-in', oldDer, '-out', oldCertFile]);
     fs.writeFileSync(path.join(dir, 'message.txt'), MESSAGE);
     oldEnvelope = path.join(dir, 'old-envelope.pem');
-    await promisify(execFile)('openssl', [
-      'cms',
-      '-encrypt',
-      '-binary',
-      '-aes256',
-      '-in',
-      path.join(dir, 'message.txt'),
-      '-outform',
-      'PEM',
-      '-out',
-      oldEnvelope,
-      oldCertFile,
-    ]);
+    await steps.cmsEncrypt(oldCertFile, path.join(dir, 'message.txt'), oldEnvelope);
 
     // Renewal by the profile's default policy: new keys.
     renewed = await renewCard({ storage, kek, cardId, actor: 'admin:test' });
@@ -199,42 +135,8 @@ describe('renewal with new keys: the old 9D key moves to a retired slot; S/MIME 
   it('S/MIME: a message signed with the 9C key verifies against the CA', async () => {
     const signer = await readCertificate(OPENSC_ID['9c'], 'new-9c');
     const signed = path.join(dir, 'signed.pem');
-    await run(
-      'openssl',
-      [
-        'cms',
-        '-sign',
-        '-binary',
-        '-engine',
-        'pkcs11',
-        '-keyform',
-        'engine',
-        '-inkey',
-        engineKey(OPENSC_ID['9c']),
-        '-signer',
-        signer,
-        '-md',
-        'sha256',
-        '-in',
-        path.join(dir, 'message.txt'),
-        '-outform',
-        'PEM',
-        '-out',
-        signed,
-        '-nodetach',
-      ],
-      `${PIN}\n`,
-    );
-    const verified = await run('openssl', [
-      'cms',
-      '-verify',
-      '-CAfile',
-      caFile,
-      '-inform',
-      'PEM',
-      '-in',
-      signed,
-    ]);
+    await steps.cmsSign(OPENSC_ID['9c'], signer, path.join(dir, 'message.txt'), signed);
+    const verified = await steps.cmsVerify(signed, caFile);
     assert.match(verified, /Verification successful/);
     assert.ok(verified.includes(MESSAGE));
   });
@@ -242,19 +144,7 @@ describe('renewal with new keys: the old 9D key moves to a retired slot; S/MIME 
   it('S/MIME: a message encrypted to the new 9D certificate decrypts with the card', async () => {
     const recipient = await readCertificate(OPENSC_ID['9d'], 'new-9d');
     const envelope = path.join(dir, 'new-envelope.pem');
-    await run('openssl', [
-      'cms',
-      '-encrypt',
-      '-binary',
-      '-aes256',
-      '-in',
-      path.join(dir, 'message.txt'),
-      '-outform',
-      'PEM',
-      '-out',
-      envelope,
-      recipient,
-    ]);
+    await steps.cmsEncrypt(recipient, path.join(dir, 'message.txt'), envelope);
     assert.equal(await decryptWithCard(envelope, OPENSC_ID['9d'], recipient), MESSAGE);
     // The retired key is another key: it cannot open the new message.
     await assert.rejects(
@@ -268,7 +158,7 @@ describe('renewal with new keys: the old 9D key moves to a retired slot; S/MIME 
           '-keyform',
           'engine',
           '-inkey',
-          engineKey(OPENSC_ID.retired1),
+          steps.engineKey(OPENSC_ID.retired1),
           '-recip',
           oldCertFile,
           '-inform',
@@ -276,7 +166,7 @@ describe('renewal with new keys: the old 9D key moves to a retired slot; S/MIME 
           '-in',
           envelope,
         ],
-        { env: { ...stack.pcscd.env, PKCS11_MODULE_PATH: OPENSC_PKCS11 }, cwd: dir },
+        { env: steps.env, cwd: dir },
       ),
     );
   });

@@ -7,17 +7,15 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createVerify, X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
 import { loadDefaultProfile, parseCardProfile, profileToJson } from '../../server/admin/profile.js';
 import { initEmbeddedCa } from '../../server/ca/issuing-ca.js';
 import { crlUrlFor } from '../../server/http/ca-routes.js';
 import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
-import { OPENSC_PKCS11 } from '../support/local-card.js';
+import { cardSteps, OPENSC_ID, type CardSteps } from '../support/pkcs11-steps.js';
 
 const HOURS = 8;
 const PIN = '24681357';
@@ -27,11 +25,7 @@ describe('short-lived 9A certificates: a new one at each sign-in', () => {
   let dir: string;
   let ca: X509Certificate;
 
-  const pkcs11 = (args: string[]) =>
-    promisify(execFile)('pkcs11-tool', ['--module', OPENSC_PKCS11, ...args], {
-      env: stack.pcscd.env,
-      cwd: dir,
-    });
+  let steps: CardSteps;
   /** The 9A certificates the server issued for the card, oldest first. */
   const issued9a = () =>
     stack.cardServer.resources.storage.db
@@ -53,8 +47,7 @@ describe('short-lived 9A certificates: a new one at each sign-in', () => {
       const cards = await stack.daemon.cards();
       if (rows.length === expectIssued && cards[0]?.state === 'inserted') {
         await waitForCardPresent(cards[0].readerName!);
-        const der = path.join(dir, name);
-        await pkcs11(['--read-object', '--type', 'cert', '--id', '01', '-o', der]);
+        const der = await steps.readCertificateDer(OPENSC_ID['9a'], name);
         const cert = new X509Certificate(fs.readFileSync(der));
         if (BigInt(`0x${cert.serialNumber}`) === BigInt(`0x${rows.at(-1)!.serial}`)) return cert;
       }
@@ -77,6 +70,7 @@ describe('short-lived 9A certificates: a new one at each sign-in', () => {
       daemon: { deviceName: 'alice-laptop' },
     });
     dir = stack.dir;
+    steps = cardSteps({ pcscdEnv: stack.pcscd.env, dir, pin: PIN });
     const { storage, kek } = stack.cardServer.resources;
     ca = new X509Certificate(
       (await initEmbeddedCa({ storage, kek, crlUrl: crlUrlFor(stack.serverUrl), actor: 'admin:test' }))
@@ -124,20 +118,7 @@ describe('short-lived 9A certificates: a new one at each sign-in', () => {
     const data = path.join(dir, 'data.bin');
     fs.writeFileSync(data, 'short-lived');
     const sig = path.join(dir, 'data.sig');
-    await pkcs11([
-      '--login',
-      '--pin',
-      PIN,
-      '--sign',
-      '--id',
-      '01',
-      '-m',
-      'SHA256-RSA-PKCS',
-      '-i',
-      data,
-      '-o',
-      sig,
-    ]);
+    await steps.sign(OPENSC_ID['9a'], data, sig);
     assert.ok(
       createVerify('sha256').update(fs.readFileSync(data)).verify(cert.publicKey, fs.readFileSync(sig)),
     );

@@ -12,6 +12,7 @@ interface RenewArgs extends AdminArgs {
   due: boolean;
   keys: 'new' | 'same' | undefined;
   claim: string[] | undefined;
+  'ca-command': string | undefined;
 }
 
 type Renewed = import('../../admin/renew.js').RenewedCard;
@@ -29,6 +30,7 @@ function describeRenewed(r: Renewed) {
       notAfter: s.notAfter,
     })),
     revoked: r.revoked,
+    notRevoked: r.notRevoked,
     ...(r.retired
       ? { retiredTo: hexSlot(r.retired.slot), keyHistoryOnCard: r.retired.keyHistoryOnCard }
       : {}),
@@ -47,13 +49,18 @@ function printRenewed(r: Renewed): void {
     );
   if (d.revoked.length > 0)
     print(`  superseded and revoked: ${d.revoked.length} (CRL ${d.crlNumber ?? '-'})`);
+  if (d.notRevoked.length > 0)
+    print(
+      `  replaced but NOT revoked (the issuing CA keeps its own revocation; revoke them there): ${d.notRevoked.join(' ')}`,
+    );
 }
 
 export const renewCommand: CommandModule<AdminArgs, RenewArgs> = {
   command: 'renew [cardId]',
   describe:
-    "Renew a card's certificates from the issuing CA (new or same keys per profile; the old key " +
-    'management key moves to a retired slot), or with --due every card inside its renewal window',
+    "Renew a card's certificates from the issuing CA or an external one (new or same keys per " +
+    'profile; the old key management key moves to a retired slot), or with --due every card ' +
+    'inside its renewal window',
   builder: (y) =>
     y
       .positional('cardId', { type: 'string', describe: 'the card to renew' })
@@ -71,6 +78,13 @@ export const renewCommand: CommandModule<AdminArgs, RenewArgs> = {
         array: true,
         describe:
           'a claim overriding the one read from the current certificates, e.g. --claim email=a@b.example',
+      })
+      .option('ca-command', {
+        type: 'string',
+        describe:
+          'an external CA instead of the embedded one, as for enroll (request on stdin, certificate on ' +
+          'stdout); it keeps its own revocation: the replaced certificates are listed, not revoked. ' +
+          "With --due: the cards whose external CA's certificates are due",
       }),
   handler: async (args) => {
     if (args.due === (args.cardId !== undefined))
@@ -79,9 +93,10 @@ export const renewCommand: CommandModule<AdminArgs, RenewArgs> = {
       throw new CardlinkError('ERR_USAGE', '--keys and --claim go with a card id, not --due', {});
     const claims = parseClaims(args.claim);
     const { renewCard, renewDueCards } = await import('../../admin/renew.js');
+    const externalCa = args['ca-command'] !== undefined ? { externalCa: { argv: [args['ca-command']] } } : {};
     if (args.due) {
       const results = await withResources(args, ({ storage, kek }) =>
-        renewDueCards({ storage, kek, actor: adminActor() }),
+        renewDueCards({ storage, kek, actor: adminActor(), ...externalCa }),
       );
       if (args.json)
         return printJson(
@@ -108,6 +123,7 @@ export const renewCommand: CommandModule<AdminArgs, RenewArgs> = {
         claims,
         actor: adminActor(),
         ...(args.keys ? { keys: args.keys } : {}),
+        ...externalCa,
       }),
     );
     if (args.json) return printJson(describeRenewed(renewed));

@@ -8,8 +8,8 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -22,6 +22,7 @@ import { externalCaEnv } from '../../../server/ca/external-ca.js';
 import { createCard, loadDefaultProfile } from '../../../server/admin/index.js';
 import type { KekProvider } from '../../../server/keys/kek-provider.js';
 import { getCardObject, listCardCertificates, type Storage } from '../../../server/storage/index.js';
+import { createOpensslCa, writeScript, type OpensslCa } from '../../support/openssl-ca.js';
 import { createBackend, tempKeyFileProvider, type Backend } from '../storage/backends.js';
 
 const CLAIMS = { email: 'alice@example.com', upn: 'alice@corp.example', name: 'Alice Example' };
@@ -34,12 +35,8 @@ describe('enrollment through an external CA command (openssl ca)', () => {
   let kek: KekProvider;
   let wrapper: string;
 
-  const script = async (name: string, body: string) => {
-    const path = join(dir, name);
-    await writeFile(path, `#!/bin/sh\n${body}\n`);
-    await chmod(path, 0o755);
-    return path;
-  };
+  let ca: OpensslCa;
+  const script = (name: string, body: string) => writeScript(dir, name, body);
   const newCard = async (subject: string) =>
     createCard({
       storage,
@@ -50,71 +47,8 @@ describe('enrollment through an external CA command (openssl ca)', () => {
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'cardlink-external-ca-'));
-    const ca = join(dir, 'ca');
-    await mkdir(join(ca, 'newcerts'), { recursive: true });
-    await writeFile(join(ca, 'index.txt'), '');
-    await writeFile(join(ca, 'serial'), '1000\n');
-    await writeFile(
-      join(ca, 'openssl.cnf'),
-      [
-        '[ca]',
-        'default_ca = test_ca',
-        '[test_ca]',
-        `dir = ${ca}`,
-        'database = $dir/index.txt',
-        'new_certs_dir = $dir/newcerts',
-        'serial = $dir/serial',
-        'certificate = $dir/ca.pem',
-        'private_key = $dir/ca.key',
-        'default_md = sha256',
-        'default_days = 365',
-        'policy = policy_anything',
-        'copy_extensions = copy',
-        'unique_subject = no',
-        'x509_extensions = leaf',
-        '[policy_anything]',
-        'commonName = supplied',
-        'organizationName = optional',
-        'serialNumber = optional',
-        '[leaf]',
-        'basicConstraints = critical,CA:FALSE',
-        'authorityKeyIdentifier = keyid',
-        'subjectKeyIdentifier = hash',
-        '',
-      ].join('\n'),
-    );
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
-        '-keyout',
-        join(ca, 'ca.key'),
-        '-out',
-        join(ca, 'ca.pem'),
-        '-subj',
-        '/CN=Example External CA',
-        '-days',
-        '730',
-      ],
-      { stdio: 'pipe' },
-    );
-    wrapper = await script(
-      'openssl-ca.sh',
-      // stdin and stdout are sockets, which /dev/stdin and /dev/stdout cannot open: go through files.
-      [
-        'set -e',
-        'req=$(mktemp); out=$(mktemp); trap \'rm -f "$req" "$out"\' EXIT',
-        'cat > "$req"',
-        `openssl ca -batch -config ${ca}/openssl.cnf -in "$req" -out "$out" -notext 2>>${ca}/ca.log`,
-        'cat "$out"',
-      ].join('\n'),
-    );
+    ca = await createOpensslCa(dir);
+    wrapper = ca.wrapper;
     backend = await createBackend('sqlite');
     storage = await backend.open();
     keys = await tempKeyFileProvider();
@@ -139,15 +73,14 @@ describe('enrollment through an external CA command (openssl ca)', () => {
       enrolled.slots.map((s) => s.slot),
       [0x9a, 0x9c, 0x9d, 0x9e],
     );
-    const index = await readFile(join(dir, 'ca', 'index.txt'), 'utf8');
-    assert.equal(index.trim().split('\n').length, 4, 'openssl ca recorded four certificates');
+    assert.equal(await ca.issuedCount(), 4, 'openssl ca recorded four certificates');
     for (const s of enrolled.slots) {
       const value = await getCardObject(storage, card.cardId, certificateObjectTag(s.slot)!);
       const der = decodeCertificateObject(value!);
       assert.deepEqual(Buffer.from(der), Buffer.from(s.certificate));
       const pem = join(dir, `alice-${s.slot.toString(16)}.pem`);
       await writeFile(pem, PemConverter.encode(Uint8Array.from(der), 'CERTIFICATE'));
-      const verified = spawnSync('openssl', ['verify', '-CAfile', join(dir, 'ca', 'ca.pem'), pem], {
+      const verified = spawnSync('openssl', ['verify', '-CAfile', ca.caFile, pem], {
         encoding: 'utf8',
       });
       assert.equal(verified.status, 0, `${verified.stdout}${verified.stderr}`);
@@ -186,7 +119,7 @@ describe('enrollment through an external CA command (openssl ca)', () => {
       enrollCard({ storage, kek, cardId: card.cardId, claims: CLAIMS, externalCa: { argv: [garbage] } }),
       /printed no certificate/,
     );
-    const other = await script('other.sh', `cat >/dev/null; cat ${join(dir, 'ca', 'ca.pem')}`);
+    const other = await script('other.sh', `cat >/dev/null; cat ${ca.caFile}`);
     await assert.rejects(
       enrollCard({ storage, kek, cardId: card.cardId, claims: CLAIMS, externalCa: { argv: [other] } }),
       /not for the slot's key/,

@@ -2,7 +2,8 @@
  * `cardlink admin renew` as an administrator runs it: the built CLI as a child process on a
  * SQLite data directory. New keys retire the old 9D key to slot 82 (Key History 1), `--keys same`
  * retires nothing, `--due` finds nothing inside the window of a fresh card, and a call without a
- * card id or --due is a usage error.
+ * card id or --due is a usage error. With `--ca-command` an `openssl ca` directory renews a card it
+ * enrolled: nothing revoked by the server, the replaced certificates named instead.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,6 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { envWithoutCardlinkSettings, runCardlink, type CliRun } from '../../../support/cli-run.js';
+import { createOpensslCa, type OpensslCa } from '../../../support/openssl-ca.js';
 
 const show = (r: CliRun) => `status ${r.status}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
 
@@ -19,6 +21,7 @@ interface Renewed {
   revoked: string[];
   retiredTo?: string;
   keyHistoryOnCard?: number;
+  notRevoked: string[];
 }
 
 describe('cardlink admin renew', () => {
@@ -84,5 +87,59 @@ describe('cardlink admin renew', () => {
     const usage = await admin(['renew']);
     assert.equal(usage.status, 64, show(usage));
     assert.match(usage.stderr, /give either a card id or --due/);
+  });
+});
+
+describe('cardlink admin renew --ca-command', () => {
+  let dir: string;
+  let ca: OpensslCa;
+  const admin = (args: string[]) =>
+    runCardlink(['admin', ...args, '--data-dir', join(dir, 'site')], {
+      ...envWithoutCardlinkSettings(),
+      XDG_STATE_HOME: join(dir, 'state'),
+    });
+  const ok = async <T>(args: string[]): Promise<T> => {
+    const r = await admin([...args, '--json']);
+    assert.equal(r.status, 0, show(r));
+    return JSON.parse(r.stdout) as T;
+  };
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cardlink-renew-external-cli-'));
+    ca = await createOpensslCa(dir);
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  it('renews through the external CA, revokes nothing and names the replaced certificates', async () => {
+    // No embedded CA at all: the external CA issues and renews.
+    const enrolled = await ok<{ cardId: string; slots: { serial: string }[] }>([
+      'enroll',
+      '--issuer',
+      'https://idp.example',
+      '--subject',
+      'alice',
+      '--tenant',
+      'example',
+      '--claim',
+      'name=Alice Example',
+      '--ca-command',
+      ca.wrapper,
+    ]);
+    const r = await ok<Renewed>(['renew', enrolled.cardId, '--ca-command', ca.wrapper]);
+    assert.equal(r.keys, 'new');
+    assert.equal(r.retiredTo, '82');
+    assert.deepEqual(r.revoked, []);
+    assert.deepEqual([...r.notRevoked].sort(), enrolled.slots.map((s) => s.serial).sort());
+    assert.equal(await ca.issuedCount(), 8);
+
+    const text = await admin(['renew', enrolled.cardId, '--keys', 'same', '--ca-command', ca.wrapper]);
+    assert.equal(text.status, 0, show(text));
+    assert.match(
+      text.stdout,
+      /replaced but NOT revoked \(the issuing CA keeps its own revocation; revoke them there\)/,
+    );
+    for (const s of r.slots) assert.ok(text.stdout.includes(s.serial), `names ${s.serial}`);
+
+    assert.deepEqual(await ok<unknown[]>(['renew', '--due', '--ca-command', ca.wrapper]), []);
   });
 });
