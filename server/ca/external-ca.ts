@@ -4,11 +4,12 @@
  * signed by the slot's new key, with the template's subject, SANs, key usage and extended key
  * usage as requested extensions) and runs the administrator's command: the request as PEM on its
  * stdin, the certificate as PEM (or DER) on its stdout, exit status 0. No shell is involved; the
- * command gets no secret. An `openssl ca -batch -in /dev/stdin -out /dev/stdout` wrapper with
- * `copy_extensions = copy` is such a command (test/server/ca/external-ca.test.ts).
+ * command gets no secret. A small wrapper around `openssl ca -batch` with `copy_extensions = copy`
+ * is such a command; it goes through temporary files, because the pipes here are sockets, which
+ * `/dev/stdin` and `/dev/stdout` cannot open (test/support/openssl-ca.ts, docs/personalization.md).
  *
- * The certificate must name the request's key and be valid now; revocation and CRLs are the
- * external CA's (nothing is registered or revoked here).
+ * The certificate must name the request's key and be valid now; revocation and CRLs of its
+ * certificates are the external CA's (nothing of them is registered or revoked here).
  */
 import { spawn } from 'node:child_process';
 import { createPublicKey, X509Certificate as NodeX509 } from 'node:crypto';
