@@ -30,7 +30,7 @@ import {
 } from '../../apdu/piv/objects/index.js';
 import { isRetiredSlot, KEY_REF } from '../../apdu/piv/index.js';
 import { AUDIT_EVENTS } from '../audit/audit-log.js';
-import { EnrollmentError } from '../ca/issue-certificate.js';
+import { EnrollmentError, normaliseSerial } from '../ca/issue-certificate.js';
 import type { KekProvider } from '../keys/kek-provider.js';
 import { sealSecret, unsealSecret } from '../keys/sealing.js';
 import {
@@ -39,6 +39,7 @@ import {
   getCardObject,
   listCardKeys,
   listCardsWithCertificatesExpiringBefore,
+  moveIssuedCertificate,
   putCardKey,
   putCardObject,
   type FencedCard,
@@ -149,6 +150,10 @@ async function retireKeyManagementKey(fenced: FencedCard, kek: KekProvider): Pro
   }
   // The same certificate object format (70/71/FE) serves the retired containers.
   await putCardObject(fenced, retiredCertificateTag(slot - KEY_REF.RETIRED_FIRST), certificate);
+  // The CA's register follows the certificate to its retired slot (a certificate from an external
+  // CA has no row there; one the card server cannot parse was never issued by it either).
+  const serial = certificateSerial(certificate);
+  if (serial !== undefined) await moveIssuedCertificate(tx, cardId, serial, slot);
 
   const withCertificates: number[] = [];
   for (const s of [...held, slot]) {
@@ -159,6 +164,15 @@ async function retireKeyManagementKey(fenced: FencedCard, kek: KekProvider): Pro
   const keyHistoryOnCard = keyHistoryOnCardCount(withCertificates);
   await putCardObject(fenced, OBJECT_TAG.KEY_HISTORY, encodeKeyHistory(keyHistoryOnCard));
   return { slot, keyHistoryOnCard };
+}
+
+/** The serial (as the register writes it) of a certificate object, or undefined when unreadable. */
+function certificateSerial(object: Uint8Array): string | undefined {
+  try {
+    return normaliseSerial(new X509Certificate(decodeCertificateObject(object)).serialNumber);
+  } catch {
+    return undefined;
+  }
 }
 
 /**
