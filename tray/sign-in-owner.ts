@@ -50,6 +50,8 @@ interface HeldSignIn {
 
 export class SignInOwner {
   private held: HeldSignIn | undefined;
+  /** The issuer and client of the tray's last sign-in, refresh token or not (signedInWith()). */
+  private lastSettings: OidcClientSettings | undefined;
   private renewing: Promise<void> | undefined;
   /** The user was asked to sign in again since the last sign-in (at most once). */
   private prompted = false;
@@ -62,12 +64,22 @@ export class SignInOwner {
   }
 
   /**
+   * The identity provider and client of the sign-in the tray made or restored, while it lasts:
+   * Set a new PIN…'s fresh sign-in must be at the same one (with several `login.issuers`, the user's
+   * card belongs to the account there). Undefined when the daemon was signed in another way.
+   */
+  signedInWith(): OidcClientSettings | undefined {
+    return this.held?.settings ?? this.lastSettings;
+  }
+
+  /**
    * A sign-in the tray just made: the access token goes to the daemon, the refresh token (if the
    * IdP issued one) into memory and the store.
    */
   async adopt(settings: OidcClientSettings, grant: TokenGrant): Promise<void> {
     await this.deps.handOver(settings, grant);
     this.prompted = false;
+    this.lastSettings = settings;
     if (!grant.refreshToken) {
       this.held = undefined;
       await this.deps.store.clear();
@@ -136,6 +148,7 @@ export class SignInOwner {
   async signOut(endSession: () => Promise<unknown>): Promise<'revoked' | 'not-supported' | 'none'> {
     const held = this.held;
     this.held = undefined;
+    this.lastSettings = undefined;
     try {
       await endSession();
     } finally {
@@ -153,6 +166,7 @@ export class SignInOwner {
   /** The daemon's sign-in ended without the tray (`cardlink logout`): the tray's ends too. */
   async forget(): Promise<void> {
     this.held = undefined;
+    this.lastSettings = undefined;
     await this.deps.store.clear();
   }
 

@@ -8,7 +8,7 @@
  * SignInOwner (sign-in-owner.ts: memory and the keyring), which renews the sign-in when the daemon
  * says the token expires (docs/security-model.md, "The refresh token's owner").
  *
- * Change PIN… and Unblock PIN… open the tray's PIN page (tray/pin-page/) at a one-time link in the
+ * Change PIN…, Unblock PIN… and Set a new PIN… open the tray's PIN page (tray/pin-page/) at a one-time link in the
  * system browser. Sign in… opens the browser sign-in; the tray's own sign-in window comes in a
  * later slice.
  */
@@ -44,7 +44,7 @@ export function logDirectory(config: DaemonConfig): string {
 }
 
 export class TrayActions {
-  /** Change PIN… / Unblock PIN… (made on first use). */
+  /** Change PIN… / Unblock PIN… / Set a new PIN… (made on first use). */
   private pinPage: PinPageOpener | undefined;
   private login: BrowserLogin | undefined;
   private codeLogin: AbortController | undefined;
@@ -172,11 +172,12 @@ export class TrayActions {
   }
 
   /**
-   * Change PIN… / Unblock PIN…: the tray's PIN page at a one-time link in the system browser
-   * (tray/pin-page/). Resolves with the link, or undefined when no card is in the reader.
+   * Change PIN… / Unblock PIN… / Set a new PIN…: the tray's PIN page at a one-time link in the
+   * system browser (tray/pin-page/); Set a new PIN… starts with a fresh sign-in at the identity
+   * provider the tray signed in at. Resolves with the link, or undefined when no card is in the reader.
    */
   openPinPage(kind: PinPageOperation): Promise<string | undefined> {
-    this.pinPage ??= new PinPageOpener(this.deps);
+    this.pinPage ??= new PinPageOpener({ ...this.deps, signedInWith: () => this.deps.owner.signedInWith() });
     return this.pinPage.open(kind);
   }
 

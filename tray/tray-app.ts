@@ -345,6 +345,9 @@ export class TrayApp {
         case 'unblock-pin':
           await this.actions.openPinPage('unblock');
           break;
+        case 'set-pin':
+          await this.actions.openPinPage('set');
+          break;
         case 'enroll':
           await this.actions.enroll();
           break;
@@ -384,6 +387,7 @@ const ACTION_NAMES: Record<TrayAction, string> = {
   disconnect: 'Disconnect',
   'change-pin': 'Change PIN',
   'unblock-pin': 'Unblock PIN',
+  'set-pin': 'Set a new PIN',
   enroll: 'Get certificates',
   'open-logs': 'Open logs',
   'save-diagnostics': 'Save diagnostics',

@@ -70,6 +70,7 @@ export type TrayAction =
   | 'disconnect'
   | 'change-pin'
   | 'unblock-pin'
+  | 'set-pin'
   | 'enroll'
   | 'open-logs'
   | 'save-diagnostics'
@@ -90,6 +91,7 @@ export type TrayItemKey =
   | 'disconnect'
   | 'change-pin'
   | 'unblock-pin'
+  | 'set-pin'
   | 'enroll'
   | 'open-logs'
   | 'save-diagnostics'
@@ -115,6 +117,7 @@ export const TRAY_MENU_LAYOUT: readonly (TrayItemKey | '-')[] = [
   '-',
   'change-pin',
   'unblock-pin',
+  'set-pin',
   'enroll',
   '-',
   'open-logs',
@@ -479,6 +482,11 @@ export function trayView(model: TrayModel): TrayView {
   const inserted = cards.some((c) => c.state === 'inserted');
   items['change-pin'] = { title: 'Change PIN…', enabled: inserted, hidden: false, action: 'change-pin' };
   items['unblock-pin'] = { title: 'Unblock PIN…', enabled: inserted, hidden: false, action: 'unblock-pin' };
+  // Set a new PIN… (a fresh sign-in instead of the PIN or PUK) is there whenever Change PIN… is:
+  // the daemon does not know the card's profile, so whether the tenant allows it (a first PIN on a
+  // card made with none, or `pin.resetBySignIn`) is the card server's answer, which the PIN page
+  // shows in words. Hiding the entry on a guess would hide the way out of a forgotten PIN.
+  items['set-pin'] = { title: 'Set a new PIN…', enabled: inserted, hidden: false, action: 'set-pin' };
   // Self-service enrollment of the card in the reader; the server says whether its profile allows
   // it. With several cards in the reader, `cardlink enroll --card` names the one.
   const insertedCount = cards.filter((c) => c.state === 'inserted').length;

@@ -20,13 +20,23 @@ export const PIN_POLICY_REFUSALS: readonly PinPolicyRefusal[] = [
   'reused',
 ];
 
-/** The content rules of a PIN policy (lengths in digits, 6..8). */
+/** The content rules of a PIN (or PUK) policy (lengths in digits, 6..8). */
 export interface PinContentRules {
   readonly minLength: number;
   readonly maxLength: number;
   /** Refuse one repeated digit (111111) and runs up or down by one (123456, 876543). */
   readonly rejectTrivial: boolean;
 }
+
+/**
+ * The PUK's policy (a card profile's `puk`) takes the same content rules: lengths, digits and
+ * `rejectTrivial`, applied wherever a PUK gets a value (create-card, CHANGE REFERENCE DATA on
+ * key reference 81). SP 800-73-4 Part 2 section 2.4.3 makes the PUK 8 bytes of any value; the
+ * card takes 6..8 bytes like the YubiKey (`reference-data.ts`), and the profile narrows that to
+ * digits a person can type at a PUK prompt (8 by default). It has no history: the PUK is the
+ * issuer's, rarely changed, and its verifier is not kept once replaced.
+ */
+export type PukContentRules = PinContentRules;
 
 /** How many earlier PINs a profile may keep to refuse their reuse (`pin.history`). */
 export const MAX_PIN_HISTORY = 24;
@@ -47,7 +57,10 @@ export function isTrivialPin(value: Uint8Array): boolean {
   return true;
 }
 
-/** The first content rule `value` (a PIN without padding) breaks, or undefined when it keeps them all. */
+/**
+ * The first content rule `value` (a PIN or PUK without padding) breaks, or undefined when it keeps
+ * them all.
+ */
 export function pinContentRefusal(rules: PinContentRules, value: Uint8Array): PinPolicyRefusal | undefined {
   for (const b of value) if (b < DIGIT_0 || b > DIGIT_9) return 'not-digits';
   if (value.length < rules.minLength) return 'too-short';

@@ -123,3 +123,21 @@ export function describeSetPinResult(result: SetPinResult): PinAnswer {
       return { ok: false, text: `${PIN_POLICY_WORDS[result.refusal]} Nothing was changed.` };
   }
 }
+
+/**
+ * The exit status of `cardlink pin set` for each answer (docs/cli.md), the statuses of the error
+ * codes the server would give the same refusal: 0 done, 77 the sign-in is not fresh or the profile
+ * lets no sign-in replace the PIN (ERR_SIGN_IN_NOT_FRESH, ERR_PIN_SET_NOT_ALLOWED), 65 the PIN
+ * policy refused the new PIN (ERR_PIN_POLICY).
+ */
+export function setPinExitStatus(result: SetPinResult): number {
+  switch (result.outcome) {
+    case 'done':
+      return 0;
+    case 'sign-in-not-fresh':
+    case 'not-allowed':
+      return 77;
+    case 'policy':
+      return 65;
+  }
+}

@@ -24,7 +24,16 @@ import { tokenGrantFrom, type TokenGrant } from './token-grant.js';
 
 export type { TokenGrant } from './token-grant.js';
 
-export type DeviceCodeLoginOptions = IdpRequestOptions;
+export interface DeviceCodeLoginOptions extends IdpRequestOptions {
+  /**
+   * A fresh sign-in, for `cardlink pin set` (docs/personalization.md): `prompt=login` and
+   * `max_age=0` go with the device authorization request as with the browser's (OpenID Connect
+   * Core 3.1.2.1; RFC 8628 section 3.1 lets an IdP take further parameters, and oidc-provider takes
+   * these), and no refresh token is asked for. An IdP that ignores them may sign the user in from
+   * its session: the card server then refuses the sign-in as not fresh, in words.
+   */
+  fresh?: boolean;
+}
 
 /** RFC 8628 section 3.4: the device code grant type. */
 const DEVICE_CODE_GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:device_code';
@@ -62,7 +71,17 @@ export async function startDeviceCodeLogin(
   const resolved = resolveSettings(settings, options);
   const { signal } = options;
   const config = await discoverIdp(resolved, signal);
-  const parameters = { scope: resolved.scope, ...resourceParameters(resolved) };
+  const scope = options.fresh
+    ? resolved.scope
+        .split(/\s+/)
+        .filter((s) => s !== 'offline_access')
+        .join(' ')
+    : resolved.scope;
+  const parameters = {
+    scope,
+    ...resourceParameters(resolved),
+    ...(options.fresh ? { prompt: 'login', max_age: '0' } : {}),
+  };
 
   let authorization: oidc.DeviceAuthorizationResponse;
   try {

@@ -17,7 +17,7 @@ import {
   createSelfSignedCertificate,
   MAX_COMMON_NAME_LENGTH,
 } from '../../apdu/piv/certificates/index.js';
-import { isRetiredSlot, keySlotTitle, retiredSlotNumber } from '../../apdu/piv/index.js';
+import { isRetiredSlot, isTrivialPin, keySlotTitle, retiredSlotNumber } from '../../apdu/piv/index.js';
 import {
   generateKeyPair,
   MANAGEMENT_KEY_CIPHERS,
@@ -147,6 +147,13 @@ export async function createCard(options: CreateCardOptions): Promise<CreatedCar
   const puk = options.puk ?? randomDigits(profile.puk);
   const pinBytes = checkReferenceValue(pin, profile.pin, 'pin');
   const pukBytes = checkReferenceValue(puk, profile.puk, 'puk');
+  // The PUK policy (apdu/piv/pin-policy.ts) on the administrator's PUK too: the PUK is the one
+  // value that reopens a blocked card, so a guessable one undoes the PIN's retry limit.
+  if (profile.puk.rejectTrivial && isTrivialPin(pukBytes))
+    throw new ProfileError(
+      'puk',
+      "is trivial (one repeated digit or a run), which the profile's PUK policy refuses",
+    );
   const mgmtAlgorithm = profile.managementKey.algorithm;
   const mgmtKey =
     options.managementKey === undefined
@@ -346,11 +353,17 @@ async function freeSerial(tx: Tx): Promise<number> {
   throw new ProfileError('serial', 'no free serial found; try again');
 }
 
-/** Uniformly random digits of the policy's generated length. */
-export function randomDigits(policy: ReferencePolicy): string {
-  let out = '';
-  for (let i = 0; i < policy.generatedLength; i++) out += String(randomInt(10));
-  return out;
+/**
+ * Uniformly random digits of the policy's generated length; drawn again while trivial when the
+ * policy has `rejectTrivial` (20 of 10^8 eight-digit values are: a card must not be handed out
+ * with a value its own policy would refuse).
+ */
+export function randomDigits(policy: ReferencePolicy & { readonly rejectTrivial?: boolean }): string {
+  for (;;) {
+    let out = '';
+    for (let i = 0; i < policy.generatedLength; i++) out += String(randomInt(10));
+    if (!policy.rejectTrivial || !isTrivialPin(Buffer.from(out, 'latin1'))) return out;
+  }
 }
 
 function randomManagementKey(algorithm: ManagementKeyAlgorithm): Buffer {

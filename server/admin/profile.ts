@@ -20,9 +20,11 @@
  *                                              user sets it after a fresh sign-in;
  *                                              resetBySignIn: a forgotten PIN may be replaced
  *                                              after a fresh sign-in (else PUK or admin)
- *     "puk": { "minLength": 8, "maxLength": 8, "retries": 3 },
+ *     "puk": { "minLength": 8, "maxLength": 8, "retries": 3, "rejectTrivial": true },
  *                                              lengths 6..8 digits; retries 1..255;
- *                                              generatedLength defaults to maxLength
+ *                                              generatedLength defaults to maxLength;
+ *                                              rejectTrivial (both, default false) as the PIN's,
+ *                                              on create-card and CHANGE REFERENCE DATA
  *     "managementKey": { "algorithm": "AES192" },   3DES AES128 AES192 AES256
  *     "certificateValidityDays": 365           optional, 1..11000
  *     "cardSerials": { "first": 100000, "last": 199999 }
@@ -95,10 +97,14 @@ export interface SerialRange {
   readonly last: number;
 }
 
-/** The PIN policy members only the PIN has (server/cards/pin-rules.ts enforces them). */
-export interface PinPolicyOptions {
+/** The PUK's policy beyond lengths and retries (server/cards/pin-rules.ts enforces it). */
+export interface PukPolicyOptions {
   /** Refuse one repeated digit and runs up or down (apdu/piv/pin-policy.ts). Default false. */
   readonly rejectTrivial: boolean;
+}
+
+/** The PIN policy members beyond lengths and retries (server/cards/pin-rules.ts enforces them). */
+export interface PinPolicyOptions extends PukPolicyOptions {
   /** A new PIN must differ from the last `history` PINs, 0..24 (MAX_PIN_HISTORY). Default 0. */
   readonly history: number;
   /** New cards get no PIN known to anyone; the user sets it after a fresh sign-in. Default false. */
@@ -122,7 +128,7 @@ export interface CardProfile {
   readonly label: string;
   readonly slots: readonly SlotProfile[];
   readonly pin: ReferencePolicy & PinPolicyOptions;
-  readonly puk: ReferencePolicy;
+  readonly puk: ReferencePolicy & PukPolicyOptions;
   readonly managementKey: { readonly algorithm: ManagementKeyAlgorithm };
   readonly certificateValidityDays: number;
   /** Where new cards' serials come from; random below 2^31 when absent. */
@@ -246,7 +252,7 @@ export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardP
     label,
     slots: Object.freeze(slots),
     pin: Object.freeze({ ...referencePolicy(root.pin, 'pin'), ...pinPolicyOptions(root.pin) }),
-    puk: referencePolicy(root.puk, 'puk'),
+    puk: Object.freeze({ ...referencePolicy(root.puk, 'puk'), ...pukPolicyOptions(root.puk) }),
     managementKey: Object.freeze({ algorithm: mgmtAlgorithm }),
     certificateValidityDays,
     ...(cardSerials ? { cardSerials } : {}),
@@ -351,6 +357,14 @@ export function checkReferenceValue(
 }
 
 const PIN_ONLY_MEMBERS = ['rejectTrivial', 'history', 'firstPinBySignIn', 'resetBySignIn'];
+const PUK_ONLY_MEMBERS = ['rejectTrivial'];
+
+function pukPolicyOptions(value: unknown): PukPolicyOptions {
+  const p = value as Record<string, unknown>; // checked to be an object by referencePolicy
+  return {
+    rejectTrivial: p.rejectTrivial === undefined ? false : bool(p.rejectTrivial, 'puk.rejectTrivial'),
+  };
+}
 
 function pinPolicyOptions(value: unknown): PinPolicyOptions {
   const p = value as Record<string, unknown>; // checked to be an object by referencePolicy
@@ -370,7 +384,7 @@ function referencePolicy(value: unknown, field: 'pin' | 'puk'): ReferencePolicy 
     'maxLength',
     'retries',
     'generatedLength',
-    ...(field === 'pin' ? PIN_ONLY_MEMBERS : []),
+    ...(field === 'pin' ? PIN_ONLY_MEMBERS : PUK_ONLY_MEMBERS),
   ]);
   const minLength = integer(
     p.minLength,

@@ -48,6 +48,7 @@ import {
   listCardsWithCertificatesExpiringBefore,
   listRegisteredSerials,
   listSlotCertificateObjects,
+  moveIssuedCertificate,
   putCardKey,
   putCardObject,
   type FencedCard,
@@ -203,6 +204,10 @@ async function retireKeyManagementKey(fenced: FencedCard, kek: KekProvider): Pro
   }
   // The same certificate object format (70/71/FE) serves the retired containers.
   await putCardObject(fenced, retiredCertificateTag(slot - KEY_REF.RETIRED_FIRST), certificate);
+  // The CA's register follows the certificate to its retired slot (a certificate from an external
+  // CA has no row there; one the card server cannot parse was never issued by it either).
+  const serial = certificateSerial(certificate);
+  if (serial !== undefined) await moveIssuedCertificate(tx, cardId, serial, slot);
 
   const withCertificates: number[] = [];
   for (const s of [...held, slot]) {
@@ -213,6 +218,15 @@ async function retireKeyManagementKey(fenced: FencedCard, kek: KekProvider): Pro
   const keyHistoryOnCard = keyHistoryOnCardCount(withCertificates);
   await putCardObject(fenced, OBJECT_TAG.KEY_HISTORY, encodeKeyHistory(keyHistoryOnCard));
   return { slot, keyHistoryOnCard };
+}
+
+/** The serial (as the register writes it) of a certificate object, or undefined when unreadable. */
+function certificateSerial(object: Uint8Array): string | undefined {
+  try {
+    return normaliseSerial(new X509Certificate(decodeCertificateObject(object)).serialNumber);
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -31,7 +31,14 @@ import {
   type FencedCard,
 } from '../storage/index.js';
 import type { CommandUnit } from './command-unit.js';
-import { checkPinContent, isRecentPin, pinPolicyError, pinRulesOf } from './pin-rules.js';
+import {
+  checkPinContent,
+  checkPukContent,
+  isRecentPin,
+  pinPolicyError,
+  pinRulesOf,
+  pukRulesOf,
+} from './pin-rules.js';
 import type { StoreContext } from './store-context.js';
 
 /**
@@ -69,6 +76,7 @@ export function referenceStore(ctx: StoreContext): ReferenceDataStore {
         const value = referenceCandidate(current);
         const canonicalNext = canonicalReferenceValue(next); // refused before any try is consumed
         const policy = kind === 'pin' ? await pinPolicyCheck(ctx, unit, canonicalNext) : undefined;
+        if (kind === 'puk') await pukPolicyCheck(unit, ctx.fence.cardId, canonicalNext);
         // Made before the try: no key provider call while a transaction is open.
         const verifier = await createPinVerifier(ctx.kek, { cardId: ctx.fence.cardId, kind }, canonicalNext);
         const outcome = await tryReference(ctx, unit, kind, value, async (card, previous) => {
@@ -153,6 +161,12 @@ interface PinPolicyVerdict {
   readonly keep: number;
   /** The current PIN's verifier (none while the PIN was never set). */
   readonly current: Uint8Array | undefined;
+}
+
+/** The profile's PUK policy on a new PUK: a refusal throws (`6A80`) before any try is consumed. */
+async function pukPolicyCheck(unit: CommandUnit, cardId: string, next: Uint8Array): Promise<void> {
+  const record = await readPinRecord(await unit.reader(), cardId, 0);
+  checkPukContent(pukRulesOf(record.profile), next);
 }
 
 /**

@@ -13,6 +13,7 @@
  * crypto runs outside transactions; each batch commits in one. The SQL is
  * server/storage/wrapped-keys.ts.
  */
+import { listPinHistoryVerifiers, type PinHistoryPlace } from '../storage/pin-history.js';
 import { listReferenceVerifiers } from '../storage/reference-data.js';
 import type { Storage, Queryable } from '../storage/storage.js';
 import {
@@ -93,23 +94,38 @@ export async function retireKekVersion(
   await provider.retire(version);
 }
 
-/** How many PIN and PUK verifiers each PIN key version still checks. */
+/**
+ * How many verifiers each PIN key version still checks: every card's PIN and PUK verifier and
+ * every verifier in the PIN history (`pin_history`). The history counts as much as the current
+ * ones: a history verifier is an HMAC of a PIN nobody presents any more, so it can never move to a
+ * newer PIN key (unlike the data keys rewrapAll moves), and with its key retired the profile's
+ * `pin.history` could no longer refuse that PIN.
+ */
 export async function pinKeyVersionsInUse(
   q: Queryable,
   batchSize = REWRAP_BATCH_SIZE,
 ): Promise<Map<number, number>> {
   const counts = new Map<number, number>();
-  let after: string | undefined;
+  const count = (verifier: Uint8Array) => {
+    const version = pinVerifierKeyVersion(verifier);
+    counts.set(version, (counts.get(version) ?? 0) + 1);
+  };
+  let afterCard: string | undefined;
   for (;;) {
-    const rows = await listReferenceVerifiers(q, batchSize, after);
+    const rows = await listReferenceVerifiers(q, batchSize, afterCard);
     if (rows.length === 0) break;
     for (const r of rows) {
-      for (const v of [r.pin, r.puk]) {
-        const version = pinVerifierKeyVersion(v);
-        counts.set(version, (counts.get(version) ?? 0) + 1);
-      }
+      count(r.pin);
+      count(r.puk);
     }
-    after = rows[rows.length - 1]!.cardId;
+    afterCard = rows[rows.length - 1]!.cardId;
+  }
+  let afterEntry: PinHistoryPlace | undefined;
+  for (;;) {
+    const rows = await listPinHistoryVerifiers(q, batchSize, afterEntry);
+    if (rows.length === 0) break;
+    for (const r of rows) count(r.verifier);
+    afterEntry = rows[rows.length - 1]!;
   }
   return counts;
 }

@@ -129,6 +129,27 @@ export async function recordIssuedCertificate(
 }
 
 /**
+ * Records that the certificate `serial` of the card now sits in `slot` (renewal moves the old key
+ * management certificate from 9D to a retired slot): the register says where each certificate is,
+ * so a revocation or an audit by slot finds the retired one where it really is. Returns whether a
+ * row changed (none for a certificate an external CA issued).
+ */
+export async function moveIssuedCertificate(
+  tx: Tx,
+  cardId: string,
+  serial: string,
+  slot: number,
+): Promise<boolean> {
+  const result = await tx.db
+    .updateTable('issued_certificates')
+    .set({ slot })
+    .where('card_id', '=', cardId)
+    .where('serial', '=', serial)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) > 0;
+}
+
+/**
  * Revokes the card's unrevoked certificates (all of them, or those of `slots`) with `reason`.
  * Returns the serials revoked.
  */

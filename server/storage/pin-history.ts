@@ -95,3 +95,38 @@ export async function recordPinReplaced(
     await db.deleteFrom('pin_history').where('card_id', '=', card.cardId).execute();
   }
 }
+
+/** Where a history verifier sits: the card and its sequence number (the table's key). */
+export interface PinHistoryPlace {
+  readonly cardId: string;
+  readonly seq: number;
+}
+
+/** A history verifier with its place, for the PIN key versions in use (server/keys/rewrap.ts). */
+export interface PinHistoryVerifier extends PinHistoryPlace {
+  readonly verifier: Buffer;
+}
+
+/** Up to `limit` history verifiers of every card in (card id, seq) order, after `after` when given. */
+export async function listPinHistoryVerifiers(
+  q: Queryable,
+  limit: number,
+  after?: PinHistoryPlace,
+): Promise<PinHistoryVerifier[]> {
+  const rows = await q.db
+    .selectFrom('pin_history')
+    .select(['card_id', 'seq', 'verifier'])
+    .$if(after !== undefined, (qb) =>
+      qb.where((eb) =>
+        eb.or([
+          eb('card_id', '>', after!.cardId),
+          eb.and([eb('card_id', '=', after!.cardId), eb('seq', '>', after!.seq)]),
+        ]),
+      ),
+    )
+    .orderBy('card_id')
+    .orderBy('seq')
+    .limit(limit)
+    .execute();
+  return rows.map((r) => ({ cardId: r.card_id, seq: Number(r.seq), verifier: r.verifier }));
+}

@@ -81,7 +81,7 @@ describe('tray view: icon and tooltip per state', () => {
       "start it: 'cardlink daemon' or 'systemctl --user start cardlink-daemon'",
     );
     // Nothing that needs the daemon can be clicked.
-    for (const key of ['sign', 'connect', 'disconnect', 'change-pin', 'unblock-pin'] as const)
+    for (const key of ['sign', 'connect', 'disconnect', 'change-pin', 'unblock-pin', 'set-pin'] as const)
       assert.equal(v.items[key].enabled, false, key);
     for (const key of ['open-logs', 'save-diagnostics', 'about', 'quit'] as const)
       assert.equal(v.items[key].enabled, true, key);
@@ -156,6 +156,18 @@ describe('tray view: icon and tooltip per state', () => {
     assert.equal(v.items.connect.enabled, false, 'nothing to connect');
     assert.equal(v.items['change-pin'].enabled, true);
     assert.equal(v.items['unblock-pin'].enabled, true);
+    // Set a new PIN… is offered with a card in the reader: whether the profile allows it is the server's answer.
+    assert.deepEqual(v.items['set-pin'], {
+      title: 'Set a new PIN…',
+      enabled: true,
+      hidden: false,
+      action: 'set-pin',
+    });
+    assert.equal(
+      TRAY_MENU_LAYOUT.indexOf('set-pin'),
+      TRAY_MENU_LAYOUT.indexOf('unblock-pin') + 1,
+      'next to Change PIN… and Unblock PIN…',
+    );
     // Get certificates names no card: with two in the reader it is `cardlink enroll --card`'s job.
     assert.equal(v.items.enroll.enabled, false);
     assert.deepEqual(trayView(modelWith(status({ cards: [card(0)] }))).items.enroll, {
@@ -171,6 +183,7 @@ describe('tray view: icon and tooltip per state', () => {
     const v = trayView(modelWith(status({ cards: [] })));
     assert.equal(v.items['cards-more'].title, 'No cards for this account');
     assert.equal(v.items['change-pin'].enabled, false);
+    assert.equal(v.items['set-pin'].enabled, false);
     assert.equal(v.tooltip, 'cardlink: connected; signed in as alice; 0 cards in the reader');
   });
 

@@ -10,6 +10,8 @@
  * - Sign in with <the second IdP>…: that IdP's own pages in Chromium, and its user's card appears
  *   in pcscd;
  * - Change PIN… opens the PIN page, and a PIN change through it works (`pkcs11-tool --login`);
+ * - Set a new PIN… (next to Unblock PIN…) opens the PIN page in its set mode, whose fresh sign-in
+ *   (`prompt=login`) is at the IdP the tray signed in at, and the PIN set there works;
  * - Sign out, then Sign in with a code…: the code in the menu, the address on the X clipboard
  *   (read back with `xclip -o`); Cancel sign-in stops it.
  * Screenshots of the menus go to the artifacts (docs/tray.md shows the signed-out one).
@@ -22,6 +24,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Page } from 'playwright-core';
 import { waitForCardAbsent, waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
+import { loadDefaultProfile, parseCardProfile, profileToJson } from '../../server/admin/index.js';
 import { artifactPath, launchChromium, type TestBrowser } from '../support/chromium.js';
 import { createTestCard } from '../support/card-server.js';
 import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
@@ -37,11 +40,12 @@ const READER = 'cardlink Two IdPs Reader';
 const STAFF_PIN = '246810';
 const PARTNER_PIN = '135791';
 const NEW_PIN = '80604020';
+const SET_PIN = '31415926';
 const PUK = '97531864';
 const WAIT_MS = DESKTOP_WAIT_MS;
 const ARTIFACTS = path.dirname(artifactPath('.keep'));
 
-describe('cardlink tray on X with two identity providers: code sign-in and clipboard, the second IdP, Change PIN…', () => {
+describe('cardlink tray on X with two identity providers: code sign-in and clipboard, the second IdP, Change PIN…, Set a new PIN…', () => {
   let stack: DaemonStack;
   let partners: TestIdp;
   let daemon: TestDaemon;
@@ -91,7 +95,14 @@ describe('cardlink tray on X with two identity providers: code sign-in and clipb
       daemon: { deviceName: 'alice-laptop' },
     });
     // alice at the partners' IdP is another user of the card server, with a card of her own.
-    await createTestCard(stack.cardServer, partners, { label: 'partner card', pin: PARTNER_PIN, puk: PUK });
+    // Its profile lets a fresh sign-in replace a forgotten PIN (pin.resetBySignIn): Set a new PIN….
+    const base = profileToJson(await loadDefaultProfile());
+    await createTestCard(stack.cardServer, partners, {
+      label: 'partner card',
+      pin: PARTNER_PIN,
+      puk: PUK,
+      profile: parseCardProfile({ ...base, pin: { ...(base.pin as object), resetBySignIn: true } }),
+    });
     // The admin's settings: two identity providers, the staff one the default. The daemon is
     // started again on them, and the tray reads the same file.
     await stack.daemon.stop();
@@ -196,6 +207,52 @@ describe('cardlink tray on X with two identity providers: code sign-in and clipb
     // The old PIN first: the right one afterwards gives the PIN its tries back.
     assert.equal(await pkcs11Login(PARTNER_PIN), false, 'the old PIN no longer works');
     assert.equal(await pkcs11Login(NEW_PIN), true, 'login with the new PIN');
+  });
+
+  it('Set a new PIN…, next to Unblock PIN…, opens the PIN page; its fresh sign-in is at the IdP the tray signed in at; the PIN set holds', async () => {
+    const { menu, lines, text } = await ui.menuShowing(/^Set a new PIN/);
+    const at = (entry: RegExp) => {
+      const line = lines.find((l) => entry.test(l.text));
+      assert.ok(line, `${entry} in the menu:\n${text.join('\n')}`);
+      return line.y;
+    };
+    assert.ok(
+      at(/^Change PIN/) < at(/^Unblock PIN/) && at(/^Unblock PIN/) < at(/^Set a new PIN/),
+      text.join('\n'),
+    );
+    await ui.keepScreenshot(ARTIFACTS, 'tray-set-new-pin.png', menu);
+    await ui.closeMenu(menu);
+
+    const before = tray.opened().length;
+    await ui.choose(/^Set a new PIN/);
+    const url = await until('the PIN page opened', async () =>
+      tray
+        .opened()
+        .slice(before)
+        .find((u) => /\/pin\//.test(u)),
+    );
+    const page = await browser.newPage();
+    await page.goto(url);
+    assert.equal(await page.textContent('h1'), 'Set a new PIN');
+    await page.screenshot({ path: artifactPath('tray-set-new-pin-page.png') });
+    // "Sign in again": the partners' IdP (where this tray signed in), asking for the password
+    // although the browser still has a session there (prompt=login, max_age=0).
+    const idp = new URL(partners.issuer).origin;
+    await Promise.all([page.waitForURL((u) => u.origin === idp), page.click('button[type="submit"]')]);
+    await page.waitForSelector('form[data-prompt="login"]');
+    await page.fill('input[name=login]', 'alice');
+    await page.fill('input[name=password]', 'alice-password');
+    await Promise.all([page.waitForNavigation(), page.click('form[data-prompt] button[type=submit]')]);
+    for (let i = 0; i < 3 && new URL(page.url()).origin === idp; i++)
+      await Promise.all([page.waitForNavigation(), page.click('form[data-prompt] button[type=submit]')]);
+    assert.equal(new URL(page.url()).pathname, '/pin', 'back on the PIN page');
+    await page.fill('input[name="new"]', SET_PIN);
+    await page.fill('input[name="again"]', SET_PIN);
+    await Promise.all([page.waitForNavigation(), page.click('button[type="submit"]')]);
+    assert.equal(await page.textContent('.answer'), 'Done: your new PIN is set and unblocked.');
+    await page.close();
+    assert.equal(await pkcs11Login(NEW_PIN), false, 'the PIN it replaced no longer works');
+    assert.equal(await pkcs11Login(SET_PIN), true, 'login with the PIN set after the fresh sign-in');
   });
 
   it('Sign out; Sign in with a code…: the code in the menu, the address on the clipboard; Cancel sign-in stops it', async () => {

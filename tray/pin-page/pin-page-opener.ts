@@ -1,5 +1,5 @@
 /**
- * What Change PIN… and Unblock PIN… do (TrayActions.openPinPage calls it): start the PIN page's
+ * What Change PIN…, Unblock PIN… and Set a new PIN… do (TrayActions.openPinPage calls it): start the PIN page's
  * server on first use, make a one-time link, open it in the system browser (the opener `cardlink
  * login` uses, daemon/cli/desktop-open.ts) and show it in a notification and the tray's output, so
  * it works where no browser opens and where the tray has no tray host too.
@@ -7,6 +7,7 @@
 import { openWithDesktop } from '../../daemon/cli/desktop-open.js';
 import type { DaemonConfig } from '../../daemon/config/daemon-config.js';
 import type { DaemonStatus } from '../../daemon/control/control-protocol.js';
+import type { OidcClientSettings } from '../../daemon/login/oidc-client-settings.js';
 import type { DaemonWatch } from '../daemon-watch.js';
 import { displayName } from '../tray-state.js';
 import { PIN_LINK_TTL_MS, type PinPageOperation } from './one-time-links.js';
@@ -21,6 +22,11 @@ export interface PinPageOpenerDeps {
   status(): DaemonStatus | undefined;
   /** The daemon's config: its identity provider is where Set PIN… signs in again. */
   readonly config?: DaemonConfig;
+  /**
+   * The identity provider the tray signed in at, if it did: Set PIN… signs in again there rather
+   * than at the config's first one (tray/sign-in-owner.ts).
+   */
+  signedInWith?(): OidcClientSettings | undefined;
 }
 
 const WHAT: Record<PinPageOperation, string> = {
@@ -79,20 +85,26 @@ export class PinPageOpener {
         unblockPin: (p) => watch.request('unblock-pin', p),
         setPin: (p) => watch.request('set-pin', p),
       },
-      ...(this.deps.config ? { freshSignIn: freshSignInAt(this.deps.config) } : {}),
+      ...(this.deps.config
+        ? { freshSignIn: freshSignInAt(this.deps.config, () => this.deps.signedInWith?.()) }
+        : {}),
     });
   }
 }
 
 /**
- * Set PIN…'s sign-in: the browser sign-in of `cardlink login` at the daemon's identity provider,
- * made fresh (`prompt=login`, `max_age=0`) and sent back to the PIN page when done.
+ * Set PIN…'s sign-in: the browser sign-in of `cardlink login` at the identity provider the user
+ * signed in at (`signedInWith`; else the daemon's default one), made fresh (`prompt=login`,
+ * `max_age=0`) and sent back to the PIN page when done.
  */
-export function freshSignInAt(config: DaemonConfig): (afterSignInUrl: string) => Promise<FreshSignIn> {
+export function freshSignInAt(
+  config: DaemonConfig,
+  signedInWith: () => OidcClientSettings | undefined = () => undefined,
+): (afterSignInUrl: string) => Promise<FreshSignIn> {
   return async (afterSignInUrl) => {
     const { oidcSettingsAt, browserLoginOptionsFor } = await import('../../daemon/login/login-settings.js');
     const { startBrowserLogin } = await import('../../daemon/login/authorization-code-login.js');
-    const settings = oidcSettingsAt(config, 0);
+    const settings = signedInWith() ?? oidcSettingsAt(config, 0);
     return startBrowserLogin(settings, {
       ...browserLoginOptionsFor(config, settings),
       fresh: true,

@@ -3,7 +3,13 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { pinOperationOutcome } from '../../../apdu/piv/index.js';
-import { describePinResult, pinExitStatus } from '../../../daemon/cli/pin-words.js';
+import {
+  describePinResult,
+  describeSetPinResult,
+  pinExitStatus,
+  setPinExitStatus,
+} from '../../../daemon/cli/pin-words.js';
+import { exitCodeFor } from '../../../protocol/errors.js';
 import { MAX_SECRET_LINE_BYTES, readSecrets } from '../../../daemon/cli/secret-input.js';
 
 describe('PIN answers in words', () => {
@@ -86,5 +92,15 @@ describe('secrets from stdin (not a terminal)', () => {
       return true;
     });
     await assert.rejects(read(`${'7'.repeat(MAX_SECRET_LINE_BYTES + 1)}\n1\n`), /longer than/);
+  });
+});
+
+describe('cardlink pin set answers', () => {
+  it('exit as the error codes of the same refusal: 0 done, 77 not fresh or not allowed, 65 policy', () => {
+    assert.equal(setPinExitStatus({ outcome: 'done', kind: 'first' }), 0);
+    assert.equal(setPinExitStatus({ outcome: 'sign-in-not-fresh' }), exitCodeFor('ERR_SIGN_IN_NOT_FRESH'));
+    assert.equal(setPinExitStatus({ outcome: 'not-allowed' }), exitCodeFor('ERR_PIN_SET_NOT_ALLOWED'));
+    assert.equal(setPinExitStatus({ outcome: 'policy', refusal: 'trivial' }), exitCodeFor('ERR_PIN_POLICY'));
+    assert.equal(describeSetPinResult({ outcome: 'not-allowed' }).ok, false);
   });
 });

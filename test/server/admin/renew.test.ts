@@ -31,6 +31,7 @@ import {
 import { claimsFromCertificate, renewCard, renewDueCards } from '../../../server/admin/renew.js';
 import { resolveTemplate } from '../../../server/admin/certificate-template.js';
 import { initEmbeddedCa } from '../../../server/ca/issuing-ca.js';
+import { normaliseSerial } from '../../../server/ca/issue-certificate.js';
 import type { KekProvider } from '../../../server/keys/kek-provider.js';
 import { unsealSecret } from '../../../server/keys/sealing.js';
 import {
@@ -137,6 +138,15 @@ for (const kind of BACKENDS) {
       assert.deepEqual(await getCardObject(storage, cardId, retiredCertificateTag(0)), firstCert);
       const history = decodeKeyHistory((await getCardObject(storage, cardId, OBJECT_TAG.KEY_HISTORY))!);
       assert.deepEqual(history, { onCard: 2, offCard: 0 });
+
+      // The CA's register follows each old key management certificate to its retired slot; the
+      // one in 9D now is the only 9D row.
+      const bySerial = new Map((await listCardCertificates(storage, cardId)).map((c) => [c.serial, c]));
+      const serialOf = async (tag: number) => normaliseSerial((await certificate(cardId, tag)).serialNumber);
+      assert.equal(bySerial.get(await serialOf(retiredCertificateTag(0)))?.slot, 0x82);
+      assert.equal(bySerial.get(await serialOf(retiredCertificateTag(1)))?.slot, 0x83);
+      const in9d = [...bySerial.values()].filter((c) => c.slot === 0x9d).map((c) => c.serial);
+      assert.deepEqual(in9d, [await serialOf(certificateObjectTag(0x9d)!)]);
 
       // The moved key is sealed for its new slot: it opens there, and matches the old public key.
       const card = await getCard(storage, cardId);

@@ -115,6 +115,74 @@ for (const kind of BACKENDS) {
         assert.ok(!Buffer.from(h.verifier).includes(Buffer.from(PIN_A)), 'verifiers, not PINs');
     });
 
+    it('PUK policy: CHANGE REFERENCE DATA on the PUK refuses a trivial or mis-sized PUK (6A80) before any try', async () => {
+      const base = profileToJson(await loadDefaultProfile());
+      const profile = parseCardProfile({
+        ...base,
+        puk: { minLength: 8, maxLength: 8, retries: 5, rejectTrivial: true },
+      });
+      assert.deepEqual(profile.puk, {
+        minLength: 8,
+        maxLength: 8,
+        retries: 5,
+        generatedLength: 8,
+        rejectTrivial: true,
+      });
+      const card = await createCard({
+        storage,
+        kek,
+        user: { issuer: idp.issuer, subject: 'puk-policy', tenant: TENANT },
+        profile,
+        pin: PIN_A,
+        puk: PUK,
+      });
+      const s = await openSession(storage, kek, card.cardId);
+      const changePuk = (from: string, to: string) =>
+        s.host.send({ ins: 0x24, p1: 0, p2: 0x81, data: concat(field(from), field(to)) });
+      const tries = async () => (await referenceStatus(storage, card.cardId, 'puk')).remaining;
+
+      for (const refused of ['11111111', '12345678', '98765432', '1357924', 'abcdefgh']) {
+        assert.equal((await changePuk(PUK, refused)).sw, 0x6a80, refused);
+        assert.equal(await tries(), 5, 'no try consumed');
+      }
+      assert.equal((await changePuk(PUK, '80246813')).sw, 0x9000);
+      // The new PUK unblocks; the old one no longer does.
+      const reset = (puk: string) =>
+        s.host.send({ ins: 0x2c, p1: 0, p2: 0x80, data: concat(field(puk), field(PIN_B)) });
+      assert.equal((await reset(PUK)).sw, 0x63c4);
+      assert.equal((await reset('80246813')).sw, 0x9000);
+      // The PIN's own policy is not the PUK's: the default profile's PIN rules still apply to PINs.
+      assert.equal((await s.host.send({ ins: 0x20, p1: 0, p2: 0x80, data: field(PIN_B) })).sw, 0x9000);
+    });
+
+    it('PUK policy at create-card: a trivial PUK is refused, generated ones never are; off by default', async () => {
+      const base = profileToJson(await loadDefaultProfile());
+      const strict = parseCardProfile({ ...base, puk: { ...(base.puk as object), rejectTrivial: true } });
+      const user = { issuer: idp.issuer, subject: 'puk-create', tenant: TENANT };
+      for (const puk of ['00000000', '23456789', '76543210']) {
+        await refusedWith(
+          () => createCard({ storage, kek, user, profile: strict, pin: PIN_A, puk }),
+          'ERR_CONFIG_INVALID',
+        );
+      }
+      const generated = await createCard({ storage, kek, user, profile: strict, pin: PIN_A });
+      assert.equal(generated.generated.puk, true);
+      assert.match(generated.puk, /^[0-9]{8}$/);
+      // The default profile has no PUK rule beyond its lengths: an administrator's PUK of choice.
+      assert.equal((await loadDefaultProfile()).puk.rejectTrivial, false);
+      await createCard({
+        storage,
+        kek,
+        user,
+        profile: await loadDefaultProfile(),
+        pin: PIN_A,
+        puk: '12345678',
+      });
+      assert.throws(() => parseCardProfile({ ...base, puk: { ...(base.puk as object), history: 2 } }), {
+        code: 'ERR_CONFIG_INVALID',
+      });
+    });
+
     it('RESET RETRY COUNTER applies the same policy to the new PIN', async () => {
       const card = await newCard({ rejectTrivial: true, history: 2 });
       const s = await openSession(storage, kek, card.cardId);

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import type { KekProvider } from '../../../server/keys/kek-provider.js';
 import { openPkcs11Provider } from '../../../server/keys/pkcs11-provider.js';
+import { rotateKek } from '../../../server/admin/kek-admin.js';
 import {
   kekVersionsInUse,
   pinKeyVersionsInUse,
@@ -11,13 +12,16 @@ import {
   rewrapAll,
 } from '../../../server/keys/rewrap.js';
 import { sealSecret, unsealSecret } from '../../../server/keys/sealing.js';
-import { checkPinVerifier } from '../../../server/keys/pin-verifier.js';
+import { checkPinVerifier, createPinVerifier } from '../../../server/keys/pin-verifier.js';
+import { isRecentPin, pinRulesOf } from '../../../server/cards/pin-rules.js';
 import {
   fenceCard,
   getManagementKey,
   listCardKeys,
   MANAGEMENT_KEY_SLOT,
   putCardKey,
+  readPinRecord,
+  recordPinReplaced,
   verifyReference,
   type CardRecord,
   type Storage,
@@ -30,6 +34,7 @@ import {
   tempKeyFileProvider,
   TEST_MGMT_KEY,
   TEST_PIN,
+  TEST_PUK,
   type Backend,
 } from '../storage/backends.js';
 import { createSoftHsmToken } from '../../support/softhsm.js';
@@ -201,6 +206,58 @@ for (const kind of BACKENDS) {
         await rotationScenario(storage, provider);
       } finally {
         await provider.close();
+      }
+    });
+
+    it('keeps the PIN key versions the PIN history uses: after rotation it still refuses a reused PIN', async () => {
+      const storage = await freshStorage();
+      const keys = await tempKeyFileProvider();
+      const provider = keys.provider;
+      try {
+        const card = await createFixtureCard(storage, provider);
+        const { epoch } = await claim(storage, card.id);
+        // Two PINs the card had before its current one, under the PIN key of today.
+        const earlier = [Buffer.from('24681357'), Buffer.from('97531864')];
+        for (const pin of earlier) {
+          const verifier = await createPinVerifier(provider, { cardId: card.id, kind: 'pin' }, pin);
+          await storage.transaction(async (tx) =>
+            recordPinReplaced(await fenceCard(tx, { cardId: card.id, epoch }), verifier, 3),
+          );
+        }
+        const oldPin = provider.pinKeyVersion;
+        await rotateKek({ storage, kek: provider });
+        const newPin = await provider.rotatePinKey();
+        // The PIN and the PUK are presented: their verifiers move to the new PIN key.
+        for (const [kind, value] of [
+          ['pin', TEST_PIN],
+          ['puk', TEST_PUK],
+        ] as const) {
+          const r = await verifyReference(storage, { cardId: card.id, epoch }, kind, (v) =>
+            checkPinVerifier(provider, { cardId: card.id, kind }, v, value),
+          );
+          assert.equal(r.ok, true);
+        }
+        const inUse = await pinKeyVersionsInUse(storage, 1);
+        assert.equal(inUse.get(newPin), 2);
+        assert.equal(inUse.get(oldPin), 2, 'the history verifiers still use the old PIN key');
+        await assert.rejects(retirePinKeyVersion(storage, provider, oldPin), { code: 'ERR_KEY_PROVIDER' });
+        assert.deepEqual(provider.pinKeyVersions, [oldPin, newPin]);
+
+        const rules = pinRulesOf({ pin: { history: 3 } });
+        const record = await readPinRecord(storage, card.id, 24);
+        const verifiers = [record.verifier, ...record.history];
+        assert.equal(record.history.length, 2);
+        for (const pin of [...earlier, TEST_PIN])
+          assert.equal(await isRecentPin(provider, card.id, rules, verifiers, pin), true);
+        assert.equal(await isRecentPin(provider, card.id, rules, verifiers, Buffer.from('86420975')), false);
+
+        // A provider that lost the history's key fails the check: never a silent "not reused".
+        await provider.retirePinKey(oldPin);
+        await assert.rejects(isRecentPin(provider, card.id, rules, verifiers, Buffer.from('86420975')), {
+          code: 'ERR_KEY_PROVIDER',
+        });
+      } finally {
+        await keys.cleanup();
       }
     });
 
