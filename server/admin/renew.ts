@@ -14,6 +14,8 @@
  *
  * Why not a timer inside the running server: the server never unseals the CA key (only the admin
  * process that signs does, docs/personalization.md "Security notes"); `renew --due` keeps it so.
+ * A profile may opt in to renewal at sign-in (`renewal.atSignIn`): then the server renews a due card
+ * when a session opens it (server/session/card-handling.ts), with this same renewCard.
  */
 import {
   certificateObjectTag,
@@ -38,6 +40,7 @@ import {
   getCard,
   getCardObject,
   listCardKeys,
+  firstCertificateExpiry,
   listCardsWithCertificatesExpiringBefore,
   putCardKey,
   putCardObject,
@@ -61,6 +64,10 @@ export interface RenewOptions {
   readonly claims?: Readonly<Record<string, string>>;
   readonly actor?: string;
   readonly now?: Date;
+  /** Only these slots of the profile (renewal at sign-in leaves a short-lived 9A alone); all when absent. */
+  readonly slots?: readonly number[];
+  /** Added to the `card.renewed` audit entry's details. */
+  readonly auditDetails?: Readonly<Record<string, string>>;
 }
 
 export interface RetiredKey {
@@ -83,7 +90,10 @@ export async function renewCard(options: RenewOptions): Promise<RenewedCard> {
   const claims: Record<string, string> = await claimsFromCard(storage, cardId, profile);
   for (const [name, value] of Object.entries(options.claims ?? {}))
     claims[name] = checkClaimValue(name, value);
-  const retiresKeyManagement = keys === 'new' && profile.slots.some((s) => s.slot === KEY_REF.KEY_MANAGEMENT);
+  const retiresKeyManagement =
+    keys === 'new' &&
+    profile.slots.some((s) => s.slot === KEY_REF.KEY_MANAGEMENT) &&
+    (options.slots?.includes(KEY_REF.KEY_MANAGEMENT) ?? true);
   let retired: RetiredKey | undefined;
   const enrolled = await enrollCard({
     storage,
@@ -94,6 +104,8 @@ export async function renewCard(options: RenewOptions): Promise<RenewedCard> {
     actor: options.actor ?? DEFAULT_ADMIN_ACTOR,
     auditEvent: AUDIT_EVENTS.cardRenewed,
     ...(options.now ? { now: options.now } : {}),
+    ...(options.slots ? { slots: options.slots } : {}),
+    ...(options.auditDetails ? { auditDetails: options.auditDetails } : {}),
     ...(retiresKeyManagement
       ? {
           beforeReplace: async (fenced: FencedCard) => {
@@ -232,6 +244,35 @@ function matchPattern(pattern: string, produced: string): Record<string, string>
   return out;
 }
 
+/**
+ * The slots whose certificates renewal looks after: all of the profile's, except a short-lived 9A
+ * (`shortLived9AHours`), which is re-issued at every sign-in and always about to expire: counted,
+ * it would make the card due at every sign-in and every `renew --due`.
+ */
+export function renewedSlots(profile: CardProfile): number[] {
+  return profile.slots
+    .map((s) => s.slot)
+    .filter((slot) => !(slot === KEY_REF.PIV_AUTHENTICATION && profile.shortLived9AHours !== undefined));
+}
+
+/**
+ * When the card is inside its profile's renewal window at `now`: the earliest notAfter of its
+ * unrevoked CA-issued certificates (of `renewedSlots`), else undefined (not due, or no such
+ * certificate: a card never enrolled has nothing to renew).
+ */
+export async function renewalDueSince(
+  storage: Storage,
+  cardId: string,
+  profile: CardProfile,
+  now: Date,
+): Promise<string | undefined> {
+  const renewed = new Set(renewedSlots(profile));
+  const others = profile.slots.map((s) => s.slot).filter((slot) => !renewed.has(slot));
+  const first = await firstCertificateExpiry(storage, cardId, others);
+  if (first === undefined) return undefined;
+  return Date.parse(first) <= now.getTime() + profile.renewal.windowDays * DAY_MS ? first : undefined;
+}
+
 export interface DueRenewal {
   readonly cardId: string;
   readonly firstNotAfter: string;
@@ -260,21 +301,23 @@ export async function renewDueCards(options: {
   for (const c of candidates) {
     const card = await getCard(options.storage, c.cardId);
     const profile = parseCardProfile(card.profile, 'stored');
-    if (Date.parse(c.firstNotAfter) > now.getTime() + profile.renewal.windowDays * DAY_MS) continue;
+    const firstNotAfter = await renewalDueSince(options.storage, c.cardId, profile, now);
+    if (firstNotAfter === undefined) continue;
     try {
       const renewed = await renewCard({
         storage: options.storage,
         kek: options.kek,
         cardId: c.cardId,
+        slots: renewedSlots(profile),
         ...(options.actor ? { actor: options.actor } : {}),
         ...(options.now ? { now: options.now } : {}),
       });
-      results.push({ cardId: c.cardId, firstNotAfter: c.firstNotAfter, renewed });
+      results.push({ cardId: c.cardId, firstNotAfter, renewed });
     } catch (error) {
       const code = (error as { code?: unknown }).code;
       results.push({
         cardId: c.cardId,
-        firstNotAfter: c.firstNotAfter,
+        firstNotAfter,
         error: typeof code === 'string' ? code : 'ERR_INTERNAL',
       });
     }
