@@ -152,7 +152,7 @@ export interface RenewalPolicy {
   /**
    * The card server renews a card inside its window when a session opens it (OPEN_CARD,
    * server/session/card-handling.ts), so a user who signs in daily needs no timer. Off by default:
-   * it makes the running server unseal the CA key, which otherwise only the admin process does.
+   * it has the running server sign certificates with the CA key whenever a due card's user signs in.
    */
   readonly atSignIn: boolean;
 }

@@ -37,10 +37,10 @@ import type { KekProvider } from '../keys/kek-provider.js';
 import { sealSecret, unsealSecret } from '../keys/sealing.js';
 import {
   findCardKey,
+  firstCertificateExpiry,
   getCard,
   getCardObject,
   listCardKeys,
-  firstCertificateExpiry,
   listCardsWithCertificatesExpiringBefore,
   putCardKey,
   putCardObject,
