@@ -137,3 +137,18 @@ export function decodeSnapshot(bytes: Uint8Array): CardSnapshot {
   const s = serial.value;
   return { serial: ((s[0]! << 24) | (s[1]! << 16) | (s[2]! << 8) | s[3]!) >>> 0, pinRetries, objects };
 }
+
+/**
+ * Whether two snapshots show the same card contents: the serial and every public container, byte
+ * for byte. The PIN's retry counter is left out: it is the PIN's state, not contents, and moves
+ * with every wrong PIN. A few kilobytes compared once per OPEN_CARD: cheaper than a digest.
+ */
+export function sameSnapshotContents(a: CardSnapshot, b: CardSnapshot): boolean {
+  if (a.serial !== b.serial || a.objects.size !== b.objects.size) return false;
+  for (const [tag, value] of a.objects) {
+    const other = b.objects.get(tag);
+    if (other === undefined || other.length !== value.length) return false;
+    for (let i = 0; i < value.length; i++) if (value[i] !== other[i]) return false;
+  }
+  return true;
+}

@@ -10,10 +10,15 @@
  *
  * Slots: a card keeps its slot while it is managed, so middleware that remembers the reader name
  * finds it again after a reconnect.
+ *
+ * A new session reopens the cards: one still in the reader stays there when its contents are the
+ * same (a PC/SC program keeps its handle through an outage), and is re-inserted when they changed
+ * meanwhile (new certificates from a renewal, an enrollment or a short-lived 9A), as for
+ * CARD_CHANGED, so PKCS#11 modules that cached the old certificates read the card again.
  */
 import { EventEmitter } from 'node:events';
 import type { ReferenceBlocking, ReferenceKind } from '../../apdu/piv/core/index.js';
-import { decodeSnapshot, type CardSnapshot } from '../../apdu/piv/core/index.js';
+import { decodeSnapshot, sameSnapshotContents, type CardSnapshot } from '../../apdu/piv/core/index.js';
 import { FrontCard } from './front-card.js';
 import { CardlinkError } from '../../protocol/errors.js';
 import type { Logger } from '../../protocol/log.js';
@@ -279,11 +284,15 @@ export class CardManager extends EventEmitter<CardManagerEvents> {
       return;
     }
     const snapshot = decodeSnapshot(answer.snapshot);
+    // What the reader showed until now (a stale front's snapshot is older still: changed too).
+    const changed = card.front !== undefined && !sameSnapshotContents(card.front.snapshot, snapshot);
     if (card.front) card.front.resync(snapshot);
     else card.front = new FrontCard(snapshot, card.remote);
     card.remote.attach(answer.handle);
     card.takenOverBy = undefined;
-    this.putIn(card);
+    if (changed && card.state === 'inserted')
+      await this.replug(card, card.front, 'card contents changed while away: re-inserted');
+    else this.putIn(card);
   }
 
   private putIn(card: ManagedCard): void {
@@ -392,6 +401,14 @@ export class CardManager extends EventEmitter<CardManagerEvents> {
       return;
     }
     front.resync(snapshot);
+    await this.replug(card, front, 'card changed on the server: re-inserted');
+  }
+
+  /**
+   * Takes the inserted card out of its slot and puts it back at once with `front` (whose snapshot
+   * is the new one): the only way to tell PC/SC middleware that the contents changed.
+   */
+  private async replug(card: ManagedCard, front: FrontCard, message: string): Promise<void> {
     const slot = card.slot;
     if (card.state !== 'inserted' || slot === undefined) return;
     card.remote.abortWaiting();
@@ -399,7 +416,7 @@ export class CardManager extends EventEmitter<CardManagerEvents> {
     // A takeover or removal while the slot was empty leaves it empty.
     if (card.state !== 'inserted' || card.front !== front) return;
     this.options.reader.insert(slot, this.readerCard(card, front));
-    this.options.logger.info('card changed on the server: re-inserted', { card: card.cardId, slot });
+    this.options.logger.info(message, { card: card.cardId, slot });
     this.emit('changed', this.statusOf(card));
   }
 

@@ -90,6 +90,8 @@ export interface EnrollOptions {
   readonly beforeReplace?: (card: FencedCard) => Promise<Record<string, unknown> | undefined>;
   /** The audit event (default `card.enrolled`). */
   readonly auditEvent?: string;
+  /** Added to the audit entry's details (renewal at sign-in: what started it, in which session). */
+  readonly auditDetails?: Readonly<Record<string, string>>;
   /** Validity in hours instead of the template's days (short-lived certificates). */
   readonly validityHours?: number;
 }
@@ -228,6 +230,7 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
         eventType: options.auditEvent ?? AUDIT_EVENTS.cardEnrolled,
         cardId,
         details: {
+          ...options.auditDetails,
           ...extra,
           keys: options.keys ?? 'new',
           caId: ca?.record.id ?? 'external',

@@ -31,11 +31,13 @@
  *                                              optional: new cards take the lowest free serial
  *                                              above the highest in this range (per tenant, by
  *                                              giving each tenant's profile its own range)
- *     "renewal": { "key": "new", "windowDays": 30 }
+ *     "renewal": { "key": "new", "windowDays": 30, "atSignIn": false }
  *                                              optional: renewal (renew.ts) makes new keys
  *                                              ("new", default) or certifies the same ones
  *                                              ("same"); `renew --due` renews certificates
- *                                              expiring within windowDays (1..365, default 30)
+ *                                              expiring within windowDays (1..365, default 30);
+ *                                              atSignIn: the server also renews a card inside
+ *                                              its window when a session opens it (default off)
  *     "selfServiceEnrollment": false           optional: the card's user may enroll it
  *                                              (`cardlink enroll`, the tray); off by default
  *     "shortLived9AHours": 8                   optional, 1..168: a new 9A key and certificate
@@ -153,6 +155,12 @@ export interface RenewalPolicy {
   readonly key: 'new' | 'same';
   /** `renew --due` renews a card whose first certificate expires within this many days. */
   readonly windowDays: number;
+  /**
+   * The card server renews a card inside its window when a session opens it (OPEN_CARD,
+   * server/session/card-handling.ts), so a user who signs in daily needs no timer. Off by default:
+   * it has the running server sign certificates with the CA key whenever a due card's user signs in.
+   */
+  readonly atSignIn: boolean;
 }
 
 /** Renewal window when the profile names none: a month before expiry. */
@@ -234,16 +242,17 @@ export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardP
     cardSerials = Object.freeze({ first, last });
   }
 
-  let renewal: RenewalPolicy = { key: 'new', windowDays: DEFAULT_RENEWAL_WINDOW_DAYS };
+  let renewal: RenewalPolicy = { key: 'new', windowDays: DEFAULT_RENEWAL_WINDOW_DAYS, atSignIn: false };
   if (root.renewal !== undefined) {
     const r = objectAt(root.renewal, 'renewal');
-    onlyMembers(r, 'renewal', ['key', 'windowDays']);
+    onlyMembers(r, 'renewal', ['key', 'windowDays', 'atSignIn']);
     renewal = {
       key: r.key === undefined ? 'new' : (oneOf(r.key, 'renewal.key', ['new', 'same']) as 'new' | 'same'),
       windowDays:
         r.windowDays === undefined
           ? DEFAULT_RENEWAL_WINDOW_DAYS
           : integer(r.windowDays, 'renewal.windowDays', 1, MAX_RENEWAL_WINDOW_DAYS),
+      atSignIn: r.atSignIn === undefined ? false : bool(r.atSignIn, 'renewal.atSignIn'),
     };
   }
 

@@ -20,6 +20,9 @@
  * replaced certificates' serials are returned (`notRevoked`) so the administrator can revoke them
  * there. `renew --due` with an external CA finds the due cards by the certificates on the cards
  * themselves, since the embedded CA's register does not hold the external CA's certificates.
+ *
+ * A profile may opt in to renewal at sign-in (`renewal.atSignIn`): then the server renews a due card
+ * when a session opens it (server/session/card-handling.ts), with this same renewCard.
  */
 import {
   certificateObjectTag,
@@ -42,6 +45,7 @@ import type { KekProvider } from '../keys/kek-provider.js';
 import { sealSecret, unsealSecret } from '../keys/sealing.js';
 import {
   findCardKey,
+  firstCertificateExpiry,
   getCard,
   getCardObject,
   listCardKeys,
@@ -73,6 +77,10 @@ export interface RenewOptions {
   readonly now?: Date;
   /** Have the organisation's CA issue (server/ca/external-ca.ts) instead of the embedded one. */
   readonly externalCa?: ExternalCa;
+  /** Only these slots of the profile (renewal at sign-in leaves a short-lived 9A alone); all when absent. */
+  readonly slots?: readonly number[];
+  /** Added to the `card.renewed` audit entry's details. */
+  readonly auditDetails?: Readonly<Record<string, string>>;
 }
 
 export interface RetiredKey {
@@ -102,7 +110,10 @@ export async function renewCard(options: RenewOptions): Promise<RenewedCard> {
   const claims: Record<string, string> = claimsFromCertificates(current, profile);
   for (const [name, value] of Object.entries(options.claims ?? {}))
     claims[name] = checkClaimValue(name, value);
-  const retiresKeyManagement = keys === 'new' && profile.slots.some((s) => s.slot === KEY_REF.KEY_MANAGEMENT);
+  const retiresKeyManagement =
+    keys === 'new' &&
+    profile.slots.some((s) => s.slot === KEY_REF.KEY_MANAGEMENT) &&
+    (options.slots?.includes(KEY_REF.KEY_MANAGEMENT) ?? true);
   let retired: RetiredKey | undefined;
   const enrolled = await enrollCard({
     storage,
@@ -114,6 +125,8 @@ export async function renewCard(options: RenewOptions): Promise<RenewedCard> {
     auditEvent: AUDIT_EVENTS.cardRenewed,
     ...(options.now ? { now: options.now } : {}),
     ...(options.externalCa ? { externalCa: options.externalCa } : {}),
+    ...(options.slots ? { slots: options.slots } : {}),
+    ...(options.auditDetails ? { auditDetails: options.auditDetails } : {}),
     ...(retiresKeyManagement
       ? {
           beforeReplace: async (fenced: FencedCard) => {
@@ -300,6 +313,39 @@ function matchPattern(pattern: string, produced: string): Record<string, string>
   return out;
 }
 
+/**
+ * The slots whose certificates renewal looks after: all of the profile's, except a short-lived 9A
+ * (`shortLived9AHours`), which is re-issued at every sign-in and always about to expire: counted,
+ * it would make the card due at every sign-in and every `renew --due`.
+ */
+export function renewedSlots(profile: CardProfile): number[] {
+  return profile.slots
+    .map((s) => s.slot)
+    .filter((slot) => !(slot === KEY_REF.PIV_AUTHENTICATION && profile.shortLived9AHours !== undefined));
+}
+
+/**
+ * When the card is inside its profile's renewal window at `now`: the earliest notAfter of its
+ * unrevoked CA-issued certificates (of `renewedSlots`), else undefined (not due, or no such
+ * certificate: a card never enrolled has nothing to renew).
+ */
+export async function renewalDueSince(
+  storage: Storage,
+  cardId: string,
+  profile: CardProfile,
+  now: Date,
+): Promise<string | undefined> {
+  const renewed = new Set(renewedSlots(profile));
+  const others = profile.slots.map((s) => s.slot).filter((slot) => !renewed.has(slot));
+  const first = await firstCertificateExpiry(storage, cardId, others);
+  return first === undefined ? undefined : insideWindow(first, profile, now);
+}
+
+/** `notAfter` when it falls inside the profile's renewal window at `now`, else undefined. */
+function insideWindow(notAfter: string, profile: CardProfile, now: Date): string | undefined {
+  return Date.parse(notAfter) <= now.getTime() + profile.renewal.windowDays * DAY_MS ? notAfter : undefined;
+}
+
 export interface DueRenewal {
   readonly cardId: string;
   readonly firstNotAfter: string;
@@ -334,22 +380,28 @@ export async function renewDueCards(options: {
   for (const c of candidates) {
     const card = await getCard(options.storage, c.cardId);
     const profile = parseCardProfile(card.profile, 'stored');
-    if (Date.parse(c.firstNotAfter) > now.getTime() + profile.renewal.windowDays * DAY_MS) continue;
+    // An external CA's certificates are not in the embedded CA's register: their expiry comes from
+    // the scan of the cards' certificates (the candidate's own first notAfter).
+    const firstNotAfter = options.externalCa
+      ? insideWindow(c.firstNotAfter, profile, now)
+      : await renewalDueSince(options.storage, c.cardId, profile, now);
+    if (firstNotAfter === undefined) continue;
     try {
       const renewed = await renewCard({
         storage: options.storage,
         kek: options.kek,
         cardId: c.cardId,
+        slots: renewedSlots(profile),
         ...(options.actor ? { actor: options.actor } : {}),
         ...(options.now ? { now: options.now } : {}),
         ...(options.externalCa ? { externalCa: options.externalCa } : {}),
       });
-      results.push({ cardId: c.cardId, firstNotAfter: c.firstNotAfter, renewed });
+      results.push({ cardId: c.cardId, firstNotAfter, renewed });
     } catch (error) {
       const code = (error as { code?: unknown }).code;
       results.push({
         cardId: c.cardId,
-        firstNotAfter: c.firstNotAfter,
+        firstNotAfter,
         error: typeof code === 'string' ? code : 'ERR_INTERNAL',
       });
     }

@@ -11,6 +11,9 @@
  * card (`lockCardForChange`: a `changed` announcement). The holder here then reloads the card
  * under a new epoch of its own claim and pushes CARD_CHANGED `updated`, so the daemon fetches
  * the new snapshot at once. Requests on the handle wait for the reload.
+ *
+ * Before the claim, OPEN_CARD may change the card itself, with the names of the session's token:
+ * renewal at sign-in (profile `renewal.atSignIn`) and short-lived 9A (`shortLived9AHours`).
  */
 import { randomUUID, type KeyObject } from 'node:crypto';
 import { PivCard, buildSnapshot, encodeSnapshot } from '../../apdu/piv/index.js';
@@ -32,7 +35,8 @@ import {
 } from '../storage/card-sessions.js';
 import { findCardOfUser, getCard } from '../storage/cards.js';
 import { enrollCard } from '../admin/enroll.js';
-import { parseCardProfile } from '../admin/profile.js';
+import { parseCardProfile, type CardProfile } from '../admin/profile.js';
+import { renewalDueSince, renewCard, renewedSlots } from '../admin/renew.js';
 import { CardlinkError } from '../../protocol/errors.js';
 import { CardTakenOverError } from '../storage/errors.js';
 import type { Storage } from '../storage/storage.js';
@@ -174,9 +178,8 @@ export class CardHandling {
    * hours, with the names of the session's token. A failure (no CA, a missing claim) is logged
    * and the card opens with the certificate it has, which expires on its own.
    */
-  private async shortLived9A(session: LogicalSession, cardId: string): Promise<void> {
+  private async shortLived9A(session: LogicalSession, cardId: string, profile: CardProfile): Promise<void> {
     const { storage, kek } = this.options;
-    const profile = parseCardProfile((await getCard(storage, cardId)).profile, 'stored');
     const hours = profile.shortLived9AHours;
     if (hours === undefined) return;
     try {
@@ -197,6 +200,49 @@ export class CardHandling {
       });
     } catch (error) {
       this.log.warn('short-lived 9A certificate not issued; the card keeps its certificate', {
+        session: session.id,
+        card: cardId,
+        code: error instanceof CardlinkError ? error.code : 'ERR_INTERNAL',
+        error: (error as Error).message,
+      });
+    }
+  }
+
+  /**
+   * Renewal at sign-in (profile `renewal.atSignIn`): at OPEN_CARD, before the claim (as for
+   * short-lived 9A), a card inside its renewal window is renewed from the embedded CA by the same
+   * renewCard as `cardlink admin renew` (the profile's key policy; with new keys the old 9D goes to
+   * a retired slot with Key History), the names from the session's token overriding those read
+   * back from the certificates. Audited as `card.renewed` with the user as actor. A holder of the
+   * card in another session gets CARD_CHANGED from the change's announcement. A failure (no CA, a
+   * claim missing, the retired slots full) is logged and the card opens with what it has; the
+   * next sign-in or `renew --due` tries again.
+   */
+  private async renewAtSignIn(session: LogicalSession, cardId: string, profile: CardProfile): Promise<void> {
+    if (!profile.renewal.atSignIn) return;
+    const { storage, kek } = this.options;
+    try {
+      const firstNotAfter = await renewalDueSince(storage, cardId, profile, new Date());
+      if (firstNotAfter === undefined) return;
+      const renewed = await renewCard({
+        storage,
+        kek,
+        cardId,
+        claims: templateClaims(session),
+        actor: `user:${session.user.id}`,
+        slots: renewedSlots(profile),
+        auditDetails: { trigger: 'sign-in', session: session.id },
+      });
+      this.log.info('certificates renewed at sign-in', {
+        session: session.id,
+        card: cardId,
+        keys: renewed.keys,
+        certificates: renewed.slots.length,
+        firstNotAfter,
+        ...(renewed.retired ? { retiredTo: `0x${renewed.retired.slot.toString(16)}` } : {}),
+      });
+    } catch (error) {
+      this.log.warn('certificates not renewed at sign-in; the card keeps its certificates', {
         session: session.id,
         card: cardId,
         code: error instanceof CardlinkError ? error.code : 'ERR_INTERNAL',
@@ -260,7 +306,10 @@ export class CardHandling {
         'the card is open on another device; open it with takeOver to log that one out',
       );
     }
-    await this.shortLived9A(session, frame.cardId);
+    // Renewal first: it leaves a short-lived 9A to shortLived9A, which re-issues it just after.
+    const profile = parseCardProfile((await getCard(storage, frame.cardId)).profile, 'stored');
+    await this.renewAtSignIn(session, frame.cardId, profile);
+    await this.shortLived9A(session, frame.cardId, profile);
     const claimId = randomUUID();
     const epoch = await storage.transaction(async (tx) => {
       const previous = record.sessionId;

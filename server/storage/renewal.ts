@@ -75,3 +75,24 @@ export async function listRegisteredSerials(q: Queryable, cardId: string): Promi
     .execute();
   return new Set(rows.map((r) => r.serial));
 }
+
+/**
+ * The earliest notAfter among the card's unrevoked certificates, leaving out those of `exceptSlots`
+ * (a short-lived 9A certificate is always about to expire; it is re-issued at each sign-in, not
+ * renewed). Undefined when the card has no such certificate.
+ */
+export async function firstCertificateExpiry(
+  q: Queryable,
+  cardId: string,
+  exceptSlots: readonly number[] = [],
+): Promise<string | undefined> {
+  let query = q.db
+    .selectFrom('issued_certificates')
+    .select((eb) => eb.fn.min<string>('not_after').as('first_not_after'))
+    .where('revoked_at', 'is', null)
+    .where('card_id', '=', cardId);
+  if (exceptSlots.length > 0)
+    query = query.where((eb) => eb.or([eb('slot', 'is', null), eb('slot', 'not in', exceptSlots)]));
+  const row = await query.executeTakeFirst();
+  return row?.first_not_after ?? undefined;
+}

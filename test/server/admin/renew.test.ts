@@ -3,7 +3,8 @@
  * same-key renewal keeps the slots' public keys and takes the claims back from the current
  * certificates; new-key renewal moves the old 9D key and certificate to 82, then 83, with the
  * Key History counting them and the moved key opening at its new slot only; `renewDueCards`
- * renews a card inside its profile's window and leaves one outside it alone; the rules for the
+ * renews a card inside its profile's window and leaves one outside it alone, and does not count a
+ * short-lived 9A certificate (a due card of such a profile renews its other slots); the rules for the
  * retired slots (apdu/piv/objects/key-history.ts).
  */
 import { after, before, describe, it } from 'node:test';
@@ -176,6 +177,38 @@ for (const kind of BACKENDS) {
       assert.equal(byCard.has(notDue), false);
       const fresh = await certificate(due, certificateObjectTag(0x9a)!);
       assert.ok(Date.parse(fresh.notAfter.toISOString()) > later.getTime() + 300 * DAY_MS);
+    });
+
+    it('renewDueCards: a short-lived 9A certificate does not make a card due; a due one renews its other slots', async () => {
+      const json = { ...profileToJson(profile), shortLived9AHours: 8 };
+      const fresh = await enrolledCard('short-fresh', json);
+      const due = await enrolledCard('short-due', json);
+      // Both get a short-lived 9A (what a sign-in does): it expires within hours, inside any window.
+      for (const cardId of [fresh, due])
+        await enrollCard({
+          storage,
+          kek,
+          cardId,
+          claims: CLAIMS,
+          actor: 'admin:test',
+          slots: [0x9a],
+          validityHours: 8,
+        });
+      const results = await renewDueCards({ storage, kek, actor: 'admin:timer' });
+      assert.equal(
+        results.some((r) => r.cardId === fresh || r.cardId === due),
+        false,
+        'neither is due today',
+      );
+      const later = await renewDueCards({
+        storage,
+        kek,
+        actor: 'admin:timer',
+        now: new Date(Date.now() + 340 * DAY_MS),
+      });
+      const renewed = later.find((r) => r.cardId === due)?.renewed;
+      assert.ok(renewed, 'due 25 days before its other certificates expire');
+      assert.deepEqual(renewed.slots.map((s) => s.slot).sort(), [0x9c, 0x9d, 0x9e]);
     });
 
     it('a template with a prefix gives its claim back from the certificate', async () => {
