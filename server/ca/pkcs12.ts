@@ -206,9 +206,13 @@ export function readPkcs12(der: Uint8Array, password: string): Pkcs12Contents {
   if (pfx.version !== 3)
     throw new Pkcs12Error('ERR_PKCS12_INVALID', 'not a PKCS#12 v3 file', { version: pfx.version });
   if (pfx.authSafe.contentType !== ID_DATA)
-    throw new Pkcs12Error('ERR_PKCS12_UNSUPPORTED', 'PKCS#12 files protected by a public key are not supported', {
-      contentType: pfx.authSafe.contentType,
-    });
+    throw new Pkcs12Error(
+      'ERR_PKCS12_UNSUPPORTED',
+      'PKCS#12 files protected by a public key are not supported',
+      {
+        contentType: pfx.authSafe.contentType,
+      },
+    );
   const authSafeBytes = octets(pfx.authSafe.content, 'authSafe');
   const mac = pfx.macData ? verifyMac(pfx, authSafeBytes, password) : 'none';
 
@@ -234,7 +238,12 @@ export function readPkcs12(der: Uint8Array, password: string): Pkcs12Contents {
         case id_pkcs8ShroudedKeyBag: {
           const info = parse(value, EncryptedPrivateKeyInfo, 'EncryptedPrivateKeyInfo');
           privateKeys.push(
-            decrypt(info.encryptionAlgorithm, new Uint8Array(info.encryptedData.buffer), password, encryption),
+            decrypt(
+              info.encryptionAlgorithm,
+              new Uint8Array(info.encryptedData.buffer),
+              password,
+              encryption,
+            ),
           );
           break;
         }
@@ -287,16 +296,31 @@ function verifyMac(pfx: PFX, authSafe: Uint8Array, password: string): string {
   const { mac, macSalt, iterations } = pfx.macData;
   const oid = mac.digestAlgorithm.algorithm;
   if (oid === ID_PBMAC1)
-    throw new Pkcs12Error('ERR_PKCS12_UNSUPPORTED', 'the PBMAC1 integrity of this PKCS#12 file is not supported', {
-      mac: 'PBMAC1',
-    });
+    throw new Pkcs12Error(
+      'ERR_PKCS12_UNSUPPORTED',
+      'the PBMAC1 integrity of this PKCS#12 file is not supported',
+      {
+        mac: 'PBMAC1',
+      },
+    );
   const digest = DIGESTS.get(oid);
   if (!digest)
-    throw new Pkcs12Error('ERR_PKCS12_UNSUPPORTED', 'the MAC algorithm of this PKCS#12 file is not supported', {
-      mac: oid,
-    });
+    throw new Pkcs12Error(
+      'ERR_PKCS12_UNSUPPORTED',
+      'the MAC algorithm of this PKCS#12 file is not supported',
+      {
+        mac: oid,
+      },
+    );
   checkIterations(iterations);
-  const key = pkcs12Kdf(digest, bmpPassword(password), new Uint8Array(macSalt.buffer), KDF_ID.mac, iterations, digest.u);
+  const key = pkcs12Kdf(
+    digest,
+    bmpPassword(password),
+    new Uint8Array(macSalt.buffer),
+    KDF_ID.mac,
+    iterations,
+    digest.u,
+  );
   const expected = createHmac(digest.name, key).update(authSafe).digest();
   key.fill(0);
   const given = Buffer.from(mac.digest.buffer);
@@ -322,7 +346,11 @@ function decrypt(
     if (pbes2.keyDerivationFunc.algorithm !== ID_PBKDF2) unsupportedPbe(pbes2.keyDerivationFunc.algorithm);
     const cipher = PBES2_CIPHERS.get(pbes2.encryptionScheme.algorithm);
     if (!cipher) unsupportedPbe(pbes2.encryptionScheme.algorithm);
-    const kdf = parse(new Uint8Array(pbes2.keyDerivationFunc.parameters ?? new ArrayBuffer(0)), Pbkdf2Params, 'PBKDF2-params');
+    const kdf = parse(
+      new Uint8Array(pbes2.keyDerivationFunc.parameters ?? new ArrayBuffer(0)),
+      Pbkdf2Params,
+      'PBKDF2-params',
+    );
     const prf = PBKDF2_PRFS.get(kdf.prf?.algorithm ?? HMAC_WITH_SHA1);
     if (!prf) unsupportedPbe(kdf.prf!.algorithm);
     if (kdf.keyLength !== undefined && kdf.keyLength !== cipher.keyBytes)
@@ -460,7 +488,9 @@ function parse<T>(bytes: BinaryLike | ArrayBuffer, type: new () => T, what: stri
 
 /** The contents of a DER OCTET STRING. */
 function octets(bytes: ArrayBuffer | Uint8Array, what: string): Uint8Array {
-  return new Uint8Array(parse(bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes), OctetString, what).buffer);
+  return new Uint8Array(
+    parse(bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes), OctetString, what).buffer,
+  );
 }
 
 function concat(parts: Uint8Array[]): Uint8Array {
