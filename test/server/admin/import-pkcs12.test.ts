@@ -6,7 +6,7 @@
  * signature verifies with the certificate's public key. Refusals (wrong password, altered file,
  * a key and a certificate that do not belong together, no key, `-legacy` RC2, RSA-1024) leave the
  * card's keys, objects and version exactly as they were. Replacing an enrolled slot revokes the
- * CA certificate it had.
+ * CA certificate it had. The CLI is tested in test/server/cli/admin/pkcs12-commands.test.ts.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -30,7 +30,6 @@ import {
 } from '../../../server/storage/index.js';
 import { expectSw } from '../../apdu/piv/support/host.js';
 import { ALGORITHM_IDS, pkcs1v15Sha256Block } from '../../apdu/piv/support/keys.js';
-import { envWithoutCardlinkSettings, runCardlink, type CliRun } from '../../support/cli-run.js';
 import { exportPkcs12, makeSelfSigned, type TestKeyPair } from '../../support/pkcs12.js';
 import { auditOf, CARD_PIN, createTestCard, openSession, pinBytes } from '../cards/support/card-fixture.js';
 import { BACKENDS, createBackend, tempKeyFileProvider, type Backend } from '../storage/backends.js';
@@ -312,59 +311,4 @@ describe('PKCS#12 import', () => {
       });
     });
   }
-
-  describe('cardlink admin import-p12 (the built CLI, SQLite)', () => {
-    const show = (r: CliRun) => `exit ${r.status}\n${r.stdout}\n${r.stderr}`;
-    const env = (extra: Record<string, string> = {}) => ({
-      ...envWithoutCardlinkSettings(),
-      XDG_STATE_HOME: join(dir, 'state'),
-      ...extra,
-    });
-    const admin = (args: string[], extra?: Record<string, string>, input?: string) =>
-      runCardlink(['admin', ...args, '--data-dir', join(dir, 'cli-site'), '--json'], env(extra), [], input);
-
-    it('takes the password from CARDLINK_P12_PASSWORD or stdin, never argv; a wrong one exits 65', async () => {
-      const created = await admin([
-        'create-card',
-        '--issuer',
-        'https://idp.example',
-        '--subject',
-        'alice',
-        '--tenant',
-        'acme',
-      ]);
-      assert.equal(created.status, 0, show(created));
-      const { cardId } = JSON.parse(created.stdout) as { cardId: string };
-      const p12 = join(dir, 'rsa.p12');
-
-      const fromEnv = await admin(['import-p12', cardId, '--slot', '9D', '--file', p12], {
-        CARDLINK_P12_PASSWORD: PASSWORD,
-      });
-      assert.equal(fromEnv.status, 0, show(fromEnv));
-      const result = JSON.parse(fromEnv.stdout) as Record<string, unknown>;
-      assert.equal(result['slot'], '9D');
-      assert.equal(result['algorithm'], 'RSA2048');
-      assert.equal(result['serial'], new NodeX509(rsa.certPem).serialNumber.toLowerCase());
-      assert.ok(!fromEnv.stdout.includes(PASSWORD) && !fromEnv.stderr.includes(PASSWORD));
-
-      // No variable: one line on stdin (a pipe here; on a terminal it is typed without echo).
-      const fromStdin = await admin(
-        ['import-p12', cardId, '--slot', '9e', '--file', join(dir, 'ec-chain.p12')],
-        {},
-        `${PASSWORD}\n`,
-      );
-      assert.equal(fromStdin.status, 0, show(fromStdin));
-      assert.equal((JSON.parse(fromStdin.stdout) as Record<string, unknown>)['extraCertificates'], 1);
-
-      const wrong = await admin(['import-p12', cardId, '--slot', '9A', '--file', p12], {}, 'guess\n');
-      assert.equal(wrong.status, 65, show(wrong));
-      assert.match(wrong.stderr, /ERR_PKCS12_PASSWORD/);
-      const noInput = await admin(['import-p12', cardId, '--slot', '9A', '--file', p12], {}, '');
-      assert.equal(noInput.status, 64, show(noInput));
-      const badSlot = await admin(['import-p12', cardId, '--slot', '9B', '--file', p12], {
-        CARDLINK_P12_PASSWORD: PASSWORD,
-      });
-      assert.equal(badSlot.status, 64, show(badSlot));
-    });
-  });
 });
