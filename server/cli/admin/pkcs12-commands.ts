@@ -5,7 +5,7 @@
  * The file's password comes from CARDLINK_P12_PASSWORD or, when that is absent or empty, from one
  * line on stdin (typed without echo on a terminal): never from argv, which `ps` shows to everyone.
  */
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import type { CommandModule } from 'yargs';
 import { CardlinkError } from '../../../protocol/errors.js';
 import { readSecrets } from '../../../protocol/secret-input.js';
@@ -22,12 +22,6 @@ import {
 
 /** The environment variable holding the PKCS#12 password (else one line on stdin). */
 export const PKCS12_PASSWORD_ENV = 'CARDLINK_P12_PASSWORD';
-
-/**
- * Largest file read, in bytes (the PKCS#12 reader's own limit, repeated here so that a wrong
- * `--file` (a disk image) is refused before it is read into memory).
- */
-const MAX_FILE_BYTES = 1024 * 1024;
 
 interface ImportP12Args extends AdminArgs {
   cardId: string;
@@ -53,23 +47,34 @@ async function readPassword(): Promise<string> {
   return password!;
 }
 
-async function readPkcs12File(path: string): Promise<Buffer> {
-  let bytes: Buffer;
+/**
+ * The file's bytes; one larger than the reader takes (`limit`, MAX_PKCS12_BYTES) is refused before
+ * it is read, so a wrong `--file` (a disk image) costs nothing.
+ */
+async function readPkcs12File(path: string, limit: number): Promise<Buffer> {
+  let file: Awaited<ReturnType<typeof open>>;
   try {
-    bytes = await readFile(path);
+    file = await open(path, 'r');
   } catch (error) {
     throw new CardlinkError('ERR_USAGE', `cannot read --file ${path}`, {
       file: path,
       reason: (error as NodeJS.ErrnoException).code ?? 'unknown',
     });
   }
-  if (bytes.length > MAX_FILE_BYTES)
-    throw new CardlinkError('ERR_PKCS12_INVALID', 'the PKCS#12 file is too large', {
-      file: path,
-      bytes: bytes.length,
-      limit: MAX_FILE_BYTES,
-    });
-  return bytes;
+  try {
+    const stat = await file.stat();
+    if (!stat.isFile()) throw new CardlinkError('ERR_USAGE', `--file ${path} is not a file`, { file: path });
+    const size = stat.size;
+    if (size > limit)
+      throw new CardlinkError('ERR_PKCS12_INVALID', 'the PKCS#12 file is too large', {
+        file: path,
+        bytes: size,
+        limit,
+      });
+    return await file.readFile();
+  } finally {
+    await file.close();
+  }
 }
 
 export const importP12Command: CommandModule<AdminArgs, ImportP12Args> = {
@@ -89,8 +94,9 @@ export const importP12Command: CommandModule<AdminArgs, ImportP12Args> = {
   handler: async (args) => {
     const slot = parseSlotArgument(args.slot);
     const { checkImportSlot, importPkcs12 } = await import('../../admin/import-pkcs12.js');
+    const { MAX_PKCS12_BYTES } = await import('../../ca/pkcs12.js');
     checkImportSlot(slot); // before the password is asked for
-    const pkcs12 = await readPkcs12File(args.file);
+    const pkcs12 = await readPkcs12File(args.file, MAX_PKCS12_BYTES);
     const password = await readPassword();
     const r = await withResources(args, ({ storage, kek }) =>
       importPkcs12({ storage, kek, cardId: args.cardId, slot, pkcs12, password, actor: adminActor() }),

@@ -2,7 +2,7 @@
  * `cardlink admin import-p12` as an administrator runs it: the built CLI as a child process on a
  * SQLite data directory, with PKCS#12 files made by openssl. The password comes from
  * CARDLINK_P12_PASSWORD or from one line on stdin, and is never printed; a wrong one exits 65
- * (ERR_PKCS12_PASSWORD), none at all 64, and a slot that is no key slot 64 before anything is read.
+ * (ERR_PKCS12_PASSWORD), none at all 64, and a slot that is no key slot or a file that is none 64.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -89,5 +89,9 @@ describe('cardlink admin import-p12', () => {
       CARDLINK_P12_PASSWORD: PASSWORD,
     });
     assert.equal(missing.status, 64, show(missing));
+    const directory = await admin(['import-p12', cardId, '--slot', '9A', '--file', dir], {
+      CARDLINK_P12_PASSWORD: PASSWORD,
+    });
+    assert.equal(directory.status, 64, show(directory));
   });
 });
