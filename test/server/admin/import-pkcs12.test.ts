@@ -5,8 +5,8 @@
  * a CA chain left out; after the import the slot's key signs through a card session and the
  * signature verifies with the certificate's public key. Refusals (wrong password, altered file,
  * a key and a certificate that do not belong together, no key, `-legacy` RC2, RSA-1024) leave the
- * card's keys, objects and version exactly as they were. Replacing an enrolled slot revokes the
- * CA certificate it had. The CLI is tested in test/server/cli/admin/pkcs12-commands.test.ts.
+ * card's keys, objects and version exactly as they were, and so does a KEK that fails inside the
+ * transaction. Replacing an enrolled slot revokes the CA certificate it had. The CLI is tested in test/server/cli/admin/pkcs12-commands.test.ts.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -308,6 +308,41 @@ describe('PKCS#12 import', () => {
         const after = await listCardCertificates(storage, card.cardId);
         assert.equal(after.length, 1, 'the imported certificate is not registered at the CA');
         assert.equal(after[0]!.revocationReason, 'superseded');
+      });
+
+      it('a failure inside the transaction (the KEK refuses to seal) rolls everything back', async () => {
+        const card = await createTestCard(storage, kek);
+        await enrollCard({
+          storage,
+          kek,
+          cardId: card.cardId,
+          claims: { email: 'bob@example.com', upn: 'bob@corp.example', name: 'Bob' },
+          actor: 'admin:test',
+          slots: [0x9d],
+        });
+        const before = await cardContents(storage, card.cardId);
+        const failing: KekProvider = Object.create(kek) as KekProvider;
+        failing.wrap = () => Promise.reject(new Error('HSM gone'));
+        await assert.rejects(
+          importPkcs12({
+            storage,
+            kek: failing,
+            cardId: card.cardId,
+            slot: 0x9d,
+            pkcs12: files['rsa']!,
+            password: PASSWORD,
+            actor: 'admin:test',
+          }),
+          /HSM gone/,
+        );
+        // The fence (version), the revocation of the 9D CA certificate and every write are undone.
+        assert.equal(await cardContents(storage, card.cardId), before);
+        const certs = await listCardCertificates(storage, card.cardId);
+        assert.deepEqual(
+          certs.map((c) => c.revokedAt),
+          [null],
+        );
+        assert.equal((await auditOf(storage, card.cardId, 'card.pkcs12-imported')).length, 0);
       });
     });
   }
