@@ -82,6 +82,12 @@ export type CardlinkErrorCode =
   | 'ERR_PIN_POLICY'
   /** The card's PIN is set and its profile does not let a sign-in replace it (PUK or admin). */
   | 'ERR_PIN_SET_NOT_ALLOWED'
+  /** A PKCS#12 file whose MAC does not match: the password is wrong, or the file was altered. */
+  | 'ERR_PKCS12_PASSWORD'
+  /** A PKCS#12 file that cannot be imported: malformed, no key or several, no certificate for the key. */
+  | 'ERR_PKCS12_INVALID'
+  /** A PKCS#12 file in a form cardlink does not read (RC2 or RC4 encryption), or a key no PIV slot holds. */
+  | 'ERR_PKCS12_UNSUPPORTED'
   | 'ERR_INTERNAL';
 
 export class CardlinkError extends Error {
@@ -130,8 +136,11 @@ export function exitCodeFor(code: CardlinkErrorCode): number {
     case 'ERR_SIGN_IN_NOT_FRESH':
     case 'ERR_PIN_SET_NOT_ALLOWED':
       return 77; // EX_NOPERM
-    case 'ERR_PIN_POLICY':
-      return 65; // EX_DATAERR, as `cardlink pin` for a new PIN it refuses
+    case 'ERR_PIN_POLICY': // as `cardlink pin` for a new PIN it refuses
+    case 'ERR_PKCS12_PASSWORD': // the input file (or its password) is not what it must be
+    case 'ERR_PKCS12_INVALID':
+    case 'ERR_PKCS12_UNSUPPORTED':
+      return 65; // EX_DATAERR
     default:
       return 1;
   }

@@ -69,6 +69,11 @@ export const AUDIT_EVENTS = {
    * the details name the retired slot an old key management key moved to.
    */
   cardRenewed: 'card.renewed',
+  /**
+   * A key and its certificate from a PKCS#12 file were written to a slot (`cardlink admin
+   * import-p12`); the details name the slot and the certificate, never key material.
+   */
+  pkcs12Imported: 'card.pkcs12-imported',
   deviceRegistered: 'device.registered',
   deviceApproved: 'device.approved',
   sessionOpened: 'session.opened',

@@ -25,6 +25,7 @@ import {
 } from './admin/card-commands.js';
 import { rotateKekCommand } from './admin/kek-commands.js';
 import { renewCommand } from './admin/lifecycle-commands.js';
+import { importP12Command } from './admin/pkcs12-commands.js';
 import { approveDeviceCommand, listUsersCommand, sessionsCommand } from './admin/user-commands.js';
 
 export type { AdminArgs };
@@ -60,6 +61,7 @@ export const adminCommand: CommandModule<object, AdminArgs> = {
       .command(caCommand)
       .command(enrollCommand)
       .command(renewCommand)
+      .command(importP12Command)
       .demandCommand(1, "Name an admin command; see 'cardlink admin --help'."),
   handler: () => undefined,
 };

@@ -26,22 +26,25 @@ export function envWithoutCardlinkSettings(): NodeJS.ProcessEnv {
 
 /**
  * `node [nodeArgs] main.js [args]` with `env`; rejects (after killing it) when it runs past
- * CLI_RUN_TIMEOUT_MS, naming the command and what it printed.
+ * CLI_RUN_TIMEOUT_MS, naming the command and what it printed. `input`, when given, is written to
+ * its stdin (a pipe, not a terminal); otherwise stdin is closed.
  */
 export function runCardlink(
   args: readonly string[],
   env: NodeJS.ProcessEnv,
   nodeArgs: readonly string[] = [],
+  input?: string,
 ): Promise<CliRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [...nodeArgs, CARDLINK_MAIN, ...args], {
       env,
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     });
+    if (input !== undefined) child.stdin!.end(input);
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.stdout!.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`cardlink ${args.join(' ')} timed out:\n${stdout}${stderr}`));

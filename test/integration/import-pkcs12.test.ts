@@ -1,0 +1,169 @@
+/**
+ * PKCS#12 import through the whole chain (docs/personalization.md, "Import a PKCS#12"), every part
+ * real: the test IdP, the card server on SQLite, pcscd with the cardlink reader, `cardlink daemon`,
+ * OpenSC and the OpenSSL pkcs11 engine.
+ *
+ * The daemon holds the card in the reader; an administrator imports an RSA-2048 key and its
+ * certificate (made by `openssl req -x509`, exported by `openssl pkcs12 -export` with OpenSSL 3's
+ * defaults) into 9D. Without reconnecting, OpenSC reads the imported certificate from 9D
+ * (`pkcs11-tool --read-object`, byte for byte the file's), and a message encrypted to that
+ * certificate with `openssl cms -encrypt`, as a correspondent who had it before would, decrypts
+ * with the card.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
+import { importPkcs12, type ImportedPkcs12 } from '../../server/admin/import-pkcs12.js';
+import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
+import { OPENSC_PKCS11 } from '../support/local-card.js';
+import { exportPkcs12, makeSelfSigned } from '../support/pkcs12.js';
+
+const PIN = '24681357';
+const P12_PASSWORD = 'p12 import test';
+/** OpenSC's object id of the key management slot 9D. */
+const OPENSC_ID_9D = '03';
+const MESSAGE = 'Mail sent to the old key, still readable.\n';
+
+describe('PKCS#12 import into 9D of a card in the reader: OpenSC reads it, the card decrypts with it', () => {
+  let stack: DaemonStack;
+  let dir: string;
+  let cardId: string;
+  let readerName: string;
+  let certFile: string;
+  let imported: ImportedPkcs12;
+
+  const run = async (cmd: string, args: string[]) => {
+    const env = { ...stack.pcscd.env, PKCS11_MODULE_PATH: OPENSC_PKCS11 };
+    try {
+      const { stdout, stderr } = await promisify(execFile)(cmd, args, {
+        env,
+        cwd: dir,
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      return `${stdout}${stderr}`;
+    } catch (error) {
+      const e = error as { stdout?: string; stderr?: string };
+      return assert.fail(`${cmd} ${args.join(' ')} failed\n${e.stdout ?? ''}\n${e.stderr ?? ''}`);
+    }
+  };
+  /** The 9D certificate as OpenSC reads it from the card through pcscd, now. */
+  const read9d = async (name: string): Promise<X509Certificate> => {
+    const der = path.join(dir, name);
+    await run('pkcs11-tool', [
+      '--module',
+      OPENSC_PKCS11,
+      '--read-object',
+      '--type',
+      'cert',
+      '--id',
+      OPENSC_ID_9D,
+      '-o',
+      der,
+    ]);
+    return new X509Certificate(fs.readFileSync(der));
+  };
+
+  before(async () => {
+    stack = await startDaemonStack({
+      name: 'p12-import',
+      cards: [{ label: 'alice card', pin: PIN, puk: '97531864' }],
+      pcscd: { cardlink: { slots: 2, friendlyName: 'cardlink Import Reader' } },
+      daemon: { deviceName: 'alice-laptop' },
+    });
+    dir = stack.dir;
+    cardId = stack.cardIds[0]!;
+    await stack.daemon.login('alice');
+    const cards = await stack.daemon.waitForCards((cs) => cs.some((c) => c.state === 'inserted'));
+    readerName = cards[0]!.readerName!;
+    await waitForCardPresent(readerName);
+
+    // The key and certificate the user had before the card (say, from an S/MIME provider).
+    const pair = await makeSelfSigned(
+      dir,
+      'alice-smime',
+      'rsa2048',
+      '/CN=Alice Example/emailAddress=alice@example.com',
+    );
+    certFile = pair.certFile;
+    const p12 = await exportPkcs12(dir, 'alice-smime', { keyFile: pair.keyFile, certFile }, P12_PASSWORD);
+
+    const before = await read9d('before.der');
+    const { storage, kek } = stack.cardServer.resources;
+    imported = await importPkcs12({
+      storage,
+      kek,
+      cardId,
+      slot: 0x9d,
+      pkcs12: fs.readFileSync(p12),
+      password: P12_PASSWORD,
+      actor: 'admin:test',
+    });
+    // The server pushes CARD_CHANGED and the daemon re-inserts the card; pkcs11-tool is run until
+    // it sees the new certificate (a bounded wait, not a timed assertion).
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline) {
+      await waitForCardPresent(readerName);
+      if ((await read9d('poll.der')).fingerprint256 !== before.fingerprint256) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  });
+
+  after(async () => {
+    await stack?.stop();
+  });
+
+  it('OpenSC reads the imported certificate from 9D, byte for byte, without reconnecting', async () => {
+    const onCard = await read9d('9d.der');
+    const fromFile = new X509Certificate(fs.readFileSync(certFile));
+    assert.deepEqual(onCard.raw, fromFile.raw);
+    assert.equal(imported.algorithm, 'RSA2048');
+    assert.equal(BigInt(`0x${imported.serial}`), BigInt(`0x${onCard.serialNumber}`));
+    const cards = await stack.daemon.cards();
+    assert.equal(cards[0]!.state, 'inserted');
+    assert.equal(cards[0]!.takenOverBy, undefined, 'the daemon kept the card');
+  });
+
+  it('a message encrypted to the imported certificate with openssl cms decrypts with the card', async () => {
+    fs.writeFileSync(path.join(dir, 'message.txt'), MESSAGE);
+    const envelope = path.join(dir, 'envelope.pem');
+    await run('openssl', [
+      'cms',
+      '-encrypt',
+      '-binary',
+      '-aes256',
+      '-in',
+      path.join(dir, 'message.txt'),
+      '-outform',
+      'PEM',
+      '-out',
+      envelope,
+      certFile,
+    ]);
+    const out = path.join(dir, 'message.out');
+    await run('openssl', [
+      'cms',
+      '-decrypt',
+      '-engine',
+      'pkcs11',
+      '-keyform',
+      'engine',
+      '-inkey',
+      `pkcs11:id=%${OPENSC_ID_9D};type=private;pin-value=${PIN}`,
+      '-recip',
+      certFile,
+      '-inform',
+      'PEM',
+      '-in',
+      envelope,
+      '-out',
+      out,
+    ]);
+    assert.equal(fs.readFileSync(out, 'utf8'), MESSAGE);
+  });
+});
