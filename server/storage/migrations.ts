@@ -261,6 +261,30 @@ export const MIGRATIONS: readonly Migration[] = [
         .execute();
     },
   },
+  {
+    // Reserved for the key-archival branch's migration 4 (renumber ca-hsm's migration 5 to 4 if
+    // that one does not land); a no-op here so the versions stay 1, 2, 3, ... without a gap.
+    version: 4,
+    name: 'reserved',
+    async up() {},
+  },
+  {
+    version: 5,
+    name: 'issuing CA keys kept inside the PKCS#11 token (ca init --key-in-hsm, docs/personalization.md)',
+    async up(db, dialect) {
+      const { bytes } = types(dialect);
+      // One row per CA whose private key is a token object: its CKA_LABEL and CKA_ID. Such a CA's
+      // issuing_cas row holds no sealed key (empty sealed_private_key and wrapped_data_key,
+      // kek_version 0) and KEK rotation leaves it alone.
+      await db.schema
+        .createTable('issuing_ca_token_keys')
+        .addColumn('ca_id', 'text', (c) => c.primaryKey().references('issuing_cas.id'))
+        .addColumn('key_label', 'text', (c) => c.notNull())
+        .addColumn('key_id', bytes, (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+    },
+  },
 ];
 
 export interface MigrateResult {
