@@ -86,10 +86,6 @@ export class Pkcs11TokenKeys implements TokenKeyStore {
     }, 'key pair generation');
   }
 
-  async has(ref: TokenKeyRef): Promise<boolean> {
-    return this.withSession((s) => Promise.resolve(this.find(s, ref, pkcs11js.CKO_PRIVATE_KEY).length === 1));
-  }
-
   async sign(ref: TokenKeyRef, algorithm: KeyAlgorithm, input: Uint8Array): Promise<Buffer> {
     const mechanism = { mechanism: isEcAlgorithm(algorithm) ? pkcs11js.CKM_ECDSA : pkcs11js.CKM_RSA_PKCS };
     return this.withSession(async (s) => {

@@ -31,8 +31,6 @@ export interface TokenKeyStore {
    * halves token objects.
    */
   generate(name: string, algorithm: KeyAlgorithm): Promise<TokenKeyPair>;
-  /** Whether the token holds the private key `ref` names. */
-  has(ref: TokenKeyRef): Promise<boolean>;
   /**
    * One private-key operation, as PKCS#11 defines it: EC (CKM_ECDSA) signs `input`, a hash, and
    * returns r || s, each the size of the curve; RSA (CKM_RSA_PKCS) pads `input`, a DigestInfo, and

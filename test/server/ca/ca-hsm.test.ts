@@ -9,6 +9,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { createPublicKey, verify } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -178,6 +179,17 @@ for (const kind of BACKENDS) {
       assert.equal(row.wrapped_data_key.length, 0, 'no wrapped data key');
       assert.equal(row.kek_version, 0);
       assert.equal((await countWrappedKeysByKekVersion(storage)).get(0), undefined);
+      const audit = await storage.db
+        .selectFrom('audit_log')
+        .select('details')
+        .where('event_type', '=', 'ca.created')
+        .executeTakeFirstOrThrow();
+      assert.deepEqual(
+        (({ keyStore, keyLabel }) => ({ keyStore, keyLabel }))(
+          JSON.parse(audit.details) as Record<string, unknown>,
+        ),
+        { keyStore: 'pkcs11', keyLabel: 'cardlink-ca-default' },
+      );
 
       const view = tokenView(token);
       try {
@@ -244,6 +256,29 @@ for (const kind of BACKENDS) {
       assert.equal(crl.entries, 4);
       const text = await verifyCrl('after-renewal.crl', crl.der);
       for (const s of first.slots) assert.match(text, new RegExp(s.serial.toUpperCase()));
+    });
+
+    it('signs concurrently through the session pool, every signature valid', async () => {
+      const ca = await openIssuingCa(storage, kek);
+      const publicKey = createPublicKey({
+        key: Buffer.from(ca.certificate.publicKey.rawData),
+        format: 'der',
+        type: 'spki',
+      });
+      // More signatures at once than the provider has sessions (4): some wait for a session.
+      const messages = Array.from({ length: 12 }, (_, i) => Buffer.from(`message ${i}`));
+      const signatures = await Promise.all(
+        messages.map((m) =>
+          ca.signer.crypto.subtle.sign(ca.signer.signingAlgorithm, ca.signer.keys.privateKey, m),
+        ),
+      );
+      const hash = algorithm === 'ECCP384' ? 'sha384' : 'sha256';
+      messages.forEach((m, i) =>
+        assert.ok(
+          verify(hash, m, { key: publicKey, dsaEncoding: 'ieee-p1363' }, Buffer.from(signatures[i]!)),
+          `signature ${i}`,
+        ),
+      );
     });
 
     it('leaves the token CA alone through a KEK rotation', async () => {
