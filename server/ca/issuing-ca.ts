@@ -6,6 +6,10 @@
  * (its own certificate, card certificates, CRLs) goes through the X.509 toolkit with the same
  * key-store signer a card slot uses (apdu/piv/certificates/card-key-crypto.ts), so the unsealed
  * key is only ever a KeyObject in this process.
+ *
+ * With the PKCS#11 KEK provider the generated CA's key can instead stay inside the token
+ * (`keyInHsm`): generated there, not extractable, every signature one C_Sign (token-signer.ts);
+ * the database then records only where the token keeps it.
  */
 import {
   createHash,
@@ -40,10 +44,13 @@ import {
   DEFAULT_CA_ID,
   findIssuingCa,
   insertIssuingCa,
+  type CaKeyPlace,
   type IssuingCaOrigin,
   type IssuingCaRecord,
   type Storage,
 } from '../storage/index.js';
+import type { TokenKeyStore } from '../keys/token-keys.js';
+import { tokenSigningKey } from './token-signer.js';
 
 /** Key of a generated CA when the administrator names none: P-384 (SP 800-78-5 allows it for PIV issuers). */
 export const DEFAULT_CA_ALGORITHM: KeyAlgorithm = 'ECCP384';
@@ -55,6 +62,8 @@ export const MAX_CA_VALIDITY_DAYS = 11000;
 export const MAX_CA_PEM_BYTES = 64 * 1024;
 /** Key version the CA key is sealed with (a CA key is never replaced in place). */
 const CA_KEY_VERSION = 0;
+/** The CA key pair's name on the token (labelled `<provider prefix>-ca-<CA id>`). */
+const caTokenKeyName = (caId: string): string => `ca-${caId}`;
 
 /** No CA, a second one, or an imported one that cannot issue. */
 export class CaError extends CardlinkError {
@@ -68,10 +77,16 @@ export class CaError extends CardlinkError {
   }
 }
 
+/** Where a CA's private key is: sealed under the KEK in the database, or inside the PKCS#11 token. */
+export type CaKeyStore = 'sealed' | 'pkcs11';
+
 /** What `cardlink admin ca show` prints. */
 export interface CaInfo {
   readonly id: string;
   readonly origin: IssuingCaOrigin;
+  readonly keyStore: CaKeyStore;
+  /** The key pair's CKA_LABEL when keyStore is pkcs11. */
+  readonly keyLabel?: string;
   readonly subject: string;
   readonly algorithm: KeyAlgorithm;
   readonly notBefore: string;
@@ -100,13 +115,22 @@ export interface InitCaOptions {
   readonly commonName?: string;
   readonly algorithm?: KeyAlgorithm;
   readonly validityDays?: number;
+  /**
+   * Generate the key inside the KEK provider's PKCS#11 token and keep it there (ERR_CA_INVALID
+   * when the provider has no token) instead of sealing it into the database.
+   */
+  readonly keyInHsm?: boolean;
   readonly actor: string;
   readonly now?: Date;
 }
 
-/** Generates the embedded CA: a key made here, a self-signed CA certificate, sealed and stored. */
+/**
+ * Generates the embedded CA: a key made here and sealed, or made inside the PKCS#11 token
+ * (`keyInHsm`), and a self-signed CA certificate, stored.
+ */
 export async function initEmbeddedCa(options: InitCaOptions): Promise<CaInfo> {
   const { storage, kek } = options;
+  const tokenKeys = options.keyInHsm ? tokenKeysOf(kek) : undefined;
   await refuseSecondCa(storage);
   const crlUrl = checkCrlUrl(options.crlUrl);
   const algorithm = options.algorithm ?? DEFAULT_CA_ALGORITHM;
@@ -119,9 +143,59 @@ export async function initEmbeddedCa(options: InitCaOptions): Promise<CaInfo> {
       validityDays,
     });
 
-  const { privateKey, publicKeySpki } = await generateKeyPair(algorithm);
-  const signer = signerFor(privateKey);
   const notBefore = wholeSeconds(options.now ?? new Date());
+  const certificateOf = (signer: CardSigningKey, publicKeySpki: Uint8Array) =>
+    selfSignedCaCertificate(signer, publicKeySpki, commonName, notBefore, validityDays);
+  if (tokenKeys) {
+    await initInToken(storage, tokenKeys, { algorithm, crlUrl, actor: options.actor }, certificateOf);
+    return showCa(storage);
+  }
+  const { privateKey, publicKeySpki } = await generateKeyPair(algorithm);
+  const certificate = await certificateOf(signerFor(privateKey), Uint8Array.from(publicKeySpki));
+  await store(storage, kek, {
+    certificate,
+    privateKey,
+    origin: 'generated',
+    crlUrl,
+    actor: options.actor,
+  });
+  return showCa(storage);
+}
+
+/**
+ * The CA key pair generated inside the token, the certificate signed there, the CA stored; the
+ * key pair destroyed again when a later step fails (no key left behind for a CA that is not).
+ */
+async function initInToken(
+  storage: Storage,
+  tokenKeys: TokenKeyStore,
+  ca: { algorithm: KeyAlgorithm; crlUrl: string; actor: string },
+  certificateOf: (signer: CardSigningKey, publicKeySpki: Uint8Array) => Promise<Uint8Array>,
+): Promise<void> {
+  const pair = await tokenKeys.generate(caTokenKeyName(DEFAULT_CA_ID), ca.algorithm);
+  try {
+    const spki = new Uint8Array(pair.publicKey.export({ type: 'spki', format: 'der' }));
+    const certificate = await certificateOf(tokenSigningKey(tokenKeys, pair.ref, pair.publicKey), spki);
+    await insertCa(storage, {
+      certificate,
+      key: { token: pair.ref },
+      origin: 'generated',
+      crlUrl: ca.crlUrl,
+      actor: ca.actor,
+    });
+  } catch (error) {
+    await tokenKeys.destroy(pair.ref).catch(() => undefined);
+    throw error;
+  }
+}
+
+async function selfSignedCaCertificate(
+  signer: CardSigningKey,
+  publicKeySpki: Uint8Array,
+  commonName: string,
+  notBefore: Date,
+  validityDays: number,
+): Promise<Uint8Array> {
   const name = new Name([{ CN: [{ utf8String: commonName }] }]);
   const certificate = await X509CertificateGenerator.createSelfSigned(
     {
@@ -135,19 +209,12 @@ export async function initEmbeddedCa(options: InitCaOptions): Promise<CaInfo> {
         // A CA of end-entity certificates only: path length 0 (RFC 5280 section 4.2.1.9).
         new BasicConstraintsExtension(true, 0, true),
         new KeyUsagesExtension(KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign, true),
-        await SubjectKeyIdentifierExtension.create(Uint8Array.from(publicKeySpki), false, signer.crypto),
+        await SubjectKeyIdentifierExtension.create(publicKeySpki, false, signer.crypto),
       ],
     },
     signer.crypto,
   );
-  await store(storage, kek, {
-    certificate: new Uint8Array(certificate.rawData),
-    privateKey,
-    origin: 'generated',
-    crlUrl,
-    actor: options.actor,
-  });
-  return showCa(storage);
+  return new Uint8Array(certificate.rawData);
 }
 
 export interface ImportCaOptions {
@@ -219,6 +286,9 @@ export async function showCa(storage: Storage, id = DEFAULT_CA_ID): Promise<CaIn
   return {
     id: record.id,
     origin: record.origin,
+    ...('token' in record.key
+      ? { keyStore: 'pkcs11', keyLabel: record.key.token.label }
+      : { keyStore: 'sealed' }),
     subject: cert.subject,
     algorithm: keyAlgorithmOf(
       createPublicKey({ key: Buffer.from(cert.publicKey.rawData), format: 'der', type: 'spki' }),
@@ -234,7 +304,10 @@ export async function showCa(storage: Storage, id = DEFAULT_CA_ID): Promise<CaIn
   };
 }
 
-/** Opens the CA: unseals its key into a signer. ERR_CA_MISSING when there is none. */
+/**
+ * Opens the CA: unseals its key into a signer, or, when the key is in the PKCS#11 token, a signer
+ * that signs there. ERR_CA_MISSING when there is none.
+ */
 export async function openIssuingCa(
   storage: Storage,
   kek: KekProvider,
@@ -242,10 +315,23 @@ export async function openIssuingCa(
 ): Promise<IssuingCa> {
   const record = await findIssuingCa(storage, id);
   if (!record) throw missing();
-  const pkcs8 = await unsealSecret(kek, record.key, caKeyLocation(id));
+  const certificate = new X509Certificate(record.certificate);
+  if ('token' in record.key) {
+    const publicKey = createPublicKey({
+      key: Buffer.from(certificate.publicKey.rawData),
+      format: 'der',
+      type: 'spki',
+    });
+    return {
+      record,
+      certificate,
+      signer: tokenSigningKey(tokenKeysOf(kek, true), record.key.token, publicKey),
+    };
+  }
+  const pkcs8 = await unsealSecret(kek, record.key.sealed, caKeyLocation(id));
   try {
     const privateKey = createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' });
-    return { record, certificate: new X509Certificate(record.certificate), signer: signerFor(privateKey) };
+    return { record, certificate, signer: signerFor(privateKey) };
   } finally {
     pkcs8.fill(0);
   }
@@ -271,28 +357,50 @@ async function store(
   const pkcs8 = ca.privateKey.export({ type: 'pkcs8', format: 'der' });
   try {
     const sealed = await sealSecret(kek, pkcs8, caKeyLocation(DEFAULT_CA_ID), CA_KEY_VERSION);
-    await storage.transaction(async (tx) => {
-      if (await findIssuingCa(tx, DEFAULT_CA_ID)) throw exists();
-      await insertIssuingCa(tx, {
-        id: DEFAULT_CA_ID,
-        certificate: ca.certificate,
-        key: sealed,
-        origin: ca.origin,
-        crlUrl: ca.crlUrl,
-      });
-      await appendAudit(tx, {
-        actor: ca.actor,
-        eventType: ca.origin === 'generated' ? AUDIT_EVENTS.caCreated : AUDIT_EVENTS.caImported,
-        details: {
-          caId: DEFAULT_CA_ID,
-          certificateSha256: createHash('sha256').update(ca.certificate).digest('hex'),
-          crlUrl: ca.crlUrl,
-        },
-      });
-    });
+    await insertCa(storage, { ...ca, key: { sealed } });
   } finally {
     pkcs8.fill(0);
   }
+}
+
+/** Stores the CA row and audits it, in one transaction; ERR_CA_EXISTS when another came first. */
+async function insertCa(
+  storage: Storage,
+  ca: { certificate: Uint8Array; key: CaKeyPlace; origin: IssuingCaOrigin; crlUrl: string; actor: string },
+): Promise<void> {
+  await storage.transaction(async (tx) => {
+    if (await findIssuingCa(tx, DEFAULT_CA_ID)) throw exists();
+    await insertIssuingCa(tx, {
+      id: DEFAULT_CA_ID,
+      certificate: ca.certificate,
+      key: ca.key,
+      origin: ca.origin,
+      crlUrl: ca.crlUrl,
+    });
+    await appendAudit(tx, {
+      actor: ca.actor,
+      eventType: ca.origin === 'generated' ? AUDIT_EVENTS.caCreated : AUDIT_EVENTS.caImported,
+      details: {
+        caId: DEFAULT_CA_ID,
+        certificateSha256: createHash('sha256').update(ca.certificate).digest('hex'),
+        crlUrl: ca.crlUrl,
+        keyStore: 'token' in ca.key ? 'pkcs11' : 'sealed',
+        ...('token' in ca.key ? { keyLabel: ca.key.token.label } : {}),
+      },
+    });
+  });
+}
+
+/** The KEK provider's token key store; refuses when the provider has no token. */
+function tokenKeysOf(kek: KekProvider, opening = false): TokenKeyStore {
+  if (kek.tokenKeys) return kek.tokenKeys;
+  throw new CaError(
+    'ERR_CA_INVALID',
+    opening
+      ? "the issuing CA's key is in a PKCS#11 token, and the server's KEK is not (set kek.provider: pkcs11 with that token)"
+      : "the CA key can be kept in an HSM only when the server's KEK is in a PKCS#11 token (kek.provider: pkcs11)",
+    { kekProvider: kek.kind },
+  );
 }
 
 function signerFor(privateKey: KeyObject): CardSigningKey {

@@ -16,6 +16,7 @@
  * (`pkcs11-provider.ts`, keys generated non-extractable inside an HSM).
  */
 import { CardlinkError } from '../../protocol/errors.js';
+import type { TokenKeyStore } from './token-keys.js';
 
 /** A data key wrapped by one KEK version. */
 export interface WrappedDataKey {
@@ -46,6 +47,12 @@ export interface KekProvider {
   hmac(data: Uint8Array, version?: number): Promise<{ version: number; mac: Buffer }>;
   rotatePinKey(): Promise<number>;
   retirePinKey(version: number): Promise<void>;
+
+  /**
+   * Signing key pairs kept inside the provider's token (token-keys.ts): only a provider with a
+   * token (PKCS#11) has them; the key file provider leaves this undefined.
+   */
+  readonly tokenKeys?: TokenKeyStore;
 
   close(): Promise<void>;
 }

@@ -13,6 +13,8 @@
  * - `C_Initialize` gets `CKF_OS_LOCKING_OK`: operations run on libuv worker threads (the *Async
  *   calls), and without it SoftHSM2 fails concurrent calls with CKR_GENERAL_ERROR. Each operation
  *   holds one session of a small pool for its Init+Encrypt/Decrypt/Sign pair.
+ * - Signing key pairs that never leave the token (the issuing CA's, with `ca init --key-in-hsm`)
+ *   go through the same logged-in sessions: `tokenKeys` (pkcs11-token-keys.ts).
  */
 import { randomBytes } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
@@ -28,6 +30,8 @@ import {
   type KekProvider,
   type WrappedDataKey,
 } from './kek-provider.js';
+import { Pkcs11TokenKeys } from './pkcs11-token-keys.js';
+import type { TokenKeyStore } from './token-keys.js';
 
 /** Default number of PKCS#11 sessions (concurrent token operations) per provider. */
 export const DEFAULT_PKCS11_SESSIONS = 4;
@@ -112,6 +116,7 @@ class Pkcs11Provider extends VersionedKeys<Handle> implements KekProvider {
   private readonly idle: Handle[] = [];
   private readonly waiters: ((session: Handle) => void)[] = [];
   private closed = false;
+  readonly tokenKeys: TokenKeyStore;
 
   constructor(
     private readonly lib: pkcs11js.PKCS11,
@@ -119,6 +124,11 @@ class Pkcs11Provider extends VersionedKeys<Handle> implements KekProvider {
   ) {
     super();
     this.prefix = options.labelPrefix ?? DEFAULT_PKCS11_LABEL_PREFIX;
+    this.tokenKeys = new Pkcs11TokenKeys(
+      lib,
+      (fn, operation) => this.withSession(fn, operation),
+      this.prefix,
+    );
   }
 
   async open(create: boolean): Promise<void> {

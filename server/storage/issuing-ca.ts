@@ -1,7 +1,7 @@
 /**
- * The issuing CA's row (certificate, sealed key, CRL) and the register of the certificates it
- * issued, which revocation marks and the CRL lists. The CA logic is server/ca/; this module only
- * reads and writes rows.
+ * The issuing CA's row (certificate, sealed key or where the PKCS#11 token keeps it, CRL) and the
+ * register of the certificates it issued, which revocation marks and the CRL lists. The CA logic
+ * is server/ca/; this module only reads and writes rows.
  */
 import { StorageError } from './errors.js';
 import { asBuffer, nowIso, type SealedRecord } from './cards.js';
@@ -12,11 +12,28 @@ export const DEFAULT_CA_ID = 'default';
 
 export type IssuingCaOrigin = 'generated' | 'imported';
 
+/** A CA key pair inside the PKCS#11 token: its CKA_LABEL and CKA_ID (server/keys/token-keys.ts). */
+export interface CaTokenKey {
+  readonly label: string;
+  readonly id: Buffer;
+}
+
+/** Where the CA's private key is: sealed in its row, or an object in the token. */
+export type CaKeyPlace = { readonly sealed: SealedRecord } | { readonly token: CaTokenKey };
+
+/** The sealed columns of a CA whose key is in the token: nothing sealed, under no KEK version. */
+const NO_SEALED_KEY = {
+  sealed: Buffer.alloc(0),
+  wrappedDataKey: Buffer.alloc(0),
+  kekVersion: 0,
+  keyVersion: 0,
+};
+
 export interface IssuingCaRecord {
   readonly id: string;
   /** DER. */
   readonly certificate: Buffer;
-  readonly key: SealedRecord;
+  readonly key: CaKeyPlace;
   readonly origin: IssuingCaOrigin;
   readonly crlUrl: string;
   readonly crlNumber: number;
@@ -28,7 +45,7 @@ export interface IssuingCaRecord {
 export interface NewIssuingCa {
   readonly id: string;
   readonly certificate: Uint8Array;
-  readonly key: SealedRecord;
+  readonly key: CaKeyPlace;
   readonly origin: IssuingCaOrigin;
   readonly crlUrl: string;
 }
@@ -47,17 +64,28 @@ export interface IssuedCertificateRecord {
 }
 
 export async function findIssuingCa(q: Queryable, id = DEFAULT_CA_ID): Promise<IssuingCaRecord | undefined> {
-  const row = await q.db.selectFrom('issuing_cas').selectAll().where('id', '=', id).executeTakeFirst();
+  const row = await q.db
+    .selectFrom('issuing_cas')
+    .leftJoin('issuing_ca_token_keys', 'issuing_ca_token_keys.ca_id', 'issuing_cas.id')
+    .selectAll('issuing_cas')
+    .select(['issuing_ca_token_keys.key_label', 'issuing_ca_token_keys.key_id'])
+    .where('issuing_cas.id', '=', id)
+    .executeTakeFirst();
   if (!row) return undefined;
   return {
     id: row.id,
     certificate: row.certificate,
-    key: {
-      sealed: row.sealed_private_key,
-      wrappedDataKey: row.wrapped_data_key,
-      kekVersion: row.kek_version,
-      keyVersion: Number(row.key_version),
-    },
+    key:
+      row.key_label !== null && row.key_id !== null
+        ? { token: { label: row.key_label, id: row.key_id } }
+        : {
+            sealed: {
+              sealed: row.sealed_private_key,
+              wrappedDataKey: row.wrapped_data_key,
+              kekVersion: row.kek_version,
+              keyVersion: Number(row.key_version),
+            },
+          },
     origin: row.origin as IssuingCaOrigin,
     crlUrl: row.crl_url,
     crlNumber: Number(row.crl_number),
@@ -66,17 +94,21 @@ export async function findIssuingCa(q: Queryable, id = DEFAULT_CA_ID): Promise<I
   };
 }
 
-/** Inserts the CA; a CA of that id already there is a StorageError (the caller checks first). */
+/**
+ * Inserts the CA (and where the token keeps its key); a CA of that id already there is a
+ * StorageError (the caller checks first).
+ */
 export async function insertIssuingCa(tx: Tx, ca: NewIssuingCa): Promise<void> {
+  const sealed = 'sealed' in ca.key ? ca.key.sealed : NO_SEALED_KEY;
   await tx.db
     .insertInto('issuing_cas')
     .values({
       id: ca.id,
       certificate: asBuffer(ca.certificate),
-      sealed_private_key: ca.key.sealed,
-      wrapped_data_key: ca.key.wrappedDataKey,
-      kek_version: ca.key.kekVersion,
-      key_version: ca.key.keyVersion,
+      sealed_private_key: sealed.sealed,
+      wrapped_data_key: sealed.wrappedDataKey,
+      kek_version: sealed.kekVersion,
+      key_version: sealed.keyVersion,
       origin: ca.origin,
       crl_url: ca.crlUrl,
       crl_number: 0,
@@ -84,6 +116,11 @@ export async function insertIssuingCa(tx: Tx, ca: NewIssuingCa): Promise<void> {
       created_at: nowIso(),
     })
     .execute();
+  if ('token' in ca.key)
+    await tx.db
+      .insertInto('issuing_ca_token_keys')
+      .values({ ca_id: ca.id, key_label: ca.key.token.label, key_id: ca.key.token.id, created_at: nowIso() })
+      .execute();
 }
 
 /** Takes the next CRL number (locks the CA row until commit, so two CRLs never share a number). */

@@ -261,6 +261,23 @@ export const MIGRATIONS: readonly Migration[] = [
         .execute();
     },
   },
+  {
+    version: 4,
+    name: 'issuing CA keys kept inside the PKCS#11 token (ca init --key-in-hsm, docs/personalization.md)',
+    async up(db, dialect) {
+      const { bytes } = types(dialect);
+      // One row per CA whose private key is a token object: its CKA_LABEL and CKA_ID. Such a CA's
+      // issuing_cas row holds no sealed key (empty sealed_private_key and wrapped_data_key,
+      // kek_version 0) and KEK rotation leaves it alone.
+      await db.schema
+        .createTable('issuing_ca_token_keys')
+        .addColumn('ca_id', 'text', (c) => c.primaryKey().references('issuing_cas.id'))
+        .addColumn('key_label', 'text', (c) => c.notNull())
+        .addColumn('key_id', bytes, (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+    },
+  },
 ];
 
 export interface MigrateResult {

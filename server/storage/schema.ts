@@ -161,12 +161,28 @@ export interface AuditChainHeadTable {
 }
 
 /** A CA that issues the cards' certificates (server/ca/); its key sealed like a card key. */
+/**
+ * An issuing CA whose private key is an object inside the PKCS#11 token (server/keys/token-keys.ts);
+ * its issuing_cas row then holds no sealed key (empty blobs, kek_version 0).
+ */
+export interface IssuingCaTokenKeysTable {
+  ca_id: string;
+  /** The key pair's CKA_LABEL. */
+  key_label: string;
+  /** The key pair's CKA_ID (random, so a label reused later names another pair). */
+  key_id: Buffer;
+  created_at: string;
+}
+
 export interface IssuingCasTable {
   /** `default`: the one issuing CA of this server. */
   id: string;
   /** The CA certificate, DER. */
   certificate: Buffer;
-  /** PKCS#8 private key sealed with AES-256-GCM under a data key (`server/keys/sealing.ts`). */
+  /**
+   * PKCS#8 private key sealed with AES-256-GCM under a data key (`server/keys/sealing.ts`); empty
+   * (and kek_version 0) when the key is in the PKCS#11 token (`issuing_ca_token_keys`).
+   */
   sealed_private_key: Buffer;
   wrapped_data_key: Buffer;
   kek_version: number;
@@ -212,6 +228,7 @@ export interface Database {
   audit_log: AuditLogTable;
   audit_chain_head: AuditChainHeadTable;
   issuing_cas: IssuingCasTable;
+  issuing_ca_token_keys: IssuingCaTokenKeysTable;
   issued_certificates: IssuedCertificatesTable;
   pin_history: PinHistoryTable;
 }

@@ -47,6 +47,8 @@ export async function listKeysNotUnderKek(
       .selectFrom('issuing_cas')
       .select(['id', 'sealed_private_key', 'wrapped_data_key', 'kek_version', 'key_version'])
       .where('kek_version', '!=', kekVersion)
+      // A CA whose key is in the token has no wrapped data key.
+      .where('id', 'not in', (eb) => eb.selectFrom('issuing_ca_token_keys').select('ca_id'))
       .$if(after !== undefined, (qb) => qb.where('id', '>', caIdOfKeyLocation(after!.cardId)))
       .orderBy('id')
       .limit(limit)
@@ -181,6 +183,7 @@ export async function countWrappedKeysByKekVersion(q: Queryable): Promise<Map<nu
   const ca = await q.db
     .selectFrom('issuing_cas')
     .select(['kek_version', (eb) => eb.fn.countAll<number>().as('n')])
+    .where('id', 'not in', (eb) => eb.selectFrom('issuing_ca_token_keys').select('ca_id'))
     .groupBy('kek_version')
     .execute();
   for (const r of [...keys, ...mgmt, ...ca])

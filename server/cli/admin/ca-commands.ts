@@ -29,6 +29,7 @@ interface CaInitArgs extends AdminArgs {
   algorithm: (typeof CA_ALGORITHMS)[number] | undefined;
   'validity-days': number | undefined;
   'crl-url': string | undefined;
+  'key-in-hsm': boolean;
 }
 
 interface CaImportArgs extends AdminArgs {
@@ -54,7 +55,13 @@ async function printCa(args: AdminArgs, info: import('../../ca/issuing-ca.js').C
   if (args.json) return printJson(info);
   print(`issuing CA ${e(info.id)} (${info.origin})`);
   print(`  subject      ${e(info.subject)}`);
-  print(`  key          ${info.algorithm}`);
+  print(
+    `  key          ${info.algorithm}, ${
+      info.keyStore === 'pkcs11'
+        ? `in the PKCS#11 token (label ${e(info.keyLabel ?? '')})`
+        : 'sealed under the KEK in the database'
+    }`,
+  );
   print(`  valid        ${info.notBefore} .. ${info.notAfter}`);
   print(`  SHA-256      ${info.fingerprint}`);
   print(`  CRL URL      ${e(info.crlUrl)}`);
@@ -66,13 +73,19 @@ async function printCa(args: AdminArgs, info: import('../../ca/issuing-ca.js').C
 const caInitCommand: CommandModule<AdminArgs, CaInitArgs> = {
   command: 'init',
   describe:
-    "Generate the card server's issuing CA: its key made and sealed inside, a self-signed CA certificate",
+    "Generate the card server's issuing CA: its key made and sealed inside (or kept in the PKCS#11 HSM with --key-in-hsm), a self-signed CA certificate",
   builder: (y) =>
     y
       .option('name', { type: 'string', describe: "the CA's common name (default: cardlink issuing CA)" })
       .option('algorithm', { choices: CA_ALGORITHMS, describe: 'key algorithm (default ECCP384)' })
       .option('validity-days', { type: 'number', describe: 'validity of the CA certificate (default 3650)' })
-      .option('crl-url', crlUrlOption),
+      .option('crl-url', crlUrlOption)
+      .option('key-in-hsm', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "generate the key inside the KEK's PKCS#11 token and sign there (needs kek.provider: pkcs11); it never leaves the token",
+      }),
   handler: async (args) => {
     const crlUrl = args['crl-url'] ?? crlUrlFor(configOf(args).publicUrl);
     const { initEmbeddedCa } = await import('../../ca/issuing-ca.js');
@@ -82,6 +95,7 @@ const caInitCommand: CommandModule<AdminArgs, CaInitArgs> = {
         kek,
         crlUrl,
         actor: adminActor(),
+        keyInHsm: args['key-in-hsm'],
         ...(args.name !== undefined ? { commonName: args.name } : {}),
         ...(args.algorithm !== undefined ? { algorithm: args.algorithm } : {}),
         ...(args['validity-days'] !== undefined ? { validityDays: args['validity-days'] } : {}),
