@@ -5,15 +5,13 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { waitForCardAbsent, waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
 import { cardlinkCli, type TestDaemon } from '../support/daemon.js';
 import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
-import { OPENSC_PKCS11 } from '../support/local-card.js';
 import type { PcscdInstance } from '../support/pcscd.js';
+import { toolRunner } from '../support/tool-run.js';
 import { DEVICE_KEY_KEYRING_MARKER, KEYRING_SERVICE } from '../../daemon/device/device-key.js';
 
 const PINS = ['246810', '135791'];
@@ -25,18 +23,12 @@ describe("the daemon puts a user's two cards into two reader slots", () => {
   let daemon: TestDaemon;
   let cardIds: readonly string[];
 
-  const run = async (cmd: string, args: string[]): Promise<string> => {
-    try {
-      const { stdout } = await promisify(execFile)(cmd, args, { env: pcscd.env, cwd: dir, encoding: 'utf8' });
-      return stdout;
-    } catch (error) {
-      const e = error as { stdout?: string; stderr?: string };
-      assert.fail(
-        `${cmd} ${args.join(' ')} failed\n${e.stdout ?? ''}\n${e.stderr ?? ''}\n${daemon?.output().slice(-3000)}`,
-      );
-    }
-  };
-  const p11 = (args: string[]) => run('pkcs11-tool', ['--module', OPENSC_PKCS11, ...args]);
+  const { run, p11 } = toolRunner(() => ({
+    env: pcscd.env,
+    cwd: dir,
+    output: 'stdout',
+    context: () => daemon?.output().slice(-3000) ?? '',
+  }));
   /** The daemon's log lines so far, parsed. */
   const logEntries = () =>
     stack

@@ -5,10 +5,8 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { waitForCardAbsent, waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
 import { startTestDaemon, type TestDaemon } from '../support/daemon.js';
 import { OPENSC_PKCS11 } from '../support/local-card.js';
@@ -16,6 +14,7 @@ import { PcscClient, type PcscCard } from '../support/pcsc-client.js';
 import type { PcscdInstance } from '../support/pcscd.js';
 import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
 import type { TcpProxy } from '../support/tcp-proxy.js';
+import { toolRunner } from '../support/tool-run.js';
 
 const PIN = '424242';
 const SECOND_READER = 'cardlink Second Reader';
@@ -47,17 +46,12 @@ describe('daemon faults: cut connection, server restart, takeover', () => {
   let daemon: TestDaemon;
   let pcsc: PcscClient;
 
-  const run = async (cmd: string, args: string[]): Promise<string> => {
-    try {
-      const { stdout } = await promisify(execFile)(cmd, args, { env: pcscd.env, cwd: dir, encoding: 'utf8' });
-      return stdout;
-    } catch (error) {
-      const e = error as { stdout?: string; stderr?: string };
-      assert.fail(
-        `${cmd} ${args.join(' ')} failed\n${e.stdout ?? ''}\n${e.stderr ?? ''}\n${daemon?.output().slice(-3000)}`,
-      );
-    }
-  };
+  const { run } = toolRunner(() => ({
+    env: pcscd.env,
+    cwd: dir,
+    output: 'stdout',
+    context: () => daemon?.output().slice(-3000) ?? '',
+  }));
   const signOnce = async (tag: string) => {
     await run('pkcs11-tool', [
       '--module',

@@ -8,13 +8,12 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
-import { promisify } from 'node:util';
 import { cardlinkCli, type TestDaemon } from '../support/daemon.js';
 import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
 import { OPENSC_PKCS11 } from '../support/local-card.js';
 import { startPcscd, type PcscdInstance } from '../support/pcscd.js';
+import { toolRunner } from '../support/tool-run.js';
 
 const PINS = ['246810', '135791'];
 
@@ -24,20 +23,8 @@ describe("the daemon serves a user's two cards through Debian's vpcd (reversed m
   let daemon: TestDaemon;
   let cardIds: readonly string[];
 
-  /** Runs a tool against the private pcscd; its stdout and stderr together, and its exit code. */
-  const run = async (cmd: string, args: string[]): Promise<{ code: number; out: string }> => {
-    try {
-      const { stdout, stderr } = await promisify(execFile)(cmd, args, {
-        env: pcscd.env,
-        cwd: stack.dir,
-        encoding: 'utf8',
-      });
-      return { code: 0, out: stdout + stderr };
-    } catch (error) {
-      const e = error as { code?: number; stdout?: string; stderr?: string };
-      return { code: typeof e.code === 'number' ? e.code : -1, out: (e.stdout ?? '') + (e.stderr ?? '') };
-    }
-  };
+  const tools = toolRunner(() => ({ env: pcscd.env, cwd: stack.dir }));
+  const run = tools.status;
   const p11 = (args: string[]) => run('pkcs11-tool', ['--module', OPENSC_PKCS11, ...args]);
 
   before(async () => {

@@ -12,16 +12,15 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
 import { importPkcs12, type ImportedPkcs12 } from '../../server/admin/import-pkcs12.js';
 import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
 import { OPENSC_PKCS11 } from '../support/local-card.js';
 import { exportPkcs12, makeSelfSigned } from '../support/pkcs12.js';
+import { toolRunner } from '../support/tool-run.js';
 
 const PIN = '24681357';
 const P12_PASSWORD = 'p12 import test';
@@ -37,21 +36,7 @@ describe('PKCS#12 import into 9D of a card in the reader: OpenSC reads it, the c
   let certFile: string;
   let imported: ImportedPkcs12;
 
-  const run = async (cmd: string, args: string[]) => {
-    const env = { ...stack.pcscd.env, PKCS11_MODULE_PATH: OPENSC_PKCS11 };
-    try {
-      const { stdout, stderr } = await promisify(execFile)(cmd, args, {
-        env,
-        cwd: dir,
-        encoding: 'utf8',
-        timeout: 60_000,
-      });
-      return `${stdout}${stderr}`;
-    } catch (error) {
-      const e = error as { stdout?: string; stderr?: string };
-      return assert.fail(`${cmd} ${args.join(' ')} failed\n${e.stdout ?? ''}\n${e.stderr ?? ''}`);
-    }
-  };
+  const { run } = toolRunner(() => ({ env: stack.pcscd.env, cwd: dir }));
   /** The 9D certificate as OpenSC reads it from the card through pcscd, now. */
   const read9d = async (name: string): Promise<X509Certificate> => {
     const der = path.join(dir, name);

@@ -5,8 +5,6 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import fs from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -19,11 +17,11 @@ import { FRAME_FLAG, type FrameOf } from '../../protocol/wire/frames.js';
 import { verifySnapshotSignature } from '../../protocol/wire/snapshot-signature.js';
 import { X509Certificate } from 'node:crypto';
 import { createCard, loadDefaultProfile } from '../../server/admin/index.js';
-import { OPENSC_PKCS11 } from '../support/local-card.js';
 import { startTestCardServer, type TestCardServer } from '../support/card-server.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-provider.js';
 import { startPcscd, type PcscdInstance } from '../support/pcscd.js';
 import { newDeviceKey, SessionClient } from '../support/session-client.js';
+import { toolRunner } from '../support/tool-run.js';
 
 const PIN = '314159';
 
@@ -39,16 +37,7 @@ describe('a card server card through pcscd and OpenSC', () => {
   const remoteInstructions: number[] = [];
 
   // Asynchronous: the card answers from this process, whose event loop must keep running.
-  const run = async (cmd: string, args: string[]): Promise<string> => {
-    try {
-      const { stdout } = await promisify(execFile)(cmd, args, { env: pcscd.env, cwd: dir, encoding: 'utf8' });
-      return stdout;
-    } catch (error) {
-      const e = error as { stdout?: string; stderr?: string };
-      assert.fail(`${cmd} ${args.join(' ')} failed\n${e.stdout ?? ''}\n${e.stderr ?? ''}`);
-    }
-  };
-  const p11 = (args: string[]) => run('pkcs11-tool', ['--module', OPENSC_PKCS11, ...args]);
+  const { run, p11 } = toolRunner(() => ({ env: pcscd.env, cwd: dir, output: 'stdout' }));
 
   before(async () => {
     idp = await startTestIdp();

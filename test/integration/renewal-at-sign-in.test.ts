@@ -34,6 +34,7 @@ import { getCardObject, listAuditRows } from '../../server/storage/index.js';
 import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
 import { OPENSC_PKCS11 } from '../support/local-card.js';
 import { PcscClient, type PcscCard } from '../support/pcsc-client.js';
+import { toolRunner } from '../support/tool-run.js';
 
 const PIN = '24681357';
 const CLAIMS = { email: 'alice@example.com', upn: 'alice@corp.example', name: 'Alice Example' };
@@ -59,21 +60,7 @@ describe('renewal at sign-in; a reopened card is re-inserted only when its conte
   let enrolled: EnrolledCard;
   let pcsc: PcscClient;
 
-  const run = async (cmd: string, args: string[]) => {
-    const env = { ...stack.pcscd.env, PKCS11_MODULE_PATH: OPENSC_PKCS11 };
-    try {
-      const { stdout, stderr } = await promisify(execFile)(cmd, args, {
-        env,
-        cwd: dir,
-        encoding: 'utf8',
-        timeout: 60_000,
-      });
-      return `${stdout}${stderr}`;
-    } catch (error) {
-      const e = error as { stdout?: string; stderr?: string };
-      return assert.fail(`${cmd} ${args.join(' ')} failed\n${e.stdout ?? ''}\n${e.stderr ?? ''}`);
-    }
-  };
+  const { run } = toolRunner(() => ({ env: stack.pcscd.env, cwd: dir }));
   /** The certificate OpenSC reads from the card in the reader under PKCS#11 id `id`. */
   const readFromReader = async (id: string, name: string): Promise<X509Certificate> => {
     const der = path.join(dir, `${name}.der`);

@@ -5,20 +5,17 @@
  * through the OpenSSL pkcs11 engine to `openssl s_server -Verify`, and S/MIME with `openssl cms`.
  * Every step runs the real tool and fails the test with its output when the tool fails.
  */
-import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { freePort } from './free-port.js';
 import { OPENSC_PKCS11 } from './local-card.js';
+import { toolRunner } from './tool-run.js';
 
 /** OpenSC's object ids for the PIV slots: 9A 01, 9C 02, 9D 03, 9E 04, retired key management key 1 (82) 05. */
 export const OPENSC_ID = { '9a': '01', '9c': '02', '9d': '03', '9e': '04', retired1: '05' } as const;
 /** libengine-pkcs11-openssl's engine (Debian 12). */
 export const PKCS11_ENGINE = '/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so';
-/** How long one tool run may take on a loaded machine. */
-export const TOOL_TIMEOUT_MS = 60_000;
 
 export interface CardSteps {
   /** pcscd's environment plus PKCS11_MODULE_PATH (OpenSC) for the pkcs11 engine. */
@@ -61,24 +58,7 @@ export interface CardSteps {
 export function cardSteps(options: { pcscdEnv: NodeJS.ProcessEnv; dir: string; pin: string }): CardSteps {
   const { dir, pin } = options;
   const env = { ...options.pcscdEnv, PKCS11_MODULE_PATH: OPENSC_PKCS11 };
-  const run = async (cmd: string, args: string[], input = ''): Promise<string> => {
-    try {
-      const pending = promisify(execFile)(cmd, args, {
-        env,
-        cwd: dir,
-        encoding: 'utf8',
-        timeout: TOOL_TIMEOUT_MS,
-      });
-      // A tool that exits without reading its stdin (most do) must not fail the test with EPIPE.
-      pending.child.stdin?.on('error', () => undefined);
-      pending.child.stdin?.end(input);
-      const { stdout, stderr } = await pending;
-      return `${stdout}${stderr}`;
-    } catch (error) {
-      const e = error as { stdout?: string; stderr?: string };
-      return assert.fail(`${cmd} ${args.join(' ')} failed\n${e.stdout ?? ''}\n${e.stderr ?? ''}`);
-    }
-  };
+  const { run } = toolRunner({ env, cwd: dir });
   const engineKey = (id: string) => `pkcs11:id=%${id};type=private;pin-value=${pin}`;
   const readCertificateDer = async (id: string, file: string) => {
     const der = path.join(dir, file);
