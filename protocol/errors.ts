@@ -82,6 +82,10 @@ export type CardlinkErrorCode =
   | 'ERR_PIN_POLICY'
   /** The card's PIN is set and its profile does not let a sign-in replace it (PUK or admin). */
   | 'ERR_PIN_SET_NOT_ALLOWED'
+  /** The card profile requires key archival and no usable recovery certificate is configured. */
+  | 'ERR_KEY_ARCHIVAL'
+  /** `cardlink admin recover-key`: the card has no archived key (with that certificate serial). */
+  | 'ERR_ARCHIVED_KEY_NOT_FOUND'
   | 'ERR_INTERNAL';
 
 export class CardlinkError extends Error {
@@ -111,6 +115,7 @@ export function exitCodeFor(code: CardlinkErrorCode): number {
     case 'ERR_CA_MISSING':
     case 'ERR_CA_EXISTS':
     case 'ERR_CA_INVALID':
+    case 'ERR_KEY_ARCHIVAL':
       return 78; // EX_CONFIG
     case 'ERR_PCSCD_UNAVAILABLE':
     case 'ERR_READER_DRIVER_MISSING':

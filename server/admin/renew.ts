@@ -29,6 +29,7 @@ import {
   retiredCertificateTag,
 } from '../../apdu/piv/objects/index.js';
 import { isRetiredSlot, KEY_REF } from '../../apdu/piv/index.js';
+import { publicKeySha256 } from '../archival/key-archive.js';
 import { AUDIT_EVENTS } from '../audit/audit-log.js';
 import { EnrollmentError } from '../ca/issue-certificate.js';
 import type { KekProvider } from '../keys/kek-provider.js';
@@ -39,6 +40,7 @@ import {
   getCardObject,
   listCardKeys,
   listCardsWithCertificatesExpiringBefore,
+  moveArchivedKeys,
   putCardKey,
   putCardObject,
   type FencedCard,
@@ -61,6 +63,8 @@ export interface RenewOptions {
   readonly claims?: Readonly<Record<string, string>>;
   readonly actor?: string;
   readonly now?: Date;
+  /** The recovery certificate file, for a profile with `archiveKeyManagementKey` (enroll.ts). */
+  readonly recoveryCertificate?: string | undefined;
 }
 
 export interface RetiredKey {
@@ -93,6 +97,7 @@ export async function renewCard(options: RenewOptions): Promise<RenewedCard> {
     keys,
     actor: options.actor ?? DEFAULT_ADMIN_ACTOR,
     auditEvent: AUDIT_EVENTS.cardRenewed,
+    recoveryCertificate: options.recoveryCertificate,
     ...(options.now ? { now: options.now } : {}),
     ...(retiresKeyManagement
       ? {
@@ -147,6 +152,8 @@ async function retireKeyManagementKey(fenced: FencedCard, kek: KekProvider): Pro
   } finally {
     pkcs8.fill(0);
   }
+  // Its archives (old mail is what they are for) follow the key to the retired slot.
+  await moveArchivedKeys(tx, cardId, publicKeySha256(old.publicKeySpki), KEY_REF.KEY_MANAGEMENT, slot);
   // The same certificate object format (70/71/FE) serves the retired containers.
   await putCardObject(fenced, retiredCertificateTag(slot - KEY_REF.RETIRED_FIRST), certificate);
 
@@ -250,6 +257,7 @@ export async function renewDueCards(options: {
   readonly kek: KekProvider;
   readonly actor?: string;
   readonly now?: Date;
+  readonly recoveryCertificate?: string | undefined;
 }): Promise<DueRenewal[]> {
   const now = options.now ?? new Date();
   const candidates = await listCardsWithCertificatesExpiringBefore(
@@ -266,6 +274,7 @@ export async function renewDueCards(options: {
         storage: options.storage,
         kek: options.kek,
         cardId: c.cardId,
+        recoveryCertificate: options.recoveryCertificate,
         ...(options.actor ? { actor: options.actor } : {}),
         ...(options.now ? { now: options.now } : {}),
       });

@@ -69,6 +69,11 @@ export const AUDIT_EVENTS = {
    * the details name the retired slot an old key management key moved to.
    */
   cardRenewed: 'card.renewed',
+  /**
+   * An archived key management key was handed out for recovery (`cardlink admin recover-key`):
+   * the details name the archive, the certificate serial and the administrator's reason.
+   */
+  keyRecovered: 'key.recovered',
   deviceRegistered: 'device.registered',
   deviceApproved: 'device.approved',
   sessionOpened: 'session.opened',

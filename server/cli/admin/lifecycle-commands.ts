@@ -4,7 +4,16 @@
  */
 import type { CommandModule } from 'yargs';
 import { CardlinkError } from '../../../protocol/errors.js';
-import { adminActor, e, hexSlot, print, printJson, withResources, type AdminArgs } from './admin-cli.js';
+import {
+  adminActor,
+  configOf,
+  e,
+  hexSlot,
+  print,
+  printJson,
+  withResources,
+  type AdminArgs,
+} from './admin-cli.js';
 import { parseClaims } from './ca-commands.js';
 
 interface RenewArgs extends AdminArgs {
@@ -79,9 +88,10 @@ export const renewCommand: CommandModule<AdminArgs, RenewArgs> = {
       throw new CardlinkError('ERR_USAGE', '--keys and --claim go with a card id, not --due', {});
     const claims = parseClaims(args.claim);
     const { renewCard, renewDueCards } = await import('../../admin/renew.js');
+    const recoveryCertificate = configOf(args).keyArchival.recoveryCertificate;
     if (args.due) {
       const results = await withResources(args, ({ storage, kek }) =>
-        renewDueCards({ storage, kek, actor: adminActor() }),
+        renewDueCards({ storage, kek, actor: adminActor(), recoveryCertificate }),
       );
       if (args.json)
         return printJson(
@@ -106,6 +116,7 @@ export const renewCommand: CommandModule<AdminArgs, RenewArgs> = {
         kek,
         cardId: args.cardId!,
         claims,
+        recoveryCertificate,
         actor: adminActor(),
         ...(args.keys ? { keys: args.keys } : {}),
       }),
