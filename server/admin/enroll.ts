@@ -32,6 +32,7 @@ import type { KeyAlgorithm } from '../../apdu/piv/index.js';
 import {
   ARCHIVED_SLOT,
   prepareArchive,
+  publicKeySha256,
   recoveryCertificateFor,
   storeArchive,
 } from '../archival/key-archive.js';
@@ -49,6 +50,7 @@ import { STORED_TOUCH_POLICY } from '../cards/key-store.js';
 import type { KekProvider } from '../keys/kek-provider.js';
 import { sealSecret, unsealSecret } from '../keys/sealing.js';
 import {
+  detachArchivedKeys,
   findCardKey,
   findUserById,
   getCard,
@@ -245,6 +247,9 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
           origin: p.origin,
         });
         await putCardObject(fenced, certificateObjectTag(p.slot)!, encodeCertificateObject(p.issued.der));
+        // Archives of a key this one replaced (not retired: renewal moved those already) say so.
+        if (p.slot === ARCHIVED_SLOT)
+          await detachArchivedKeys(tx, cardId, p.slot, publicKeySha256(p.publicKeySpki));
         for (const archive of archives) if (archive.slot === p.slot) await storeArchive(tx, cardId, archive);
         if (ca)
           await recordIssuedCertificate(tx, {

@@ -23,8 +23,8 @@ const MAX_CARD_ID_LENGTH = 128;
 export interface ArchivedKeySummary {
   readonly archiveId: string;
   readonly cardId: string;
-  /** 0x9D, or the retired slot the key moved to at renewal. */
-  readonly slot: number;
+  /** 0x9D, or the retired slot the key moved to at renewal; absent when a later enrollment replaced it. */
+  readonly slot?: number;
   readonly certificateSerial?: string;
   readonly certificateSha256?: string;
   readonly publicKeySha256: string;
@@ -55,7 +55,7 @@ function summary(r: ArchivedKeyRecord): ArchivedKeySummary {
   return {
     archiveId: r.id,
     cardId: r.cardId,
-    slot: r.slot,
+    ...(r.slot !== undefined ? { slot: r.slot } : {}),
     ...(r.certificateSerial !== undefined ? { certificateSerial: r.certificateSerial } : {}),
     ...(r.certificateSha256 !== undefined ? { certificateSha256: r.certificateSha256 } : {}),
     publicKeySha256: r.publicKeySha256,
@@ -147,7 +147,7 @@ export async function recoverArchivedKey(options: RecoverKeyOptions): Promise<Re
       cardId,
       details: {
         archiveId: chosen.id,
-        slot: `0x${chosen.slot.toString(16)}`,
+        slot: chosen.slot === undefined ? 'replaced' : `0x${chosen.slot.toString(16)}`,
         ...(chosen.certificateSerial !== undefined ? { certificateSerial: chosen.certificateSerial } : {}),
         ...(chosen.certificateSha256 !== undefined ? { certificateSha256: chosen.certificateSha256 } : {}),
         recipientSha256: chosen.recipientSha256,

@@ -22,7 +22,8 @@ export interface NewArchivedKey {
 export interface ArchivedKeyRecord {
   readonly id: string;
   readonly cardId: string;
-  readonly slot: number;
+  /** Where the key is now; undefined when a later enrollment replaced it (it is on the card no more). */
+  readonly slot: number | undefined;
   readonly publicKeySha256: string;
   readonly certificateSerial: string | undefined;
   readonly certificateSha256: string | undefined;
@@ -72,6 +73,26 @@ export async function moveArchivedKeys(
   return Number(moved.numUpdatedRows);
 }
 
+/**
+ * A new key replaced the one in `slot` without retiring it (enrollment): the archives of every
+ * other key there are on the card no more. Returns how many.
+ */
+export async function detachArchivedKeys(
+  tx: Tx,
+  cardId: string,
+  slot: number,
+  keptPublicKeySha256: string,
+): Promise<number> {
+  const detached = await tx.db
+    .updateTable('archived_keys')
+    .set({ slot: null })
+    .where('card_id', '=', cardId)
+    .where('slot', '=', slot)
+    .where('public_key_sha256', '!=', keptPublicKeySha256)
+    .executeTakeFirst();
+  return Number(detached.numUpdatedRows);
+}
+
 /** Every archive of the card (also of an erased card), oldest first. */
 export async function listArchivedKeys(q: Queryable, cardId: string): Promise<ArchivedKeyRecord[]> {
   const rows = await q.db
@@ -84,7 +105,7 @@ export async function listArchivedKeys(q: Queryable, cardId: string): Promise<Ar
   return rows.map((r) => ({
     id: r.id,
     cardId: r.card_id,
-    slot: Number(r.slot),
+    slot: r.slot === null ? undefined : Number(r.slot),
     publicKeySha256: r.public_key_sha256,
     certificateSerial: r.certificate_serial ?? undefined,
     certificateSha256: r.certificate_sha256 ?? undefined,

@@ -272,7 +272,8 @@ export const MIGRATIONS: readonly Migration[] = [
         .createTable('archived_keys')
         .addColumn('id', 'text', (c) => c.primaryKey())
         .addColumn('card_id', 'text', (c) => c.notNull())
-        .addColumn('slot', 'integer', (c) => c.notNull())
+        // Null once the key is on the card no more (a later enrollment replaced it).
+        .addColumn('slot', 'integer')
         .addColumn('public_key_sha256', 'text', (c) => c.notNull())
         .addColumn('certificate_serial', 'text')
         .addColumn('certificate_sha256', 'text')

@@ -206,8 +206,11 @@ export interface IssuedCertificatesTable {
 export interface ArchivedKeysTable {
   id: string;
   card_id: string;
-  /** Where the key is now: 0x9D, or the retired slot (0x82..0x95) renewal moved it to. */
-  slot: number;
+  /**
+   * Where the key is now: 0x9D, or the retired slot (0x82..0x95) renewal moved it to; null when
+   * an enrollment replaced it (the key is on the card no more). An erased card's keep the last.
+   */
+  slot: number | null;
   /** SHA-256 of the key's SubjectPublicKeyInfo, hex: finds the archive when the key moves. */
   public_key_sha256: string;
   /** The certificate made for the key with this archive (lower-case hex serial), if any. */

@@ -25,7 +25,7 @@ type Summary = import('../../admin/recover-key.js').ArchivedKeySummary;
 function describe(a: Summary) {
   return {
     archiveId: a.archiveId,
-    slot: hexSlot(a.slot),
+    slot: a.slot === undefined ? 'replaced' : hexSlot(a.slot),
     ...(a.certificateSerial !== undefined ? { certificateSerial: a.certificateSerial } : {}),
     ...(a.certificateSha256 !== undefined ? { certificateSha256: a.certificateSha256 } : {}),
     publicKeySha256: a.publicKeySha256,
@@ -33,6 +33,9 @@ function describe(a: Summary) {
     archivedAt: a.archivedAt,
   };
 }
+
+/** Where the key is: in a slot, or replaced by a later enrollment (on the card no more). */
+const where = (slot: string) => (slot === 'replaced' ? 'replaced (no longer on the card)' : `slot ${slot}`);
 
 /** A file name as a shell word: as is when plain, else single-quoted. */
 function shellWord(value: string): string {
@@ -62,7 +65,7 @@ export const listArchivedKeysCommand: CommandModule<AdminArgs, ListArchivedArgs>
     print(`archived keys of card ${e(args.cardId)}, oldest first:`);
     for (const a of archives.map(describe))
       print(
-        `  slot ${a.slot}  serial ${a.certificateSerial ?? '(no certificate)'}  archived ${a.archivedAt}  for recovery certificate ${a.recoveryCertificateSha256.slice(0, 16)}…`,
+        `  ${where(a.slot)}  serial ${a.certificateSerial ?? '(no certificate)'}  archived ${a.archivedAt}  for recovery certificate ${a.recoveryCertificateSha256.slice(0, 16)}…`,
       );
   },
 };
@@ -131,7 +134,7 @@ export const recoverKeyCommand: CommandModule<AdminArgs, RecoverKeyArgs> = {
     const d = describe(recovered);
     print(`archived key of card ${e(args.cardId)} written to ${e(args.out)} (CMS EnvelopedData, ${form})`);
     print(
-      `  slot ${d.slot}, certificate serial ${d.certificateSerial ?? '(none)'}, archived ${d.archivedAt}`,
+      `  ${where(d.slot)}, certificate serial ${d.certificateSerial ?? '(none)'}, archived ${d.archivedAt}`,
     );
     print(`  encrypted to the recovery certificate with SHA-256 ${d.recoveryCertificateSha256}`);
     print('The recovery agent decrypts it offline (kra.pem/kra.key: the recovery certificate and its key):');
