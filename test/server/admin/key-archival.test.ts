@@ -514,3 +514,86 @@ for (const kind of BACKENDS) {
     });
   });
 }
+
+describe('cardlink admin with keyArchival.recoveryCertificate (SQLite)', () => {
+  let dir: string;
+  let profileFile: string;
+  const run = (args: string[], config?: string) =>
+    runCardlink(
+      ['admin', ...args, '--data-dir', join(dir, 'site'), ...(config ? ['--config', config] : [])],
+      {
+        ...envWithoutCardlinkSettings(),
+        XDG_STATE_HOME: join(dir, 'state'),
+      },
+    );
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cardlink-archival-cli-'));
+    makeCertificate(dir, 'kra', ['-newkey', 'rsa:2048'], ['keyUsage=keyEncipherment']);
+    profileFile = join(dir, 'archived.json');
+    await writeFile(
+      profileFile,
+      JSON.stringify({
+        ...profileToJson(await loadDefaultProfile()),
+        name: 'archived',
+        archiveKeyManagementKey: true,
+      }),
+    );
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  it('create-card, enroll and renew archive through the server config; without it they refuse', async () => {
+    const config = join(dir, 'server.json');
+    // A relative path is taken from dataDir.
+    await writeFile(config, JSON.stringify({ keyArchival: { recoveryCertificate: '../kra.pem' } }));
+    assert.equal((await run(['ca', 'init', '--crl-url', 'http://127.0.0.1:8080/ca/crl'], config)).status, 0);
+
+    const refused = await run([
+      'create-card',
+      '--issuer',
+      'https://idp.example',
+      '--subject',
+      'x',
+      '--tenant',
+      't',
+      '--profile',
+      profileFile,
+    ]);
+    assert.equal(refused.status, 78, refused.stderr);
+    assert.match(refused.stderr, /ERR_KEY_ARCHIVAL/);
+    assert.match(refused.stderr, /keyArchival\.recoveryCertificate/);
+
+    const enrolled = await run(
+      [
+        'enroll',
+        '--issuer',
+        'https://idp.example',
+        '--subject',
+        'alice',
+        '--tenant',
+        't',
+        '--profile',
+        profileFile,
+        '--claim',
+        'email=alice@example.com',
+        '--json',
+      ],
+      config,
+    );
+    assert.equal(enrolled.status, 0, enrolled.stderr);
+    const cardId = (JSON.parse(enrolled.stdout) as { cardId: string }).cardId;
+    const noConfig = await run(['renew', cardId]);
+    assert.equal(noConfig.status, 78, noConfig.stderr);
+    assert.match(noConfig.stderr, /no recovery certificate is configured/);
+    const renewed = await run(['renew', cardId], config);
+    assert.equal(renewed.status, 0, renewed.stderr);
+
+    const listed = await run(['list-archived-keys', cardId, '--json']);
+    assert.equal(listed.status, 0, listed.stderr);
+    const slots = (JSON.parse(listed.stdout) as { slot: string }[]).map((a) => a.slot);
+    // create-card's key replaced by enroll's, which renewal retired to 82; the renewal's in 9D.
+    assert.deepEqual(slots, ['replaced', '82', '9D']);
+    const text = await run(['list-archived-keys', cardId]);
+    assert.match(text.stdout, /replaced \(no longer on the card\)/);
+  });
+});
