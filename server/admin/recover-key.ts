@@ -44,7 +44,7 @@ export class ArchivedKeyNotFoundError extends CardlinkError {
       'ERR_ARCHIVED_KEY_NOT_FOUND',
       serial === undefined
         ? 'the card has no archived key'
-        : 'the card has no archived key with this certificate serial',
+        : 'the card has no archived key with this certificate serial or archive id',
       { cardId, ...(serial !== undefined ? { serial } : {}) },
     );
     this.name = 'ArchivedKeyNotFoundError';
@@ -94,6 +94,11 @@ export interface RecoverKeyOptions {
   readonly cardId: string;
   /** The certificate serial (hex) of the key to recover; needed when the card has several archives. */
   readonly serial?: string | undefined;
+  /**
+   * The archive's id (list-archived-keys), for a key archived without a certificate (generated
+   * through the card's interface); instead of `serial`.
+   */
+  readonly archiveId?: string | undefined;
   /** Why (a ticket, a name): required, kept in the audit log. */
   readonly reason: string;
   readonly actor?: string;
@@ -128,14 +133,21 @@ export async function recoverArchivedKey(options: RecoverKeyOptions): Promise<Re
     serial = normaliseSerial(hex.length % 2 === 1 ? `0${hex}` : hex);
   }
 
+  if (serial !== undefined && options.archiveId !== undefined)
+    throw new CardlinkError('ERR_USAGE', 'give a certificate serial or an archive id, not both', {});
   const archives = await listArchivedKeys(options.storage, cardId);
-  const matching = serial === undefined ? archives : archives.filter((a) => a.certificateSerial === serial);
-  if (matching.length === 0) throw new ArchivedKeyNotFoundError(cardId, serial);
+  const matching =
+    options.archiveId !== undefined
+      ? archives.filter((a) => a.id === options.archiveId)
+      : serial === undefined
+        ? archives
+        : archives.filter((a) => a.certificateSerial === serial);
+  if (matching.length === 0) throw new ArchivedKeyNotFoundError(cardId, serial ?? options.archiveId);
   if (matching.length > 1) {
     // The same serial twice cannot happen (serials are unique per CA); several archives can.
     throw new CardlinkError(
       'ERR_USAGE',
-      `the card has ${matching.length} archived keys: choose one with --serial (see list-archived-keys)`,
+      `the card has ${matching.length} archived keys: choose one with --serial or --archive (see list-archived-keys)`,
       { cardId, count: matching.length },
     );
   }

@@ -308,6 +308,7 @@ export class CardHandling {
         sessionId: claimId,
         epoch,
         actor: `device:${session.device.id}`,
+        recoveryCertificate: this.options.config.keyArchival.recoveryCertificate,
       });
       const handle = session.allocateHandle();
       const snapshot = encodeSnapshot(await buildSnapshot(state));
@@ -442,6 +443,7 @@ export class CardHandling {
           sessionId: open.claimId,
           epoch: newEpoch,
           actor: `device:${session.device.id}`,
+          recoveryCertificate: this.options.config.keyArchival.recoveryCertificate,
         });
         if (open.takenOverBy !== undefined || session.ended) {
           state.dispose();

@@ -15,6 +15,7 @@ interface ListArchivedArgs extends AdminArgs {
 interface RecoverKeyArgs extends AdminArgs {
   cardId: string;
   serial: string | undefined;
+  archive: string | undefined;
   out: string;
   reason: string;
   pem: boolean;
@@ -65,7 +66,7 @@ export const listArchivedKeysCommand: CommandModule<AdminArgs, ListArchivedArgs>
     print(`archived keys of card ${e(args.cardId)}, oldest first:`);
     for (const a of archives.map(describe))
       print(
-        `  ${where(a.slot)}  serial ${a.certificateSerial ?? '(no certificate)'}  archived ${a.archivedAt}  for recovery certificate ${a.recoveryCertificateSha256.slice(0, 16)}…`,
+        `  ${a.archiveId}  ${where(a.slot)}  serial ${a.certificateSerial ?? '(no certificate)'}  archived ${a.archivedAt}  for recovery certificate ${a.recoveryCertificateSha256.slice(0, 16)}…`,
       );
   },
 };
@@ -81,6 +82,10 @@ export const recoverKeyCommand: CommandModule<AdminArgs, RecoverKeyArgs> = {
       .option('serial', {
         type: 'string',
         describe: "the key's certificate serial (hex); needed when the card has several archived keys",
+      })
+      .option('archive', {
+        type: 'string',
+        describe: 'the archive id (list-archived-keys), for a key archived without a certificate',
       })
       .option('out', {
         type: 'string',
@@ -117,6 +122,7 @@ export const recoverKeyCommand: CommandModule<AdminArgs, RecoverKeyArgs> = {
           storage,
           cardId: args.cardId,
           serial: args.serial,
+          archiveId: args.archive,
           reason: args.reason,
           actor: adminActor(),
         }),

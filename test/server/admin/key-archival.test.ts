@@ -12,6 +12,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,11 +29,13 @@ import {
 } from '../../../server/admin/index.js';
 import { renewCard } from '../../../server/admin/renew.js';
 import { loadRecoveryCertificate } from '../../../server/archival/recovery-certificate.js';
+import { openPersistentCardState } from '../../../server/cards/index.js';
 import { initEmbeddedCa } from '../../../server/ca/issuing-ca.js';
 import { loadServerConfig } from '../../../server/config/server-config.js';
 import type { KekProvider } from '../../../server/keys/kek-provider.js';
 import { unsealSecret } from '../../../server/keys/sealing.js';
 import {
+  claimCard,
   findCardKey,
   getCard,
   getCardObject,
@@ -214,6 +217,8 @@ for (const kind of BACKENDS) {
         recoveryCertificate: kraPem,
         actor: 'admin:test',
       });
+    const audit = (cardId: string, eventType: string) =>
+      listAuditRows(storage, { cardId, eventType }, { limit: 100 });
     /** The PKCS#8 of the key in `slot`, unsealed the way the card server does. */
     const keyIn = async (cardId: string, slot: number) => {
       const card = await getCard(storage, cardId);
@@ -446,6 +451,53 @@ for (const kind of BACKENDS) {
       assert.equal((await listArchivedKeys(storage, cardId)).length, 3);
       const afterErase = await recover(cardId, 'bob-erased', ['--serial', firstSerial]);
       assert.deepEqual(afterErase.pkcs8, oldKey);
+    });
+
+    it('a 9D key generated through the card interface is archived too (9A is not); without the certificate it is refused', async () => {
+      const cardId = (await newCard('frank')).cardId;
+      const open = async (recoveryCertificate?: string) => {
+        const sessionId = randomUUID();
+        const epoch = await storage.transaction((tx) => claimCard(tx, { cardId, sessionId }));
+        return openPersistentCardState({
+          storage,
+          kek,
+          cardId,
+          sessionId,
+          epoch,
+          actor: 'user:test',
+          recoveryCertificate,
+        });
+      };
+      const before9d = await keyIn(cardId, 0x9d);
+      const refused = await open();
+      await assert.rejects(
+        refused.keys.generate(0x9d, 'RSA2048', 'once'),
+        (e: Error & { code?: string }) => e.code === 'ERR_KEY_ARCHIVAL',
+      );
+      refused.dispose();
+      assert.deepEqual(await keyIn(cardId, 0x9d), before9d);
+      assert.equal((await listArchivedKeys(storage, cardId)).length, 1);
+
+      const state = await open(kraPem);
+      await state.keys.generate(0x9a, 'ECCP256', 'once');
+      assert.equal((await listArchivedKeys(storage, cardId)).length, 1, '9A is never archived');
+      const info = await state.keys.generate(0x9d, 'ECCP256', 'once');
+      state.dispose();
+      const archives = await listArchivedKeys(storage, cardId);
+      assert.deepEqual(
+        archives.map((a) => a.slot),
+        [undefined, 0x9d],
+      );
+      assert.equal(archives[1]!.certificateSerial, undefined);
+      assert.equal(
+        archives[1]!.publicKeySha256,
+        createHash('sha256').update(info.publicKeySpki).digest('hex'),
+      );
+      const generated = await audit(cardId, 'key.generated');
+      assert.match(generated.at(-1)!.details, /"keyArchivedFor"/);
+
+      const r = await recover(cardId, 'generated', ['--archive', archives[1]!.id]);
+      assert.deepEqual(r.pkcs8, await keyIn(cardId, 0x9d));
     });
 
     it('archival required and no usable recovery certificate: refused, nothing written', async () => {
