@@ -88,6 +88,10 @@ export type CardlinkErrorCode =
   | 'ERR_PKCS12_INVALID'
   /** A PKCS#12 file in a form cardlink does not read (RC2 or RC4 encryption), or a key no PIV slot holds. */
   | 'ERR_PKCS12_UNSUPPORTED'
+  /** The card profile requires key archival and no usable recovery certificate is configured. */
+  | 'ERR_KEY_ARCHIVAL'
+  /** `cardlink admin recover-key`: the card has no archived key (with that certificate serial). */
+  | 'ERR_ARCHIVED_KEY_NOT_FOUND'
   | 'ERR_INTERNAL';
 
 export class CardlinkError extends Error {
@@ -117,6 +121,7 @@ export function exitCodeFor(code: CardlinkErrorCode): number {
     case 'ERR_CA_MISSING':
     case 'ERR_CA_EXISTS':
     case 'ERR_CA_INVALID':
+    case 'ERR_KEY_ARCHIVAL':
       return 78; // EX_CONFIG
     case 'ERR_PCSCD_UNAVAILABLE':
     case 'ERR_READER_DRIVER_MISSING':

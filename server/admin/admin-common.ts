@@ -20,4 +20,6 @@ export const ADMIN_AUDIT_EVENTS = {
   sessionsListed: 'admin.sessions-listed',
   /** The card was taken from whichever session held it (`cardlink admin force-logout`). */
   forcedLogout: 'admin.forced-logout',
+  /** A card's archived key management keys were listed (`cardlink admin list-archived-keys`). */
+  archivedKeysListed: 'admin.archived-keys-listed',
 } as const;

@@ -17,7 +17,7 @@ import {
   createSelfSignedCertificate,
   MAX_COMMON_NAME_LENGTH,
 } from '../../apdu/piv/certificates/index.js';
-import { isRetiredSlot, isTrivialPin, keySlotTitle, retiredSlotNumber } from '../../apdu/piv/index.js';
+import { isRetiredSlot, isTrivialPin, KEY_REF, keySlotTitle, retiredSlotNumber } from '../../apdu/piv/index.js';
 import {
   generateKeyPair,
   MANAGEMENT_KEY_CIPHERS,
@@ -25,6 +25,13 @@ import {
   prepareSigner,
 } from '../../apdu/piv/crypto/index.js';
 import { OBJECT_TAG, defaultObjects, encodeKeyHistory } from '../../apdu/piv/objects/index.js';
+import {
+  prepareArchive,
+  recoveryCertificateFor,
+  storeArchive,
+  type PreparedArchive,
+} from '../archival/key-archive.js';
+import type { RecoveryCertificate } from '../archival/recovery-certificate.js';
 import { AUDIT_EVENTS, appendAudit } from '../audit/audit-log.js';
 import { STORED_TOUCH_POLICY } from '../cards/key-store.js';
 import type { KekProvider } from '../keys/kek-provider.js';
@@ -90,6 +97,11 @@ export interface CreateCardOptions {
   readonly actor?: string;
   /** Certificates' start of validity; default now. */
   readonly now?: Date;
+  /**
+   * The recovery certificate file (server setting `keyArchival.recoveryCertificate`): needed when
+   * the profile has `archiveKeyManagementKey` (server/archival/key-archive.ts).
+   */
+  readonly recoveryCertificate?: string | undefined;
 }
 
 export interface CreatedSlot {
@@ -120,10 +132,13 @@ export interface CreatedCard {
   /** Which secrets were generated here (rather than supplied). */
   readonly generated: { readonly pin: boolean; readonly puk: boolean; readonly managementKey: boolean };
   readonly slots: readonly CreatedSlot[];
+  /** SHA-256 of the recovery certificate the 9D key was archived for, when it was. */
+  readonly keyArchivedFor?: string;
 }
 
 interface PreparedSlot extends CreatedSlot {
   readonly sealed: SealedRecord;
+  readonly archive?: PreparedArchive;
 }
 
 export async function createCard(options: CreateCardOptions): Promise<CreatedCard> {
@@ -164,8 +179,15 @@ export async function createCard(options: CreateCardOptions): Promise<CreatedCar
   const tenantId = user.tenant;
   const guid = new Uint8Array(randomBytes(16));
   try {
+    // Before any key exists: archival required without a usable recovery certificate refuses here.
+    const recovery = await recoveryCertificateFor(
+      profile.archiveKeyManagementKey,
+      profile.slots.map((s) => s.slot),
+      options.recoveryCertificate,
+      now,
+    );
     const slots = await Promise.all(
-      profile.slots.map((s) => prepareSlot(kek, { tenantId, cardId }, s, label, profile, now)),
+      profile.slots.map((s) => prepareSlot(kek, { tenantId, cardId }, s, label, profile, now, recovery)),
     );
     const pinVerifier = await createPinVerifier(kek, { cardId, kind: 'pin' }, pinBytes);
     const pukVerifier = await createPinVerifier(kek, { cardId, kind: 'puk' }, pukBytes);
@@ -214,6 +236,7 @@ export async function createCard(options: CreateCardOptions): Promise<CreatedCar
           touchPolicy: STORED_TOUCH_POLICY,
           origin: 'generated',
         });
+        if (s.archive) await storeArchive(tx, cardId, s.archive);
       }
       for (const [tag, value] of cardObjects({ serial, guid }, slots, now)) {
         await putCardObject(card, tag, value);
@@ -236,6 +259,7 @@ export async function createCard(options: CreateCardOptions): Promise<CreatedCar
           })),
           managementKeyAlgorithm: mgmtAlgorithm,
           ...(noPin ? { pinUnset: true } : {}),
+          ...(recovery ? { keyArchivedFor: recovery.sha256 } : {}),
         },
       });
       return { userId: owner.id, serial };
@@ -257,7 +281,8 @@ export async function createCard(options: CreateCardOptions): Promise<CreatedCar
         puk: options.puk === undefined,
         managementKey: options.managementKey === undefined,
       },
-      slots: slots.map(({ sealed: _sealed, ...slot }) => slot),
+      slots: slots.map(({ sealed: _sealed, archive: _archive, ...slot }) => slot),
+      ...(recovery ? { keyArchivedFor: recovery.sha256 } : {}),
     };
   } finally {
     mgmtKey.fill(0);
@@ -274,6 +299,7 @@ async function prepareSlot(
   label: string,
   profile: CardProfile,
   now: Date,
+  recovery: RecoveryCertificate | undefined,
 ): Promise<PreparedSlot> {
   const { privateKey, publicKeySpki } = await generateKeyPair(s.algorithm);
   let certificate: Uint8Array | undefined;
@@ -291,6 +317,10 @@ async function prepareSlot(
   const pkcs8 = privateKey.export({ type: 'pkcs8', format: 'der' });
   try {
     const sealed = await sealSecret(kek, pkcs8, { ...card, slot: s.slot }, INITIAL_CARD_VERSION);
+    const archive =
+      recovery && s.slot === KEY_REF.KEY_MANAGEMENT
+        ? prepareArchive(recovery, { slot: s.slot, pkcs8, publicKeySpki, certificate })
+        : undefined;
     return {
       slot: s.slot,
       algorithm: s.algorithm,
@@ -298,6 +328,7 @@ async function prepareSlot(
       publicKeySpki,
       sealed,
       ...(certificate ? { certificate } : {}),
+      ...(archive ? { archive } : {}),
     };
   } finally {
     pkcs8.fill(0);

@@ -29,6 +29,13 @@ import {
 } from '../../apdu/piv/certificates/index.js';
 import { generateKeyPair, prepareSigner } from '../../apdu/piv/crypto/index.js';
 import type { KeyAlgorithm } from '../../apdu/piv/index.js';
+import {
+  ARCHIVED_SLOT,
+  prepareArchive,
+  publicKeySha256,
+  recoveryCertificateFor,
+  storeArchive,
+} from '../archival/key-archive.js';
 import { AUDIT_EVENTS, appendAudit } from '../audit/audit-log.js';
 import { issueCrl } from '../ca/crl.js';
 import { externalRequestPem, issueWithCommand, type ExternalCa } from '../ca/external-ca.js';
@@ -43,6 +50,7 @@ import { STORED_TOUCH_POLICY } from '../cards/key-store.js';
 import type { KekProvider } from '../keys/kek-provider.js';
 import { sealSecret, unsealSecret } from '../keys/sealing.js';
 import {
+  detachArchivedKeys,
   findCardKey,
   findUserById,
   getCard,
@@ -94,6 +102,11 @@ export interface EnrollOptions {
   readonly auditDetails?: Readonly<Record<string, string>>;
   /** Validity in hours instead of the template's days (short-lived certificates). */
   readonly validityHours?: number;
+  /**
+   * The recovery certificate file (server setting `keyArchival.recoveryCertificate`): needed when
+   * the profile has `archiveKeyManagementKey` and 9D is enrolled (server/archival/key-archive.ts).
+   */
+  readonly recoveryCertificate?: string | undefined;
 }
 
 export interface EnrolledSlot {
@@ -115,6 +128,8 @@ export interface EnrolledCard {
   readonly revoked: readonly string[];
   /** The CRL signed after the revocation, if any. */
   readonly crlNumber?: number;
+  /** SHA-256 of the recovery certificate the new 9D key was archived for, when it was. */
+  readonly keyArchivedFor?: string;
 }
 
 interface PreparedSlot {
@@ -159,6 +174,14 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
 
   const slots = profile.slots.filter((s) => options.slots?.includes(s.slot) ?? true);
   if (slots.length === 0) throw new EnrollmentError('the card profile has none of the slots to enroll');
+  // Before any key is made or certificate issued: archival required without a usable recovery
+  // certificate refuses the enrollment with nothing written (an external CA issued nothing yet).
+  const recovery = await recoveryCertificateFor(
+    profile.archiveKeyManagementKey,
+    slots.map((s) => s.slot),
+    options.recoveryCertificate,
+    options.now,
+  );
   const prepared: PreparedSlot[] = [];
   const prepare = async (s: (typeof profile.slots)[number]) => {
     const template = resolveTemplate(s.slot, s.algorithm, s.template, profile.certificateValidityDays);
@@ -185,6 +208,19 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
       // not be safe to run concurrently.
       for (const s of slots) prepared.push(await prepare(s));
     }
+    // Built outside the transaction (CPU work); stored inside it, with the key.
+    const archives = recovery
+      ? prepared
+          .filter((p) => p.slot === ARCHIVED_SLOT)
+          .map((p) =>
+            prepareArchive(recovery, {
+              slot: p.slot,
+              pkcs8: p.pkcs8,
+              publicKeySpki: p.publicKeySpki,
+              certificate: p.issued.der,
+            }),
+          )
+      : [];
 
     const revoked = await storage.transaction(async (tx) => {
       const fenced = await lockCardForChange(tx, cardId);
@@ -215,6 +251,10 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
           origin: p.origin,
         });
         await putCardObject(fenced, certificateObjectTag(p.slot)!, encodeCertificateObject(p.issued.der));
+        // Archives of a key this one replaced (not retired: renewal moved those already) say so.
+        if (p.slot === ARCHIVED_SLOT)
+          await detachArchivedKeys(tx, cardId, p.slot, publicKeySha256(p.publicKeySpki));
+        for (const archive of archives) if (archive.slot === p.slot) await storeArchive(tx, cardId, archive);
         if (ca)
           await recordIssuedCertificate(tx, {
             serial: p.issued.serial,
@@ -242,6 +282,7 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
             certificateSha256: certificateSha256(p.issued.der),
           })),
           superseded,
+          ...(recovery ? { keyArchivedFor: recovery.sha256 } : {}),
         },
       });
       if (superseded.length > 0) {
@@ -269,6 +310,7 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
       })),
       revoked,
       ...(crl ? { crlNumber: crl.crlNumber } : {}),
+      ...(recovery ? { keyArchivedFor: recovery.sha256 } : {}),
     };
   } finally {
     for (const p of prepared) p.pkcs8.fill(0);

@@ -11,3 +11,4 @@ export * from './kek-admin.js';
 export * from './audit-query.js';
 export * from './session-admin.js';
 export * from './device-admin.js';
+export * from './recover-key.js';

@@ -42,6 +42,10 @@
  *                                              (`cardlink enroll`, the tray); off by default
  *     "shortLived9AHours": 8                   optional, 1..168: a new 9A key and certificate
  *                                              valid this many hours at each sign-in
+ *     "archiveKeyManagementKey": false         optional: every 9D key the server makes or
+ *                                              certifies is archived, encrypted to the server's
+ *                                              recovery certificate (server/archival/); needs a
+ *                                              9D slot; off by default
  *   }
  *
  * A slot may also carry a certificate `template` for the certificates an issuing CA gives it at
@@ -62,6 +66,7 @@ import {
 import {
   isKeySlot,
   KEY_ALGORITHM_ID,
+  KEY_REF,
   MANAGEMENT_ALGORITHM_ID,
   PIN_POLICIES,
   defaultPinPolicy,
@@ -147,6 +152,13 @@ export interface CardProfile {
   readonly shortLived9AHours?: number;
   /** How renewal makes keys and when a card is due (renew.ts). */
   readonly renewal: RenewalPolicy;
+  /**
+   * Key archival (server/archival/key-archive.ts): every key management (9D) key made or
+   * certified for the card is archived under the recovery certificate, in the same transaction;
+   * without a usable recovery certificate the operation is refused (ERR_KEY_ARCHIVAL). Off by
+   * default.
+   */
+  readonly archiveKeyManagementKey: boolean;
 }
 
 /** How a card's certificates are renewed (server/admin/renew.ts). */
@@ -167,6 +179,9 @@ export interface RenewalPolicy {
 export const DEFAULT_RENEWAL_WINDOW_DAYS = 30;
 /** Longest renewal window. */
 export const MAX_RENEWAL_WINDOW_DAYS = 365;
+
+/** The key management slot, the one whose keys `archiveKeyManagementKey` archives. */
+const KEY_MANAGEMENT_SLOT = KEY_REF.KEY_MANAGEMENT;
 
 /** Longest validity of a short-lived 9A certificate, in hours (a week). */
 export const MAX_SHORT_LIVED_HOURS = 168;
@@ -194,6 +209,7 @@ export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardP
     'renewal',
     'selfServiceEnrollment',
     'shortLived9AHours',
+    'archiveKeyManagementKey',
   ]);
   const name = root.name === undefined ? fallbackName : text(root.name, 'name', 64);
   const label = text(root.label, 'label', MAX_CARD_LABEL_LENGTH);
@@ -256,6 +272,16 @@ export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardP
     };
   }
 
+  const archiveKeyManagementKey =
+    root.archiveKeyManagementKey === undefined
+      ? false
+      : bool(root.archiveKeyManagementKey, 'archiveKeyManagementKey');
+  if (archiveKeyManagementKey && !seen.has(KEY_MANAGEMENT_SLOT))
+    throw new ProfileError(
+      'archiveKeyManagementKey',
+      'the profile has no key management slot (9D) to archive',
+    );
+
   return Object.freeze({
     name,
     label,
@@ -275,6 +301,7 @@ export function parseCardProfile(value: unknown, fallbackName = 'custom'): CardP
       : {
           shortLived9AHours: integer(root.shortLived9AHours, 'shortLived9AHours', 1, MAX_SHORT_LIVED_HOURS),
         }),
+    archiveKeyManagementKey,
   });
 }
 
@@ -298,6 +325,7 @@ export function profileToJson(profile: CardProfile): Record<string, unknown> {
     renewal: { ...profile.renewal },
     ...(profile.selfServiceEnrollment ? { selfServiceEnrollment: true } : {}),
     ...(profile.shortLived9AHours !== undefined ? { shortLived9AHours: profile.shortLived9AHours } : {}),
+    ...(profile.archiveKeyManagementKey ? { archiveKeyManagementKey: true } : {}),
   };
 }
 

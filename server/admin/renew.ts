@@ -38,6 +38,7 @@ import {
   retiredCertificateTag,
 } from '../../apdu/piv/objects/index.js';
 import { isRetiredSlot, KEY_REF, KEY_SLOTS } from '../../apdu/piv/index.js';
+import { publicKeySha256 } from '../archival/key-archive.js';
 import { AUDIT_EVENTS } from '../audit/audit-log.js';
 import type { ExternalCa } from '../ca/external-ca.js';
 import { EnrollmentError, normaliseSerial } from '../ca/issue-certificate.js';
@@ -53,6 +54,7 @@ import {
   listRegisteredSerials,
   listSlotCertificateObjects,
   moveIssuedCertificate,
+  moveArchivedKeys,
   putCardKey,
   putCardObject,
   type FencedCard,
@@ -81,6 +83,8 @@ export interface RenewOptions {
   readonly slots?: readonly number[];
   /** Added to the `card.renewed` audit entry's details. */
   readonly auditDetails?: Readonly<Record<string, string>>;
+  /** The recovery certificate file, for a profile with `archiveKeyManagementKey` (enroll.ts). */
+  readonly recoveryCertificate?: string | undefined;
 }
 
 export interface RetiredKey {
@@ -123,6 +127,7 @@ export async function renewCard(options: RenewOptions): Promise<RenewedCard> {
     keys,
     actor: options.actor ?? DEFAULT_ADMIN_ACTOR,
     auditEvent: AUDIT_EVENTS.cardRenewed,
+    recoveryCertificate: options.recoveryCertificate,
     ...(options.now ? { now: options.now } : {}),
     ...(options.externalCa ? { externalCa: options.externalCa } : {}),
     ...(options.slots ? { slots: options.slots } : {}),
@@ -215,6 +220,8 @@ async function retireKeyManagementKey(fenced: FencedCard, kek: KekProvider): Pro
   } finally {
     pkcs8.fill(0);
   }
+  // Its archives (old mail is what they are for) follow the key to the retired slot.
+  await moveArchivedKeys(tx, cardId, publicKeySha256(old.publicKeySpki), KEY_REF.KEY_MANAGEMENT, slot);
   // The same certificate object format (70/71/FE) serves the retired containers.
   await putCardObject(fenced, retiredCertificateTag(slot - KEY_REF.RETIRED_FIRST), certificate);
   // The CA's register follows the certificate to its retired slot (a certificate from an external
@@ -370,6 +377,7 @@ export async function renewDueCards(options: {
   readonly actor?: string;
   readonly now?: Date;
   readonly externalCa?: ExternalCa;
+  readonly recoveryCertificate?: string | undefined;
 }): Promise<DueRenewal[]> {
   const now = options.now ?? new Date();
   const cutoff = new Date(now.getTime() + MAX_RENEWAL_WINDOW_DAYS * DAY_MS);
@@ -392,6 +400,7 @@ export async function renewDueCards(options: {
         kek: options.kek,
         cardId: c.cardId,
         slots: renewedSlots(profile),
+        recoveryCertificate: options.recoveryCertificate,
         ...(options.actor ? { actor: options.actor } : {}),
         ...(options.now ? { now: options.now } : {}),
         ...(options.externalCa ? { externalCa: options.externalCa } : {}),

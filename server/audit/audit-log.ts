@@ -74,6 +74,11 @@ export const AUDIT_EVENTS = {
    * import-p12`); the details name the slot and the certificate, never key material.
    */
   pkcs12Imported: 'card.pkcs12-imported',
+  /**
+   * An archived key management key was handed out for recovery (`cardlink admin recover-key`):
+   * the details name the archive, the certificate serial and the administrator's reason.
+   */
+  keyRecovered: 'key.recovered',
   deviceRegistered: 'device.registered',
   deviceApproved: 'device.approved',
   sessionOpened: 'session.opened',

@@ -33,10 +33,12 @@ import {
   deriveSharedSecret,
   prepareSigner,
 } from '../../apdu/piv/crypto/index.js';
+import { ARCHIVED_SLOT, prepareArchive, publicKeySha256, storeArchive } from '../archival/key-archive.js';
+import { loadRecoveryCertificate } from '../archival/recovery-certificate.js';
 import { AUDIT_EVENTS, privateKeyOperationDetails } from '../audit/audit-log.js';
 import { SealedKeyInvalidError } from '../keys/kek-provider.js';
 import { sealSecret, unsealSecret } from '../keys/sealing.js';
-import { findCardKey, putCardKey, type CardKeyRecord } from '../storage/index.js';
+import { detachArchivedKeys, findCardKey, putCardKey, type CardKeyRecord } from '../storage/index.js';
 import type { CommandUnit } from './command-unit.js';
 import type { CachedPrivateKey } from './session-cache.js';
 import { keyLocation, slotName, type StoreContext } from './store-context.js';
@@ -133,8 +135,19 @@ async function storeKey(
   };
   const pkcs8 = privateKey.export({ type: 'pkcs8', format: 'der' });
   try {
+    // Before anything is written: an unusable recovery certificate refuses the key (ERR_KEY_ARCHIVAL).
+    const recovery =
+      slot === ARCHIVED_SLOT && ctx.keyArchival.required
+        ? await loadRecoveryCertificate(ctx.keyArchival.recoveryCertificate)
+        : undefined;
+    const archive = recovery
+      ? prepareArchive(recovery, { slot, pkcs8, publicKeySpki: info.publicKeySpki })
+      : undefined;
     await unit.write(async (card) => {
       ctx.cache.invalidateSlot(slot);
+      if (slot === ARCHIVED_SLOT)
+        await detachArchivedKeys(card.tx, card.cardId, slot, publicKeySha256(info.publicKeySpki));
+      if (archive) await storeArchive(card.tx, card.cardId, archive);
       const sealed = await sealSecret(ctx.kek, pkcs8, keyLocation(ctx, slot), card.version);
       await putCardKey(card, {
         slot,
@@ -154,6 +167,7 @@ async function storeKey(
           pinPolicy: info.pinPolicy,
           keyVersion: card.version,
           publicKeySha256: createHash('sha256').update(info.publicKeySpki).digest('hex'),
+          ...(recovery ? { keyArchivedFor: recovery.sha256 } : {}),
         },
       );
       unit.afterCommit(() => {

@@ -40,6 +40,7 @@ import type {
   ReferenceDataStore,
 } from '../../apdu/piv/index.js';
 import { CardlinkError } from '../../protocol/errors.js';
+import { parseCardProfile } from '../admin/profile.js';
 import type { KekProvider } from '../keys/kek-provider.js';
 import {
   CardNotFoundError,
@@ -56,7 +57,7 @@ import { managementKeyStore } from './management-key-store.js';
 import { objectStore } from './object-store.js';
 import { referenceStore } from './reference-store.js';
 import { SessionCache } from './session-cache.js';
-import type { StoreContext } from './store-context.js';
+import type { KeyArchivalSettings, StoreContext } from './store-context.js';
 
 export interface OpenPersistentCardStateOptions {
   readonly storage: Storage;
@@ -68,6 +69,11 @@ export interface OpenPersistentCardStateOptions {
   readonly epoch: number;
   /** Who acts, for the audit log: `user:<id>`, `device:<id>`, ... */
   readonly actor: string;
+  /**
+   * The server setting `keyArchival.recoveryCertificate`, for a card whose profile archives its
+   * key management keys (StoreContext.keyArchival).
+   */
+  readonly recoveryCertificate?: string | undefined;
 }
 
 export interface CommandOptions {
@@ -130,7 +136,11 @@ export async function openPersistentCardState(
   const card = await getCard(options.storage, options.cardId);
   if (card.sessionEpoch !== options.epoch) throw new CardTakenOverError(options.cardId, options.epoch);
   const identity: CardIdentity = Object.freeze({ serial: card.serial, guid: new Uint8Array(card.guid) });
-  return new PersistentState(options, card.tenantId, identity);
+  const keyArchival = Object.freeze({
+    required: parseCardProfile(card.profile, 'stored').archiveKeyManagementKey,
+    recoveryCertificate: options.recoveryCertificate,
+  });
+  return new PersistentState(options, card.tenantId, identity, keyArchival);
 }
 
 class PersistentState implements PersistentCardState, StoreContext {
@@ -152,6 +162,7 @@ class PersistentState implements PersistentCardState, StoreContext {
     options: OpenPersistentCardStateOptions,
     readonly tenantId: string,
     readonly identity: CardIdentity,
+    readonly keyArchival: KeyArchivalSettings,
   ) {
     this.storage = options.storage;
     this.kek = options.kek;
@@ -341,6 +352,9 @@ class CommandView implements PivCardState, StoreContext {
   }
   get cache(): SessionCache {
     return this.owner.cache;
+  }
+  get keyArchival(): KeyArchivalSettings {
+    return this.owner.keyArchival;
   }
 
   end(): void {

@@ -16,6 +16,12 @@ export interface StoreContext {
   readonly actor: string;
   readonly cache: SessionCache;
   /**
+   * Key archival of the card (profile `archiveKeyManagementKey`): a 9D key generated or imported
+   * through the card's interface is archived like one made by an administrator
+   * (server/archival/key-archive.ts), or refused when the recovery certificate is unusable.
+   */
+  readonly keyArchival: KeyArchivalSettings;
+  /**
    * Runs one store call in the unit of the command running on this state (`runCommand`), or in
    * a unit of its own that commits when the call returns.
    */
@@ -30,6 +36,12 @@ export interface StoreContext {
     details: Record<string, unknown>,
     options?: { readonly lazy?: boolean },
   ): Promise<void>;
+}
+
+export interface KeyArchivalSettings {
+  readonly required: boolean;
+  /** The server setting `keyArchival.recoveryCertificate`. */
+  readonly recoveryCertificate?: string | undefined;
 }
 
 /** Where a slot's sealed key belongs: its AAD binding. */

@@ -14,6 +14,7 @@
  */
 import type { CommandModule } from 'yargs';
 import type { AdminArgs } from './admin/admin-cli.js';
+import { listArchivedKeysCommand, recoverKeyCommand } from './admin/archival-commands.js';
 import { auditCommand } from './admin/audit-commands.js';
 import { caCommand, enrollCommand } from './admin/ca-commands.js';
 import {
@@ -62,6 +63,8 @@ export const adminCommand: CommandModule<object, AdminArgs> = {
       .command(enrollCommand)
       .command(renewCommand)
       .command(importP12Command)
+      .command(recoverKeyCommand)
+      .command(listArchivedKeysCommand)
       .demandCommand(1, "Name an admin command; see 'cardlink admin --help'."),
   handler: () => undefined,
 };

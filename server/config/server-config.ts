@@ -102,6 +102,12 @@ export interface ServerConfig {
     readonly logRepeatsPerMinute: number;
   };
   readonly log: { readonly level: 'error' | 'warn' | 'info' | 'debug'; readonly file?: string | undefined };
+  /**
+   * Key archival (server/archival/): `recoveryCertificate` is the Key Recovery Agent's RSA
+   * certificate (PEM or DER file) that archived key management keys are encrypted to. Checked when
+   * a key is archived (a card profile with `archiveKeyManagementKey`), not at start-up.
+   */
+  readonly keyArchival: { readonly recoveryCertificate?: string | undefined };
 }
 
 /** Values from the command line; undefined means "not given". */
@@ -163,6 +169,7 @@ const SECTION_KEYS: Readonly<Record<string, readonly string[]>> = {
   limits: Object.keys(DEFAULT_LIMITS),
   log: ['level', 'file'],
   crl: ['httpHost', 'httpPort', 'resignBeforeHours'],
+  keyArchival: ['recoveryCertificate'],
 };
 
 /** Re-sign the CRL when fewer hours than this are left of its 7 days (`crl.resignBeforeHours`). */
@@ -183,6 +190,7 @@ const KNOWN_KEYS = new Set([
   'limits',
   'log',
   'crl',
+  'keyArchival',
 ]);
 
 function flagSource(flags: ServerFlags): Source {
@@ -340,6 +348,7 @@ export function loadServerConfig(
   }
 
   const crlPort = last((s) => s.int('crl.httpPort', 0, 65535))?.value;
+  const recoveryCertificate = last((s) => s.string('keyArchival.recoveryCertificate'))?.value;
   return Object.freeze({
     dataDir,
     listen: { host: listenHost, port },
@@ -371,5 +380,10 @@ export function loadServerConfig(
       level: last((s) => s.oneOf('log.level', ['error', 'warn', 'info', 'debug'] as const))?.value ?? 'info',
       file: last((s) => s.string('log.file'))?.value,
     },
+    keyArchival: Object.freeze(
+      recoveryCertificate === undefined
+        ? {}
+        : { recoveryCertificate: path.resolve(dataDir, recoveryCertificate) },
+    ),
   });
 }

@@ -156,12 +156,25 @@ export class CardHandling {
         cardId: open.cardId,
         claims,
         actor: `user:${session.user.id}`,
+        recoveryCertificate: this.options.config.keyArchival.recoveryCertificate,
       });
       slots = enrolled.slots.length;
     } catch (error) {
       // What the user can act on (no CA yet, a claim the template needs is missing) is said as is.
       if (error instanceof CardlinkError && ENROLLMENT_REFUSALS.has(error.code))
         throw new RequestError(error.code, error.message);
+      // Said without the server's file names; the server's log has the whole message.
+      if (error instanceof CardlinkError && error.code === 'ERR_KEY_ARCHIVAL') {
+        this.log.warn('self-service enrollment refused: key archival impossible', {
+          session: session.id,
+          card: open.cardId,
+          error: error.message,
+        });
+        throw new RequestError(
+          error.code,
+          "the card's profile requires key archival and the card server cannot archive keys now; ask an administrator",
+        );
+      }
       throw error;
     }
     this.log.info('card enrolled by its user', {
@@ -232,6 +245,7 @@ export class CardHandling {
         actor: `user:${session.user.id}`,
         slots: renewedSlots(profile),
         auditDetails: { trigger: 'sign-in', session: session.id },
+        recoveryCertificate: this.options.config.keyArchival.recoveryCertificate,
       });
       this.log.info('certificates renewed at sign-in', {
         session: session.id,
@@ -344,6 +358,7 @@ export class CardHandling {
         sessionId: claimId,
         epoch,
         actor: `device:${session.device.id}`,
+        recoveryCertificate: this.options.config.keyArchival.recoveryCertificate,
       });
       const handle = session.allocateHandle();
       const snapshot = encodeSnapshot(await buildSnapshot(state));
@@ -478,6 +493,7 @@ export class CardHandling {
           sessionId: open.claimId,
           epoch: newEpoch,
           actor: `device:${session.device.id}`,
+          recoveryCertificate: this.options.config.keyArchival.recoveryCertificate,
         });
         if (open.takenOverBy !== undefined || session.ended) {
           state.dispose();

@@ -20,3 +20,4 @@ export * from './issuing-ca.js';
 export * from './ca-key-location.js';
 export * from './renewal.js';
 export * from './pin-history.js';
+export * from './archived-keys.js';

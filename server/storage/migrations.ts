@@ -278,6 +278,29 @@ export const MIGRATIONS: readonly Migration[] = [
         .execute();
     },
   },
+  {
+    version: 5,
+    name: 'key management keys archived under a recovery certificate (docs/personalization.md)',
+    async up(db, dialect) {
+      const { bytes } = types(dialect);
+      // No foreign key to cards: an archive outlives its card's erasure on purpose (recovering the
+      // mail of a lost or erased card is what it is for; docs/security-model.md).
+      await db.schema
+        .createTable('archived_keys')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('card_id', 'text', (c) => c.notNull())
+        // Null once the key is on the card no more (a later enrollment replaced it).
+        .addColumn('slot', 'integer')
+        .addColumn('public_key_sha256', 'text', (c) => c.notNull())
+        .addColumn('certificate_serial', 'text')
+        .addColumn('certificate_sha256', 'text')
+        .addColumn('recipient_sha256', 'text', (c) => c.notNull())
+        .addColumn('envelope', bytes, (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('archived_keys_card_idx').on('archived_keys').column('card_id').execute();
+    },
+  },
 ];
 
 export interface MigrateResult {

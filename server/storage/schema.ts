@@ -215,6 +215,30 @@ export interface IssuedCertificatesTable {
   revocation_reason: string | null;
 }
 
+/**
+ * A key management (9D) key archived for recovery (server/archival/): its PKCS#8 in a CMS
+ * EnvelopedData encrypted to the recovery certificate, which the server cannot open.
+ */
+export interface ArchivedKeysTable {
+  id: string;
+  card_id: string;
+  /**
+   * Where the key is now: 0x9D, or the retired slot (0x82..0x95) renewal moved it to; null when
+   * an enrollment replaced it (the key is on the card no more). An erased card's keep the last.
+   */
+  slot: number | null;
+  /** SHA-256 of the key's SubjectPublicKeyInfo, hex: finds the archive when the key moves. */
+  public_key_sha256: string;
+  /** The certificate made for the key with this archive (lower-case hex serial), if any. */
+  certificate_serial: string | null;
+  certificate_sha256: string | null;
+  /** SHA-256 of the recovery certificate (DER) the envelope is encrypted to, hex. */
+  recipient_sha256: string;
+  /** ContentInfo(EnvelopedData), DER. */
+  envelope: Buffer;
+  created_at: string;
+}
+
 export interface Database {
   schema_migrations: SchemaMigrationsTable;
   tenants: TenantsTable;
@@ -231,6 +255,7 @@ export interface Database {
   issuing_ca_token_keys: IssuingCaTokenKeysTable;
   issued_certificates: IssuedCertificatesTable;
   pin_history: PinHistoryTable;
+  archived_keys: ArchivedKeysTable;
 }
 
 export type CardRow = Selectable<CardsTable>;

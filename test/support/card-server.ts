@@ -103,5 +103,7 @@ export async function createTestCard(
     puk: card.puk,
     ...(card.label !== undefined ? { label: card.label } : {}),
     ...(card.managementKey !== undefined ? { managementKey: card.managementKey } : {}),
+    // As `cardlink admin create-card` does: the server's recovery certificate, for archival profiles.
+    recoveryCertificate: cardServer.config.keyArchival.recoveryCertificate,
   });
 }

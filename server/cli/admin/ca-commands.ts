@@ -258,6 +258,7 @@ export const enrollCommand: CommandModule<AdminArgs, EnrollArgs> = {
     const { createCard, loadCardProfile, loadDefaultProfile } = await import('../../admin/index.js');
     const pin = secretFromEnv(SECRET_ENV.pin);
     const puk = secretFromEnv(SECRET_ENV.puk);
+    const recoveryCertificate = configOf(args).keyArchival.recoveryCertificate;
     const result = await withResources(args, async ({ storage, kek }) => {
       let created: Awaited<ReturnType<typeof createCard>> | undefined;
       if (forUser) {
@@ -268,6 +269,7 @@ export const enrollCommand: CommandModule<AdminArgs, EnrollArgs> = {
           kek,
           user: { issuer: args.issuer!, subject: args.subject!, tenant: args.tenant! },
           profile,
+          recoveryCertificate,
           ...(pin !== undefined ? { pin } : {}),
           ...(puk !== undefined ? { puk } : {}),
           actor: adminActor(),
@@ -281,6 +283,7 @@ export const enrollCommand: CommandModule<AdminArgs, EnrollArgs> = {
         kek,
         cardId,
         claims,
+        recoveryCertificate,
         actor: adminActor(),
         ...(args['ca-command'] !== undefined ? { externalCa: { argv: [args['ca-command']] } } : {}),
       });

@@ -16,6 +16,7 @@ import {
 } from '../../admin/index.js';
 import {
   adminActor,
+  configOf,
   e,
   hexSlot,
   nameSecretSource,
@@ -86,6 +87,7 @@ export const createCardCommand: CommandModule<AdminArgs, CreateCardArgs> = {
         kek,
         user: { issuer: args.issuer, subject: args.subject, tenant: args.tenant },
         profile,
+        recoveryCertificate: configOf(args).keyArchival.recoveryCertificate,
         ...(args.label !== undefined ? { label: args.label } : {}),
         ...(pin !== undefined ? { pin } : {}),
         ...(puk !== undefined ? { puk } : {}),
@@ -123,6 +125,7 @@ export const createCardCommand: CommandModule<AdminArgs, CreateCardArgs> = {
         })),
         generated: created.generated,
         pinUnset: created.pinUnset,
+        ...(created.keyArchivedFor ? { keyArchivedFor: created.keyArchivedFor } : {}),
         secrets,
       });
       return;
@@ -135,6 +138,8 @@ export const createCardCommand: CommandModule<AdminArgs, CreateCardArgs> = {
     print(`  slots           ${created.slots.map((s) => `${hexSlot(s.slot)} ${s.algorithm}`).join(', ')}`);
     if (created.pinUnset)
       print('  PIN             none: the user sets it on the PIN page after signing in again');
+    if (created.keyArchivedFor)
+      print(`  9D key          archived for the recovery certificate SHA-256 ${created.keyArchivedFor}`);
     const lines: string[] = [];
     if (secrets.pin !== undefined) lines.push(`  PIN             ${secrets.pin}`);
     if (secrets.puk !== undefined) lines.push(`  PUK             ${secrets.puk}`);

@@ -4,7 +4,16 @@
  */
 import type { CommandModule } from 'yargs';
 import { CardlinkError } from '../../../protocol/errors.js';
-import { adminActor, e, hexSlot, print, printJson, withResources, type AdminArgs } from './admin-cli.js';
+import {
+  adminActor,
+  configOf,
+  e,
+  hexSlot,
+  print,
+  printJson,
+  withResources,
+  type AdminArgs,
+} from './admin-cli.js';
 import { parseClaims } from './ca-commands.js';
 
 interface RenewArgs extends AdminArgs {
@@ -94,9 +103,10 @@ export const renewCommand: CommandModule<AdminArgs, RenewArgs> = {
     const claims = parseClaims(args.claim);
     const { renewCard, renewDueCards } = await import('../../admin/renew.js');
     const externalCa = args['ca-command'] !== undefined ? { externalCa: { argv: [args['ca-command']] } } : {};
+    const recoveryCertificate = configOf(args).keyArchival.recoveryCertificate;
     if (args.due) {
       const results = await withResources(args, ({ storage, kek }) =>
-        renewDueCards({ storage, kek, actor: adminActor(), ...externalCa }),
+        renewDueCards({ storage, kek, actor: adminActor(), recoveryCertificate, ...externalCa }),
       );
       if (args.json)
         return printJson(
@@ -121,6 +131,7 @@ export const renewCommand: CommandModule<AdminArgs, RenewArgs> = {
         kek,
         cardId: args.cardId!,
         claims,
+        recoveryCertificate,
         actor: adminActor(),
         ...(args.keys ? { keys: args.keys } : {}),
         ...externalCa,
