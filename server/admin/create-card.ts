@@ -17,7 +17,13 @@ import {
   createSelfSignedCertificate,
   MAX_COMMON_NAME_LENGTH,
 } from '../../apdu/piv/certificates/index.js';
-import { isRetiredSlot, isTrivialPin, KEY_REF, keySlotTitle, retiredSlotNumber } from '../../apdu/piv/index.js';
+import {
+  isRetiredSlot,
+  isTrivialPin,
+  KEY_REF,
+  keySlotTitle,
+  retiredSlotNumber,
+} from '../../apdu/piv/index.js';
 import {
   generateKeyPair,
   MANAGEMENT_KEY_CIPHERS,
