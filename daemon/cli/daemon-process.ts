@@ -3,7 +3,8 @@
  * holds while idle is what every desktop pays (docs/performance.md, "The daemon's resident memory").
  * Node's defaults are for servers busy on many cores: four V8 helper threads (garbage collection,
  * compilation) and four libuv threads (file system, DNS, async crypto), each with a stack and a
- * malloc arena of its own, and all of them started before the daemon's first line runs. For a
+ * malloc arena of its own. V8 starts its threads with node; libuv starts its pool at the first file
+ * read, which is the module loader's, so all eight run before the daemon's first line. For a
  * process whose heap is about 10 MiB and whose work is one APDU at a time, one V8 helper and two
  * libuv threads do the same work; measured with bench/daemon-idle-rss.ts, the idle daemon holds
  * about 3.5 MiB less (median 56.7 against 60.4 MiB after login, same machine and build).
@@ -14,8 +15,10 @@
  * Both must be given when node starts (libuv's pool and V8's platform exist before any module
  * runs), so every launcher of the daemon applies them: bin/cardlink (the systemd user unit, the
  * launchd agent and people typing `cardlink daemon` go through it), the demo (demo/demo-daemon.ts)
- * and the Windows logon entry (install-scripts/windows/install.ps1). test/bin/daemon-process.test.ts
- * checks that the three say the same as this module.
+ * and the Windows logon entry (install-scripts/windows/install.ps1). test/daemon/cli/daemon-process.test.ts
+ * checks that the three say the same as this module. Like the daemon's start without yargs
+ * (daemon-argv.ts), they apply to `cardlink daemon ...` with the command first, which is how every
+ * launcher runs it; `cardlink --x daemon` works, with node's defaults.
  */
 
 /** node options of the daemon process. */

@@ -12,8 +12,10 @@
  *     slot (82..95) and the Key History object is rewritten, in the same transaction, so mail
  *     encrypted to the old certificate still decrypts with the card.
  *
- * Why not a timer inside the running server: the server never unseals the CA key (only the admin
- * process that signs does, docs/personalization.md "Security notes"); `renew --due` keeps it so.
+ * Why a command and not a timer inside the running server: the running server unseals the CA key
+ * only for what a profile opts in to (short-lived 9A, renewal at sign-in, self-service enrollment;
+ * docs/personalization.md "Security notes"); a card nobody signs in with is renewed by the admin
+ * process that signs, from a timer (`renew --due`).
  *
  * With `externalCa` the organisation's CA issues the renewed certificates through the same adapter
  * as enrollment (server/ca/external-ca.ts). The card server cannot revoke what that CA issued: the

@@ -160,7 +160,6 @@ export interface AuditChainHeadTable {
   last_hash: Buffer;
 }
 
-/** A CA that issues the cards' certificates (server/ca/); its key sealed like a card key. */
 /**
  * An issuing CA whose private key is an object inside the PKCS#11 token (server/keys/token-keys.ts);
  * its issuing_cas row then holds no sealed key (empty blobs, kek_version 0).
