@@ -173,6 +173,7 @@ export interface IssuingCaTokenKeysTable {
   created_at: string;
 }
 
+/** A CA that issues the cards' certificates (server/ca/); its key sealed like a card key, or in the token. */
 export interface IssuingCasTable {
   /** `default`: the one issuing CA of this server. */
   id: string;
