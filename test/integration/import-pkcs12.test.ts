@@ -18,14 +18,12 @@ import path from 'node:path';
 import { waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
 import { importPkcs12, type ImportedPkcs12 } from '../../server/admin/import-pkcs12.js';
 import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
-import { OPENSC_PKCS11 } from '../support/local-card.js';
 import { exportPkcs12, makeSelfSigned } from '../support/pkcs12.js';
-import { toolRunner } from '../support/tool-run.js';
+import { cardSteps, OPENSC_ID, type CardSteps } from '../support/pkcs11-steps.js';
 
 const PIN = '24681357';
 const P12_PASSWORD = 'p12 import test';
 /** OpenSC's object id of the key management slot 9D. */
-const OPENSC_ID_9D = '03';
 const MESSAGE = 'Mail sent to the old key, still readable.\n';
 
 describe('PKCS#12 import into 9D of a card in the reader: OpenSC reads it, the card decrypts with it', () => {
@@ -36,23 +34,10 @@ describe('PKCS#12 import into 9D of a card in the reader: OpenSC reads it, the c
   let certFile: string;
   let imported: ImportedPkcs12;
 
-  const { run } = toolRunner(() => ({ env: stack.pcscd.env, cwd: dir }));
+  let steps: CardSteps;
   /** The 9D certificate as OpenSC reads it from the card through pcscd, now. */
-  const read9d = async (name: string): Promise<X509Certificate> => {
-    const der = path.join(dir, name);
-    await run('pkcs11-tool', [
-      '--module',
-      OPENSC_PKCS11,
-      '--read-object',
-      '--type',
-      'cert',
-      '--id',
-      OPENSC_ID_9D,
-      '-o',
-      der,
-    ]);
-    return new X509Certificate(fs.readFileSync(der));
-  };
+  const read9d = async (name: string): Promise<X509Certificate> =>
+    new X509Certificate(fs.readFileSync(await steps.readCertificateDer(OPENSC_ID['9d'], name)));
 
   before(async () => {
     stack = await startDaemonStack({
@@ -62,6 +47,7 @@ describe('PKCS#12 import into 9D of a card in the reader: OpenSC reads it, the c
       daemon: { deviceName: 'alice-laptop' },
     });
     dir = stack.dir;
+    steps = cardSteps({ pcscdEnv: stack.pcscd.env, dir, pin: PIN });
     cardId = stack.cardIds[0]!;
     await stack.daemon.login('alice');
     const cards = await stack.daemon.waitForCards((cs) => cs.some((c) => c.state === 'inserted'));
@@ -117,38 +103,7 @@ describe('PKCS#12 import into 9D of a card in the reader: OpenSC reads it, the c
   it('a message encrypted to the imported certificate with openssl cms decrypts with the card', async () => {
     fs.writeFileSync(path.join(dir, 'message.txt'), MESSAGE);
     const envelope = path.join(dir, 'envelope.pem');
-    await run('openssl', [
-      'cms',
-      '-encrypt',
-      '-binary',
-      '-aes256',
-      '-in',
-      path.join(dir, 'message.txt'),
-      '-outform',
-      'PEM',
-      '-out',
-      envelope,
-      certFile,
-    ]);
-    const out = path.join(dir, 'message.out');
-    await run('openssl', [
-      'cms',
-      '-decrypt',
-      '-engine',
-      'pkcs11',
-      '-keyform',
-      'engine',
-      '-inkey',
-      `pkcs11:id=%${OPENSC_ID_9D};type=private;pin-value=${PIN}`,
-      '-recip',
-      certFile,
-      '-inform',
-      'PEM',
-      '-in',
-      envelope,
-      '-out',
-      out,
-    ]);
-    assert.equal(fs.readFileSync(out, 'utf8'), MESSAGE);
+    await steps.cmsEncrypt(certFile, path.join(dir, 'message.txt'), envelope);
+    assert.equal(await steps.cmsDecrypt(envelope, OPENSC_ID['9d'], certFile), MESSAGE);
   });
 });

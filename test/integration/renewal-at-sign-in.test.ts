@@ -18,11 +18,9 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { certificateObjectTag, decodeCertificateObject } from '../../apdu/piv/certificates/index.js';
 import { waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
 import { enrollCard, type EnrolledCard } from '../../server/admin/enroll.js';
@@ -32,9 +30,8 @@ import { initEmbeddedCa } from '../../server/ca/issuing-ca.js';
 import { crlUrlFor } from '../../server/http/ca-routes.js';
 import { getCardObject, listAuditRows } from '../../server/storage/index.js';
 import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
-import { OPENSC_PKCS11 } from '../support/local-card.js';
 import { PcscClient, type PcscCard } from '../support/pcsc-client.js';
-import { toolRunner } from '../support/tool-run.js';
+import { cardSteps, OPENSC_ID, type CardSteps } from '../support/pkcs11-steps.js';
 
 const PIN = '24681357';
 const CLAIMS = { email: 'alice@example.com', upn: 'alice@corp.example', name: 'Alice Example' };
@@ -42,7 +39,6 @@ const DAY_MS = 86_400_000;
 /** Issued this long ago with the default 365 days: 25 days left, inside the 30-day window. */
 const ENROLLED_DAYS_AGO = 340;
 /** OpenSC's object ids: 9A = 01, 9D = 03, retired key management key 1 (slot 82) = 05. */
-const OPENSC_ID = { '9a': '01', '9d': '03', retired1: '05' } as const;
 const MESSAGE = 'Board minutes, for Alice only.\n';
 const SELECT_PIV = Buffer.from('00A4040009A0000003080000100000', 'hex');
 /** How long a daemon gets to reconnect and reopen its cards. */
@@ -60,23 +56,10 @@ describe('renewal at sign-in; a reopened card is re-inserted only when its conte
   let enrolled: EnrolledCard;
   let pcsc: PcscClient;
 
-  const { run } = toolRunner(() => ({ env: stack.pcscd.env, cwd: dir }));
+  let steps: CardSteps;
   /** The certificate OpenSC reads from the card in the reader under PKCS#11 id `id`. */
-  const readFromReader = async (id: string, name: string): Promise<X509Certificate> => {
-    const der = path.join(dir, `${name}.der`);
-    await run('pkcs11-tool', [
-      '--module',
-      OPENSC_PKCS11,
-      '--read-object',
-      '--type',
-      'cert',
-      '--id',
-      id,
-      '-o',
-      der,
-    ]);
-    return new X509Certificate(fs.readFileSync(der));
-  };
+  const readFromReader = async (id: string, name: string): Promise<X509Certificate> =>
+    new X509Certificate(fs.readFileSync(await steps.readCertificateDer(id, `${name}.der`)));
   /** The certificate the card server holds in `slot` now. */
   const storedCertificate = async (slot: number): Promise<X509Certificate> => {
     const value = await getCardObject(
@@ -120,6 +103,7 @@ describe('renewal at sign-in; a reopened card is re-inserted only when its conte
       },
     });
     dir = stack.dir;
+    steps = cardSteps({ pcscdEnv: stack.pcscd.env, dir, pin: PIN });
     cardId = stack.cardIds[0]!;
     const { storage, kek } = stack.cardServer.resources;
     const ca = await initEmbeddedCa({
@@ -143,22 +127,10 @@ describe('renewal at sign-in; a reopened card is re-inserted only when its conte
     const oldDer = path.join(dir, 'old-9d.der');
     fs.writeFileSync(oldDer, enrolled.slots.find((s) => s.slot === 0x9d)!.certificate);
     oldCertFile = path.join(dir, 'old-9d.pem');
-    await promisify(execFile)('openssl', ['x509', '-inform', 'DER', '-in', oldDer, '-out', oldCertFile]);
+    await steps.run('openssl', ['x509', '-inform', 'DER', '-in', oldDer, '-out', oldCertFile]);
     fs.writeFileSync(path.join(dir, 'message.txt'), MESSAGE);
     oldEnvelope = path.join(dir, 'old-envelope.pem');
-    await promisify(execFile)('openssl', [
-      'cms',
-      '-encrypt',
-      '-binary',
-      '-aes256',
-      '-in',
-      path.join(dir, 'message.txt'),
-      '-outform',
-      'PEM',
-      '-out',
-      oldEnvelope,
-      oldCertFile,
-    ]);
+    await steps.cmsEncrypt(oldCertFile, path.join(dir, 'message.txt'), oldEnvelope);
     assert.equal((await renewals()).length, 0);
     pcsc = await PcscClient.open();
   });
@@ -193,26 +165,7 @@ describe('renewal at sign-in; a reopened card is re-inserted only when its conte
   it('a message encrypted to the OLD 9D certificate still decrypts with the card (retired key 1)', async () => {
     const retired = await readFromReader(OPENSC_ID.retired1, 'retired1');
     assert.equal(retired.serialNumber, serialOf(enrolled.slots.find((s) => s.slot === 0x9d)!.certificate));
-    const out = path.join(dir, 'old-envelope.out');
-    await run('openssl', [
-      'cms',
-      '-decrypt',
-      '-engine',
-      'pkcs11',
-      '-keyform',
-      'engine',
-      '-inkey',
-      `pkcs11:id=%${OPENSC_ID.retired1};type=private;pin-value=${PIN}`,
-      '-recip',
-      oldCertFile,
-      '-inform',
-      'PEM',
-      '-in',
-      oldEnvelope,
-      '-out',
-      out,
-    ]);
-    assert.equal(fs.readFileSync(out, 'utf8'), MESSAGE);
+    assert.equal(await steps.cmsDecrypt(oldEnvelope, OPENSC_ID.retired1, oldCertFile), MESSAGE);
   });
 
   it('after a server restart the unchanged card is not re-inserted: a PC/SC handle stays valid', async () => {
