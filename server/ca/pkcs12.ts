@@ -47,7 +47,7 @@ import {
   id_pkcs8ShroudedKeyBag,
   id_SafeContents,
   id_x509Certificate,
-  PFX,
+  MacData,
   SafeContents,
 } from '@peculiar/asn1-pfx';
 import { EncryptedPrivateKeyInfo } from '@peculiar/asn1-pkcs8';
@@ -174,6 +174,20 @@ const KDF_ID = { key: 1, iv: 2, mac: 3 } as const;
 
 // --- Structures the @peculiar family has no class for ------------------------------------------
 
+/**
+ * RFC 7292 section 4: `PFX ::= SEQUENCE { version INTEGER, authSafe ContentInfo, macData MacData
+ * OPTIONAL }`. Declared here rather than taken from asn1-pfx: its PFX class initialises `macData`
+ * to an empty MacData, so after parsing a file without a MAC cannot be told from one with a MAC.
+ */
+class Pfx {
+  version = 0;
+  authSafe = new ContentInfo();
+  macData?: MacData;
+}
+AsnProp({ type: AsnPropTypes.Integer })(Pfx.prototype, 'version');
+AsnProp({ type: ContentInfo })(Pfx.prototype, 'authSafe');
+AsnProp({ type: MacData, optional: true })(Pfx.prototype, 'macData');
+
 /** RFC 8018 Appendix A.4: `PBES2-params ::= SEQUENCE { keyDerivationFunc, encryptionScheme }`. */
 class Pbes2Params {
   keyDerivationFunc = new AlgorithmIdentifier();
@@ -242,13 +256,17 @@ export interface ReadPkcs12Options {
  * file is refused before any derivation runs; then the MAC; then the contents are decrypted, the
  * shrouded key bags inside them charged to the same work budget as they are met.
  */
-export function readPkcs12(der: Uint8Array, password: string, options: ReadPkcs12Options = {}): Pkcs12Contents {
+export function readPkcs12(
+  der: Uint8Array,
+  password: string,
+  options: ReadPkcs12Options = {},
+): Pkcs12Contents {
   if (der.length > MAX_PKCS12_BYTES)
     throw new Pkcs12Error('ERR_PKCS12_INVALID', 'the PKCS#12 file is too large', {
       bytes: der.length,
       limit: MAX_PKCS12_BYTES,
     });
-  const pfx = parse(der, PFX, 'PFX');
+  const pfx = parse(der, Pfx, 'PFX');
   if (pfx.version !== 3)
     throw new Pkcs12Error('ERR_PKCS12_INVALID', 'not a PKCS#12 v3 file', { version: pfx.version });
   if (pfx.authSafe.contentType !== ID_DATA)
@@ -277,9 +295,10 @@ export function readPkcs12(der: Uint8Array, password: string, options: ReadPkcs1
 
   const budget = new KdfBudget();
   const encryption = new Set<string>();
-  const macDigest = pfx.macData ? macDigestOf(pfx.macData, budget) : undefined;
+  const { macData } = pfx;
+  const macDigest = macData ? macDigestOf(macData, budget) : undefined;
   const contents = infos.map((info) => contentOf(info, budget, encryption));
-  const mac = macDigest ? verifyMac(pfx.macData, macDigest, authSafeBytes, password) : 'none';
+  const mac = macData && macDigest ? verifyMac(macData, macDigest, authSafeBytes, password) : 'none';
 
   const privateKeys: Buffer[] = [];
   const certificates: Uint8Array[] = [];
@@ -382,7 +401,7 @@ function contentOf(
 }
 
 /** RFC 7292 section 5.2: the MAC's digest, checked to be supported, its derivation charged. */
-function macDigestOf(macData: PFX['macData'], budget: KdfBudget): Digest {
+function macDigestOf(macData: MacData, budget: KdfBudget): Digest {
   const oid = macData.mac.digestAlgorithm.algorithm;
   if (oid === ID_PBMAC1)
     throw new Pkcs12Error(
@@ -407,7 +426,7 @@ function macDigestOf(macData: PFX['macData'], budget: KdfBudget): Digest {
 }
 
 /** RFC 7292 section 5.2 and Appendix B: the password MAC over the AuthenticatedSafe's octets. */
-function verifyMac(macData: PFX['macData'], digest: Digest, authSafe: Uint8Array, password: string): string {
+function verifyMac(macData: MacData, digest: Digest, authSafe: Uint8Array, password: string): string {
   const { mac, macSalt, iterations } = macData;
   const bmp = bmpPassword(password);
   const key = pkcs12Kdf(digest, bmp, new Uint8Array(macSalt.buffer), KDF_ID.mac, iterations, digest.u);
