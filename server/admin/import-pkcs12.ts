@@ -4,7 +4,10 @@
  * elsewhere that must keep working: an S/MIME decryption key whose old mail must still open
  * (into 9D, or a retired slot 82..95), or a certificate from a CA cardlink does not drive.
  *
- * Before any transaction: the file is read (server/ca/pkcs12.ts: MAC, decryption), it must hold
+ * Before any transaction: when the card's profile has `archiveKeyManagementKey` and the slot is 9D,
+ * the recovery certificate is loaded (a missing or unusable one refuses the import with nothing
+ * written, ERR_KEY_ARCHIVAL, as at enrollment); the file is read (server/ca/pkcs12.ts: MAC,
+ * decryption; a file without a MAC only when `allowNoMac`), it must hold
  * exactly one private key, of an algorithm the card advertises, and a certificate for that key
  * (same public key; a signature made with the key verifies with the certificate). Other
  * certificates (a CA chain) are counted and left out: a PIV slot holds one certificate.
@@ -14,9 +17,15 @@
  * reader shows the new certificate at once), the key is sealed under the KEK for this slot like
  * every card key, the certificate goes into the slot's PIV certificate object, a CA certificate
  * the slot had from the embedded CA is revoked as superseded (its key is gone), a retired slot
- * updates the Key History object, and the audit entry names the slot and the certificate (serial,
- * subject, issuer, SHA-256), never key material. The imported certificate is not registered at the
- * embedded CA: it did not issue it. Any failure leaves the card as it was.
+ * updates the Key History object, archives that named the slot's previous key are detached (slot
+ * null: "replaced"), a 9D key is archived when the profile requires it (server/archival/), and the
+ * audit entry names the slot and the certificate (serial, subject, issuer, SHA-256), never key
+ * material. The imported certificate is not registered at the embedded CA: it did not issue it.
+ * Any failure leaves the card as it was.
+ *
+ * After the commit, a CRL is signed when a certificate was revoked. Its failure (HSM busy, KEK
+ * error) does not fail the import, which happened: it is returned as `crlError`, and
+ * `cardlink admin ca crl` signs the CRL later. Failing would invite a retry that imports again.
  */
 import {
   createHash,
@@ -49,6 +58,13 @@ import {
   retiredCertificateTag,
 } from '../../apdu/piv/objects/index.js';
 import { CardlinkError } from '../../protocol/errors.js';
+import {
+  ARCHIVED_SLOT,
+  prepareArchive,
+  publicKeySha256,
+  recoveryCertificateFor,
+  storeArchive,
+} from '../archival/key-archive.js';
 import { AUDIT_EVENTS, appendAudit } from '../audit/audit-log.js';
 import { issueCrl } from '../ca/crl.js';
 import { certificateSha256 } from '../ca/issue-certificate.js';
@@ -57,6 +73,7 @@ import { STORED_TOUCH_POLICY } from '../cards/key-store.js';
 import type { KekProvider } from '../keys/kek-provider.js';
 import { sealSecret } from '../keys/sealing.js';
 import {
+  detachArchivedKeys,
   findCardKey,
   getCard,
   getCardObject,
@@ -81,7 +98,19 @@ export interface ImportPkcs12Options {
   readonly pkcs12: Uint8Array;
   /** Its password (never logged, never in an error). */
   readonly password: string;
+  /**
+   * Accept a file without a MAC (server/ca/pkcs12.ts ReadPkcs12Options): nothing then checks the
+   * password or the file's integrity. Off by default.
+   */
+  readonly allowNoMac?: boolean;
+  /**
+   * The recovery certificate file (server setting `keyArchival.recoveryCertificate`): needed when
+   * the card's profile has `archiveKeyManagementKey` and the slot is 9D.
+   */
+  readonly recoveryCertificate?: string | undefined;
   readonly actor?: string;
+  /** The clock the recovery certificate's validity is checked against (tests). */
+  readonly now?: Date;
 }
 
 export interface ImportedPkcs12 {
@@ -103,6 +132,17 @@ export interface ImportedPkcs12 {
   readonly revoked: readonly string[];
   /** The CRL signed after that revocation. */
   readonly crlNumber?: number;
+  /**
+   * Why that CRL could not be signed (the import is committed nonetheless): run
+   * `cardlink admin ca crl`. No secret in it (errors carry none).
+   */
+  readonly crlError?: { readonly code: string; readonly message: string };
+  /** The file's MAC digest, or `none` (a file without one, taken with `allowNoMac`). */
+  readonly mac: string;
+  /** SHA-256 of the recovery certificate the imported 9D key was archived for, when it was. */
+  readonly keyArchivedFor?: string;
+  /** Archives that named the slot's previous key, now detached from the slot (slot null). */
+  readonly archivesDetached: number;
   /** keysWithOnCardCerts of the Key History object, when a retired slot was written. */
   readonly keyHistoryOnCard?: number;
 }
@@ -132,14 +172,33 @@ export async function importPkcs12(options: ImportPkcs12Options): Promise<Import
   const actor = options.actor ?? DEFAULT_ADMIN_ACTOR;
   checkImportSlot(slot);
   const card = await getCard(storage, cardId);
-  const profileSlot = parseCardProfile(card.profile, 'stored').slots.find((s) => s.slot === slot);
+  const profile = parseCardProfile(card.profile, 'stored');
+  const profileSlot = profile.slots.find((s) => s.slot === slot);
   const pinPolicy = profileSlot?.pinPolicy ?? defaultPinPolicy(slot);
   const tag = certificateObjectTag(slot)!;
+  // Before the file is read (its key derivations are the costly part) and anything is written:
+  // archival required without a usable recovery certificate refuses the import.
+  const recovery = await recoveryCertificateFor(
+    profile.archiveKeyManagementKey,
+    [slot],
+    options.recoveryCertificate,
+    options.now,
+  );
 
-  const checked = checkContents(options.pkcs12, options.password, slot);
+  const checked = checkContents(options.pkcs12, options.password, slot, options.allowNoMac ?? false);
   try {
+    // Built outside the transaction (CPU work); stored inside it, with the key.
+    const archive =
+      recovery && slot === ARCHIVED_SLOT
+        ? prepareArchive(recovery, {
+            slot,
+            pkcs8: checked.pkcs8,
+            publicKeySpki: checked.publicKeySpki,
+            certificate: checked.certificate,
+          })
+        : undefined;
     let keyHistoryOnCard: number | undefined;
-    const { revoked, replaced } = await storage.transaction(async (tx) => {
+    const { revoked, replaced, archivesDetached } = await storage.transaction(async (tx) => {
       const fenced = await lockCardForChange(tx, cardId);
       const replaced = (await findCardKey(tx, cardId, slot)) !== undefined;
       // The slot's key is destroyed: a certificate the embedded CA gave for it certifies nothing now.
@@ -160,6 +219,15 @@ export async function importPkcs12(options: ImportPkcs12Options): Promise<Import
         origin: 'imported',
       });
       await putCardObject(fenced, tag, encodeCertificateObject(checked.certificate));
+      // Archives of the key this one replaced (9D, or a retired slot an old 9D key had moved to)
+      // no longer name a key on the card: `list-archived-keys` shows them as replaced.
+      const archivesDetached = await detachArchivedKeys(
+        tx,
+        cardId,
+        slot,
+        publicKeySha256(checked.publicKeySpki),
+      );
+      if (archive) await storeArchive(tx, cardId, archive);
       if (isRetiredSlot(slot)) keyHistoryOnCard = await rewriteKeyHistory(fenced);
       await appendAudit(tx, {
         actor,
@@ -181,6 +249,8 @@ export async function importPkcs12(options: ImportPkcs12Options): Promise<Import
           replaced,
           superseded: revoked,
           ...(keyHistoryOnCard !== undefined ? { keyHistoryOnCard } : {}),
+          ...(archive ? { keyArchivedFor: archive.recipientSha256 } : {}),
+          ...(archivesDetached > 0 ? { archivesDetached } : {}),
         },
       });
       if (revoked.length > 0)
@@ -190,9 +260,9 @@ export async function importPkcs12(options: ImportPkcs12Options): Promise<Import
           cardId,
           details: { reason: 'superseded', serials: revoked },
         });
-      return { revoked, replaced };
+      return { revoked, replaced, archivesDetached };
     });
-    const crl = revoked.length > 0 ? await issueCrl({ storage, kek, actor }) : undefined;
+    const crl = revoked.length > 0 ? await crlAfterCommit(storage, kek, actor) : undefined;
     return {
       cardId,
       cardSerial: card.serial,
@@ -206,8 +276,12 @@ export async function importPkcs12(options: ImportPkcs12Options): Promise<Import
       extraCertificates: checked.extraCertificates,
       replaced,
       revoked,
-      ...(crl ? { crlNumber: crl.crlNumber } : {}),
+      ...(crl?.crlNumber !== undefined ? { crlNumber: crl.crlNumber } : {}),
+      ...(crl?.crlError ? { crlError: crl.crlError } : {}),
+      mac: checked.mac,
       ...(keyHistoryOnCard !== undefined ? { keyHistoryOnCard } : {}),
+      ...(archive ? { keyArchivedFor: archive.recipientSha256 } : {}),
+      archivesDetached,
     };
   } finally {
     checked.pkcs8.fill(0);
@@ -215,11 +289,32 @@ export async function importPkcs12(options: ImportPkcs12Options): Promise<Import
 }
 
 /**
+ * The CRL after the import committed: its failure is reported, not thrown, because the card has
+ * changed already (an error would say the import failed, and a retry would import again).
+ */
+async function crlAfterCommit(
+  storage: Storage,
+  kek: KekProvider,
+  actor: string,
+): Promise<{ crlNumber?: number; crlError?: { code: string; message: string } }> {
+  try {
+    return { crlNumber: (await issueCrl({ storage, kek, actor })).crlNumber };
+  } catch (error) {
+    return {
+      crlError: {
+        code: error instanceof CardlinkError ? error.code : 'ERR_INTERNAL',
+        message: error instanceof Error ? error.message : String(error),
+      },
+    };
+  }
+}
+
+/**
  * Reads the file and picks its one key and the certificate for it; every refusal is a
  * Pkcs12Error. The PKCS#8 bytes of the keys not returned are zeroed here.
  */
-function checkContents(der: Uint8Array, password: string, slot: number): Checked {
-  const contents = readPkcs12(der, password);
+function checkContents(der: Uint8Array, password: string, slot: number, allowNoMac: boolean): Checked {
+  const contents = readPkcs12(der, password, { allowNoMac });
   const { privateKeys, certificates } = contents;
   try {
     if (privateKeys.length !== 1)

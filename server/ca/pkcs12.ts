@@ -17,7 +17,12 @@
  * OpenSSL 1.1's default for certificates), public-key privacy (EnvelopedData), PBMAC1.
  *
  * A wrong password and an altered file look the same to the MAC (ERR_PKCS12_PASSWORD): which of
- * the two happened cannot be told apart, by design of an HMAC.
+ * the two happened cannot be told apart, by design of an HMAC. A file without a MAC is refused
+ * unless the caller allows it (`allowNoMac`).
+ *
+ * Limits (ERR_PKCS12_INVALID naming the constant): the file's size, its ContentInfos and bags, the
+ * iterations of one derivation (lower for the 3DES PBE, whose KDF runs in JavaScript), and the
+ * key-derivation work of the whole file. They bound the CPU a crafted file can take.
  */
 import {
   createDecipheriv,
@@ -42,7 +47,7 @@ import {
   id_pkcs8ShroudedKeyBag,
   id_SafeContents,
   id_x509Certificate,
-  PFX,
+  MacData,
   SafeContents,
 } from '@peculiar/asn1-pfx';
 import { EncryptedPrivateKeyInfo } from '@peculiar/asn1-pkcs8';
@@ -54,10 +59,32 @@ import { CardlinkError, type CardlinkErrorCode } from '../../protocol/errors.js'
 export const MAX_PKCS12_BYTES = 1024 * 1024;
 
 /**
- * Most iterations accepted for the MAC's and the bags' key derivations. OpenSSL 3 writes 2048;
+ * Most iterations accepted for one key derivation (the MAC's, a PBES2 one). OpenSSL 3 writes 2048;
  * the bound keeps a crafted file from holding the process for minutes.
  */
 export const MAX_PKCS12_ITERATIONS = 1_000_000;
+
+/**
+ * Most iterations accepted for pbeWithSHAAnd3-KeyTripleDES-CBC, lower than MAX_PKCS12_ITERATIONS:
+ * its key and IV come from the PKCS#12 KDF, which runs here as a loop of JavaScript hash calls
+ * (three hash chains per bag, about 4 s at 1 000 000 iterations). OpenSSL writes 2048.
+ */
+export const MAX_PKCS12_3DES_ITERATIONS = 100_000;
+
+/**
+ * Most key-derivation work for one file, in hash iterations: each derivation (the MAC, every PBE of
+ * a ContentInfo or a key bag) counts its iterations times the hash outputs it needs (3DES: 2 for
+ * the key, 1 for the IV). Without it a file of many bags, each within the per-derivation limits,
+ * could still block the event loop for minutes, with any password when it has no MAC. A file
+ * from `openssl pkcs12 -export` needs 3 x 2048.
+ */
+export const MAX_PKCS12_KDF_WORK = 4_000_000;
+
+/**
+ * Most ContentInfos in the AuthenticatedSafe (OpenSSL writes 2: the certificates, the key). Each
+ * may be encrypted with its own derivation, so a small cap keeps a file from asking for many.
+ */
+export const MAX_PKCS12_CONTENT_INFOS = 16;
 
 /** Deepest nesting of safeContentsBag bags followed (RFC 7292 allows nesting; files rarely do). */
 export const MAX_SAFE_CONTENTS_DEPTH = 4;
@@ -100,23 +127,30 @@ const ID_PBKDF2 = '1.2.840.113549.1.5.12';
 /** RFC 9579 (PBMAC1 in PKCS#12), refused. */
 const ID_PBMAC1 = '1.2.840.113549.1.5.14';
 
-/** Hash OIDs (NIST CSOR, RFC 3279): node:crypto name, output and block bytes (for the PKCS#12 KDF). */
-const DIGESTS: ReadonlyMap<string, { name: string; u: number; v: number }> = new Map([
-  ['1.3.14.3.2.26', { name: 'sha1', u: 20, v: 64 }],
+/** A hash: node:crypto name, output bytes `u` and block bytes `v` (the PKCS#12 KDF's names). */
+interface Digest {
+  readonly name: string;
+  readonly u: number;
+  readonly v: number;
+}
+/** Hash OIDs (NIST CSOR, RFC 3279). */
+const SHA1_OID = '1.3.14.3.2.26';
+const DIGESTS: ReadonlyMap<string, Digest> = new Map([
+  [SHA1_OID, { name: 'sha1', u: 20, v: 64 }],
   ['2.16.840.1.101.3.4.2.4', { name: 'sha224', u: 28, v: 64 }],
   ['2.16.840.1.101.3.4.2.1', { name: 'sha256', u: 32, v: 64 }],
   ['2.16.840.1.101.3.4.2.2', { name: 'sha384', u: 48, v: 128 }],
   ['2.16.840.1.101.3.4.2.3', { name: 'sha512', u: 64, v: 128 }],
 ]);
 
-/** PBKDF2 PRFs (RFC 8018 Appendix B.1); hmacWithSHA1 is the default when absent. */
+/** PBKDF2 PRFs (RFC 8018 Appendix B.1) and their hashes; hmacWithSHA1 is the default when absent. */
 const HMAC_WITH_SHA1 = '1.2.840.113549.2.7';
-const PBKDF2_PRFS: ReadonlyMap<string, string> = new Map([
-  [HMAC_WITH_SHA1, 'sha1'],
-  ['1.2.840.113549.2.8', 'sha224'],
-  ['1.2.840.113549.2.9', 'sha256'],
-  ['1.2.840.113549.2.10', 'sha384'],
-  ['1.2.840.113549.2.11', 'sha512'],
+const PBKDF2_PRFS: ReadonlyMap<string, Digest> = new Map([
+  [HMAC_WITH_SHA1, DIGESTS.get(SHA1_OID)!],
+  ['1.2.840.113549.2.8', DIGESTS.get('2.16.840.1.101.3.4.2.4')!],
+  ['1.2.840.113549.2.9', DIGESTS.get('2.16.840.1.101.3.4.2.1')!],
+  ['1.2.840.113549.2.10', DIGESTS.get('2.16.840.1.101.3.4.2.2')!],
+  ['1.2.840.113549.2.11', DIGESTS.get('2.16.840.1.101.3.4.2.3')!],
 ]);
 
 /** PBES2 encryption schemes (NIST CSOR): node:crypto cipher and key bytes. */
@@ -139,6 +173,20 @@ const LEGACY_PBES: ReadonlyMap<string, string> = new Map([
 const KDF_ID = { key: 1, iv: 2, mac: 3 } as const;
 
 // --- Structures the @peculiar family has no class for ------------------------------------------
+
+/**
+ * RFC 7292 section 4: `PFX ::= SEQUENCE { version INTEGER, authSafe ContentInfo, macData MacData
+ * OPTIONAL }`. Declared here rather than taken from asn1-pfx: its PFX class initialises `macData`
+ * to an empty MacData, so after parsing a file without a MAC cannot be told from one with a MAC.
+ */
+class Pfx {
+  version = 0;
+  authSafe = new ContentInfo();
+  macData?: MacData;
+}
+AsnProp({ type: AsnPropTypes.Integer })(Pfx.prototype, 'version');
+AsnProp({ type: ContentInfo })(Pfx.prototype, 'authSafe');
+AsnProp({ type: MacData, optional: true })(Pfx.prototype, 'macData');
 
 /** RFC 8018 Appendix A.4: `PBES2-params ::= SEQUENCE { keyDerivationFunc, encryptionScheme }`. */
 class Pbes2Params {
@@ -191,18 +239,34 @@ AsnProp({ type: AsnPropTypes.Any, context: 1, implicit: true, optional: true })(
 
 // --- Reading --------------------------------------------------------------------------------
 
+export interface ReadPkcs12Options {
+  /**
+   * Read a file without a MAC. Refused by default: without a MAC nothing checks the password or
+   * that the file is unaltered (a plain keyBag then imports with any password at all), and every
+   * derivation of the file runs whatever password is given.
+   */
+  readonly allowNoMac?: boolean;
+}
+
 /**
  * Checks the MAC of `der` with `password` and returns the file's keys and certificates.
- * A file without a MAC is read too (`mac: 'none'`); a wrong password then shows as a bag that
- * does not decrypt, which gives the same ERR_PKCS12_PASSWORD.
+ *
+ * Order: the structure is parsed and every limit that can be checked without the password is
+ * checked first (ContentInfos, the MAC's and the ContentInfos' key-derivation work), so a crafted
+ * file is refused before any derivation runs; then the MAC; then the contents are decrypted, the
+ * shrouded key bags inside them charged to the same work budget as they are met.
  */
-export function readPkcs12(der: Uint8Array, password: string): Pkcs12Contents {
+export function readPkcs12(
+  der: Uint8Array,
+  password: string,
+  options: ReadPkcs12Options = {},
+): Pkcs12Contents {
   if (der.length > MAX_PKCS12_BYTES)
     throw new Pkcs12Error('ERR_PKCS12_INVALID', 'the PKCS#12 file is too large', {
       bytes: der.length,
       limit: MAX_PKCS12_BYTES,
     });
-  const pfx = parse(der, PFX, 'PFX');
+  const pfx = parse(der, Pfx, 'PFX');
   if (pfx.version !== 3)
     throw new Pkcs12Error('ERR_PKCS12_INVALID', 'not a PKCS#12 v3 file', { version: pfx.version });
   if (pfx.authSafe.contentType !== ID_DATA)
@@ -214,11 +278,30 @@ export function readPkcs12(der: Uint8Array, password: string): Pkcs12Contents {
       },
     );
   const authSafeBytes = octets(pfx.authSafe.content, 'authSafe');
-  const mac = pfx.macData ? verifyMac(pfx, authSafeBytes, password) : 'none';
+  const infos = parse(authSafeBytes, AuthenticatedSafe, 'AuthenticatedSafe');
+  if (infos.length > MAX_PKCS12_CONTENT_INFOS)
+    throw new Pkcs12Error(
+      'ERR_PKCS12_INVALID',
+      `too many ContentInfos in the PKCS#12 file (MAX_PKCS12_CONTENT_INFOS: ${MAX_PKCS12_CONTENT_INFOS})`,
+      { reason: 'content-infos', contentInfos: infos.length, limit: MAX_PKCS12_CONTENT_INFOS },
+    );
+  if (!pfx.macData && !options.allowNoMac)
+    throw new Pkcs12Error(
+      'ERR_PKCS12_INVALID',
+      'the PKCS#12 file has no MAC: nothing checks its password or that it is unaltered ' +
+        '(export it again with a MAC, or allow it explicitly: --allow-no-mac)',
+      { reason: 'no-mac' },
+    );
+
+  const budget = new KdfBudget();
+  const encryption = new Set<string>();
+  const { macData } = pfx;
+  const macDigest = macData ? macDigestOf(macData, budget) : undefined;
+  const contents = infos.map((info) => contentOf(info, budget, encryption));
+  const mac = macData && macDigest ? verifyMac(macData, macDigest, authSafeBytes, password) : 'none';
 
   const privateKeys: Buffer[] = [];
   const certificates: Uint8Array[] = [];
-  const encryption = new Set<string>();
   let bags = 0;
   const readSafeContents = (bytes: Uint8Array, depth: number) => {
     if (depth > MAX_SAFE_CONTENTS_DEPTH)
@@ -237,14 +320,8 @@ export function readPkcs12(der: Uint8Array, password: string): Pkcs12Contents {
           break;
         case id_pkcs8ShroudedKeyBag: {
           const info = parse(value, EncryptedPrivateKeyInfo, 'EncryptedPrivateKeyInfo');
-          privateKeys.push(
-            decrypt(
-              info.encryptionAlgorithm,
-              new Uint8Array(info.encryptedData.buffer),
-              password,
-              encryption,
-            ),
-          );
+          const pbe = pbeOf(info.encryptionAlgorithm, budget, encryption);
+          privateKeys.push(pbe(new Uint8Array(info.encryptedData.buffer), password));
           break;
         }
         case id_certBag: {
@@ -263,9 +340,7 @@ export function readPkcs12(der: Uint8Array, password: string): Pkcs12Contents {
   };
 
   try {
-    for (const info of parse(authSafeBytes, AuthenticatedSafe, 'AuthenticatedSafe')) {
-      readSafeContents(contentOf(info, password, encryption), 0);
-    }
+    for (const content of contents) readSafeContents(content(password), 0);
   } catch (error) {
     for (const key of privateKeys) key.fill(0);
     throw error;
@@ -273,16 +348,50 @@ export function readPkcs12(der: Uint8Array, password: string): Pkcs12Contents {
   return { privateKeys, certificates, mac, encryption: [...encryption] };
 }
 
-/** The SafeContents bytes of one ContentInfo of the AuthenticatedSafe. */
-function contentOf(info: ContentInfo, password: string, encryption: Set<string>): Uint8Array {
-  if (info.contentType === ID_DATA) return octets(info.content, 'SafeContents');
+/**
+ * The key-derivation work of one file (MAX_PKCS12_KDF_WORK), charged BEFORE each derivation runs:
+ * a derivation over the budget is refused without being run.
+ */
+class KdfBudget {
+  private spent = 0;
+
+  /** `iterations` (already within its own limit) times the hash outputs the derivation needs. */
+  charge(iterations: number, hashOutputs: number, what: string): void {
+    this.spent += iterations * hashOutputs;
+    if (this.spent > MAX_PKCS12_KDF_WORK)
+      throw new Pkcs12Error(
+        'ERR_PKCS12_INVALID',
+        `the PKCS#12 file asks for more key-derivation work than allowed (MAX_PKCS12_KDF_WORK: ` +
+          `${MAX_PKCS12_KDF_WORK} hash iterations for the MAC and every encryption together)`,
+        { reason: 'kdf-work', work: this.spent, limit: MAX_PKCS12_KDF_WORK, at: what },
+      );
+  }
+}
+
+/** Decrypts one ciphertext with `password`; the derivation's parameters were read and charged. */
+type Pbe = (ciphertext: Uint8Array, password: string) => Buffer;
+
+/**
+ * One ContentInfo of the AuthenticatedSafe, its encryption's parameters read and its work charged
+ * now; the function returns its SafeContents bytes.
+ */
+function contentOf(
+  info: ContentInfo,
+  budget: KdfBudget,
+  encryption: Set<string>,
+): (password: string) => Uint8Array {
+  if (info.contentType === ID_DATA) {
+    const bytes = octets(info.content, 'SafeContents');
+    return () => bytes;
+  }
   if (info.contentType === ID_ENCRYPTED_DATA) {
     const data = parse(new Uint8Array(info.content), CmsEncryptedData, 'EncryptedData');
     const content = data.encryptedContentInfo.encryptedContent;
     const bytes = content?.value
       ? new Uint8Array(content.value.buffer)
       : concat((content?.constructedValue ?? []).map((o) => new Uint8Array(o.buffer)));
-    return decrypt(data.encryptedContentInfo.contentEncryptionAlgorithm, bytes, password, encryption);
+    const pbe = pbeOf(data.encryptedContentInfo.contentEncryptionAlgorithm, budget, encryption);
+    return (password) => pbe(bytes, password);
   }
   throw new Pkcs12Error(
     'ERR_PKCS12_UNSUPPORTED',
@@ -291,10 +400,9 @@ function contentOf(info: ContentInfo, password: string, encryption: Set<string>)
   );
 }
 
-/** RFC 7292 section 5.2 and Appendix B: the password MAC over the AuthenticatedSafe's octets. */
-function verifyMac(pfx: PFX, authSafe: Uint8Array, password: string): string {
-  const { mac, macSalt, iterations } = pfx.macData;
-  const oid = mac.digestAlgorithm.algorithm;
+/** RFC 7292 section 5.2: the MAC's digest, checked to be supported, its derivation charged. */
+function macDigestOf(macData: MacData, budget: KdfBudget): Digest {
+  const oid = macData.mac.digestAlgorithm.algorithm;
   if (oid === ID_PBMAC1)
     throw new Pkcs12Error(
       'ERR_PKCS12_UNSUPPORTED',
@@ -312,15 +420,17 @@ function verifyMac(pfx: PFX, authSafe: Uint8Array, password: string): string {
         mac: oid,
       },
     );
-  checkIterations(iterations);
-  const key = pkcs12Kdf(
-    digest,
-    bmpPassword(password),
-    new Uint8Array(macSalt.buffer),
-    KDF_ID.mac,
-    iterations,
-    digest.u,
-  );
+  checkIterations(macData.iterations, MAX_PKCS12_ITERATIONS, 'MAX_PKCS12_ITERATIONS');
+  budget.charge(macData.iterations, 1, 'mac'); // a key of the hash's own length: one output
+  return digest;
+}
+
+/** RFC 7292 section 5.2 and Appendix B: the password MAC over the AuthenticatedSafe's octets. */
+function verifyMac(macData: MacData, digest: Digest, authSafe: Uint8Array, password: string): string {
+  const { mac, macSalt, iterations } = macData;
+  const bmp = bmpPassword(password);
+  const key = pkcs12Kdf(digest, bmp, new Uint8Array(macSalt.buffer), KDF_ID.mac, iterations, digest.u);
+  bmp.fill(0);
   const expected = createHmac(digest.name, key).update(authSafe).digest();
   key.fill(0);
   const given = Buffer.from(mac.digest.buffer);
@@ -332,13 +442,11 @@ function verifyMac(pfx: PFX, authSafe: Uint8Array, password: string): string {
   return digest.name;
 }
 
-/** Decrypts a bag's or content's ciphertext; `encryption` collects what was used. */
-function decrypt(
-  algorithm: AlgorithmIdentifier,
-  ciphertext: Uint8Array,
-  password: string,
-  encryption: Set<string>,
-): Buffer {
+/**
+ * Reads a bag's or content's encryption parameters, checks them against the limits and charges
+ * the derivation to `budget`; returns the function that decrypts. `encryption` collects what was met.
+ */
+function pbeOf(algorithm: AlgorithmIdentifier, budget: KdfBudget, encryption: Set<string>): Pbe {
   const oid = algorithm.algorithm;
   const params = algorithm.parameters ? new Uint8Array(algorithm.parameters) : new Uint8Array(0);
   if (oid === ID_PBES2) {
@@ -357,31 +465,43 @@ function decrypt(
       throw new Pkcs12Error('ERR_PKCS12_INVALID', 'PBKDF2 key length does not fit the cipher', {
         keyLength: kdf.keyLength,
       });
-    checkIterations(kdf.iterationCount);
+    checkIterations(kdf.iterationCount, MAX_PKCS12_ITERATIONS, 'MAX_PKCS12_ITERATIONS');
+    // PBKDF2 runs one HMAC chain per output block of the PRF.
+    budget.charge(kdf.iterationCount, Math.ceil(cipher.keyBytes / prf.u), `PBES2/${cipher.name}`);
     const iv = octets(pbes2.encryptionScheme.parameters ?? new ArrayBuffer(0), 'PBES2 IV');
-    // RFC 8018 leaves the password's encoding open; OpenSSL (and so every file it writes) uses the
-    // password's UTF-8 bytes for PBES2, unlike the BMPString of the PKCS#12 KDF.
-    const key = pbkdf2Sync(
-      Buffer.from(password, 'utf8'),
-      Buffer.from(kdf.salt.buffer),
-      kdf.iterationCount,
-      cipher.keyBytes,
-      prf,
-    );
     encryption.add(`PBES2/${cipher.name}`);
-    return decipher(cipher.name, key, iv, ciphertext);
+    return (ciphertext, password) => {
+      // RFC 8018 leaves the password's encoding open; OpenSSL (and so every file it writes) uses
+      // the password's UTF-8 bytes for PBES2, unlike the BMPString of the PKCS#12 KDF.
+      const key = pbkdf2Sync(
+        Buffer.from(password, 'utf8'),
+        Buffer.from(kdf.salt.buffer),
+        kdf.iterationCount,
+        cipher.keyBytes,
+        prf.name,
+      );
+      return decipher(cipher.name, key, iv, ciphertext);
+    };
   }
   if (oid === id_pbeWithSHAAnd3_KeyTripleDES_CBC) {
     const pbe = parse(params, Pkcs12PbeParams, 'pkcs-12PbeParams');
-    checkIterations(pbe.iterations);
-    const sha1 = DIGESTS.get('1.3.14.3.2.26')!;
-    const bmp = bmpPassword(password);
-    const salt = new Uint8Array(pbe.salt.buffer);
-    const key = pkcs12Kdf(sha1, bmp, salt, KDF_ID.key, pbe.iterations, 24);
-    const iv = pkcs12Kdf(sha1, bmp, salt, KDF_ID.iv, pbe.iterations, 8);
-    bmp.fill(0);
+    checkIterations(pbe.iterations, MAX_PKCS12_3DES_ITERATIONS, 'MAX_PKCS12_3DES_ITERATIONS');
+    const sha1 = DIGESTS.get(SHA1_OID)!;
+    // Key (24 bytes) and IV (8 bytes), each its own PKCS#12 KDF run: 2 + 1 SHA-1 outputs.
+    budget.charge(
+      pbe.iterations,
+      Math.ceil(24 / sha1.u) + Math.ceil(8 / sha1.u),
+      'pbeWithSHAAnd3-KeyTripleDES-CBC',
+    );
     encryption.add('pbeWithSHAAnd3-KeyTripleDES-CBC');
-    return decipher('des-ede3-cbc', key, iv, ciphertext);
+    return (ciphertext, password) => {
+      const bmp = bmpPassword(password);
+      const salt = new Uint8Array(pbe.salt.buffer);
+      const key = pkcs12Kdf(sha1, bmp, salt, KDF_ID.key, pbe.iterations, 24);
+      const iv = pkcs12Kdf(sha1, bmp, salt, KDF_ID.iv, pbe.iterations, 8);
+      bmp.fill(0);
+      return decipher('des-ede3-cbc', key, iv, ciphertext);
+    };
   }
   return unsupportedPbe(oid);
 }
@@ -412,12 +532,19 @@ function unsupportedPbe(oid: string): never {
   );
 }
 
-function checkIterations(iterations: number): void {
-  if (!Number.isSafeInteger(iterations) || iterations < 1 || iterations > MAX_PKCS12_ITERATIONS)
-    throw new Pkcs12Error('ERR_PKCS12_INVALID', 'PKCS#12 iteration count out of range', {
-      iterations: Number.isSafeInteger(iterations) ? iterations : -1,
-      limit: MAX_PKCS12_ITERATIONS,
-    });
+/** An iteration count from 1 to `limit`; the error names the limit's constant. */
+function checkIterations(iterations: number, limit: number, limitName: string): void {
+  if (!Number.isSafeInteger(iterations) || iterations < 1 || iterations > limit)
+    throw new Pkcs12Error(
+      'ERR_PKCS12_INVALID',
+      `PKCS#12 iteration count out of range (1 to ${limit}, ${limitName})`,
+      {
+        reason: 'iterations',
+        iterations: Number.isSafeInteger(iterations) ? iterations : -1,
+        limit,
+        limitName,
+      },
+    );
 }
 
 /**

@@ -1,12 +1,15 @@
 /**
  * Test helpers (not a test file): PKCS#12 files made by the real openssl CLI, as an administrator
- * would bring them (`openssl req -x509` then `openssl pkcs12 -export`). The password goes to
- * openssl through its environment (`-passout env:`), not its command line.
+ * would bring them (`openssl req -x509` then `openssl pkcs12 -export`), and files crafted from
+ * them with the @peculiar ASN.1 classes. The password goes to openssl through its environment
+ * (`-passout env:`), not its command line.
  */
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { AuthenticatedSafe, PFX } from '@peculiar/asn1-pfx';
+import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
 
 const run = promisify(execFile);
 
@@ -76,6 +79,8 @@ export async function exportPkcs12(
   parts: { keyFile?: string; certFile?: string; extraCertsFile?: string },
   password: string,
   protection: Pkcs12Protection = 'default',
+  /** More `openssl pkcs12 -export` options: `-iter N`, `-nomac`. */
+  extraArgs: readonly string[] = [],
 ): Promise<string> {
   const out = join(dir, `${name}.p12`);
   const args = ['pkcs12', '-export', '-out', out, '-passout', 'env:TEST_P12_PASSWORD'];
@@ -87,6 +92,24 @@ export async function exportPkcs12(
   if (protection === 'legacy') args.push('-legacy');
   if (protection === '3des')
     args.push('-keypbe', 'PBE-SHA1-3DES', '-certpbe', 'PBE-SHA1-3DES', '-macalg', 'sha1');
+  args.push(...extraArgs);
   await run('openssl', args, { env: { ...process.env, TEST_P12_PASSWORD: password } });
   return out;
+}
+
+/**
+ * A crafted PKCS#12 file: `der` with the ContentInfo at `index` of its AuthenticatedSafe repeated
+ * until it holds `total` ContentInfos, re-encoded with the @peculiar classes. The MAC is left as
+ * it was (it no longer matches): the reader's structural limits are checked before the MAC.
+ */
+export function withContentInfosRepeated(der: Uint8Array, index: number, total: number): Buffer {
+  const pfx = AsnConvert.parse(der, PFX);
+  const inner = AsnConvert.parse(pfx.authSafe.content, OctetString);
+  const safe = AsnConvert.parse(inner.buffer, AuthenticatedSafe);
+  const infos = [...safe];
+  while (infos.length < total) infos.push(safe[index]!);
+  pfx.authSafe.content = AsnConvert.serialize(
+    new OctetString(AsnConvert.serialize(new AuthenticatedSafe(infos))),
+  );
+  return Buffer.from(AsnConvert.serialize(pfx));
 }

@@ -4,6 +4,8 @@
  *
  * The file's password comes from CARDLINK_P12_PASSWORD or, when that is absent or empty, from one
  * line on stdin (typed without echo on a terminal): never from argv, which `ps` shows to everyone.
+ * A 9D key is archived for the server config's recovery certificate when the card's profile asks
+ * for it. A CRL that cannot be signed after the import is a warning (exit 0: the import happened).
  */
 import { open } from 'node:fs/promises';
 import type { CommandModule } from 'yargs';
@@ -11,6 +13,7 @@ import { CardlinkError } from '../../../protocol/errors.js';
 import { readSecrets } from '../../../protocol/secret-input.js';
 import {
   adminActor,
+  configOf,
   e,
   hexSlot,
   print,
@@ -27,6 +30,7 @@ interface ImportP12Args extends AdminArgs {
   cardId: string;
   slot: string;
   file: string;
+  'allow-no-mac': boolean;
 }
 
 /** `9A`, `9c`, `0x9D` to a number (checked to be a key slot by checkImportSlot); ERR_USAGE otherwise. */
@@ -90,7 +94,13 @@ export const importP12Command: CommandModule<AdminArgs, ImportP12Args> = {
         demandOption: true,
         describe: 'the key slot: 9A, 9C, 9D, 9E or a retired slot 82..95',
       })
-      .option('file', { type: 'string', demandOption: true, describe: 'the PKCS#12 file (.p12, .pfx)' }),
+      .option('file', { type: 'string', demandOption: true, describe: 'the PKCS#12 file (.p12, .pfx)' })
+      .option('allow-no-mac', {
+        type: 'boolean',
+        default: false,
+        describe:
+          'accept a file without a MAC (openssl -nomac): then nothing checks the password or that the file is unaltered',
+      }),
   handler: async (args) => {
     const slot = parseSlotArgument(args.slot);
     const { checkImportSlot, importPkcs12 } = await import('../../admin/import-pkcs12.js');
@@ -98,8 +108,19 @@ export const importP12Command: CommandModule<AdminArgs, ImportP12Args> = {
     checkImportSlot(slot); // before the password is asked for
     const pkcs12 = await readPkcs12File(args.file, MAX_PKCS12_BYTES);
     const password = await readPassword();
+    const recoveryCertificate = configOf(args).keyArchival.recoveryCertificate;
     const r = await withResources(args, ({ storage, kek }) =>
-      importPkcs12({ storage, kek, cardId: args.cardId, slot, pkcs12, password, actor: adminActor() }),
+      importPkcs12({
+        storage,
+        kek,
+        cardId: args.cardId,
+        slot,
+        pkcs12,
+        password,
+        allowNoMac: args['allow-no-mac'],
+        recoveryCertificate,
+        actor: adminActor(),
+      }),
     );
     const d = {
       cardId: r.cardId,
@@ -115,8 +136,17 @@ export const importP12Command: CommandModule<AdminArgs, ImportP12Args> = {
       replaced: r.replaced,
       revoked: r.revoked,
       ...(r.crlNumber !== undefined ? { crlNumber: r.crlNumber } : {}),
+      ...(r.crlError ? { crlError: r.crlError } : {}),
+      mac: r.mac,
       ...(r.keyHistoryOnCard !== undefined ? { keyHistoryOnCard: r.keyHistoryOnCard } : {}),
+      ...(r.keyArchivedFor !== undefined ? { keyArchivedFor: r.keyArchivedFor } : {}),
+      archivesDetached: r.archivesDetached,
     };
+    // On stderr in both output modes, so a script reading the JSON still shows it to a person.
+    if (r.crlError)
+      process.stderr.write(
+        `cardlink: warning: imported; CRL not re-signed: run \`cardlink admin ca crl\` (${r.crlError.code}: ${e(r.crlError.message)})\n`,
+      );
     if (args.json) return printJson(d);
     print(
       `card ${d.cardId} (serial ${d.cardSerial}): ${d.algorithm} key and certificate imported into slot ${d.slot}`,
@@ -129,5 +159,10 @@ export const importP12Command: CommandModule<AdminArgs, ImportP12Args> = {
       print(`  the slot's CA certificate was revoked as superseded (CRL ${d.crlNumber ?? '-'})`);
     if (d.keyHistoryOnCard !== undefined)
       print(`  Key History: ${d.keyHistoryOnCard} retired key(s) on the card`);
+    if (d.keyArchivedFor !== undefined)
+      print(`  the key was archived for the recovery certificate SHA-256 ${d.keyArchivedFor}`);
+    if (d.archivesDetached > 0)
+      print(`  ${d.archivesDetached} archive(s) of the slot's previous key now listed as replaced`);
+    if (d.mac === 'none') print(`  the file had no MAC (--allow-no-mac): its integrity was not checked`);
   },
 };

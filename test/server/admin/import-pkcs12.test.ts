@@ -6,23 +6,40 @@
  * signature verifies with the certificate's public key. Refusals (wrong password, altered file,
  * a key and a certificate that do not belong together, no key, `-legacy` RC2, RSA-1024) leave the
  * card's keys, objects and version exactly as they were, and so does a KEK that fails inside the
- * transaction. Replacing an enrolled slot revokes the CA certificate it had. The CLI is tested in test/server/cli/admin/pkcs12-commands.test.ts.
+ * transaction. Replacing an enrolled slot revokes the CA certificate it had; a CRL that cannot be
+ * signed after the commit leaves the import in place and is reported (`crlError`). On a card whose
+ * profile archives 9D keys, an imported 9D key is archived in the same transaction (the envelope
+ * opens with `openssl cms -decrypt` to the imported key), the earlier 9D archive is detached, and
+ * without a usable recovery certificate the import is refused with nothing changed. The reader's
+ * limits (ContentInfos, the per-file key-derivation work, the 3DES iteration cap, a file without a
+ * MAC) are tested with files made by openssl (`-iter`, `-nomac`) and crafted with the @peculiar
+ * classes. The CLI is tested in test/server/cli/admin/pkcs12-commands.test.ts.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, verify, X509Certificate as NodeX509 } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { createHash, createPrivateKey, verify, X509Certificate as NodeX509 } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { certificateObjectTag, decodeCertificateObject } from '../../../apdu/piv/certificates/index.js';
 import { decodeKeyHistory, OBJECT_TAG } from '../../../apdu/piv/objects/index.js';
 import { enrollCard } from '../../../server/admin/enroll.js';
 import { importPkcs12 } from '../../../server/admin/import-pkcs12.js';
+import { loadRecoveryCertificate } from '../../../server/archival/recovery-certificate.js';
 import { initEmbeddedCa } from '../../../server/ca/issuing-ca.js';
+import {
+  MAX_PKCS12_3DES_ITERATIONS,
+  MAX_PKCS12_CONTENT_INFOS,
+  MAX_PKCS12_ITERATIONS,
+  MAX_PKCS12_KDF_WORK,
+  readPkcs12,
+} from '../../../server/ca/pkcs12.js';
 import type { KekProvider } from '../../../server/keys/kek-provider.js';
 import {
   getCard,
   getCardObject,
+  listArchivedKeys,
   listCardCertificates,
   listCardKeys,
   listCardObjectTags,
@@ -30,7 +47,12 @@ import {
 } from '../../../server/storage/index.js';
 import { expectSw } from '../../apdu/piv/support/host.js';
 import { ALGORITHM_IDS, pkcs1v15Sha256Block } from '../../apdu/piv/support/keys.js';
-import { exportPkcs12, makeSelfSigned, type TestKeyPair } from '../../support/pkcs12.js';
+import {
+  exportPkcs12,
+  makeSelfSigned,
+  withContentInfosRepeated,
+  type TestKeyPair,
+} from '../../support/pkcs12.js';
 import { auditOf, CARD_PIN, createTestCard, openSession, pinBytes } from '../cards/support/card-fixture.js';
 import { BACKENDS, createBackend, tempKeyFileProvider, type Backend } from '../storage/backends.js';
 
@@ -62,17 +84,21 @@ describe('PKCS#12 import', () => {
   let other: TestKeyPair;
   let ca: TestKeyPair;
   let small: TestKeyPair;
+  /** The key recovery agent: an RSA-2048 certificate allowing keyEncipherment, and its key. */
+  let kra: TestKeyPair;
   const files: Record<string, Buffer> = {};
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'cardlink-p12-'));
-    [rsa, ec, other, ca, small] = await Promise.all([
+    [rsa, ec, other, ca, small, kra] = await Promise.all([
       makeSelfSigned(dir, 'rsa', 'rsa2048', '/CN=Alice RSA/O=Example Corp'),
       makeSelfSigned(dir, 'ec', 'p256', '/CN=Alice EC/O=Example Corp'),
       makeSelfSigned(dir, 'other', 'rsa2048'),
       makeSelfSigned(dir, 'ca', 'p256', '/CN=Some CA'),
       makeSelfSigned(dir, 'small', 'rsa1024'),
+      makeSelfSigned(dir, 'kra', 'rsa2048', '/CN=Key Recovery Agent'),
     ]);
+    const rsaParts = { keyFile: rsa.keyFile, certFile: rsa.certFile };
     const made = {
       rsa: await exportPkcs12(dir, 'rsa', { keyFile: rsa.keyFile, certFile: rsa.certFile }, PASSWORD),
       ecWithChain: await exportPkcs12(
@@ -105,11 +131,95 @@ describe('PKCS#12 import', () => {
       noKey: await exportPkcs12(dir, 'nokey', { certFile: rsa.certFile }, PASSWORD),
       small: await exportPkcs12(dir, 'small', { keyFile: small.keyFile, certFile: small.certFile }, PASSWORD),
       emptyPassword: await exportPkcs12(dir, 'empty', { keyFile: ec.keyFile, certFile: ec.certFile }, ''),
+      noMac: await exportPkcs12(dir, 'nomac', rsaParts, PASSWORD, 'default', ['-nomac']),
+      // The MAC over MAX_PKCS12_ITERATIONS (openssl -iter sets the MAC's and the PBEs' counts).
+      iterations: await exportPkcs12(dir, 'iter', rsaParts, PASSWORD, 'default', [
+        '-iter',
+        String(MAX_PKCS12_ITERATIONS + 1),
+      ]),
+      tripleDesAtCap: await exportPkcs12(dir, '3des-cap', rsaParts, PASSWORD, '3des', [
+        '-iter',
+        String(MAX_PKCS12_3DES_ITERATIONS),
+      ]),
+      tripleDesOverCap: await exportPkcs12(dir, '3des-over', rsaParts, PASSWORD, '3des', [
+        '-iter',
+        String(MAX_PKCS12_3DES_ITERATIONS + 1),
+      ]),
     };
     for (const [name, path] of Object.entries(made)) files[name] = await readFile(path);
+    // openssl writes the certificates' EncryptedData first (index 0), then the key's Data.
+    // Each 3DES ContentInfo within every per-derivation limit, MAX_PKCS12_CONTENT_INFOS of them:
+    // together over MAX_PKCS12_KDF_WORK.
+    files['kdfWork'] = withContentInfosRepeated(files['tripleDesAtCap']!, 0, MAX_PKCS12_CONTENT_INFOS);
+    files['contentInfos'] = withContentInfosRepeated(files['rsa']!, 0, MAX_PKCS12_CONTENT_INFOS + 1);
   });
   after(async () => {
     await rm(dir, { recursive: true, force: true });
+  });
+
+  describe('reader limits (server/ca/pkcs12.ts)', () => {
+    /** readPkcs12's refusal: ERR_PKCS12_INVALID with `reason`, the limit's value and its name in the message. */
+    const refusedFor =
+      (reason: string, limit: number, name: string) =>
+      (error: { code?: string; message?: string; context?: Record<string, unknown> }) => {
+        assert.equal(error.code, 'ERR_PKCS12_INVALID');
+        assert.equal(error.context?.['reason'], reason);
+        assert.equal(error.context?.['limit'], limit);
+        assert.ok(error.message?.includes(name), error.message);
+        assert.ok(!error.message?.includes(PASSWORD));
+        return true;
+      };
+
+    it('a file at the 3DES cap reads (its work within the budget); one iteration more is refused', () => {
+      const read = readPkcs12(files['tripleDesAtCap']!, PASSWORD);
+      assert.equal(read.privateKeys.length, 1);
+      assert.equal(read.mac, 'sha1');
+      assert.deepEqual(read.encryption, ['pbeWithSHAAnd3-KeyTripleDES-CBC']);
+      assert.throws(
+        () => readPkcs12(files['tripleDesOverCap']!, PASSWORD),
+        refusedFor('iterations', MAX_PKCS12_3DES_ITERATIONS, 'MAX_PKCS12_3DES_ITERATIONS'),
+      );
+    });
+
+    it('a MAC over MAX_PKCS12_ITERATIONS is refused', () => {
+      assert.throws(
+        () => readPkcs12(files['iterations']!, PASSWORD),
+        refusedFor('iterations', MAX_PKCS12_ITERATIONS, 'MAX_PKCS12_ITERATIONS'),
+      );
+    });
+
+    it('ContentInfos each within their limits but together over MAX_PKCS12_KDF_WORK are refused', () => {
+      assert.throws(
+        () => readPkcs12(files['kdfWork']!, PASSWORD),
+        refusedFor('kdf-work', MAX_PKCS12_KDF_WORK, 'MAX_PKCS12_KDF_WORK'),
+      );
+    });
+
+    it('more than MAX_PKCS12_CONTENT_INFOS ContentInfos are refused', () => {
+      assert.throws(
+        () => readPkcs12(files['contentInfos']!, PASSWORD),
+        refusedFor('content-infos', MAX_PKCS12_CONTENT_INFOS, 'MAX_PKCS12_CONTENT_INFOS'),
+      );
+    });
+
+    it('a file without a MAC is refused unless allowed; allowed, it reads (mac: none)', () => {
+      assert.throws(
+        () => readPkcs12(files['noMac']!, PASSWORD),
+        (error: { code?: string; message?: string; context?: Record<string, unknown> }) => {
+          assert.equal(error.code, 'ERR_PKCS12_INVALID');
+          assert.equal(error.context?.['reason'], 'no-mac');
+          assert.match(error.message ?? '', /--allow-no-mac/);
+          return true;
+        },
+      );
+      const read = readPkcs12(files['noMac']!, PASSWORD, { allowNoMac: true });
+      assert.equal(read.mac, 'none');
+      assert.equal(read.privateKeys.length, 1);
+      // Without a MAC a wrong password still shows, as a bag that does not decrypt.
+      assert.throws(() => readPkcs12(files['noMac']!, 'not the password', { allowNoMac: true }), {
+        code: 'ERR_PKCS12_PASSWORD',
+      });
+    });
   });
 
   for (const kind of BACKENDS) {
@@ -266,6 +376,14 @@ describe('PKCS#12 import', () => {
             { reason: 'key-algorithm', bits: 1024 },
           ],
           ['not a PKCS#12 file', Buffer.from(rsa.certPem), PASSWORD, 'ERR_PKCS12_INVALID'],
+          ['no MAC', files['noMac']!, PASSWORD, 'ERR_PKCS12_INVALID', { reason: 'no-mac' }],
+          [
+            'over the KDF work budget',
+            files['kdfWork']!,
+            PASSWORD,
+            'ERR_PKCS12_INVALID',
+            { reason: 'kdf-work' },
+          ],
         ];
         for (const [what, file, password, code, context] of refused) {
           await assert.rejects(
@@ -343,6 +461,186 @@ describe('PKCS#12 import', () => {
           [null],
         );
         assert.equal((await auditOf(storage, card.cardId, 'card.pkcs12-imported')).length, 0);
+      });
+
+      it('a file without a MAC imports when allowed (allowNoMac), and the audit entry says mac none', async () => {
+        const card = await createTestCard(storage, kek);
+        const result = await importPkcs12({
+          storage,
+          kek,
+          cardId: card.cardId,
+          slot: 0x9a,
+          pkcs12: files['noMac']!,
+          password: PASSWORD,
+          allowNoMac: true,
+          actor: 'admin:test',
+        });
+        assert.equal(result.mac, 'none');
+        const row = (await listCardKeys(storage, card.cardId)).find((k) => k.slot === 0x9a)!;
+        assert.equal(row.publicKeySpki.toString('hex'), spkiOfCert(rsa.certPem));
+        const details = (await auditOf(storage, card.cardId, 'card.pkcs12-imported'))[0]!.details;
+        assert.equal(details['mac'], 'none');
+      });
+
+      it('a CRL that cannot be signed after the commit: the import stands and crlError says so', async () => {
+        await initEmbeddedCa({
+          storage,
+          kek,
+          crlUrl: 'http://127.0.0.1:8080/ca/crl',
+          actor: 'admin:test',
+        }).catch((error: { code?: string }) => {
+          if (error.code !== 'ERR_CA_EXISTS') throw error; // made by an earlier test on this database
+        });
+        const card = await createTestCard(storage, kek);
+        await enrollCard({
+          storage,
+          kek,
+          cardId: card.cardId,
+          claims: { email: 'carol@example.com', upn: 'carol@corp.example', name: 'Carol' },
+          actor: 'admin:test',
+          slots: [0x9d],
+        });
+        const enrolled = (await listCardCertificates(storage, card.cardId)).find((c) => c.slot === 0x9d)!;
+        // Sealing (wrap) works, unsealing the CA key for the CRL (unwrap) fails: only the CRL fails.
+        const caUnavailable: KekProvider = Object.create(kek) as KekProvider;
+        caUnavailable.unwrap = () => Promise.reject(new Error('HSM busy'));
+        const result = await importPkcs12({
+          storage,
+          kek: caUnavailable,
+          cardId: card.cardId,
+          slot: 0x9d,
+          pkcs12: files['rsa']!,
+          password: PASSWORD,
+          actor: 'admin:test',
+        });
+        assert.deepEqual(result.revoked, [enrolled.serial]);
+        assert.equal(result.crlNumber, undefined);
+        assert.ok(result.crlError, 'the failed CRL is reported');
+        assert.match(result.crlError.message, /HSM busy/);
+        // Committed: the imported key and certificate are in the slot, the old certificate revoked.
+        const row = (await listCardKeys(storage, card.cardId)).find((k) => k.slot === 0x9d)!;
+        assert.equal(row.origin, 'imported');
+        assert.equal(row.publicKeySpki.toString('hex'), spkiOfCert(rsa.certPem));
+        const after = (await listCardCertificates(storage, card.cardId)).find((c) => c.slot === 0x9d)!;
+        assert.equal(after.revocationReason, 'superseded');
+        assert.equal((await auditOf(storage, card.cardId, 'card.pkcs12-imported')).length, 1);
+      });
+
+      it('into 9D of a card that archives 9D keys: archived (recoverable with openssl cms), the earlier archive detached; refused with nothing changed without a usable recovery certificate', async () => {
+        const card = await createTestCard(
+          storage,
+          kek,
+          { archiveKeyManagementKey: true },
+          { recoveryCertificate: kra.certFile },
+        );
+        const recipient = await loadRecoveryCertificate(kra.certFile);
+        const archivesBefore = await listArchivedKeys(storage, card.cardId);
+        assert.deepEqual(
+          archivesBefore.map((a) => a.slot),
+          [0x9d],
+          "create-card archived the card's first 9D key",
+        );
+        const before = await cardContents(storage, card.cardId);
+
+        const refusals: [string, string | undefined, RegExp][] = [
+          ['no recovery certificate', undefined, /no recovery certificate is configured/],
+          ['not a certificate', kra.keyFile, /not an X\.509 certificate/],
+        ];
+        for (const [what, recoveryCertificate, problem] of refusals)
+          await assert.rejects(
+            importPkcs12({
+              storage,
+              kek,
+              cardId: card.cardId,
+              slot: 0x9d,
+              pkcs12: files['rsa']!,
+              password: PASSWORD,
+              recoveryCertificate,
+              actor: 'admin:test',
+            }),
+            (error: { code?: string; message?: string }) => {
+              assert.equal(error.code, 'ERR_KEY_ARCHIVAL', what);
+              assert.match(error.message ?? '', problem, what);
+              return true;
+            },
+          );
+        assert.equal(await cardContents(storage, card.cardId), before, 'nothing changed');
+        assert.deepEqual(await listArchivedKeys(storage, card.cardId), archivesBefore);
+        assert.equal((await auditOf(storage, card.cardId, 'card.pkcs12-imported')).length, 0);
+
+        // Only 9D keys are archived: 9A imports without a recovery certificate, archives untouched.
+        const into9a = await importInto(card.cardId, 0x9a, files['ecWithChain']!);
+        assert.equal(into9a.keyArchivedFor, undefined);
+        assert.deepEqual(await listArchivedKeys(storage, card.cardId), archivesBefore);
+
+        const result = await importPkcs12({
+          storage,
+          kek,
+          cardId: card.cardId,
+          slot: 0x9d,
+          pkcs12: files['rsa']!,
+          password: PASSWORD,
+          recoveryCertificate: kra.certFile,
+          actor: 'admin:test',
+        });
+        assert.equal(result.keyArchivedFor, recipient.sha256);
+        assert.equal(result.archivesDetached, 1);
+        const archives = await listArchivedKeys(storage, card.cardId);
+        // The earlier archive no longer names a slot (list-archived-keys: "replaced"); the new one is 9D.
+        assert.deepEqual(
+          archives.map((a) => [a.id, a.slot]),
+          [
+            [archivesBefore[0]!.id, undefined],
+            [archives[1]!.id, 0x9d],
+          ],
+        );
+        const archived = archives[1]!;
+        assert.equal(
+          archived.publicKeySha256,
+          createHash('sha256')
+            .update(Buffer.from(spkiOfCert(rsa.certPem), 'hex'))
+            .digest('hex'),
+        );
+        assert.equal(archived.certificateSha256, result.certificateSha256);
+        assert.equal(archived.recipientSha256, recipient.sha256);
+        const details = (await auditOf(storage, card.cardId, 'card.pkcs12-imported')).find(
+          (a) => a.details['slot'] === '0x9d',
+        )!.details;
+        assert.equal(details['keyArchivedFor'], recipient.sha256);
+        assert.equal(details['archivesDetached'], 1);
+
+        // Recoverable: the recovery agent's openssl opens the envelope to the imported key.
+        const envelope = join(dir, `archive-${kind}.cms`);
+        const recovered = join(dir, `recovered-${kind}.p8`);
+        await writeFile(envelope, archived.envelope);
+        const run = spawnSync(
+          'openssl',
+          [
+            'cms',
+            '-decrypt',
+            '-inform',
+            'DER',
+            '-in',
+            envelope,
+            '-recip',
+            kra.certFile,
+            '-inkey',
+            kra.keyFile,
+            '-out',
+            recovered,
+          ],
+          { encoding: 'utf8' },
+        );
+        assert.equal(run.status, 0, run.stderr);
+        const recoveredKey = createPrivateKey({
+          key: await readFile(recovered),
+          format: 'der',
+          type: 'pkcs8',
+        });
+        assert.deepEqual(
+          recoveredKey.export({ format: 'jwk' }),
+          createPrivateKey(rsa.keyPem).export({ format: 'jwk' }),
+        );
       });
     });
   }

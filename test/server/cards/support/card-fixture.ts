@@ -28,7 +28,7 @@ export async function createTestCard(
   storage: Storage,
   kek: KekProvider,
   overrides: Record<string, unknown> = {},
-  options: { tenant?: string; subject?: string } = {},
+  options: { tenant?: string; subject?: string; recoveryCertificate?: string } = {},
 ): Promise<CreatedCard> {
   const base = profileToJson(await loadDefaultProfile());
   // The tests' PINs (123456, 654321) are trivial: the PIN policy is tested in pin-rules.test.ts.
@@ -46,6 +46,8 @@ export async function createTestCard(
     pin: CARD_PIN,
     puk: CARD_PUK,
     managementKey: CARD_MGMT_KEY,
+    // A profile with archiveKeyManagementKey needs it (server/archival/).
+    ...(options.recoveryCertificate ? { recoveryCertificate: options.recoveryCertificate } : {}),
     actor: 'admin:test',
   });
 }

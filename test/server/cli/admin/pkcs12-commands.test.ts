@@ -3,13 +3,17 @@
  * SQLite data directory, with PKCS#12 files made by openssl. The password comes from
  * CARDLINK_P12_PASSWORD or from one line on stdin, and is never printed; a wrong one exits 65
  * (ERR_PKCS12_PASSWORD), none at all 64, and a slot that is no key slot or a file that is none 64.
+ * A file without a MAC needs --allow-no-mac. Into 9D of a card whose profile archives 9D keys, the
+ * key is archived for the server config's recovery certificate, and without that setting the
+ * import exits 78 (ERR_KEY_ARCHIVAL).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { loadDefaultProfile, profileToJson } from '../../../../server/admin/index.js';
 import { envWithoutCardlinkSettings, runCardlink, type CliRun } from '../../../support/cli-run.js';
 import { exportPkcs12, makeSelfSigned, type TestKeyPair } from '../../../support/pkcs12.js';
 
@@ -21,6 +25,7 @@ describe('cardlink admin import-p12', () => {
   let rsa: TestKeyPair;
   let rsaP12: string;
   let ecP12: string;
+  let noMacP12: string;
   let cardId: string;
   const admin = (args: string[], env: Record<string, string> = {}, input?: string) =>
     runCardlink(
@@ -41,6 +46,14 @@ describe('cardlink admin import-p12', () => {
       'ec',
       { keyFile: ec.keyFile, certFile: ec.certFile, extraCertsFile: ca.certFile },
       PASSWORD,
+    );
+    noMacP12 = await exportPkcs12(
+      dir,
+      'nomac',
+      { keyFile: rsa.keyFile, certFile: rsa.certFile },
+      PASSWORD,
+      'default',
+      ['-nomac'],
     );
     const created = await admin(
       ['create-card', '--issuer', 'https://idp.example', '--subject', 'alice', '--tenant', 'acme', '--json'],
@@ -93,5 +106,75 @@ describe('cardlink admin import-p12', () => {
       CARDLINK_P12_PASSWORD: PASSWORD,
     });
     assert.equal(directory.status, 64, show(directory));
+  });
+
+  it('a file without a MAC exits 65 unless --allow-no-mac, then imports and says so', async () => {
+    const env = { CARDLINK_P12_PASSWORD: PASSWORD };
+    const refused = await admin(['import-p12', cardId, '--slot', '9A', '--file', noMacP12], env);
+    assert.equal(refused.status, 65, show(refused));
+    assert.match(refused.stderr, /ERR_PKCS12_INVALID/);
+    assert.match(refused.stderr, /--allow-no-mac/);
+    const allowed = await admin(
+      ['import-p12', cardId, '--slot', '9A', '--file', noMacP12, '--allow-no-mac'],
+      env,
+    );
+    assert.equal(allowed.status, 0, show(allowed));
+    assert.match(allowed.stdout, /the file had no MAC \(--allow-no-mac\): its integrity was not checked/);
+  });
+
+  it('into 9D of a card that archives 9D keys: archived for keyArchival.recoveryCertificate; without the setting exit 78', async () => {
+    const kra = await makeSelfSigned(dir, 'kra', 'rsa2048', '/CN=Key Recovery Agent');
+    const config = join(dir, 'server.json');
+    await writeFile(config, JSON.stringify({ keyArchival: { recoveryCertificate: kra.certFile } }));
+    const profile = join(dir, 'archived.json');
+    await writeFile(
+      profile,
+      JSON.stringify({
+        ...profileToJson(await loadDefaultProfile()),
+        name: 'archived',
+        archiveKeyManagementKey: true,
+      }),
+    );
+    const created = await admin([
+      'create-card',
+      '--issuer',
+      'https://idp.example',
+      '--subject',
+      'bob',
+      '--tenant',
+      'acme',
+      '--profile',
+      profile,
+      '--config',
+      config,
+      '--json',
+    ]);
+    assert.equal(created.status, 0, show(created));
+    const archivedCard = (JSON.parse(created.stdout) as { cardId: string }).cardId;
+    const env = { CARDLINK_P12_PASSWORD: PASSWORD };
+
+    const refused = await admin(['import-p12', archivedCard, '--slot', '9D', '--file', rsaP12], env);
+    assert.equal(refused.status, 78, show(refused));
+    assert.match(refused.stderr, /ERR_KEY_ARCHIVAL/);
+    assert.match(refused.stderr, /keyArchival\.recoveryCertificate/);
+
+    const imported = await admin(
+      ['import-p12', archivedCard, '--slot', '9D', '--file', rsaP12, '--config', config, '--json'],
+      env,
+    );
+    assert.equal(imported.status, 0, show(imported));
+    const result = JSON.parse(imported.stdout) as Record<string, unknown>;
+    assert.equal(typeof result['keyArchivedFor'], 'string');
+    assert.equal(result['archivesDetached'], 1, "create-card's archive now names a replaced key");
+
+    const listed = await admin(['list-archived-keys', archivedCard, '--json']);
+    assert.equal(listed.status, 0, show(listed));
+    const archives = JSON.parse(listed.stdout) as { slot: string; certificateSerial: string }[];
+    assert.deepEqual(
+      archives.map((a) => a.slot),
+      ['replaced', '9D'],
+    );
+    // The archive names the serial without DER's leading zero octet (normaliseSerial).
+    assert.equal(archives[1]!.certificateSerial, String(result['serial']).replace(/^(00)+(?=..)/, ''));
   });
 });
