@@ -92,6 +92,8 @@ export type CardlinkErrorCode =
   | 'ERR_KEY_ARCHIVAL'
   /** `cardlink admin recover-key`: the card has no archived key (with that certificate serial). */
   | 'ERR_ARCHIVED_KEY_NOT_FOUND'
+  /** A renewal found the card changed (renewed) by someone else after it began: nothing was written. */
+  | 'ERR_CARD_CHANGED_MEANWHILE'
   | 'ERR_INTERNAL';
 
 export class CardlinkError extends Error {

@@ -15,7 +15,9 @@
  * pushes CARD_CHANGED, and the daemon re-inserts it with the new certificates), replaces the slots' sealed
  * keys, writes the certificates into the card's certificate objects, registers them, revokes the
  * certificates they supersede and appends the audit entry. A failure leaves the card as it was.
- * When something was revoked, a new CRL is signed afterwards.
+ * When something was revoked, a new CRL is signed afterwards, outside that transaction: when that
+ * signature fails (an HSM busy or away, a KEK error) the card has changed all the same, so the
+ * result is still a success, carrying `crlError` for the caller to say (CRL_NOT_RESIGNED).
  */
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import {
@@ -45,7 +47,7 @@ import {
   issueCertificate,
   type IssuedCertificate,
 } from '../ca/issue-certificate.js';
-import { openIssuingCa } from '../ca/issuing-ca.js';
+import { openIssuingCa, type IssuingCa } from '../ca/issuing-ca.js';
 import { STORED_TOUCH_POLICY } from '../cards/key-store.js';
 import type { KekProvider } from '../keys/kek-provider.js';
 import { sealSecret, unsealSecret } from '../keys/sealing.js';
@@ -96,6 +98,12 @@ export interface EnrollOptions {
    * What it returns is added to the audit entry's details.
    */
   readonly beforeReplace?: (card: FencedCard) => Promise<Record<string, unknown> | undefined>;
+  /**
+   * Runs inside the transaction right after the card is taken, before anything is written: it
+   * throws to abort with nothing written. Renewal checks here that nobody renewed the card while
+   * its keys and certificates were being prepared (two sign-ins at once, renew.ts).
+   */
+  readonly precondition?: (card: FencedCard) => Promise<void>;
   /** The audit event (default `card.enrolled`). */
   readonly auditEvent?: string;
   /** Added to the audit entry's details (renewal at sign-in: what started it, in which session). */
@@ -130,7 +138,21 @@ export interface EnrolledCard {
   readonly crlNumber?: number;
   /** SHA-256 of the recovery certificate the new 9D key was archived for, when it was. */
   readonly keyArchivedFor?: string;
+  /**
+   * Set when the change committed but the CRL that follows a revocation could not be signed: the
+   * enrollment stands (a retry would change the card again); `cardlink admin ca crl` signs it.
+   */
+  readonly crlError?: CrlError;
 }
+
+/** Why the CRL after an enrollment was not signed: the error's code and message (no secrets in them). */
+export interface CrlError {
+  readonly code: string;
+  readonly message: string;
+}
+
+/** What the CLI and the server's log say when `crlError` is set. */
+export const CRL_NOT_RESIGNED = 'CRL not re-signed: run `cardlink admin ca crl`';
 
 interface PreparedSlot {
   readonly slot: number;
@@ -224,6 +246,7 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
 
     const revoked = await storage.transaction(async (tx) => {
       const fenced = await lockCardForChange(tx, cardId);
+      if (options.precondition) await options.precondition(fenced);
       // The embedded CA's certificates these slots held are superseded whichever CA issues now
       // (a card moving to the external CA must not stay "due" in the embedded CA's register);
       // the external CA's own are not in the register: revoking them is that CA's job.
@@ -295,8 +318,7 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
       }
       return superseded;
     });
-    const crl =
-      revoked.length > 0 ? await issueCrl({ storage, kek, ...(ca ? { ca } : {}), actor }) : undefined;
+    const crl = revoked.length > 0 ? await signCrlAfterCommit(storage, kek, ca, actor) : undefined;
     return {
       cardId,
       cardSerial: card.serial,
@@ -309,11 +331,36 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
         certificate: p.issued.der,
       })),
       revoked,
-      ...(crl ? { crlNumber: crl.crlNumber } : {}),
+      ...(crl?.crlNumber !== undefined ? { crlNumber: crl.crlNumber } : {}),
+      ...(crl?.crlError ? { crlError: crl.crlError } : {}),
       ...(recovery ? { keyArchivedFor: recovery.sha256 } : {}),
     };
   } finally {
     for (const p of prepared) p.pkcs8.fill(0);
+  }
+}
+
+/**
+ * The CRL after a committed revocation. Its failure is returned, not thrown: the card changed and
+ * the revocation is in the register, so reporting the enrollment as failed would be false (and a
+ * retry would renew again); the next `ca crl` (or the server's own re-signing) lists it.
+ */
+async function signCrlAfterCommit(
+  storage: Storage,
+  kek: KekProvider,
+  ca: IssuingCa | undefined,
+  actor: string,
+): Promise<{ crlNumber?: number; crlError?: CrlError }> {
+  try {
+    return { crlNumber: (await issueCrl({ storage, kek, ...(ca ? { ca } : {}), actor })).crlNumber };
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    return {
+      crlError: {
+        code: typeof code === 'string' ? code : 'ERR_INTERNAL',
+        message: error instanceof Error ? error.message : String(error),
+      },
+    };
   }
 }
 

@@ -25,6 +25,12 @@
  *
  * A profile may opt in to renewal at sign-in (`renewal.atSignIn`): then the server renews a due card
  * when a session opens it (server/session/card-handling.ts), with this same renewCard.
+ *
+ * Two renewals of one card may overlap (two sign-ins at once, a sign-in and `renew --due`): keys
+ * and certificates are prepared before the transaction, which is where the card is locked. So the
+ * transaction first checks that the renewed slots' certificates are still those read at the start
+ * (and, with `onlyIfDueAt`, that the card is still due); if not, the later renewal writes nothing
+ * and fails with ERR_CARD_CHANGED_MEANWHILE, which renewal at sign-in takes as "already renewed".
  */
 import {
   certificateObjectTag,
@@ -44,6 +50,7 @@ import { publicKeySha256 } from '../archival/key-archive.js';
 import { AUDIT_EVENTS } from '../audit/audit-log.js';
 import type { ExternalCa } from '../ca/external-ca.js';
 import { EnrollmentError, normaliseSerial } from '../ca/issue-certificate.js';
+import { CardlinkError } from '../../protocol/errors.js';
 import type { KekProvider } from '../keys/kek-provider.js';
 import { sealSecret, unsealSecret } from '../keys/sealing.js';
 import {
@@ -59,7 +66,9 @@ import {
   moveArchivedKeys,
   putCardKey,
   putCardObject,
+  type CardKeyRecord,
   type FencedCard,
+  type Queryable,
   type Storage,
 } from '../storage/index.js';
 import { DEFAULT_ADMIN_ACTOR } from './admin-common.js';
@@ -87,6 +96,29 @@ export interface RenewOptions {
   readonly auditDetails?: Readonly<Record<string, string>>;
   /** The recovery certificate file, for a profile with `archiveKeyManagementKey` (enroll.ts). */
   readonly recoveryCertificate?: string | undefined;
+  /**
+   * Renew only if the card is still inside its renewal window at this time, checked again inside
+   * the transaction (renewal at sign-in, `renew --due` with the embedded CA): a card another
+   * renewal got to first fails with ERR_CARD_CHANGED_MEANWHILE and nothing is written.
+   */
+  readonly onlyIfDueAt?: Date;
+}
+
+/**
+ * Another change reached the card between the start of a renewal and its transaction (a renewal
+ * from a second sign-in, an enrollment): the renewal wrote nothing. Not a failure of the card.
+ */
+export class CardChangedMeanwhileError extends CardlinkError {
+  constructor(cardId: string, what: 'certificates' | 'not-due') {
+    super(
+      'ERR_CARD_CHANGED_MEANWHILE',
+      what === 'certificates'
+        ? "the card's certificates changed while the renewal was prepared (renewed meanwhile); nothing was written"
+        : 'the card was renewed meanwhile: it is no longer due; nothing was written',
+      { cardId },
+    );
+    this.name = 'CardChangedMeanwhileError';
+  }
 }
 
 export interface RetiredKey {
@@ -112,14 +144,17 @@ export async function renewCard(options: RenewOptions): Promise<RenewedCard> {
   const card = await getCard(storage, cardId);
   const profile = parseCardProfile(card.profile, 'stored');
   const keys = options.keys ?? profile.renewal.key;
-  const current = await currentSlotCertificates(storage, cardId, profile);
+  // The slots this renewal replaces (enroll.ts takes the same ones).
+  const renewing = profile.slots.map((s) => s.slot).filter((slot) => options.slots?.includes(slot) ?? true);
+  const objects = await slotCertificateObjects(storage, cardId, profile.slots.map((s) => s.slot));
+  const current = certificatesOf(objects);
   const claims: Record<string, string> = claimsFromCertificates(current, profile);
   for (const [name, value] of Object.entries(options.claims ?? {}))
     claims[name] = checkClaimValue(name, value);
-  const retiresKeyManagement =
-    keys === 'new' &&
-    profile.slots.some((s) => s.slot === KEY_REF.KEY_MANAGEMENT) &&
-    (options.slots?.includes(KEY_REF.KEY_MANAGEMENT) ?? true);
+  const retiresKeyManagement = keys === 'new' && renewing.includes(KEY_REF.KEY_MANAGEMENT);
+  // Before any key is made or certificate signed: a card whose retired slots are all taken can
+  // never renew 9D with a new key, and must not cost CA signatures at every try.
+  if (retiresKeyManagement) await retirementOf(storage, cardId);
   let retired: RetiredKey | undefined;
   const enrolled = await enrollCard({
     storage,
@@ -134,6 +169,16 @@ export async function renewCard(options: RenewOptions): Promise<RenewedCard> {
     ...(options.externalCa ? { externalCa: options.externalCa } : {}),
     ...(options.slots ? { slots: options.slots } : {}),
     ...(options.auditDetails ? { auditDetails: options.auditDetails } : {}),
+    precondition: async (fenced: FencedCard) => {
+      const now = await slotCertificateObjects(fenced.tx, cardId, renewing);
+      if (renewing.some((slot) => !sameBytes(now.get(slot), objects.get(slot))))
+        throw new CardChangedMeanwhileError(cardId, 'certificates');
+      if (
+        options.onlyIfDueAt &&
+        (await renewalDueSince(fenced.tx, cardId, profile, options.onlyIfDueAt)) === undefined
+      )
+        throw new CardChangedMeanwhileError(cardId, 'not-due');
+    },
     ...(retiresKeyManagement
       ? {
           beforeReplace: async (fenced: FencedCard) => {
@@ -149,8 +194,10 @@ export async function renewCard(options: RenewOptions): Promise<RenewedCard> {
       : {}),
   });
   const revoked = new Set(enrolled.revoked);
-  const notRevoked = [...current.values()]
-    .filter((c) => !isSelfSigned(c))
+  // Only what this renewal replaced: a slot left out (a short-lived 9A) keeps its live certificate.
+  const notRevoked = [...current]
+    .filter(([slot, c]) => renewing.includes(slot) && !isSelfSigned(c))
+    .map(([, c]) => c)
     .map((c) => normaliseSerial(c.serialNumber))
     .filter((serial) => !revoked.has(serial));
   return { ...enrolled, keys, notRevoked, ...(retired ? { retired } : {}) };
@@ -161,20 +208,47 @@ function isSelfSigned(certificate: X509Certificate): boolean {
   return certificate.subject === certificate.issuer;
 }
 
+/** The certificate objects (as stored; absent when none) of these slots, by slot. */
+async function slotCertificateObjects(
+  q: Queryable,
+  cardId: string,
+  slots: readonly number[],
+): Promise<Map<number, Uint8Array | undefined>> {
+  const out = new Map<number, Uint8Array | undefined>();
+  for (const slot of slots) {
+    const tag = certificateObjectTag(slot);
+    out.set(slot, tag === undefined ? undefined : await getCardObject(q, cardId, tag));
+  }
+  return out;
+}
+
+function sameBytes(a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {
+  return a === undefined || b === undefined ? a === b : Buffer.from(a).equals(Buffer.from(b));
+}
+
+/** The readable certificates among certificate objects, by slot. */
+function certificatesOf(objects: ReadonlyMap<number, Uint8Array | undefined>): Map<number, X509Certificate> {
+  const out = new Map<number, X509Certificate>();
+  for (const [slot, value] of objects) {
+    const certificate = value ? readCertificateObject(value) : undefined;
+    if (certificate) out.set(slot, certificate);
+  }
+  return out;
+}
+
 /** The readable certificates in the card's profile slots, by slot. */
 async function currentSlotCertificates(
   storage: Storage,
   cardId: string,
   profile: CardProfile,
 ): Promise<Map<number, X509Certificate>> {
-  const out = new Map<number, X509Certificate>();
-  for (const s of profile.slots) {
-    const tag = certificateObjectTag(s.slot);
-    const value = tag === undefined ? undefined : await getCardObject(storage, cardId, tag);
-    const certificate = value ? readCertificateObject(value) : undefined;
-    if (certificate) out.set(s.slot, certificate);
-  }
-  return out;
+  return certificatesOf(
+    await slotCertificateObjects(
+      storage,
+      cardId,
+      profile.slots.map((s) => s.slot),
+    ),
+  );
 }
 
 function readCertificateObject(value: Uint8Array): X509Certificate | undefined {
@@ -195,16 +269,9 @@ function readCertificateObject(value: Uint8Array): X509Certificate | undefined {
  */
 async function retireKeyManagementKey(fenced: FencedCard, kek: KekProvider): Promise<RetiredKey | undefined> {
   const { tx, cardId, tenantId } = fenced;
-  const tag = certificateObjectTag(KEY_REF.KEY_MANAGEMENT)!;
-  const [old, certificate] = await Promise.all([
-    findCardKey(tx, cardId, KEY_REF.KEY_MANAGEMENT),
-    getCardObject(tx, cardId, tag),
-  ]);
-  if (!old || !certificate || certificate.length === 0) return undefined;
-  const held = (await listCardKeys(tx, cardId)).map((k) => k.slot);
-  const slot = nextRetiredSlot(held);
-  if (slot === undefined)
-    throw new EnrollmentError('every retired key management slot (82..95) is in use', { slot: '9D' });
+  const retirement = await retirementOf(tx, cardId);
+  if (!retirement) return undefined;
+  const { old, certificate, held, slot } = retirement;
 
   // The seal binds the slot: open it where it was, seal it again for the retired slot.
   const pkcs8 = await unsealSecret(kek, old.key, { tenantId, cardId, slot: KEY_REF.KEY_MANAGEMENT });
@@ -240,6 +307,28 @@ async function retireKeyManagementKey(fenced: FencedCard, kek: KekProvider): Pro
   const keyHistoryOnCard = keyHistoryOnCardCount(withCertificates);
   await putCardObject(fenced, OBJECT_TAG.KEY_HISTORY, encodeKeyHistory(keyHistoryOnCard));
   return { slot, keyHistoryOnCard };
+}
+
+/**
+ * Where the card's key management key would retire to: undefined when 9D holds no key or no
+ * certificate (nothing to retire), an ERR_ENROLLMENT when every retired slot is in use. renewCard
+ * asks before preparing anything, retireKeyManagementKey again inside the transaction.
+ */
+async function retirementOf(
+  q: Queryable,
+  cardId: string,
+): Promise<{ old: CardKeyRecord; certificate: Uint8Array; held: number[]; slot: number } | undefined> {
+  const tag = certificateObjectTag(KEY_REF.KEY_MANAGEMENT)!;
+  const [old, certificate] = await Promise.all([
+    findCardKey(q, cardId, KEY_REF.KEY_MANAGEMENT),
+    getCardObject(q, cardId, tag),
+  ]);
+  if (!old || !certificate || certificate.length === 0) return undefined;
+  const held = (await listCardKeys(q, cardId)).map((k) => k.slot);
+  const slot = nextRetiredSlot(held);
+  if (slot === undefined)
+    throw new EnrollmentError('every retired key management slot (82..95) is in use', { slot: '9D' });
+  return { old, certificate, held, slot };
 }
 
 /** The serial (as the register writes it) of a certificate object, or undefined when unreadable. */
@@ -339,14 +428,14 @@ export function renewedSlots(profile: CardProfile): number[] {
  * certificate: a card never enrolled has nothing to renew).
  */
 export async function renewalDueSince(
-  storage: Storage,
+  q: Queryable,
   cardId: string,
   profile: CardProfile,
   now: Date,
 ): Promise<string | undefined> {
   const renewed = new Set(renewedSlots(profile));
   const others = profile.slots.map((s) => s.slot).filter((slot) => !renewed.has(slot));
-  const first = await firstCertificateExpiry(storage, cardId, others);
+  const first = await firstCertificateExpiry(q, cardId, others);
   return first === undefined ? undefined : insideWindow(first, profile, now);
 }
 
@@ -405,7 +494,9 @@ export async function renewDueCards(options: {
         recoveryCertificate: options.recoveryCertificate,
         ...(options.actor ? { actor: options.actor } : {}),
         ...(options.now ? { now: options.now } : {}),
-        ...(options.externalCa ? { externalCa: options.externalCa } : {}),
+        // The embedded CA's due cards are checked again under the card's lock; the external CA's
+        // by their certificates being the ones read (renewCard always checks that).
+        ...(options.externalCa ? { externalCa: options.externalCa } : { onlyIfDueAt: now }),
       });
       results.push({ cardId: c.cardId, firstNotAfter, renewed });
     } catch (error) {
@@ -422,39 +513,65 @@ export async function renewDueCards(options: {
 
 /** Rows read per page when scanning the cards' certificate objects. */
 const CERTIFICATE_SCAN_PAGE = 500;
-/** The slots whose certificates count for renewal (retired 82..95 hold old keys on purpose). */
-const RENEWED_SLOTS = KEY_SLOTS.filter((slot) => !isRetiredSlot(slot));
+/** The slots whose certificate objects the scan reads (retired 82..95 hold old keys on purpose). */
+const SCANNED_SLOTS = KEY_SLOTS.filter((slot) => !isRetiredSlot(slot));
+/** The slot of each scanned certificate object tag. */
+const SLOT_OF_TAG = new Map(SCANNED_SLOTS.map((slot) => [certificateObjectTag(slot)!, slot]));
+
+/** What the scan needs to know of one card to tell whether a certificate is the external CA's to renew. */
+interface ScannedCard {
+  /** Serials in the embedded CA's register (its certificates, not the external CA's). */
+  readonly registered: Set<string>;
+  /** The slots whose certificates count: the profile's renewedSlots, less those with an imported key. */
+  readonly counted: Set<number>;
+}
+
+async function scannedCard(storage: Storage, cardId: string): Promise<ScannedCard> {
+  const profile = parseCardProfile((await getCard(storage, cardId)).profile, 'stored');
+  // A key and certificate put in with import-p12 (origin `imported`) came from a CA cardlink does
+  // not drive: its expiry is not the external CA's business.
+  const imported = new Set(
+    (await listCardKeys(storage, cardId)).filter((k) => k.origin === 'imported').map((k) => k.slot),
+  );
+  return {
+    registered: await listRegisteredSerials(storage, cardId),
+    counted: new Set(renewedSlots(profile).filter((slot) => !imported.has(slot))),
+  };
+}
 
 /**
  * Cards holding a certificate from an external CA (on the card, not self-signed, not in the
- * embedded CA's register) that expires before `cutoff`, the soonest first.
+ * embedded CA's register) that expires before `cutoff`, the soonest first. Only the slots renewal
+ * looks after count (`renewedSlots` of the card's profile: not a short-lived 9A), and not a slot
+ * whose key was imported (import-p12: a third party's certificate, not the external CA's).
  */
 async function listCardsWithExternalCertificatesExpiringBefore(
   storage: Storage,
   cutoff: Date,
 ): Promise<{ cardId: string; firstNotAfter: string }[]> {
-  const tags = RENEWED_SLOTS.map((slot) => certificateObjectTag(slot)!);
+  const tags = [...SLOT_OF_TAG.keys()];
   const first = new Map<string, Date>();
-  const registered = new Map<string, Set<string>>();
+  const cards = new Map<string, ScannedCard>();
   let after: { cardId: string; tag: number } | undefined;
   for (;;) {
     const page = await listSlotCertificateObjects(storage, tags, CERTIFICATE_SCAN_PAGE, after);
     for (const row of page) {
       const certificate = readCertificateObject(row.value);
       if (!certificate || isSelfSigned(certificate) || certificate.notAfter >= cutoff) continue;
-      let serials = registered.get(row.cardId);
-      if (!serials) registered.set(row.cardId, (serials = await listRegisteredSerials(storage, row.cardId)));
-      if (serials.has(normaliseSerial(certificate.serialNumber))) continue;
+      let card = cards.get(row.cardId);
+      if (!card) cards.set(row.cardId, (card = await scannedCard(storage, row.cardId)));
+      if (!card.counted.has(SLOT_OF_TAG.get(row.tag)!)) continue;
+      if (card.registered.has(normaliseSerial(certificate.serialNumber))) continue;
       const known = first.get(row.cardId);
       if (!known || certificate.notAfter < known) first.set(row.cardId, certificate.notAfter);
     }
     if (page.length < CERTIFICATE_SCAN_PAGE) break;
     const last = page.at(-1)!;
     after = { cardId: last.cardId, tag: last.tag };
-    // Rows come by card: only the last card's set can be needed on the next page.
-    const kept = registered.get(last.cardId);
-    registered.clear();
-    if (kept) registered.set(last.cardId, kept);
+    // Rows come by card: only the last card's facts can be needed on the next page.
+    const kept = cards.get(last.cardId);
+    cards.clear();
+    if (kept) cards.set(last.cardId, kept);
   }
   return [...first]
     .sort((a, b) => a[1].getTime() - b[1].getTime())

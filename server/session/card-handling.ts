@@ -34,7 +34,7 @@ import {
   reclaimCard,
 } from '../storage/card-sessions.js';
 import { findCardOfUser, getCard } from '../storage/cards.js';
-import { enrollCard } from '../admin/enroll.js';
+import { CRL_NOT_RESIGNED, enrollCard, type CrlError } from '../admin/enroll.js';
 import { parseCardProfile, type CardProfile } from '../admin/profile.js';
 import { renewalDueSince, renewCard, renewedSlots } from '../admin/renew.js';
 import { CardlinkError } from '../../protocol/errors.js';
@@ -52,6 +52,14 @@ function templateClaims(session: LogicalSession): Record<string, string> {
   const name = token.name ?? token.preferred_username;
   return { ...token, ...(name ? { name } : {}) };
 }
+
+/**
+ * How long a card whose renewal at sign-in failed is left alone before a sign-in tries again. A
+ * failure that lasts (no CA, a claim the template needs, the retired slots full) would otherwise
+ * cost a key generation and CA signatures at every OPEN_CARD; `renew --due` is not held back. Kept
+ * per server process, in memory: a restart or another server node tries again at once.
+ */
+export const RENEWAL_RETRY_AFTER_MS = 60 * 60 * 1000;
 
 /** Device name shown for a claim made by an administrator (`cardlink admin force-logout`). */
 export const ADMIN_CLAIMER_NAME = 'administrator';
@@ -73,6 +81,8 @@ export interface CardHandlingOptions {
 export class CardHandling {
   /** Cards open in this process, by card id: who holds each. */
   private readonly held = new Map<string, { session: LogicalSession; open: OpenCard }>();
+  /** When renewal at sign-in last failed, by card id (RENEWAL_RETRY_AFTER_MS). */
+  private readonly failedRenewals = new Map<string, number>();
   private unsubscribe: (() => Promise<void>) | undefined;
 
   constructor(private readonly options: CardHandlingOptions) {}
@@ -159,6 +169,7 @@ export class CardHandling {
         recoveryCertificate: this.options.config.keyArchival.recoveryCertificate,
       });
       slots = enrolled.slots.length;
+      this.logCrlError(enrolled.crlError, 'card enrolled by its user', session, open.cardId);
     } catch (error) {
       // What the user can act on (no CA yet, a claim the template needs is missing) is said as is.
       if (error instanceof CardlinkError && ENROLLMENT_REFUSALS.has(error.code))
@@ -205,6 +216,7 @@ export class CardHandling {
         slots: [0x9a],
         validityHours: hours,
       });
+      this.logCrlError(enrolled.crlError, 'short-lived 9A certificate issued', session, cardId);
       this.log.info('short-lived 9A certificate issued', {
         session: session.id,
         card: cardId,
@@ -228,14 +240,21 @@ export class CardHandling {
    * a retired slot with Key History), the names from the session's token overriding those read
    * back from the certificates. Audited as `card.renewed` with the user as actor. A holder of the
    * card in another session gets CARD_CHANGED from the change's announcement. A failure (no CA, a
-   * claim missing, the retired slots full) is logged and the card opens with what it has; the
-   * next sign-in or `renew --due` tries again.
+   * claim missing, the retired slots full) is logged and the card opens with what it has; sign-ins
+   * try again after RENEWAL_RETRY_AFTER_MS, `renew --due` at its next run.
+   *
+   * Two OPEN_CARDs of one card at once may both find it due: the renewal checks again under the
+   * card's lock (renew.ts `onlyIfDueAt`), and the one that comes second writes nothing
+   * (ERR_CARD_CHANGED_MEANWHILE): the card was renewed, by the other one.
    */
   private async renewAtSignIn(session: LogicalSession, cardId: string, profile: CardProfile): Promise<void> {
     if (!profile.renewal.atSignIn) return;
     const { storage, kek } = this.options;
+    const failedAt = this.failedRenewals.get(cardId);
+    if (failedAt !== undefined && Date.now() - failedAt < RENEWAL_RETRY_AFTER_MS) return;
     try {
-      const firstNotAfter = await renewalDueSince(storage, cardId, profile, new Date());
+      const now = new Date();
+      const firstNotAfter = await renewalDueSince(storage, cardId, profile, now);
       if (firstNotAfter === undefined) return;
       const renewed = await renewCard({
         storage,
@@ -246,7 +265,10 @@ export class CardHandling {
         slots: renewedSlots(profile),
         auditDetails: { trigger: 'sign-in', session: session.id },
         recoveryCertificate: this.options.config.keyArchival.recoveryCertificate,
+        onlyIfDueAt: now,
       });
+      this.failedRenewals.delete(cardId);
+      this.logCrlError(renewed.crlError, 'certificates renewed at sign-in', session, cardId);
       this.log.info('certificates renewed at sign-in', {
         session: session.id,
         card: cardId,
@@ -256,13 +278,45 @@ export class CardHandling {
         ...(renewed.retired ? { retiredTo: `0x${renewed.retired.slot.toString(16)}` } : {}),
       });
     } catch (error) {
+      if (error instanceof CardlinkError && error.code === 'ERR_CARD_CHANGED_MEANWHILE') {
+        this.log.info('certificates already renewed meanwhile (another sign-in or renewal)', {
+          session: session.id,
+          card: cardId,
+        });
+        return;
+      }
+      this.rememberFailedRenewal(cardId);
       this.log.warn('certificates not renewed at sign-in; the card keeps its certificates', {
         session: session.id,
         card: cardId,
         code: error instanceof CardlinkError ? error.code : 'ERR_INTERNAL',
         error: (error as Error).message,
+        retryAfterMinutes: RENEWAL_RETRY_AFTER_MS / 60_000,
       });
     }
+  }
+
+  private rememberFailedRenewal(cardId: string): void {
+    const now = Date.now();
+    // Entries past their time are dropped here, so the map holds only cards failing this hour.
+    for (const [id, at] of this.failedRenewals) if (now - at >= RENEWAL_RETRY_AFTER_MS) this.failedRenewals.delete(id);
+    this.failedRenewals.set(cardId, now);
+  }
+
+  /** The change committed but its CRL was not signed (enroll.ts `crlError`): said, not failed. */
+  private logCrlError(
+    crlError: CrlError | undefined,
+    what: string,
+    session: LogicalSession,
+    cardId: string,
+  ): void {
+    if (!crlError) return;
+    this.log.warn(`${what}; ${CRL_NOT_RESIGNED}`, {
+      session: session.id,
+      card: cardId,
+      code: crlError.code,
+      error: crlError.message,
+    });
   }
 
   /** Closes every card of an ending session. */

@@ -254,7 +254,7 @@ export const enrollCommand: CommandModule<AdminArgs, EnrollArgs> = {
       (forUser && (!args.issuer || !args.subject || !args.tenant))
     )
       throw new CardlinkError('ERR_USAGE', 'give either a card id or --issuer, --subject and --tenant', {});
-    const { enrollCard } = await import('../../admin/enroll.js');
+    const { CRL_NOT_RESIGNED, enrollCard } = await import('../../admin/enroll.js');
     const { createCard, loadCardProfile, loadDefaultProfile } = await import('../../admin/index.js');
     const pin = secretFromEnv(SECRET_ENV.pin);
     const puk = secretFromEnv(SECRET_ENV.puk);
@@ -312,6 +312,7 @@ export const enrollCommand: CommandModule<AdminArgs, EnrollArgs> = {
         slots,
         revoked: enrolled.revoked,
         ...(enrolled.crlNumber !== undefined ? { crlNumber: enrolled.crlNumber } : {}),
+        ...(enrolled.crlError ? { crlError: enrolled.crlError } : {}),
         ...(created ? { secrets } : {}),
       });
     }
@@ -320,6 +321,8 @@ export const enrollCommand: CommandModule<AdminArgs, EnrollArgs> = {
       print(`  ${s.slot} ${s.algorithm}  ${s.serial}  ${e(s.subject)}  until ${s.notAfter}`);
     if (enrolled.revoked.length > 0)
       print(`  superseded and revoked: ${enrolled.revoked.length} (CRL ${enrolled.crlNumber ?? '-'})`);
+    if (enrolled.crlError)
+      print(`  warning: ${CRL_NOT_RESIGNED} (${enrolled.crlError.code}: ${e(enrolled.crlError.message)})`);
     const lines: string[] = [];
     if (secrets.pin !== undefined) lines.push(`  PIN             ${secrets.pin}`);
     if (secrets.puk !== undefined) lines.push(`  PUK             ${secrets.puk}`);

@@ -44,10 +44,12 @@ function describeRenewed(r: Renewed) {
       ? { retiredTo: hexSlot(r.retired.slot), keyHistoryOnCard: r.retired.keyHistoryOnCard }
       : {}),
     ...(r.crlNumber !== undefined ? { crlNumber: r.crlNumber } : {}),
+    ...(r.crlError ? { crlError: r.crlError } : {}),
   };
 }
 
-function printRenewed(r: Renewed): void {
+/** `crlNotResigned`: enroll.ts CRL_NOT_RESIGNED, passed in because enroll.ts loads only when the command runs. */
+function printRenewed(r: Renewed, crlNotResigned: string): void {
   const d = describeRenewed(r);
   print(`card ${d.cardId} renewed (${d.keys} keys), serial ${d.cardSerial}`);
   for (const s of d.slots)
@@ -62,6 +64,7 @@ function printRenewed(r: Renewed): void {
     print(
       `  replaced but NOT revoked (the issuing CA keeps its own revocation; revoke them there): ${d.notRevoked.join(' ')}`,
     );
+  if (d.crlError) print(`  warning: ${crlNotResigned} (${d.crlError.code}: ${e(d.crlError.message)})`);
 }
 
 export const renewCommand: CommandModule<AdminArgs, RenewArgs> = {
@@ -102,6 +105,7 @@ export const renewCommand: CommandModule<AdminArgs, RenewArgs> = {
       throw new CardlinkError('ERR_USAGE', '--keys and --claim go with a card id, not --due', {});
     const claims = parseClaims(args.claim);
     const { renewCard, renewDueCards } = await import('../../admin/renew.js');
+    const { CRL_NOT_RESIGNED } = await import('../../admin/enroll.js');
     const externalCa = args['ca-command'] !== undefined ? { externalCa: { argv: [args['ca-command']] } } : {};
     const recoveryCertificate = configOf(args).keyArchival.recoveryCertificate;
     if (args.due) {
@@ -119,7 +123,7 @@ export const renewCommand: CommandModule<AdminArgs, RenewArgs> = {
         );
       if (results.length === 0) print('no card is due for renewal');
       for (const r of results) {
-        if (r.renewed) printRenewed(r.renewed);
+        if (r.renewed) printRenewed(r.renewed, CRL_NOT_RESIGNED);
         else print(`card ${r.cardId} (expires ${r.firstNotAfter}): renewal failed, ${r.error}`);
       }
       if (results.some((r) => r.error)) process.exitCode = 1;
@@ -138,6 +142,6 @@ export const renewCommand: CommandModule<AdminArgs, RenewArgs> = {
       }),
     );
     if (args.json) return printJson(describeRenewed(renewed));
-    printRenewed(renewed);
+    printRenewed(renewed, CRL_NOT_RESIGNED);
   },
 };
