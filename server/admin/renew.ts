@@ -146,7 +146,11 @@ export async function renewCard(options: RenewOptions): Promise<RenewedCard> {
   const keys = options.keys ?? profile.renewal.key;
   // The slots this renewal replaces (enroll.ts takes the same ones).
   const renewing = profile.slots.map((s) => s.slot).filter((slot) => options.slots?.includes(slot) ?? true);
-  const objects = await slotCertificateObjects(storage, cardId, profile.slots.map((s) => s.slot));
+  const objects = await slotCertificateObjects(
+    storage,
+    cardId,
+    profile.slots.map((s) => s.slot),
+  );
   const current = certificatesOf(objects);
   const claims: Record<string, string> = claimsFromCertificates(current, profile);
   for (const [name, value] of Object.entries(options.claims ?? {}))

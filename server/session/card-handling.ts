@@ -299,7 +299,8 @@ export class CardHandling {
   private rememberFailedRenewal(cardId: string): void {
     const now = Date.now();
     // Entries past their time are dropped here, so the map holds only cards failing this hour.
-    for (const [id, at] of this.failedRenewals) if (now - at >= RENEWAL_RETRY_AFTER_MS) this.failedRenewals.delete(id);
+    for (const [id, at] of this.failedRenewals)
+      if (now - at >= RENEWAL_RETRY_AFTER_MS) this.failedRenewals.delete(id);
     this.failedRenewals.set(cardId, now);
   }
 

@@ -7,11 +7,16 @@
  * the card exactly as it was, and `renewDueCards` finds each CA's due cards (the external CA's by
  * the certificates on the cards, the embedded CA's by its register) and renews them by their CA. A
  * card moving from the embedded CA to the external one has its embedded certificates revoked.
+ * Two renewals of one card at once: the one whose CA answers last finds the card changed and writes
+ * nothing. A card whose retired slots are all taken is refused before the CA is asked. The due
+ * scan counts neither a short-lived 9A (not renewed; renewal lists no 9A serial as not revoked)
+ * nor a certificate imported with import-p12 (another CA's, origin `imported`).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -22,12 +27,17 @@ import {
 } from '../../../apdu/piv/certificates/index.js';
 import { decodeKeyHistory, OBJECT_TAG, retiredCertificateTag } from '../../../apdu/piv/objects/index.js';
 import { enrollCard } from '../../../server/admin/enroll.js';
-import { createCard, loadDefaultProfile } from '../../../server/admin/index.js';
+import { createCard, loadDefaultProfile, profileToJson } from '../../../server/admin/index.js';
+import { importPkcs12 } from '../../../server/admin/import-pkcs12.js';
 import { renewCard, renewDueCards } from '../../../server/admin/renew.js';
+import { normaliseSerial } from '../../../server/ca/issue-certificate.js';
 import { initEmbeddedCa } from '../../../server/ca/issuing-ca.js';
 import type { KekProvider } from '../../../server/keys/kek-provider.js';
+import { sealSecret } from '../../../server/keys/sealing.js';
 import {
   getCardObject,
+  lockCardForChange,
+  putCardKey,
   listAuditRows,
   listCardCertificates,
   listCardKeys,
@@ -36,6 +46,7 @@ import {
   type Storage,
 } from '../../../server/storage/index.js';
 import { createOpensslCa, writeScript, type OpensslCa } from '../../support/openssl-ca.js';
+import { exportPkcs12 } from '../../support/pkcs12.js';
 import { BACKENDS, createBackend, tempKeyFileProvider, type Backend } from '../storage/backends.js';
 
 const CLAIMS = { email: 'alice@example.com', upn: 'alice@corp.example', name: 'Alice Example' };
@@ -68,17 +79,17 @@ for (const kind of BACKENDS) {
       await rm(dir, { recursive: true, force: true });
     });
 
-    const newCard = async (subject: string) =>
+    const newCard = async (subject: string, profile?: unknown) =>
       (
         await createCard({
           storage,
           kek,
           user: { issuer: 'https://idp.example', subject, tenant },
-          profile: await loadDefaultProfile(),
+          profile: profile ?? (await loadDefaultProfile()),
         })
       ).cardId;
-    const externalCard = async (subject: string) => {
-      const cardId = await newCard(subject);
+    const externalCard = async (subject: string, profile?: unknown) => {
+      const cardId = await newCard(subject, profile);
       const enrolled = await enrollCard({
         storage,
         kek,
@@ -249,6 +260,153 @@ for (const kind of BACKENDS) {
         externalCa: { argv: [ca.wrapper] },
       });
       assert.ok(dueExternal.find((r) => r.cardId === cardId)?.renewed);
+    });
+
+    it('two renewals at once: the one whose CA answers after the other committed writes nothing', async () => {
+      const { cardId } = await externalCard('race');
+      // The second renewal's CA waits until the first renewal is done.
+      const go = join(dir, 'race-go');
+      const waiting = await writeScript(
+        dir,
+        'wait.sh',
+        `while [ ! -f ${go} ]; do sleep 0.05; done\nexec ${ca.wrapper}`,
+      );
+      const second = renewCard({ storage, kek, cardId, externalCa: { argv: [waiting] } });
+      const first = await renewCard({ storage, kek, cardId, externalCa: { argv: [ca.wrapper] } }).finally(
+        () => writeFile(go, ''), // never leaves the second one waiting
+      );
+      await assert.rejects(second, { code: 'ERR_CARD_CHANGED_MEANWHILE' });
+      for (const s of first.slots)
+        assert.deepEqual(
+          Buffer.from(
+            decodeCertificateObject((await getCardObject(storage, cardId, certificateObjectTag(s.slot)!))!),
+          ),
+          Buffer.from(s.certificate),
+          "the first renewal's certificates stay",
+        );
+      const held = (await listCardKeys(storage, cardId)).map((k) => k.slot);
+      assert.ok(held.includes(0x82));
+      assert.equal(held.includes(0x83), false, 'one retired slot used');
+      const audit = await listAuditRows(storage, { cardId, eventType: 'card.renewed' }, { limit: 10 });
+      assert.equal(audit.length, 1);
+    });
+
+    it('every retired slot taken: refused before the external CA is asked', async () => {
+      const { cardId } = await externalCard('retired-full');
+      const nine = (await listCardKeys(storage, cardId)).find((k) => k.slot === 0x9d)!;
+      await storage.transaction(async (tx) => {
+        const fenced = await lockCardForChange(tx, cardId);
+        for (let slot = 0x82; slot <= 0x95; slot++) {
+          const pair = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+          const pkcs8 = pair.privateKey.export({ type: 'pkcs8', format: 'der' });
+          await putCardKey(fenced, {
+            slot,
+            algorithm: 'ECCP256',
+            publicKeySpki: pair.publicKey.export({ type: 'spki', format: 'der' }),
+            key: await sealSecret(kek, pkcs8, { tenantId: fenced.tenantId, cardId, slot }, fenced.version),
+            pinPolicy: nine.pinPolicy,
+            touchPolicy: nine.touchPolicy,
+            origin: 'generated',
+          });
+        }
+      });
+      const before = await snapshot(cardId);
+      const issuedBefore = await ca.issuedCount();
+      await assert.rejects(renewCard({ storage, kek, cardId, externalCa: { argv: [ca.wrapper] } }), {
+        code: 'ERR_ENROLLMENT',
+        message: /every retired key management slot/,
+      });
+      assert.equal(await ca.issuedCount(), issuedBefore, 'no certificate signed for nothing');
+      assert.deepEqual(await snapshot(cardId), before);
+    });
+
+    it('the due scan: a short-lived 9A and an imported certificate do not make a card due', async () => {
+      const shortLived = { ...profileToJson(await loadDefaultProfile()), shortLived9AHours: 8 };
+      const { cardId: shortCard } = await externalCard('scan-short', shortLived);
+      // Its 9A certificate from the external CA expires in a day (what short-lived 9A is for).
+      const oneDay = await writeScript(
+        dir,
+        'one-day.sh',
+        (await readFile(ca.wrapper, 'utf8'))
+          .replace(/^#!\/bin\/sh\n/, '')
+          .replace(' -notext', ' -notext -days 1'),
+      );
+      await enrollCard({
+        storage,
+        kek,
+        cardId: shortCard,
+        claims: CLAIMS,
+        slots: [0x9a],
+        externalCa: { argv: [oneDay] },
+      });
+      const short9a = new X509Certificate(
+        decodeCertificateObject((await getCardObject(storage, shortCard, certificateObjectTag(0x9a)!))!),
+      );
+      assert.ok(short9a.notAfter.getTime() < Date.now() + 2 * DAY_MS, 'a certificate due today');
+
+      // A card holding only an import-p12 key and certificate, from a third party's CA.
+      const thirdParty = await createOpensslCa(join(dir, 'third'), 'Third Party CA');
+      const keyFile = join(dir, 'third-party.key');
+      const csr = spawnSync(
+        'openssl',
+        [
+          'req',
+          '-new',
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:P-256',
+          '-nodes',
+          '-keyout',
+          keyFile,
+          '-subj',
+          '/CN=imported',
+        ],
+        { encoding: 'utf8' },
+      );
+      assert.equal(csr.status, 0, csr.stderr);
+      const issued = spawnSync(thirdParty.wrapper, { input: csr.stdout, encoding: 'utf8' });
+      assert.equal(issued.status, 0, issued.stderr);
+      const certFile = join(dir, 'third-party.crt');
+      await writeFile(certFile, issued.stdout);
+      const p12 = await exportPkcs12(dir, 'third-party', { keyFile, certFile }, 'test password');
+      const importedCard = await newCard('scan-imported');
+      await importPkcs12({
+        storage,
+        kek,
+        cardId: importedCard,
+        slot: 0x9d,
+        pkcs12: await readFile(p12),
+        password: 'test password',
+      });
+
+      const today = await renewDueCards({ storage, kek, externalCa: { argv: [ca.wrapper] } });
+      assert.equal(
+        today.some((r) => r.cardId === shortCard),
+        false,
+        'the short-lived 9A does not make the card due',
+      );
+      // 340 days on, the imported certificate (365 days) is inside the window too.
+      const later = await renewDueCards({
+        storage,
+        kek,
+        now: new Date(Date.now() + 340 * DAY_MS),
+        externalCa: { argv: [ca.wrapper] },
+      });
+      assert.equal(
+        later.some((r) => r.cardId === importedCard),
+        false,
+        "an imported certificate is not the external CA's to renew",
+      );
+      const renewed = later.find((r) => r.cardId === shortCard)?.renewed;
+      assert.ok(renewed, 'due by its other certificates');
+      assert.deepEqual(renewed.slots.map((s) => s.slot).sort(), [0x9c, 0x9d, 0x9e]);
+      assert.equal(renewed.notRevoked.includes(normaliseSerial(short9a.serialNumber)), false);
+      assert.equal(
+        renewed.notRevoked.length,
+        3,
+        "the three replaced certificates are the external CA's to revoke",
+      );
     });
 
     it('the certificate scan pages through every card once, in order', async () => {

@@ -4,12 +4,16 @@
  * certificates; new-key renewal moves the old 9D key and certificate to 82, then 83, with the
  * Key History counting them and the moved key opening at its new slot only; `renewDueCards`
  * renews a card inside its profile's window and leaves one outside it alone, and does not count a
- * short-lived 9A certificate (a due card of such a profile renews its other slots); the rules for the
- * retired slots (apdu/piv/objects/key-history.ts).
+ * short-lived 9A certificate (a due card of such a profile renews its other slots, and lists no 9A
+ * serial as "not revoked"); two renewals of one due card at once (two sign-ins) renew it once, the
+ * second writing nothing; a card no longer due is not renewed by a renewal that asked `onlyIfDueAt`;
+ * a CRL that cannot be signed after the commit leaves a renewed card and `crlError`, not a failure; the
+ * rules for the retired slots (apdu/piv/objects/key-history.ts).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPrivateKey, createPublicKey } from 'node:crypto';
+import { sql } from 'kysely';
 import {
   certificateObjectTag,
   decodeCertificateObject,
@@ -29,7 +33,14 @@ import {
   profileToJson,
   type CardProfile,
 } from '../../../server/admin/index.js';
-import { claimsFromCertificate, renewCard, renewDueCards } from '../../../server/admin/renew.js';
+import { parseCardProfile } from '../../../server/admin/profile.js';
+import {
+  claimsFromCertificate,
+  renewalDueSince,
+  renewCard,
+  renewDueCards,
+  renewedSlots,
+} from '../../../server/admin/renew.js';
 import { resolveTemplate } from '../../../server/admin/certificate-template.js';
 import { initEmbeddedCa } from '../../../server/ca/issuing-ca.js';
 import { normaliseSerial } from '../../../server/ca/issue-certificate.js';
@@ -209,6 +220,104 @@ for (const kind of BACKENDS) {
       const renewed = later.find((r) => r.cardId === due)?.renewed;
       assert.ok(renewed, 'due 25 days before its other certificates expire');
       assert.deepEqual(renewed.slots.map((s) => s.slot).sort(), [0x9c, 0x9d, 0x9e]);
+      // The live short-lived 9A certificate was not replaced: it is not "replaced but not revoked".
+      const nine = normaliseSerial((await certificate(due, certificateObjectTag(0x9a)!)).serialNumber);
+      assert.equal(renewed.revoked.includes(nine), false);
+      assert.deepEqual(renewed.notRevoked, []);
+    });
+
+    it('two renewals of one due card at once (two sign-ins): one renews, the other writes nothing', async () => {
+      const json = { ...profileToJson(profile), renewal: { key: 'new', windowDays: 30 } };
+      const cardId = await enrolledCard('race', json);
+      const p = parseCardProfile(json);
+      const first = await listCardCertificates(storage, cardId);
+      const later = new Date(Date.now() + 340 * DAY_MS);
+      // What renewal at sign-in does: both find the card due, then both renew it.
+      const due = await Promise.all([1, 2].map(() => renewalDueSince(storage, cardId, p, later)));
+      assert.ok(due.every((d) => d !== undefined));
+      const results = await Promise.allSettled(
+        [1, 2].map((n) =>
+          renewCard({
+            storage,
+            kek,
+            cardId,
+            actor: `user:${n}`,
+            now: later,
+            onlyIfDueAt: later,
+            slots: renewedSlots(p),
+          }),
+        ),
+      );
+      const renewed = results.filter((r) => r.status === 'fulfilled');
+      const refused = results.filter((r) => r.status === 'rejected');
+      assert.equal(renewed.length, 1, 'exactly one renewal');
+      assert.equal(refused.length, 1);
+      assert.equal((refused[0] as PromiseRejectedResult).reason.code, 'ERR_CARD_CHANGED_MEANWHILE');
+
+      const held = (await listCardKeys(storage, cardId)).map((k) => k.slot);
+      assert.ok(held.includes(0x82), 'the old 9D key retired once');
+      assert.equal(held.includes(0x83), false, 'and only once');
+      assert.deepEqual(decodeKeyHistory((await getCardObject(storage, cardId, OBJECT_TAG.KEY_HISTORY))!), {
+        onCard: 1,
+        offCard: 0,
+      });
+      const register = await listCardCertificates(storage, cardId);
+      const superseded = register.filter((c) => c.revocationReason === 'superseded').map((c) => c.serial);
+      assert.deepEqual(superseded.sort(), first.map((c) => c.serial).sort(), 'one set revoked: the first');
+      assert.equal(register.filter((c) => c.revokedAt === null).length, 4);
+      const audit = await listAuditRows(storage, { cardId, eventType: 'card.renewed' }, { limit: 10 });
+      assert.equal(audit.length, 1);
+      const winner = (renewed[0] as PromiseFulfilledResult<Awaited<ReturnType<typeof renewCard>>>).value;
+      const on9a = await certificate(cardId, certificateObjectTag(0x9a)!);
+      assert.equal(normaliseSerial(on9a.serialNumber), winner.slots.find((s) => s.slot === 0x9a)!.serial);
+    });
+
+    it('onlyIfDueAt: a card that is no longer due is left as it was', async () => {
+      const json = { ...profileToJson(profile), renewal: { key: 'new', windowDays: 30 } };
+      const cardId = await enrolledCard('not-due-any-more', json);
+      const before = await spkiBySlot(cardId);
+      await assert.rejects(
+        renewCard({ storage, kek, cardId, actor: 'admin:test', onlyIfDueAt: new Date() }),
+        { code: 'ERR_CARD_CHANGED_MEANWHILE' },
+      );
+      assert.deepEqual(await spkiBySlot(cardId), before);
+      assert.equal(
+        (await listAuditRows(storage, { cardId, eventType: 'card.renewed' }, { limit: 10 })).length,
+        0,
+      );
+      assert.equal((await listCardCertificates(storage, cardId)).filter((c) => c.revokedAt).length, 0);
+    });
+
+    it('a CRL that cannot be signed after the commit: the renewal stands, with crlError', async () => {
+      const cardId = await enrolledCard('crl-down');
+      // The CRL's transaction fails (as an HSM or KEK error would): its CRL number cannot move.
+      if (kind === 'sqlite') {
+        await sql`create trigger test_no_crl before update of crl_number on issuing_cas
+          begin select raise(abort, 'test: the CRL cannot be signed'); end`.execute(storage.db);
+      } else {
+        await sql`create function test_no_crl() returns trigger language plpgsql as
+          $$ begin raise exception 'test: the CRL cannot be signed'; end $$`.execute(storage.db);
+        await sql`create trigger test_no_crl before update of crl_number on issuing_cas
+          for each row execute function test_no_crl()`.execute(storage.db);
+      }
+      try {
+        const renewed = await renewCard({ storage, kek, cardId, keys: 'same', actor: 'admin:test' });
+        assert.equal(renewed.revoked.length, 4, 'the superseded certificates are revoked');
+        assert.equal(renewed.crlNumber, undefined);
+        assert.ok(renewed.crlError, 'the CRL failure is reported');
+        assert.match(renewed.crlError.code, /^ERR_/);
+        assert.equal(
+          (await listAuditRows(storage, { cardId, eventType: 'card.renewed' }, { limit: 10 })).length,
+          1,
+        );
+        const on9a = await certificate(cardId, certificateObjectTag(0x9a)!);
+        assert.equal(normaliseSerial(on9a.serialNumber), renewed.slots.find((s) => s.slot === 0x9a)!.serial);
+      } finally {
+        await sql`drop trigger test_no_crl${sql.raw(kind === 'sqlite' ? '' : ' on issuing_cas')}`.execute(
+          storage.db,
+        );
+        if (kind === 'postgres') await sql`drop function test_no_crl()`.execute(storage.db);
+      }
     });
 
     it('a template with a prefix gives its claim back from the certificate', async () => {
