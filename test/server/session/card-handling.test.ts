@@ -6,7 +6,9 @@
  *     names of the session's token (not the old certificates'), audited with the user as actor,
  *     and the session holding it meanwhile gets CARD_CHANGED before it is taken over;
  *   - a renewal that fails (a claim the template needs is in neither the token nor the certificates)
- *     is logged as a warning and the card opens with its certificates;
+ *     is logged as a warning and the card opens with its certificates; the next sign-in within
+ *     RENEWAL_RETRY_AFTER_MS does not try again;
+ *   - two OPEN_CARDs of one due card at once renew it once (one retired slot), with no warning;
  *   - with short-lived 9A too, the 9A certificate (always hours from expiry) does not make the card
  *     due, and a due card is renewed in its other slots while 9A gets its short-lived certificate.
  */
@@ -27,7 +29,12 @@ import { createCard, loadDefaultProfile, profileToJson } from '../../../server/a
 import { renewalDueSince } from '../../../server/admin/renew.js';
 import { parseCardProfile } from '../../../server/admin/profile.js';
 import { initEmbeddedCa } from '../../../server/ca/issuing-ca.js';
-import { getCardObject, listAuditRows, listCardCertificates } from '../../../server/storage/index.js';
+import {
+  getCardObject,
+  listAuditRows,
+  listCardCertificates,
+  listCardKeys,
+} from '../../../server/storage/index.js';
 import { capturedLogger, type CapturedLog } from '../../support/captured-log.js';
 import { startTestCardServer, TEST_TENANT, type TestCardServer } from '../../support/card-server.js';
 import { startTestIdp, type TestIdp } from '../../support/oidc-provider.js';
@@ -218,6 +225,47 @@ describe('renewal at sign-in (OPEN_CARD)', () => {
     assert.ok(warning, log.raw());
     assert.equal(warning.level, 'warn');
     assert.ok(JSON.stringify(warning).includes(cardId));
+
+    // Remembered: the next sign-in opens the card without trying (no key made, no CA signature).
+    const warnings = () =>
+      log.lines.filter((l) => {
+        const line = JSON.stringify(l);
+        return line.includes('certificates not renewed at sign-in') && line.includes(cardId);
+      }).length;
+    await open(await signIn('bob'), cardId);
+    assert.equal(warnings(), 1, 'not tried again within RENEWAL_RETRY_AFTER_MS');
+    assert.equal((await renewals(cardId)).length, 0);
+  });
+
+  it('two OPEN_CARDs of one due card at once: renewed once, one retired slot, no warning', async () => {
+    const cardId = await newCard('erin', atSignIn, DUE_DAYS_AGO);
+    const enrolled = (await listCardCertificates(storage(), cardId)).map((c) => c.serial);
+    const [one, two] = await Promise.all([signIn('erin'), signIn('erin')]);
+    const answers = await Promise.all(
+      [one!, two!].map((c) => c.request({ type: 'OPEN_CARD', cardId, takeOver: true })),
+    );
+    assert.ok(answers.some((a) => a.type === 'CARD_OPENED'));
+    assert.equal((await renewals(cardId)).length, 1, 'one renewal');
+    const held = (await listCardKeys(storage(), cardId)).map((k) => k.slot);
+    assert.ok(held.includes(0x82));
+    assert.equal(held.includes(0x83), false, 'one retired slot');
+    const register = await listCardCertificates(storage(), cardId);
+    assert.deepEqual(
+      register
+        .filter((c) => c.revocationReason === 'superseded')
+        .map((c) => c.serial)
+        .sort(),
+      [...enrolled].sort(),
+      'one set of certificates revoked',
+    );
+    assert.equal(
+      log.lines.some((l) => {
+        const line = JSON.stringify(l);
+        return line.includes('certificates not renewed at sign-in') && line.includes(cardId);
+      }),
+      false,
+      'the second OPEN_CARD found the card renewed: not a failure',
+    );
   });
 
   it('with short-lived 9A: its certificate does not make the card due; a due card renews the other slots', async () => {
