@@ -2,7 +2,8 @@
  * `cardlink admin renew` as an administrator runs it: the built CLI as a child process on a
  * SQLite data directory. New keys retire the old 9D key to slot 82 (Key History 1), `--keys same`
  * retires nothing, `--due` finds nothing inside the window of a fresh card, and a call without a
- * card id or --due is a usage error. With `--ca-command` an `openssl ca` directory renews a card it
+ * card id or --due is a usage error; a CRL that cannot be signed after the renewal committed gives
+ * exit status 0 with a warning (and `crlError` in --json). With `--ca-command` an `openssl ca` directory renews a card it
  * enrolled: nothing revoked by the server, the replaced certificates named instead.
  */
 import { after, before, describe, it } from 'node:test';
@@ -10,6 +11,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { envWithoutCardlinkSettings, runCardlink, type CliRun } from '../../../support/cli-run.js';
 import { createOpensslCa, type OpensslCa } from '../../../support/openssl-ca.js';
 
@@ -87,6 +89,24 @@ describe('cardlink admin renew', () => {
     const usage = await admin(['renew']);
     assert.equal(usage.status, 64, show(usage));
     assert.match(usage.stderr, /give either a card id or --due/);
+  });
+
+  it('a CRL that cannot be signed after the renewal committed: exit status 0 and a warning', async () => {
+    // The CRL's transaction fails (as an HSM or KEK error would): its CRL number cannot move.
+    const db = new Database(join(dir, 'site', 'cardlink.db'));
+    try {
+      db.exec(`create trigger test_no_crl before update of crl_number on issuing_cas
+        begin select raise(abort, 'test: the CRL cannot be signed'); end`);
+    } finally {
+      db.close();
+    }
+    const text = await admin(['renew', cardId, '--keys', 'same']);
+    assert.equal(text.status, 0, show(text));
+    assert.match(text.stdout, /superseded and revoked: 4 \(CRL -\)/);
+    assert.match(text.stdout, /warning: CRL not re-signed: run `cardlink admin ca crl` \(ERR_/);
+    const json = await ok<Renewed & { crlError?: { code: string } }>(['renew', cardId, '--keys', 'same']);
+    assert.equal(json.revoked.length, 4);
+    assert.match(json.crlError?.code ?? '', /^ERR_/);
   });
 });
 
