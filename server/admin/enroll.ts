@@ -39,7 +39,7 @@ import {
   storeArchive,
 } from '../archival/key-archive.js';
 import { AUDIT_EVENTS, appendAudit } from '../audit/audit-log.js';
-import { issueCrl } from '../ca/crl.js';
+import { issueCrlAfterCommit, type CrlError } from '../ca/crl.js';
 import { externalRequestPem, issueWithCommand, type ExternalCa } from '../ca/external-ca.js';
 import {
   certificateSha256,
@@ -47,7 +47,7 @@ import {
   issueCertificate,
   type IssuedCertificate,
 } from '../ca/issue-certificate.js';
-import { openIssuingCa, type IssuingCa } from '../ca/issuing-ca.js';
+import { openIssuingCa } from '../ca/issuing-ca.js';
 import { STORED_TOUCH_POLICY } from '../cards/key-store.js';
 import type { KekProvider } from '../keys/kek-provider.js';
 import { sealSecret, unsealSecret } from '../keys/sealing.js';
@@ -144,15 +144,6 @@ export interface EnrolledCard {
    */
   readonly crlError?: CrlError;
 }
-
-/** Why the CRL after an enrollment was not signed: the error's code and message (no secrets in them). */
-export interface CrlError {
-  readonly code: string;
-  readonly message: string;
-}
-
-/** What the CLI and the server's log say when `crlError` is set. */
-export const CRL_NOT_RESIGNED = 'CRL not re-signed: run `cardlink admin ca crl`';
 
 interface PreparedSlot {
   readonly slot: number;
@@ -318,7 +309,7 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
       }
       return superseded;
     });
-    const crl = revoked.length > 0 ? await signCrlAfterCommit(storage, kek, ca, actor) : undefined;
+    const crl = revoked.length > 0 ? await issueCrlAfterCommit({ storage, kek, ca, actor }) : undefined;
     return {
       cardId,
       cardSerial: card.serial,
@@ -337,30 +328,6 @@ export async function enrollCard(options: EnrollOptions): Promise<EnrolledCard> 
     };
   } finally {
     for (const p of prepared) p.pkcs8.fill(0);
-  }
-}
-
-/**
- * The CRL after a committed revocation. Its failure is returned, not thrown: the card changed and
- * the revocation is in the register, so reporting the enrollment as failed would be false (and a
- * retry would renew again); the next `ca crl` (or the server's own re-signing) lists it.
- */
-async function signCrlAfterCommit(
-  storage: Storage,
-  kek: KekProvider,
-  ca: IssuingCa | undefined,
-  actor: string,
-): Promise<{ crlNumber?: number; crlError?: CrlError }> {
-  try {
-    return { crlNumber: (await issueCrl({ storage, kek, ...(ca ? { ca } : {}), actor })).crlNumber };
-  } catch (error) {
-    const code = (error as { code?: unknown }).code;
-    return {
-      crlError: {
-        code: typeof code === 'string' ? code : 'ERR_INTERNAL',
-        message: error instanceof Error ? error.message : String(error),
-      },
-    };
   }
 }
 

@@ -38,6 +38,41 @@ export interface IssuedCrl {
   readonly nextUpdate: Date;
 }
 
+/** Why the CRL after a committed change was not signed: the error's code and message (no secrets in them). */
+export interface CrlError {
+  readonly code: string;
+  readonly message: string;
+}
+
+/** What the CLI and the server's log say when a CRL after a committed change was not signed. */
+export const CRL_NOT_RESIGNED = 'CRL not re-signed: run `cardlink admin ca crl`';
+
+/**
+ * The CRL after a change that revoked and has committed (enrollment, renewal). Its failure (an HSM
+ * busy or away, a KEK error) is returned, not thrown: the card has changed and the revocation is in
+ * the register, so an error would say the change failed and invite a retry that changes the card
+ * again; the next `ca crl`, or the server's own re-signing, lists the revocation.
+ */
+export async function issueCrlAfterCommit(options: {
+  storage: Storage;
+  kek: KekProvider;
+  ca?: IssuingCa | undefined;
+  actor: string;
+}): Promise<{ crlNumber?: number; crlError?: CrlError }> {
+  try {
+    const { ca, ...rest } = options;
+    return { crlNumber: (await issueCrl({ ...rest, ...(ca ? { ca } : {}) })).crlNumber };
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    return {
+      crlError: {
+        code: typeof code === 'string' ? code : 'ERR_INTERNAL',
+        message: error instanceof Error ? error.message : String(error),
+      },
+    };
+  }
+}
+
 /** Signs and stores a new CRL. Opens the CA unless an open one is given. */
 export async function issueCrl(options: {
   storage: Storage;

@@ -21,6 +21,7 @@ import type { Logger } from '../../protocol/log.js';
 import { FRAME_FLAG, type Frame, type FrameOf } from '../../protocol/wire/frames.js';
 import { signSnapshot } from '../../protocol/wire/snapshot-signature.js';
 import { AUDIT_EVENTS, appendAudit } from '../audit/audit-log.js';
+import { CRL_NOT_RESIGNED, type CrlError } from '../ca/crl.js';
 import { CardStateClosedError } from '../cards/errors.js';
 import { openPersistentCardState, type PersistentCardState } from '../cards/persistent-card-state.js';
 import type { ServerConfig } from '../config/server-config.js';
@@ -34,7 +35,7 @@ import {
   reclaimCard,
 } from '../storage/card-sessions.js';
 import { findCardOfUser, getCard } from '../storage/cards.js';
-import { CRL_NOT_RESIGNED, enrollCard, type CrlError } from '../admin/enroll.js';
+import { enrollCard } from '../admin/enroll.js';
 import { parseCardProfile, type CardProfile } from '../admin/profile.js';
 import { renewalDueSince, renewCard, renewedSlots } from '../admin/renew.js';
 import { CardlinkError } from '../../protocol/errors.js';

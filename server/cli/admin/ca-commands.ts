@@ -254,7 +254,8 @@ export const enrollCommand: CommandModule<AdminArgs, EnrollArgs> = {
       (forUser && (!args.issuer || !args.subject || !args.tenant))
     )
       throw new CardlinkError('ERR_USAGE', 'give either a card id or --issuer, --subject and --tenant', {});
-    const { CRL_NOT_RESIGNED, enrollCard } = await import('../../admin/enroll.js');
+    const { enrollCard } = await import('../../admin/enroll.js');
+    const { CRL_NOT_RESIGNED } = await import('../../ca/crl.js');
     const { createCard, loadCardProfile, loadDefaultProfile } = await import('../../admin/index.js');
     const pin = secretFromEnv(SECRET_ENV.pin);
     const puk = secretFromEnv(SECRET_ENV.puk);
@@ -290,6 +291,11 @@ export const enrollCommand: CommandModule<AdminArgs, EnrollArgs> = {
       return { created, enrolled };
     });
     const { created, enrolled } = result;
+    // The enrollment committed; its CRL did not: on stderr in both output modes (as import-p12 does).
+    if (enrolled.crlError)
+      process.stderr.write(
+        `cardlink: warning: card ${enrolled.cardId} enrolled; ${CRL_NOT_RESIGNED} (${enrolled.crlError.code}: ${e(enrolled.crlError.message)})\n`,
+      );
     const secrets = created
       ? {
           ...(created.generated.pin ? { pin: created.pin } : {}),
@@ -321,8 +327,6 @@ export const enrollCommand: CommandModule<AdminArgs, EnrollArgs> = {
       print(`  ${s.slot} ${s.algorithm}  ${s.serial}  ${e(s.subject)}  until ${s.notAfter}`);
     if (enrolled.revoked.length > 0)
       print(`  superseded and revoked: ${enrolled.revoked.length} (CRL ${enrolled.crlNumber ?? '-'})`);
-    if (enrolled.crlError)
-      print(`  warning: ${CRL_NOT_RESIGNED} (${enrolled.crlError.code}: ${e(enrolled.crlError.message)})`);
     const lines: string[] = [];
     if (secrets.pin !== undefined) lines.push(`  PIN             ${secrets.pin}`);
     if (secrets.puk !== undefined) lines.push(`  PUK             ${secrets.puk}`);

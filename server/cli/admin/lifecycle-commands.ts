@@ -48,8 +48,19 @@ function describeRenewed(r: Renewed) {
   };
 }
 
-/** `crlNotResigned`: enroll.ts CRL_NOT_RESIGNED, passed in because enroll.ts loads only when the command runs. */
-function printRenewed(r: Renewed, crlNotResigned: string): void {
+/**
+ * The change committed but its CRL was not signed: on stderr in both output modes (as import-p12
+ * does), so a script reading the JSON still shows it to a person. `crlNotResigned` is crl.ts's
+ * CRL_NOT_RESIGNED, passed in because that module loads only when the command runs.
+ */
+function warnCrlError(r: Renewed, crlNotResigned: string): void {
+  if (r.crlError)
+    process.stderr.write(
+      `cardlink: warning: card ${r.cardId} renewed; ${crlNotResigned} (${r.crlError.code}: ${e(r.crlError.message)})\n`,
+    );
+}
+
+function printRenewed(r: Renewed): void {
   const d = describeRenewed(r);
   print(`card ${d.cardId} renewed (${d.keys} keys), serial ${d.cardSerial}`);
   for (const s of d.slots)
@@ -64,7 +75,6 @@ function printRenewed(r: Renewed, crlNotResigned: string): void {
     print(
       `  replaced but NOT revoked (the issuing CA keeps its own revocation; revoke them there): ${d.notRevoked.join(' ')}`,
     );
-  if (d.crlError) print(`  warning: ${crlNotResigned} (${d.crlError.code}: ${e(d.crlError.message)})`);
 }
 
 export const renewCommand: CommandModule<AdminArgs, RenewArgs> = {
@@ -105,13 +115,14 @@ export const renewCommand: CommandModule<AdminArgs, RenewArgs> = {
       throw new CardlinkError('ERR_USAGE', '--keys and --claim go with a card id, not --due', {});
     const claims = parseClaims(args.claim);
     const { renewCard, renewDueCards } = await import('../../admin/renew.js');
-    const { CRL_NOT_RESIGNED } = await import('../../admin/enroll.js');
+    const { CRL_NOT_RESIGNED } = await import('../../ca/crl.js');
     const externalCa = args['ca-command'] !== undefined ? { externalCa: { argv: [args['ca-command']] } } : {};
     const recoveryCertificate = configOf(args).keyArchival.recoveryCertificate;
     if (args.due) {
       const results = await withResources(args, ({ storage, kek }) =>
         renewDueCards({ storage, kek, actor: adminActor(), recoveryCertificate, ...externalCa }),
       );
+      for (const r of results) if (r.renewed) warnCrlError(r.renewed, CRL_NOT_RESIGNED);
       if (args.json)
         return printJson(
           results.map((r) => ({
@@ -123,7 +134,7 @@ export const renewCommand: CommandModule<AdminArgs, RenewArgs> = {
         );
       if (results.length === 0) print('no card is due for renewal');
       for (const r of results) {
-        if (r.renewed) printRenewed(r.renewed, CRL_NOT_RESIGNED);
+        if (r.renewed) printRenewed(r.renewed);
         else print(`card ${r.cardId} (expires ${r.firstNotAfter}): renewal failed, ${r.error}`);
       }
       if (results.some((r) => r.error)) process.exitCode = 1;
@@ -141,7 +152,8 @@ export const renewCommand: CommandModule<AdminArgs, RenewArgs> = {
         ...externalCa,
       }),
     );
+    warnCrlError(renewed, CRL_NOT_RESIGNED);
     if (args.json) return printJson(describeRenewed(renewed));
-    printRenewed(renewed, CRL_NOT_RESIGNED);
+    printRenewed(renewed);
   },
 };

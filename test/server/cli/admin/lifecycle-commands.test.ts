@@ -103,10 +103,16 @@ describe('cardlink admin renew', () => {
     const text = await admin(['renew', cardId, '--keys', 'same']);
     assert.equal(text.status, 0, show(text));
     assert.match(text.stdout, /superseded and revoked: 4 \(CRL -\)/);
-    assert.match(text.stdout, /warning: CRL not re-signed: run `cardlink admin ca crl` \(ERR_/);
-    const json = await ok<Renewed & { crlError?: { code: string } }>(['renew', cardId, '--keys', 'same']);
-    assert.equal(json.revoked.length, 4);
-    assert.match(json.crlError?.code ?? '', /^ERR_/);
+    assert.match(
+      text.stderr,
+      /warning: card \S+ renewed; CRL not re-signed: run `cardlink admin ca crl` \(ERR_/,
+    );
+    const json = await admin(['renew', cardId, '--keys', 'same', '--json']);
+    assert.equal(json.status, 0, show(json));
+    const renewed = JSON.parse(json.stdout) as Renewed & { crlError?: { code: string } };
+    assert.equal(renewed.revoked.length, 4);
+    assert.match(renewed.crlError?.code ?? '', /^ERR_/);
+    assert.match(json.stderr, /CRL not re-signed/, 'said to a person in --json mode too');
   });
 });
 
