@@ -66,7 +66,7 @@ import {
   storeArchive,
 } from '../archival/key-archive.js';
 import { AUDIT_EVENTS, appendAudit } from '../audit/audit-log.js';
-import { issueCrl } from '../ca/crl.js';
+import { issueCrlAfterCommit, type CrlError } from '../ca/crl.js';
 import { certificateSha256 } from '../ca/issue-certificate.js';
 import { Pkcs12Error, readPkcs12 } from '../ca/pkcs12.js';
 import { STORED_TOUCH_POLICY } from '../cards/key-store.js';
@@ -136,7 +136,7 @@ export interface ImportedPkcs12 {
    * Why that CRL could not be signed (the import is committed nonetheless): run
    * `cardlink admin ca crl`. No secret in it (errors carry none).
    */
-  readonly crlError?: { readonly code: string; readonly message: string };
+  readonly crlError?: CrlError;
   /** The file's MAC digest, or `none` (a file without one, taken with `allowNoMac`). */
   readonly mac: string;
   /** SHA-256 of the recovery certificate the imported 9D key was archived for, when it was. */
@@ -262,7 +262,7 @@ export async function importPkcs12(options: ImportPkcs12Options): Promise<Import
         });
       return { revoked, replaced, archivesDetached };
     });
-    const crl = revoked.length > 0 ? await crlAfterCommit(storage, kek, actor) : undefined;
+    const crl = revoked.length > 0 ? await issueCrlAfterCommit({ storage, kek, actor }) : undefined;
     return {
       cardId,
       cardSerial: card.serial,
@@ -285,27 +285,6 @@ export async function importPkcs12(options: ImportPkcs12Options): Promise<Import
     };
   } finally {
     checked.pkcs8.fill(0);
-  }
-}
-
-/**
- * The CRL after the import committed: its failure is reported, not thrown, because the card has
- * changed already (an error would say the import failed, and a retry would import again).
- */
-async function crlAfterCommit(
-  storage: Storage,
-  kek: KekProvider,
-  actor: string,
-): Promise<{ crlNumber?: number; crlError?: { code: string; message: string } }> {
-  try {
-    return { crlNumber: (await issueCrl({ storage, kek, actor })).crlNumber };
-  } catch (error) {
-    return {
-      crlError: {
-        code: error instanceof CardlinkError ? error.code : 'ERR_INTERNAL',
-        message: error instanceof Error ? error.message : String(error),
-      },
-    };
   }
 }
 

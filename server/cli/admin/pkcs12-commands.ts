@@ -105,6 +105,7 @@ export const importP12Command: CommandModule<AdminArgs, ImportP12Args> = {
     const slot = parseSlotArgument(args.slot);
     const { checkImportSlot, importPkcs12 } = await import('../../admin/import-pkcs12.js');
     const { MAX_PKCS12_BYTES } = await import('../../ca/pkcs12.js');
+    const { CRL_NOT_RESIGNED } = await import('../../ca/crl.js');
     checkImportSlot(slot); // before the password is asked for
     const pkcs12 = await readPkcs12File(args.file, MAX_PKCS12_BYTES);
     const password = await readPassword();
@@ -145,7 +146,7 @@ export const importP12Command: CommandModule<AdminArgs, ImportP12Args> = {
     // On stderr in both output modes, so a script reading the JSON still shows it to a person.
     if (r.crlError)
       process.stderr.write(
-        `cardlink: warning: imported; CRL not re-signed: run \`cardlink admin ca crl\` (${r.crlError.code}: ${e(r.crlError.message)})\n`,
+        `cardlink: warning: imported; ${CRL_NOT_RESIGNED} (${r.crlError.code}: ${e(r.crlError.message)})\n`,
       );
     if (args.json) return printJson(d);
     print(
