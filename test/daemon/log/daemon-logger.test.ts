@@ -99,8 +99,12 @@ describe('createDaemonLogger', () => {
     const total = 200;
     for (let i = 0; i < total; i++) {
       logger.info('line', { i, filler });
-      // Let the transport rotate between bursts, as a running daemon would.
-      if (i % 10 === 9) await new Promise((r) => setTimeout(r, 5));
+      // Let the transport rotate between bursts, as a running daemon would. winston's tailable
+      // rotation (a chain of renames) can misplace lines that arrive while it runs; at 5 ms a CI
+      // machine under load once lost that race (lines 103..156 missing from the kept files). A
+      // daemon writes a few lines a second, so bursts of 10 with 25 ms between them still rotate
+      // the file a dozen times here.
+      if (i % 10 === 9) await new Promise((r) => setTimeout(r, 25));
     }
     await closeDaemonLogger(logger);
     const names = fs.readdirSync(dir).sort();
