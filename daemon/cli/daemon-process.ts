@@ -7,7 +7,8 @@
  * read, which is the module loader's, so all eight run before the daemon's first line. For a
  * process whose heap is about 10 MiB and whose work is one APDU at a time, one V8 helper and two
  * libuv threads do the same work; measured with bench/daemon-idle-rss.ts, the idle daemon holds
- * about 3.5 MiB less (median 56.7 against 60.4 MiB after login, same machine and build).
+ * about 3.5 MiB less after login (56.8 MiB median of three runs, against 58.6 to 61.6 MiB in five
+ * runs of the same build without the settings; docs/performance.md).
  *
  * Two libuv threads, not one: a slow DNS lookup of the card server (the resolver can wait 5 s per
  * try) must not hold up the log file's writes.
