@@ -13,10 +13,10 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
-import { loadDefaultProfile, parseCardProfile, profileToJson } from '../../../server/admin/index.js';
 import { CARDLINK_MAIN, CLI_RUN_TIMEOUT_MS } from '../../support/cli-run.js';
 import { startDaemonStack, type DaemonStack } from '../../support/daemon-stack.js';
 import { OPENSC_PKCS11 } from '../../support/local-card.js';
+import { pinBySignInProfile } from '../../support/pin-by-sign-in-profile.js';
 
 const PUK = '97531864';
 const PIN_1 = '13572468';
@@ -102,17 +102,7 @@ describe('cardlink pin set: a new PIN after a fresh sign-in', { timeout: 600_000
   };
 
   before(async () => {
-    const base = profileToJson(await loadDefaultProfile());
-    const profile = parseCardProfile({
-      ...base,
-      pin: {
-        ...(base.pin as object),
-        rejectTrivial: true,
-        history: 2,
-        firstPinBySignIn: true,
-        resetBySignIn: true,
-      },
-    });
+    const profile = await pinBySignInProfile();
     stack = await startDaemonStack({
       name: 'pin-set-cli',
       server: { pin: { freshSignInMaxAgeSeconds: FRESH_SECONDS }, clockToleranceSeconds: 0 },

@@ -13,7 +13,6 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { Page } from 'playwright-core';
-import { loadDefaultProfile, parseCardProfile, profileToJson } from '../../../server/admin/index.js';
 import { startBrowserLogin } from '../../../daemon/login/authorization-code-login.js';
 import { DaemonWatch } from '../../../tray/daemon-watch.js';
 import { PinPageServer } from '../../../tray/pin-page/pin-page-server.js';
@@ -21,6 +20,7 @@ import { artifactPath, launchChromium, type TestBrowser } from '../../support/ch
 import { startDaemonStack, type DaemonStack } from '../../support/daemon-stack.js';
 import { OPENSC_PKCS11 } from '../../support/local-card.js';
 import { TEST_ACCOUNTS } from '../../support/oidc-provider.js';
+import { pinBySignInProfile } from '../../support/pin-by-sign-in-profile.js';
 import path from 'node:path';
 
 const PUK = '97531864';
@@ -81,17 +81,7 @@ describe('first PIN and forgotten PIN after a fresh sign-in, in Chromium', { tim
   };
 
   before(async () => {
-    const base = profileToJson(await loadDefaultProfile());
-    const profile = parseCardProfile({
-      ...base,
-      pin: {
-        ...(base.pin as object),
-        rejectTrivial: true,
-        history: 2,
-        firstPinBySignIn: true,
-        resetBySignIn: true,
-      },
-    });
+    const profile = await pinBySignInProfile();
     stack = await startDaemonStack({
       name: 'first-pin',
       server: { pin: { freshSignInMaxAgeSeconds: FRESH_SECONDS }, clockToleranceSeconds: 0 },
