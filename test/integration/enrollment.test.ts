@@ -16,12 +16,12 @@ import https from 'node:https';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { waitForCardAbsent, waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
-import { enrollCard } from '../../server/admin/enroll.js';
+import type { EnrolledCard } from '../../server/admin/enroll.js';
 import { deleteCard } from '../../server/admin/index.js';
-import { initEmbeddedCa } from '../../server/ca/issuing-ca.js';
 import { crlUrlFor } from '../../server/http/ca-routes.js';
-import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
-import { cardSteps, OPENSC_ID, PKCS11_ENGINE, type CardSteps } from '../support/pkcs11-steps.js';
+import type { DaemonStack } from '../support/daemon-stack.js';
+import { startEnrolledStack } from '../support/enrolled-stack.js';
+import { OPENSC_ID, PKCS11_ENGINE, type CardSteps } from '../support/pkcs11-steps.js';
 
 const PIN = '24681357';
 const CLAIMS = { email: 'alice@example.com', upn: 'alice@corp.example', name: 'Alice Example' };
@@ -53,25 +53,14 @@ describe('enrollment with the embedded CA, read back through pcscd and OpenSC', 
     });
 
   before(async () => {
-    stack = await startDaemonStack({
+    let enrolled: EnrolledCard;
+    ({ stack, steps, cardId, caFile, enrolled } = await startEnrolledStack({
       name: 'enrollment',
-      cards: [{ label: 'alice card', pin: PIN, puk: '97531864' }],
-      pcscd: { cardlink: { slots: 2, friendlyName: 'cardlink Enrollment Reader' } },
-      daemon: { deviceName: 'alice-laptop' },
-    });
+      readerName: 'cardlink Enrollment Reader',
+      pin: PIN,
+      claims: CLAIMS,
+    }));
     dir = stack.dir;
-    steps = cardSteps({ pcscdEnv: stack.pcscd.env, dir, pin: PIN });
-    cardId = stack.cardIds[0]!;
-    const { storage, kek } = stack.cardServer.resources;
-    const ca = await initEmbeddedCa({
-      storage,
-      kek,
-      crlUrl: crlUrlFor(stack.serverUrl),
-      actor: 'admin:test',
-    });
-    caFile = path.join(dir, 'ca.pem');
-    fs.writeFileSync(caFile, ca.certificatePem);
-    const enrolled = await enrollCard({ storage, kek, cardId, claims: CLAIMS, actor: 'admin:test' });
     serials = enrolled.slots.map((s) => s.serial);
     await stack.daemon.login('alice');
     const cards = await stack.daemon.waitForCards((cs) => cs.some((c) => c.state === 'inserted'));

@@ -17,13 +17,12 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { waitForCardPresent } from '../../daemon/reader/pcsc-presence.js';
 import { decodeKeyHistory, OBJECT_TAG } from '../../apdu/piv/objects/index.js';
-import { enrollCard } from '../../server/admin/enroll.js';
+import type { EnrolledCard } from '../../server/admin/enroll.js';
 import { renewCard } from '../../server/admin/renew.js';
-import { initEmbeddedCa } from '../../server/ca/issuing-ca.js';
-import { crlUrlFor } from '../../server/http/ca-routes.js';
 import { getCardObject, listAuditRows } from '../../server/storage/index.js';
-import { startDaemonStack, type DaemonStack } from '../support/daemon-stack.js';
-import { cardSteps, OPENSC_ID, type CardSteps } from '../support/pkcs11-steps.js';
+import type { DaemonStack } from '../support/daemon-stack.js';
+import { startEnrolledStack } from '../support/enrolled-stack.js';
+import { OPENSC_ID, type CardSteps } from '../support/pkcs11-steps.js';
 
 const PIN = '24681357';
 const CLAIMS = { email: 'alice@example.com', upn: 'alice@corp.example', name: 'Alice Example' };
@@ -47,25 +46,14 @@ describe('renewal with new keys: the old 9D key moves to a retired slot; S/MIME 
     steps.cmsDecrypt(envelope, id, recipient);
 
   before(async () => {
-    stack = await startDaemonStack({
+    let enrolled: EnrolledCard;
+    ({ stack, steps, cardId, caFile, enrolled } = await startEnrolledStack({
       name: 'renewal',
-      cards: [{ label: 'alice card', pin: PIN, puk: '97531864' }],
-      pcscd: { cardlink: { slots: 2, friendlyName: 'cardlink Renewal Reader' } },
-      daemon: { deviceName: 'alice-laptop' },
-    });
+      readerName: 'cardlink Renewal Reader',
+      pin: PIN,
+      claims: CLAIMS,
+    }));
     dir = stack.dir;
-    steps = cardSteps({ pcscdEnv: stack.pcscd.env, dir, pin: PIN });
-    cardId = stack.cardIds[0]!;
-    const { storage, kek } = stack.cardServer.resources;
-    const ca = await initEmbeddedCa({
-      storage,
-      kek,
-      crlUrl: crlUrlFor(stack.serverUrl),
-      actor: 'admin:test',
-    });
-    caFile = path.join(dir, 'ca.pem');
-    fs.writeFileSync(caFile, ca.certificatePem);
-    const enrolled = await enrollCard({ storage, kek, cardId, claims: CLAIMS, actor: 'admin:test' });
     oldSerials = enrolled.slots.map((s) => s.serial);
 
     // A sender encrypts to the first 9D certificate (as a mail client would from a directory).
@@ -78,6 +66,7 @@ describe('renewal with new keys: the old 9D key moves to a retired slot; S/MIME 
     await steps.cmsEncrypt(oldCertFile, path.join(dir, 'message.txt'), oldEnvelope);
 
     // Renewal by the profile's default policy: new keys.
+    const { storage, kek } = stack.cardServer.resources;
     renewed = await renewCard({ storage, kek, cardId, actor: 'admin:test' });
 
     await stack.daemon.login('alice');
