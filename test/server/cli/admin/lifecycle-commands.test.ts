@@ -26,18 +26,27 @@ interface Renewed {
   notRevoked: string[];
 }
 
-describe('cardlink admin renew', () => {
-  let dir: string;
+/**
+ * `cardlink admin` run as an administrator would, with the site in `<dir>/site`: `admin` returns
+ * the run, `ok` its --json output once it exited 0.
+ */
+function adminCli(dirOf: () => string) {
   const admin = (args: string[]) =>
-    runCardlink(['admin', ...args, '--data-dir', join(dir, 'site')], {
+    runCardlink(['admin', ...args, '--data-dir', join(dirOf(), 'site')], {
       ...envWithoutCardlinkSettings(),
-      XDG_STATE_HOME: join(dir, 'state'),
+      XDG_STATE_HOME: join(dirOf(), 'state'),
     });
   const ok = async <T>(args: string[]): Promise<T> => {
     const r = await admin([...args, '--json']);
     assert.equal(r.status, 0, show(r));
     return JSON.parse(r.stdout) as T;
   };
+  return { admin, ok };
+}
+
+describe('cardlink admin renew', () => {
+  let dir: string;
+  const { admin, ok } = adminCli(() => dir);
   let cardId: string;
   let firstSerials: string[];
 
@@ -119,16 +128,7 @@ describe('cardlink admin renew', () => {
 describe('cardlink admin renew --ca-command', () => {
   let dir: string;
   let ca: OpensslCa;
-  const admin = (args: string[]) =>
-    runCardlink(['admin', ...args, '--data-dir', join(dir, 'site')], {
-      ...envWithoutCardlinkSettings(),
-      XDG_STATE_HOME: join(dir, 'state'),
-    });
-  const ok = async <T>(args: string[]): Promise<T> => {
-    const r = await admin([...args, '--json']);
-    assert.equal(r.status, 0, show(r));
-    return JSON.parse(r.stdout) as T;
-  };
+  const { admin, ok } = adminCli(() => dir);
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'cardlink-renew-external-cli-'));
